@@ -1,0 +1,248 @@
+"""The simulator's command runtime: how PSRP pipelines reach Python command implementations.
+
+The PSRP layer (``simulator/psrp``) never interprets PowerShell. It receives statements of
+``(command name, [(parameter name, value), ...])`` and hands each command to
+:meth:`CommandRegistry.invoke`. Implementations (``simulator/commands.py``) are plain Python
+functions registered with the same function and parameter names as the real PowerShell in
+``worker/powershell/*.ps1``; a contract test compares the two.
+
+Functions exist in a runspace only after they were defined there, exactly as on Windows: the
+worker sends its ``.ps1`` function library once per runspace pool with ``add_script``;
+:meth:`RunspaceState.define_from_script` records the ``function Verb-Noun`` names the text
+defines (no other script text is accepted). A JEA endpoint instead pre-defines the module's
+functions and refuses scripts.
+
+Errors: an implementation raises :class:`CommandError` for a terminating error (the pipeline
+fails with that ``FullyQualifiedErrorId``), or calls :meth:`CommandContext.write_error` for a
+non-terminating one.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from simulator.windows.host import WindowsHost
+
+
+class CommandError(Exception):
+    """A terminating error, as PowerShell's ``ThrowTerminatingError`` produces.
+
+    Args:
+        message: the exception message users see (``str(ps.streams.error[0])`` in pypsrp).
+        error_id: the ``FullyQualifiedErrorId`` (e.g. ``WinCert.StoreNotFound``).
+        category: an ``ErrorCategory`` name (e.g. ``ObjectNotFound``, ``InvalidArgument``).
+        target: the target object, if any (e.g. the store path).
+        exception_type: the .NET exception type name shown in the error record.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        error_id: str,
+        category: str = "NotSpecified",
+        target: str | None = None,
+        exception_type: str = "System.Management.Automation.RuntimeException",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_id = error_id
+        self.category = category
+        self.target = target
+        self.exception_type = exception_type
+
+
+class CommandContext:
+    """What a command implementation can see and do while it runs.
+
+    The PSRP layer subclasses this and implements the ``write_*`` methods on top of
+    psrpcore's ``ServerPipeline``. ``host`` is the simulated Windows host the runspace pool
+    belongs to; ``cancelled`` is set when the client stops the pipeline (Signal ctrl_c).
+    """
+
+    def __init__(self, host: WindowsHost, input_objects: list[Any] | None = None) -> None:
+        self.host = host
+        self.input_objects: list[Any] = list(input_objects or [])
+        self.cancelled = threading.Event()
+
+    def write_output(self, obj: Any) -> None:
+        """Write one object to the output stream (str, int, bool, bytes, psrpcore types)."""
+        raise NotImplementedError
+
+    def write_warning(self, message: str) -> None:
+        """Write to the warning stream."""
+        raise NotImplementedError
+
+    def write_verbose(self, message: str) -> None:
+        """Write to the verbose stream."""
+        raise NotImplementedError
+
+    def write_error(
+        self, message: str, error_id: str, category: str = "NotSpecified", target: str | None = None
+    ) -> None:
+        """Write a non-terminating error record (``Write-Error``); the pipeline goes on."""
+        raise NotImplementedError
+
+
+CommandFunc = Callable[[CommandContext, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """A registered command: its name, declared parameters and implementation.
+
+    ``parameters`` are the names exactly as the ``.ps1`` ``param()`` block declares them;
+    ``mandatory`` is the subset marked ``[Parameter(Mandatory)]``; ``switches`` are
+    ``[switch]`` parameters (a valueless ``add_parameter('X')`` binds ``True``).
+    """
+
+    name: str
+    parameters: tuple[str, ...]
+    mandatory: tuple[str, ...]
+    switches: tuple[str, ...]
+    func: CommandFunc
+
+
+class CommandRegistry:
+    """Case-insensitive registry of command implementations with PowerShell-like binding."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, CommandSpec] = {}
+
+    def register(
+        self,
+        name: str,
+        parameters: tuple[str, ...] = (),
+        mandatory: tuple[str, ...] = (),
+        switches: tuple[str, ...] = (),
+    ) -> Callable[[CommandFunc], CommandFunc]:
+        """Decorator: register ``func`` as the implementation of PowerShell function ``name``."""
+
+        def decorate(func: CommandFunc) -> CommandFunc:
+            self._specs[name.lower()] = CommandSpec(name, parameters, mandatory, switches, func)
+            return func
+
+        return decorate
+
+    def get(self, name: str) -> CommandSpec | None:
+        """The spec for ``name`` (case-insensitive), or None."""
+        return self._specs.get(name.lower())
+
+    def names(self) -> list[str]:
+        """Registered command names as declared."""
+        return sorted(spec.name for spec in self._specs.values())
+
+    def specs(self) -> list[CommandSpec]:
+        """All registered specs."""
+        return list(self._specs.values())
+
+    def bind(self, spec: CommandSpec, raw: list[tuple[str | None, Any]]) -> dict[str, Any]:
+        """Bind ``(name, value)`` pairs to the spec's declared parameter names.
+
+        Names match case-insensitively, as PowerShell does. A valueless switch arrives as
+        ``(name, None)`` and binds ``True``.
+
+        Raises:
+            CommandError: ``NamedParameterNotFound`` for an unknown name,
+                ``PositionalParameterNotFound`` for a positional argument,
+                ``MissingMandatoryParameter`` for a missing mandatory one (ParameterBinding
+                errors as PowerShell reports them).
+        """
+        by_lower = {p.lower(): p for p in spec.parameters}
+        bound: dict[str, Any] = {}
+        for name, value in raw:
+            if name is None:
+                raise CommandError(
+                    f"A positional parameter cannot be found that accepts argument '{value}'.",
+                    f"PositionalParameterNotFound,{spec.name}",
+                    "InvalidArgument",
+                    exception_type="System.Management.Automation.ParameterBindingException",
+                )
+            declared = by_lower.get(name.lstrip("-").lower())
+            if declared is None:
+                raise CommandError(
+                    f"A parameter cannot be found that matches parameter name '{name}'.",
+                    f"NamedParameterNotFound,{spec.name}",
+                    "InvalidArgument",
+                    exception_type="System.Management.Automation.ParameterBindingException",
+                )
+            if value is None and declared in spec.switches:
+                value = True
+            bound[declared] = value
+        missing = [p for p in spec.mandatory if bound.get(p) is None]
+        if missing:
+            raise CommandError(
+                f"Cannot process command because of one or more missing mandatory parameters: "
+                f"{' '.join(missing)}.",
+                f"MissingMandatoryParameter,{spec.name}",
+                "InvalidArgument",
+                exception_type="System.Management.Automation.ParameterBindingException",
+            )
+        return bound
+
+
+_FUNCTION_DEF = re.compile(r"(?im)^\s*function\s+([A-Za-z][A-Za-z0-9]*-[A-Za-z0-9]+)\b")
+
+
+@dataclass
+class RunspaceState:
+    """Per-runspace-pool state: which functions have been defined in it.
+
+    ``jea`` marks a JEA endpoint: scripts are refused and only ``defined`` functions run.
+    """
+
+    defined: set[str] = field(default_factory=set)
+    jea: bool = False
+
+    def define_from_script(self, text: str, registry: CommandRegistry) -> list[str]:
+        """Accept a function-library script and record the functions it defines.
+
+        Only scripts that consist of function definitions the simulator implements are
+        accepted; the simulator never executes PowerShell text.
+
+        Raises:
+            CommandError: ``ScriptsNotAllowed`` on a JEA endpoint; ``ScriptNotSupported`` for
+                script text that defines no known function.
+        """
+        if self.jea:
+            raise CommandError(
+                "The syntax is not supported by this runspace. This can occur if the runspace is"
+                " in no-language mode.",
+                "ScriptsNotAllowed",
+                "ParserError",
+                exception_type="System.Management.Automation.ParseException",
+            )
+        names = _FUNCTION_DEF.findall(text)
+        known = [n for n in names if registry.get(n) is not None]
+        if not known:
+            raise CommandError(
+                "The simulator does not interpret PowerShell script text; only the function"
+                " library in worker/powershell may be sent with add_script.",
+                "ScriptNotSupported",
+                "NotImplemented",
+                exception_type="System.NotSupportedException",
+            )
+        for name in known:
+            self.defined.add(name.lower())
+        return known
+
+    def is_defined(self, name: str) -> bool:
+        """Whether ``name`` can be called in this runspace."""
+        return name.lower() in self.defined
+
+
+def command_not_found(name: str) -> CommandError:
+    """The error PowerShell raises for an unknown command (``CommandNotFoundException``)."""
+    return CommandError(
+        f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or"
+        " operable program. Check the spelling of the name, or if a path was included, verify"
+        " that the path is correct and try again.",
+        "CommandNotFoundException",
+        "ObjectNotFound",
+        target=name,
+        exception_type="System.Management.Automation.CommandNotFoundException",
+    )
