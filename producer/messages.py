@@ -42,6 +42,15 @@ from producer.codes import ResultCode
 SCHEMA_VERSION = 1
 """Current job schema version; bump on incompatible changes (additive changes keep it)."""
 
+TASK_NAME = "wincert.run_job"
+"""The Celery task every job is sent to; its single argument is the job as JSON-mode dict."""
+DEFAULT_QUEUE = "wincert"
+"""The default Celery queue (``WINCERT_QUEUE``)."""
+RESULTS_STREAM = "wincert:results"
+"""Redis Stream that receives one entry per finished job: field ``result`` = JobResult JSON."""
+DEAD_LETTER_STREAM = "wincert:dead"
+"""Redis Stream of jobs that could not be completed (redelivery cap, slot deadline, invalid)."""
+
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -279,6 +288,15 @@ class InventoryJob(_JobBase):
     """List every certificate in the store (WinCert: all certificates in the store path)."""
 
     job_type: Literal["inventory"]
+
+    @model_validator(mode="after")
+    def _supported(self) -> InventoryJob:
+        if self.store.store_type is not StoreType.WIN_CERT:
+            raise ValueError(
+                f"store.store_type: inventory of {self.store.store_type.value} stores is not"
+                " supported by this version; use WinCert"
+            )
+        return self
 
 
 Job = RootModel[Annotated[Union[InventoryJob], Field(discriminator="job_type")]]
