@@ -1,0 +1,50 @@
+# WinCert Orchestrator — the two commands a user needs:
+#   make demo   run the main job end to end on embedded defaults
+#   make test   lint, type-check and run the whole test suite
+# Both create .venv and install everything they need on a fresh machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit venv redis-server clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Tests and the demo start their own redis-server on a free loopback port; they need the binary.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "redis-server not found: installing it with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is required. Install it: sudo apt-get install redis-server (Debian/Ubuntu)," \
+	         "brew install redis (macOS), then run make again." >&2; exit 1; \
+	  fi; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy producer worker
+
+test: $(STAMP) redis-server lint typecheck
+	$(PY) -m pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/contract
+
+demo: $(STAMP) redis-server
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

@@ -1,0 +1,77 @@
+"""Python implementations of the PowerShell functions in ``worker/powershell/*.ps1``.
+
+Each function is registered in :data:`REGISTRY` under the same name, with the same parameter
+names, mandatory set and switches as its ``param()`` block; ``tests/contract`` checks that.
+Behaviour (output objects, warnings, terminating error ids and messages) must match the
+PowerShell: a change to one is a change to both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from simulator.runtime import CommandContext, CommandError, CommandRegistry
+from simulator.windows.certificates import inventory_record
+
+REGISTRY = CommandRegistry()
+
+
+def store_not_found(store_path: str) -> CommandError:
+    """``WinCert.StoreNotFound``: the error ``Get-WinCertInventory`` throws for a missing store."""
+    return CommandError(
+        f"Certificate store '{store_path}' was not found in LocalMachine.",
+        "WinCert.StoreNotFound",
+        "ObjectNotFound",
+        target=store_path,
+        exception_type="System.Management.Automation.ItemNotFoundException",
+    )
+
+
+def _validate_not_null_or_empty(command: str, parameter: str, value: Any) -> str:
+    """What ``[ValidateNotNullOrEmpty()][string]`` does at parameter binding."""
+    text = "" if value is None else str(value)
+    if not text:
+        raise CommandError(
+            f"Cannot validate argument on parameter '{parameter}'. The argument is null or empty."
+            " Provide an argument that is not null or empty, and then try the command again.",
+            f"ParameterArgumentValidationError,{command}",
+            "InvalidData",
+            exception_type="System.Management.Automation.ParameterBindingValidationException",
+        )
+    return text
+
+
+@REGISTRY.register("Get-WinCertInventory", parameters=("StorePath",), mandatory=("StorePath",))
+def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
+    """Write one compact JSON string per certificate in ``LocalMachine\\<StorePath>``.
+
+    The store path is a *name*, matched case-insensitively and exactly (no wildcards, no
+    provider paths). Each output is ``json.dumps(record, separators=(",", ":"))`` of
+    :func:`simulator.windows.certificates.inventory_record` (keys Thumbprint, Subject, Issuer,
+    SerialNumber, NotBefore, NotAfter, HasPrivateKey, FriendlyName, KeyAlgorithm, KeySize,
+    Sans, RawData). A certificate that cannot be read is skipped with the warning
+    ``Skipped certificate <thumbprint>: <reason>``; one whose SAN extension cannot be decoded
+    is reported with ``Sans`` empty and a warning. Stops between certificates when the
+    pipeline is stopped.
+
+    Raises:
+        CommandError: ``WinCert.StoreNotFound`` (ObjectNotFound, target = the store path).
+    """
+    store_path = _validate_not_null_or_empty("Get-WinCertInventory", "StorePath", params.get("StorePath"))
+    store = ctx.host.get_store(store_path)
+    if store is None:
+        raise store_not_found(store_path)
+    for entry in store.list():
+        if ctx.cancelled.is_set():
+            return
+        try:
+            record, warnings = inventory_record(
+                entry.der, has_private_key=entry.has_private_key, friendly_name=entry.friendly_name
+            )
+        except Exception as exc:  # one unreadable certificate must not fail the inventory
+            ctx.write_warning(f"Skipped certificate {entry.thumbprint}: {exc}")
+            continue
+        for warning in warnings:
+            ctx.write_warning(warning)
+        ctx.write_output(json.dumps(record, separators=(",", ":"), ensure_ascii=False))

@@ -1,0 +1,314 @@
+"""The simulated Windows host: its identity, its LocalMachine certificate stores, persistence.
+
+Persisted layout of ``state_dir`` (one folder per host)::
+
+    host.json              index: format version, stores in creation order, their entries
+                           (thumbprint, friendly name, has_private_key)
+    certs/<THUMB>.cer      DER certificate (content-addressed, shared by stores)
+    keys/<THUMB>.pem       PKCS#8 PEM private key, unencrypted, mode 0600 (folder 0700)
+
+Every change writes the files it needs, then replaces ``host.json`` atomically (temp file +
+``os.replace``), then deletes files nothing references. A crash therefore leaves either the old
+or the new index, and every file the index names exists.
+
+Seams for later work: :attr:`WindowsHost.stores` (the ``REQUEST`` store will carry pending
+keys), :attr:`WindowsHost.os_build` (IIS SSL-flag validation); IIS sites and SQL instances will
+be further sections of ``host.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from simulator.config import HostConfig, SeedSpec
+from simulator.windows.certstore import CertificateStore, StoredCertificate, store_key
+from simulator.windows.loading import load_certificate_entries
+
+log = logging.getLogger(__name__)
+
+STATE_FORMAT = 1
+
+
+class HostStateError(RuntimeError):
+    """The persisted state cannot be read (names the file and the problem); never silently reset."""
+
+
+class StoreNotFoundError(KeyError):
+    """No LocalMachine store with that name (case-insensitive)."""
+
+
+def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _public_spki(obj: x509.Certificate | PrivateKeyTypes) -> bytes:
+    return obj.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+class WindowsHost:
+    """A simulated Windows Server. Create with :meth:`open`; thread-safe (one re-entrant lock).
+
+    Attributes:
+        name: the host name (``HostConfig.name``).
+        os_build: the Windows build number (17763 = Server 2019, 20348 = Server 2022).
+        config: the host's configuration.
+        state_dir: the folder holding the persisted state.
+        lock: the host lock; hold it to make several reads or changes atomic.
+    """
+
+    def __init__(self, state_dir: Path, config: HostConfig) -> None:
+        self.name = config.name
+        self.os_build = config.os_build
+        self.config = config
+        self.state_dir = Path(state_dir)
+        self.lock = threading.RLock()
+        self._stores: dict[str, CertificateStore] = {}
+        self._written: set[str] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, state_dir: Path, config: HostConfig) -> WindowsHost:
+        """Load the host persisted in ``state_dir``, or create it there.
+
+        On creation: every store in ``config.stores`` is created, then ``config.seed`` is
+        applied (seeds may name further stores, which are created). On a later open the
+        persisted state is kept as it is (seeds are *not* re-applied, so changes survive a
+        restart); stores named in ``config.stores`` but missing are added.
+
+        Raises:
+            HostStateError: the persisted state is unreadable or inconsistent.
+            FileNotFoundError, CertificateLoadError: a seed path is missing or unloadable
+                (nothing is persisted, so the next open seeds again).
+        """
+        host = cls(state_dir, config)
+        index = host.state_dir / "host.json"
+        with host.lock:
+            if index.exists():
+                host._load(index)
+                missing = [s for s in config.stores if store_key(s) not in host._stores]
+                for name in missing:
+                    host._stores[store_key(name)] = CertificateStore(name, host.lock)
+                if missing:
+                    host._persist()
+            else:
+                for name in config.stores:
+                    host._stores.setdefault(store_key(name), CertificateStore(name, host.lock))
+                for spec in config.seed:
+                    host._seed(spec)
+                host._persist()
+        return host
+
+    # -- stores ---------------------------------------------------------------------------
+
+    @property
+    def stores(self) -> Mapping[str, CertificateStore]:
+        """Read-only snapshot: store name as created → store, in creation order."""
+        with self.lock:
+            return MappingProxyType({s.name: s for s in self._stores.values()})
+
+    def get_store(self, name: str) -> CertificateStore | None:
+        """The store called ``name`` (case-insensitive, otherwise exact), or None."""
+        with self.lock:
+            return self._stores.get(store_key(name))
+
+    def create_store(self, name: str) -> CertificateStore:
+        """Create store ``name`` if it does not exist (idempotent); returns it."""
+        if not name:
+            raise ValueError("a store name must not be empty")
+        with self.lock:
+            store = self._stores.get(store_key(name))
+            if store is None:
+                store = self._stores[store_key(name)] = CertificateStore(name, self.lock)
+                self._persist()
+            return store
+
+    def certificates(self, store_name: str) -> list[StoredCertificate]:
+        """Snapshot of a store's entries ordered by thumbprint.
+
+        Raises:
+            StoreNotFoundError: no such store.
+        """
+        store = self.get_store(store_name)
+        if store is None:
+            raise StoreNotFoundError(store_name)
+        return store.list()
+
+    # -- changes --------------------------------------------------------------------------
+
+    def add_certificate(
+        self,
+        store_name: str,
+        der: bytes,
+        private_key: PrivateKeyTypes | None = None,
+        friendly_name: str = "",
+        *,
+        create_store: bool = False,
+    ) -> StoredCertificate:
+        """Add a certificate, as ``X509Store.Add`` does (replace, inheriting absent properties).
+
+        If the thumbprint is already present the entry keeps its key / friendly name unless
+        new ones are given.
+
+        Raises:
+            StoreNotFoundError: no such store and ``create_store`` is false.
+            ValueError: ``der`` is not a certificate, or ``private_key`` does not match it.
+        """
+        cert = x509.load_der_x509_certificate(der)
+        if private_key is not None and _public_spki(private_key) != _public_spki(cert):
+            raise ValueError("the private key does not match the certificate's public key")
+        with self.lock:
+            entry = self._add(store_name, der, private_key, friendly_name, create_store)
+            self._persist()
+            return entry
+
+    def remove_certificate(self, store_name: str, thumbprint: str) -> bool:
+        """Remove an entry by thumbprint (any case); True if it was present.
+
+        Raises:
+            StoreNotFoundError: no such store.
+        """
+        with self.lock:
+            store = self.get_store(store_name)
+            if store is None:
+                raise StoreNotFoundError(store_name)
+            removed = store._remove(thumbprint)
+            if removed:
+                self._persist()
+            return removed
+
+    def seed(self, spec: SeedSpec) -> int:
+        """Apply one seed spec now (creating its store if needed); returns entries added or changed."""
+        with self.lock:
+            count = self._seed(spec)
+            self._persist()
+            return count
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _add(
+        self, store_name: str, der: bytes, key: PrivateKeyTypes | None, friendly: str, create: bool
+    ) -> StoredCertificate:
+        store = self._stores.get(store_key(store_name))
+        if store is None:
+            if not create:
+                raise StoreNotFoundError(store_name)
+            store = self._stores[store_key(store_name)] = CertificateStore(store_name, self.lock)
+        entry = StoredCertificate(der, key, friendly)
+        old = store.get(entry.thumbprint)
+        if old is not None:
+            entry = StoredCertificate(der, key or old.private_key, friendly or old.friendly_name)
+        store._put(entry)
+        return entry
+
+    def _seed(self, spec: SeedSpec) -> int:
+        entries = load_certificate_entries(spec.path, spec.password, spec.recursive)
+        for item in entries:
+            self._add(spec.store, item.der, item.private_key, item.friendly_name, True)
+        log.info("host %s: seeded %d certificate(s) from %s into %s", self.name, len(entries), spec.path,
+                 spec.store)
+        return len(entries)
+
+    def _load(self, index: Path) -> None:
+        try:
+            state = json.loads(index.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise HostStateError(f"{index}: cannot read host state: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise HostStateError(f"{index}: unsupported host state format {state.get('format')!r}")
+        try:
+            for store_state in state["stores"]:
+                store = CertificateStore(store_state["name"], self.lock)
+                self._stores[store_key(store.name)] = store
+                for item in store_state["certificates"]:
+                    store._put(self._load_entry(item))
+        except (KeyError, TypeError) as exc:
+            raise HostStateError(f"{index}: malformed host state: {exc!r}") from exc
+
+    def _load_entry(self, item: dict[str, Any]) -> StoredCertificate:
+        thumb = str(item["thumbprint"]).upper()
+        cert_file = self.state_dir / "certs" / f"{thumb}.cer"
+        try:
+            der = cert_file.read_bytes()
+        except OSError as exc:
+            raise HostStateError(f"{cert_file}: {exc}") from exc
+        key = None
+        if item.get("has_private_key"):
+            key_file = self.state_dir / "keys" / f"{thumb}.pem"
+            try:
+                key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+            except (OSError, ValueError, TypeError) as exc:
+                raise HostStateError(f"{key_file}: cannot load private key: {exc}") from exc
+        entry = StoredCertificate(der, key, str(item.get("friendly_name") or ""))
+        if entry.thumbprint != thumb:
+            raise HostStateError(f"{cert_file}: content does not match its thumbprint")
+        self._written.add(f"certs/{thumb}.cer")
+        if key is not None:
+            self._written.add(f"keys/{thumb}.pem")
+        return entry
+
+    def _persist(self) -> None:
+        certs_dir = self.state_dir / "certs"
+        keys_dir = self.state_dir / "keys"
+        certs_dir.mkdir(parents=True, exist_ok=True)
+        keys_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(keys_dir, 0o700)
+        referenced: set[str] = set()
+        stores: list[dict[str, Any]] = []
+        for store in self._stores.values():
+            items = []
+            for entry in store.list():
+                cert_rel = f"certs/{entry.thumbprint}.cer"
+                referenced.add(cert_rel)
+                if cert_rel not in self._written:
+                    _atomic_write(self.state_dir / cert_rel, entry.der)
+                    self._written.add(cert_rel)
+                if entry.private_key is not None:
+                    key_rel = f"keys/{entry.thumbprint}.pem"
+                    referenced.add(key_rel)
+                    if key_rel not in self._written:
+                        pem = entry.private_key.private_bytes(
+                            serialization.Encoding.PEM,
+                            serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption(),
+                        )
+                        _atomic_write(self.state_dir / key_rel, pem, 0o600)
+                        self._written.add(key_rel)
+                items.append({
+                    "thumbprint": entry.thumbprint,
+                    "friendly_name": entry.friendly_name,
+                    "has_private_key": entry.has_private_key,
+                })
+            stores.append({"name": store.name, "certificates": items})
+        state = {"format": STATE_FORMAT, "host": self.name, "stores": stores}
+        _atomic_write(self.state_dir / "host.json", json.dumps(state, indent=1).encode("utf-8"))
+        for rel in sorted(self._written - referenced):
+            with contextlib.suppress(FileNotFoundError):
+                (self.state_dir / rel).unlink()
+            self._written.discard(rel)
