@@ -7,13 +7,16 @@ port (0 = pick a free one), its own credentials and its own persisted host model
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DEFAULT_STORES = ("My", "Root", "CA", "WebHosting", "TrustedPeople", "Remote Desktop", "REQUEST", "Disallowed")
+DEFAULT_STORES = (
+    "My", "Root", "CA", "WebHosting", "TrustedPeople", "Remote Desktop", "REQUEST", "Disallowed",
+)
 
 
 class _Model(BaseModel):
@@ -52,12 +55,17 @@ class HostConfig(_Model):
     auth: list[Literal["negotiate", "ntlm", "basic", "certificate", "credssp"]] = Field(
         default_factory=lambda: ["negotiate", "ntlm"]
     )
-    users: list[UserSpec] = Field(default_factory=lambda: [UserSpec(username="Administrator", password="Passw0rd!")])
+    users: list[UserSpec] = Field(
+        default_factory=lambda: [UserSpec(username="Administrator", password=secrets.token_urlsafe(12))],
+        description="Accounts; default: Administrator with a random password (see the credentials file)",
+    )
     os_build: int = Field(default=20348, description="Windows build: 17763 = 2019, 20348 = 2022")
     stores: list[str] = Field(default_factory=lambda: list(DEFAULT_STORES))
     seed: list[SeedSpec] = Field(default_factory=list)
     command_delay_ms: int = Field(default=0, ge=0, description="Simulated run time of each command")
-    keepalive_timeout: float = Field(default=300.0, gt=0, description="Idle seconds before dropping a connection")
+    keepalive_timeout: float = Field(
+        default=300.0, gt=0, description="Idle seconds before dropping a connection"
+    )
     allow_unencrypted: bool = Field(default=False, description="Windows AllowUnencrypted (default false)")
 
     @field_validator("name")

@@ -1,0 +1,1 @@
+"""PSRP server side (MS-PSRP) on psrpcore: runspace pools, pipelines, command dispatch."""

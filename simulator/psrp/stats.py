@@ -1,0 +1,57 @@
+"""Per-host counters, exposed on the host object and at ``GET /simulator/stats``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class HostStats:
+    """Thread-safe counters of one simulated host.
+
+    ``current``: pipelines running now; ``max_concurrent``: high-water mark of ``current``;
+    ``pipelines_total``: pipelines started; ``shells_open``: runspace pools open now;
+    ``requests_total``: WS-Man HTTP requests (including auth legs).
+    """
+
+    FIELDS = ("current", "max_concurrent", "pipelines_total", "shells_open", "requests_total")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(self.FIELDS, 0)
+
+    def __getattr__(self, name: str) -> int:
+        if name in HostStats.FIELDS:
+            with self._lock:
+                return self._values[name]
+        raise AttributeError(name)
+
+    def request(self) -> None:
+        with self._lock:
+            self._values["requests_total"] += 1
+
+    def shell_opened(self, delta: int = 1) -> None:
+        with self._lock:
+            self._values["shells_open"] += delta
+
+    def pipeline_started(self) -> None:
+        with self._lock:
+            v = self._values
+            v["current"] += 1
+            v["pipelines_total"] += 1
+            v["max_concurrent"] = max(v["max_concurrent"], v["current"])
+
+    def pipeline_finished(self) -> None:
+        with self._lock:
+            self._values["current"] -= 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
+
+    def reset(self) -> None:
+        """Zero the totals and high-water mark; ``current`` and ``shells_open`` stay live."""
+        with self._lock:
+            v = self._values
+            v["pipelines_total"] = v["requests_total"] = 0
+            v["max_concurrent"] = v["current"]

@@ -1,0 +1,102 @@
+"""The WS-Management faults the simulator sends, with Windows' codes and texts.
+
+Each fault is raised as :class:`WSManFault` anywhere in request handling and turned into a SOAP
+fault (HTTP 500) by the HTTP layer. Codes are Win32 HRESULTs from ``winrm.h`` as Windows reports
+them in ``f:WSManFault/@Code`` (MS-WSMV 2.2.4.43 / 3.1.4.x); texts are copied from recordings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class WSManFault(Exception):  # noqa: N818 - named after MS-WSMV f:WSManFault
+    """A fault to return: ``code`` (decimal WSManFault Code), SOAP ``subcode``, ``reason``."""
+
+    code: int
+    subcode: str
+    reason: str
+    sender: bool = True
+    fault_detail: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason}"
+
+
+def operation_timeout() -> WSManFault:
+    """0x80338029: no output within OperationTimeout; pypsrp re-polls on this code."""
+    return WSManFault(
+        2150858793,
+        "w:TimedOut",
+        "The WS-Management service cannot complete the operation within the time specified in"
+        " OperationTimeout.  ",
+        sender=False,
+    )
+
+
+def unknown_shell() -> WSManFault:
+    """0x8033805B: the ShellId/CommandId selector names nothing (shell closed or never existed)."""
+    return WSManFault(
+        2150858843,
+        "w:InvalidSelectors",
+        "The request for the Windows Remote Shell with ShellId was not found. The shell may have been"
+        " closed or the ShellId is invalid. ",
+        fault_detail="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/UnexpectedSelectors",
+    )
+
+
+def unknown_command() -> WSManFault:
+    """0x8033805B for a CommandId that does not exist (text from test_psrp_receive_failure.yml)."""
+    return WSManFault(
+        2150858843,
+        "w:InvalidSelectors",
+        "The Windows Remote Shell received a request to perform an operation on a command identifier"
+        " that does not exist. Either the command has completed execution or the client specified an"
+        " invalid command identifier. ",
+        fault_detail="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/UnexpectedSelectors",
+    )
+
+
+def action_not_supported(action: str) -> WSManFault:
+    """0x80338013: an action this endpoint does not implement (Enumerate, Disconnect, ...)."""
+    return WSManFault(
+        2150858771,
+        "a:ActionNotSupported",
+        f"The WS-Management service cannot process the request because the action is not supported: {action}",
+    )
+
+
+def bad_resource_uri(uri: str) -> WSManFault:
+    """0x80338000: a ResourceURI this endpoint does not serve."""
+    return WSManFault(
+        2150858752,
+        "w:DestinationUnreachable",
+        f"The WS-Management service cannot process the request. The resource URI ({uri}) was not found.",
+    )
+
+
+def envelope_too_big(limit: int) -> WSManFault:
+    """0x80338008: the request exceeds MaxEnvelopeSizekb."""
+    return WSManFault(
+        2150858760,
+        "w:EncodingLimit",
+        f"The WS-Management service cannot process the request because the envelope size exceeds {limit}"
+        " bytes.",
+    )
+
+
+def invalid_header(detail: str) -> WSManFault:
+    """0x8033800F: a malformed request (invalid SOAP header, not XML)."""
+    return WSManFault(
+        2150858767,
+        "a:InvalidMessageInformationHeader",
+        f"The WS-Management service cannot process the request. {detail} ",
+    )
+
+
+def internal_error(detail: str) -> WSManFault:
+    """0x80338012 (ERROR_WSMAN_INTERNAL_ERROR): a simulator bug, reported instead of a dropped socket."""
+    return WSManFault(
+        2150858770, "w:InternalError", f"The simulator failed to process the request: {detail}", sender=False
+    )

@@ -1,0 +1,200 @@
+"""The WinRS/PowerShell shell service of one host: WS-Man actions → :class:`simulator.psrp.shell.Shell`.
+
+Actions (MS-WSMV 3.1.4): transfer Create/Delete/Get, shell Command/Send/Receive/Signal. Response
+bodies follow the Windows recordings element for element (ids, times and values differ).
+Unsupported actions (Enumerate, Disconnect, Reconnect, Connect) get an ActionNotSupported fault.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from typing import Any
+
+from simulator.psrp.shell import Shell, ShellEnvironment
+from simulator.wsman import faults
+from simulator.wsman.soap import NS, WSManRequest, build_response, element, text_element
+
+log = logging.getLogger(__name__)
+
+TRANSFER = "http://schemas.xmlsoap.org/ws/2004/09/transfer/"
+SHELL = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/"
+PS_URI_PREFIX = "http://schemas.microsoft.com/powershell/"
+SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
+CONFIG_URI = "http://schemas.microsoft.com/wbem/wsman/1/config"
+MAX_ENVELOPE = 512000  # Windows default MaxEnvelopeSizekb=500
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"P0DT{whole // 3600}H{whole % 3600 // 60}M{whole % 60}S"
+
+
+class ShellService:
+    """All shells of one host, keyed by ShellId."""
+
+    def __init__(self, env: ShellEnvironment) -> None:
+        self.env = env
+        self._shells: dict[str, Shell] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, request: WSManRequest, user: str, client_ip: str) -> bytes:
+        """Run one action; returns the response envelope or raises :class:`WSManFault`."""
+        action = request.action
+        if action == TRANSFER + "Create":
+            return self._create(request, user, client_ip)
+        if action == TRANSFER + "Get":
+            return self._get(request, client_ip)
+        if action == TRANSFER + "Delete":
+            self._shell(request).close()
+            self._remove(request.shell_id or "")
+            return build_response(request)
+        handlers = {
+            SHELL + "Command": self._command,
+            SHELL + "Send": self._send,
+            SHELL + "Receive": self._receive,
+            SHELL + "Signal": self._signal,
+        }
+        handler = handlers.get(action)
+        if handler is None:
+            raise faults.action_not_supported(action)
+        return handler(request)
+
+    def close_all(self) -> None:
+        with self._lock:
+            shells, self._shells = list(self._shells.values()), {}
+        for shell in shells:
+            shell.close()
+            self.env.stats.shell_opened(-1)
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _shell(self, request: WSManRequest) -> Shell:
+        with self._lock:
+            shell = self._shells.get(request.shell_id or "")
+        if shell is None:
+            raise faults.unknown_shell()
+        return shell
+
+    def _remove(self, shell_id: str) -> None:
+        with self._lock:
+            if self._shells.pop(shell_id, None) is not None:
+                self.env.stats.shell_opened(-1)
+
+    @staticmethod
+    def _body(request: WSManRequest, path: str) -> Any:
+        node = request.body.find(path, NS) if request.body is not None else None
+        if node is None:
+            raise faults.invalid_header(f"The request body has no {path} element.")
+        return node
+
+    def _shell_xml(self, shell: Shell, client_ip: str, extra: str = "") -> str:
+        age = _duration(time.monotonic() - shell.created)
+        fields = [
+            ("ShellId", shell.shell_id),
+            ("ResourceUri", shell.resource_uri),
+            ("Owner", shell.owner),
+            ("ClientIP", client_ip),
+            ("ProcessId", "4242"),
+            ("IdleTimeOut", "PT7200.000S"),
+            ("InputStreams", "stdin pr"),
+            ("OutputStreams", "stdout"),
+            ("MaxIdleTimeOut", "PT2147483.647S"),
+            ("Locale", "en-US"),
+            ("DataLocale", "en-US"),
+            ("CompressionMode", "NoCompression"),
+            ("ProfileLoaded", "Yes"),
+            ("Encoding", "UTF8"),
+            ("BufferMode", "Block"),
+            ("State", "Connected"),
+            ("ShellRunTime", age),
+            ("ShellInactivity", age),
+        ]
+        inner = "".join(text_element(f"rsp:{name}", value) for name, value in fields) + extra
+        return element("rsp:Shell", inner, **{"xmlns:rsp": NS["rsp"]})
+
+    # ---- actions ----------------------------------------------------------------------------
+    def _create(self, request: WSManRequest, user: str, client_ip: str) -> bytes:
+        if not request.resource_uri.startswith(PS_URI_PREFIX):
+            raise faults.bad_resource_uri(request.resource_uri)
+        body = self._body(request, "rsp:Shell")
+        shell_id = (body.get("ShellId") or "").upper()
+        creation = body.find("{http://schemas.microsoft.com/powershell}creationXml")
+        if not shell_id or creation is None or not creation.text:
+            raise faults.invalid_header("The Create request has no ShellId or creationXml.")
+        shell = Shell(shell_id, self.env, user, request.resource_uri)
+        shell.feed(base64.b64decode(creation.text))
+        with self._lock:
+            self._shells[shell.shell_id] = shell
+        self.env.stats.shell_opened()
+        log.info("shell created host=%s shell=%s user=%s", self.env.host_name, shell.shell_id, user)
+        selector = text_element("w:Selector", shell.shell_id, Name="ShellId")
+        created = element(
+            "x:ResourceCreated",
+            text_element("a:Address", request.to)
+            + element(
+                "a:ReferenceParameters",
+                text_element("w:ResourceURI", request.resource_uri) + element("w:SelectorSet", selector),
+            ),
+        )
+        return build_response(request, created + self._shell_xml(shell, client_ip))
+
+    def _get(self, request: WSManRequest, client_ip: str) -> bytes:
+        if request.resource_uri == CONFIG_URI:
+            config = text_element("cfg:MaxEnvelopeSizekb", str(MAX_ENVELOPE // 1000)) + text_element(
+                "cfg:MaxTimeoutms", "60000"
+            )
+            return build_response(request, element("cfg:Config", config, **{"xmlns:cfg": NS["cfg"]}))
+        shell = self._shell(request)
+        extra = text_element("rsp:MemoryUsed", "58MB") + text_element("rsp:ChildProcesses", "0")
+        return build_response(request, self._shell_xml(shell, client_ip, extra))
+
+    def _command(self, request: WSManRequest) -> bytes:
+        shell = self._shell(request)
+        line = self._body(request, "rsp:CommandLine")
+        args = line.find("rsp:Arguments", NS)
+        if args is None or not args.text:
+            raise faults.invalid_header("The Command request has no Arguments.")
+        command_id = shell.create_command(line.get("CommandId") or "", base64.b64decode(args.text))
+        return build_response(
+            request, element("rsp:CommandResponse", text_element("rsp:CommandId", command_id))
+        )
+
+    def _send(self, request: WSManRequest) -> bytes:
+        shell = self._shell(request)
+        for stream in self._body(request, "rsp:Send").findall("rsp:Stream", NS):
+            if stream.text:
+                command_id = stream.get("CommandId")
+                if command_id and command_id.upper() not in shell.commands:
+                    raise faults.unknown_command()
+                shell.feed(base64.b64decode(stream.text), command_id)
+        return build_response(request, element("rsp:SendResponse", ""))
+
+    def _receive(self, request: WSManRequest) -> bytes:
+        shell = self._shell(request)
+        desired = self._body(request, "rsp:Receive/rsp:DesiredStream")
+        command_id = desired.get("CommandId")
+        budget = max((min(request.max_envelope_size, MAX_ENVELOPE) - 4096) * 3 // 4, 4096)
+        units, done = shell.receive(command_id, request.operation_timeout, budget)
+        attrs = {"Name": "stdout"}
+        if command_id:
+            attrs["CommandId"] = command_id.upper()
+        streams = "".join(
+            text_element("rsp:Stream", base64.b64encode(u.data).decode(), **attrs) for u in units
+        )
+        if done and command_id:
+            streams += element(
+                "rsp:CommandState",
+                text_element("rsp:ExitCode", "0"),
+                CommandId=command_id.upper(),
+                State=SHELL + "CommandState/Done",
+            )
+        return build_response(request, element("rsp:ReceiveResponse", streams))
+
+    def _signal(self, request: WSManRequest) -> bytes:
+        shell = self._shell(request)
+        signal = self._body(request, "rsp:Signal")
+        code = signal.find("rsp:Code", NS)
+        shell.signal(signal.get("CommandId") or "", (code.text or "") if code is not None else "")
+        return build_response(request, element("rsp:SignalResponse", ""))
