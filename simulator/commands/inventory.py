@@ -1,20 +1,13 @@
-"""Python implementations of the PowerShell functions in ``worker/powershell/*.ps1``.
-
-Each function is registered in :data:`REGISTRY` under the same name, with the same parameter
-names, mandatory set and switches as its ``param()`` block; ``tests/contract`` checks that.
-Behaviour (output objects, warnings, terminating error ids and messages) must match the
-PowerShell: a change to one is a change to both.
-"""
+"""Simulator implementation of ``worker/powershell/Inventory.ps1`` (``Get-WinCertInventory``)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from simulator.runtime import CommandContext, CommandError, CommandRegistry
+from simulator.commands.registry import REGISTRY
+from simulator.runtime import CommandContext, CommandError
 from simulator.windows.certificates import inventory_record
-
-REGISTRY = CommandRegistry()
 
 
 def store_not_found(store_path: str) -> CommandError:
@@ -28,7 +21,7 @@ def store_not_found(store_path: str) -> CommandError:
     )
 
 
-def _validate_not_null_or_empty(command: str, parameter: str, value: Any) -> str:
+def validate_not_null_or_empty(command: str, parameter: str, value: Any) -> str:
     """What ``[ValidateNotNullOrEmpty()][string]`` does at parameter binding."""
     text = "" if value is None else str(value)
     if not text:
@@ -58,7 +51,7 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
     Raises:
         CommandError: ``WinCert.StoreNotFound`` (ObjectNotFound, target = the store path).
     """
-    store_path = _validate_not_null_or_empty("Get-WinCertInventory", "StorePath", params.get("StorePath"))
+    store_path = validate_not_null_or_empty("Get-WinCertInventory", "StorePath", params.get("StorePath"))
     store = ctx.host.get_store(store_path)
     if store is None:
         raise store_not_found(store_path)
