@@ -380,11 +380,6 @@ def test_compat_private_api() -> None:
     assert pipe.state == CoreState.Failed and len(pool._send_buffer) == 1
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).parents[2] / "simulator" / "windows" / "host.py").exists()
-    or not (Path(__file__).parents[2] / "simulator" / "commands.py").exists(),
-    reason="the CLI serves the real host model and command registry, which are not in the tree yet",
-)
 def test_cli_serve_ready_and_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "simulator", "serve", "--hosts", "2", "--state-dir", str(tmp_path)],

@@ -1,0 +1,158 @@
+"""Resolve a job's credential reference to a username and password, on the worker.
+
+* :class:`~producer.messages.NamedCredential` ``name``: looked up in ``WINCERT_CREDENTIALS_FILE``
+  (JSON or YAML ``{name: {username, password}}``), then in the environment variables
+  ``WINCERT_CREDENTIAL_<NAME>_USERNAME`` / ``_PASSWORD`` (``<NAME>``: the name upper-cased,
+  every character other than a letter or digit replaced by ``_``).
+* :class:`~producer.messages.InlineCredential`: ``password_encrypted`` is decrypted with
+  ``WINCERT_SECRET_KEYS``; ``password_plaintext`` is accepted only with
+  ``WINCERT_ALLOW_PLAINTEXT_SECRETS=true``.
+* No credential: ``WINCERT_DEFAULT_CREDENTIAL`` names one; without it the job fails.
+
+Every failure raises :class:`CredentialError` whose message names the setting to fix and
+never contains a password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import SecretStr
+
+from producer.messages import InlineCredential, NamedCredential
+from producer.secrets import SecretKeyError, decrypt_secret
+from worker.settings import WorkerSettings
+
+
+class CredentialError(Exception):
+    """The credential cannot be resolved; the message says which setting to fix."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A resolved credential. ``password`` is a SecretStr: ``repr`` and logs never show it."""
+
+    label: str
+    """How messages name it: ``credential 'ops'`` or ``inline credential of user 'x'``."""
+    username: str
+    password: SecretStr = field(repr=False)
+
+
+def env_name(name: str, part: str) -> str:
+    """``WINCERT_CREDENTIAL_<NAME>_<PART>`` for a credential name."""
+    return f"WINCERT_CREDENTIAL_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_{part}"
+
+
+class CredentialResolver:
+    """Resolves credential references with the worker's settings (thread-safe, file cached by mtime)."""
+
+    def __init__(self, settings: WorkerSettings, environ: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.environ = environ if environ is not None else os.environ
+        self._lock = threading.Lock()
+        self._cache: tuple[float, dict[str, Any]] | None = None
+
+    def resolve(self, ref: NamedCredential | InlineCredential | None) -> Credential:
+        """The credential for a job's ``store.credential``.
+
+        Raises:
+            CredentialError: not configured, unreadable, or not decryptable.
+        """
+        if ref is None:
+            if not self.settings.default_credential:
+                raise CredentialError(
+                    "the job names no credential and WINCERT_DEFAULT_CREDENTIAL is not set; set it to"
+                    " a credential name from WINCERT_CREDENTIALS_FILE, or give store.credential in the job"
+                )
+            return self._named(self.settings.default_credential)
+        if isinstance(ref, NamedCredential):
+            return self._named(ref.name)
+        return self._inline(ref)
+
+    def _inline(self, ref: InlineCredential) -> Credential:
+        label = f"inline credential of user '{ref.username}'"
+        if ref.password_encrypted is not None:
+            if self.settings.secret_keys is None:
+                raise CredentialError(
+                    "the job carries an encrypted password but WINCERT_SECRET_KEYS is not set on the"
+                    " worker; set it to the Fernet key(s) the producer uses"
+                )
+            try:
+                password = decrypt_secret(
+                    ref.password_encrypted, self.settings.secret_keys.get_secret_value()
+                )
+            except SecretKeyError as exc:
+                raise CredentialError(str(exc)) from None
+            return Credential(label, ref.username, SecretStr(password))
+        if not self.settings.allow_plaintext_secrets:
+            raise CredentialError(
+                "the job carries a plaintext password, which this worker refuses; send"
+                " password_encrypted (Fernet, WINCERT_SECRET_KEYS) or set"
+                " WINCERT_ALLOW_PLAINTEXT_SECRETS=true (development only)"
+            )
+        assert ref.password_plaintext is not None  # guaranteed by InlineCredential's validator
+        return Credential(label, ref.username, ref.password_plaintext)
+
+    def _named(self, name: str) -> Credential:
+        label = f"credential '{name}'"
+        entry = self._file_entries().get(name)
+        if entry is not None:
+            username, password = entry.get("username"), entry.get("password")
+            if not isinstance(username, str) or not username or not isinstance(password, str):
+                raise CredentialError(
+                    f"{label} in WINCERT_CREDENTIALS_FILE ({self.settings.credentials_file}) needs a"
+                    " non-empty 'username' and a 'password' string"
+                )
+            return Credential(label, username, SecretStr(password))
+        user_var, pass_var = env_name(name, "USERNAME"), env_name(name, "PASSWORD")
+        username_env, password_env = self.environ.get(user_var), self.environ.get(pass_var)
+        if username_env and password_env is not None:
+            return Credential(label, username_env, SecretStr(password_env))
+        where = (
+            f"WINCERT_CREDENTIALS_FILE ({self.settings.credentials_file})"
+            if self.settings.credentials_file
+            else "WINCERT_CREDENTIALS_FILE (not set)"
+        )
+        raise CredentialError(
+            f"{label} is not configured on this worker: add it to {where} or set {user_var} and {pass_var}"
+        )
+
+    def _file_entries(self) -> dict[str, Any]:
+        path: Path | None = self.settings.credentials_file
+        if path is None:
+            return {}
+        try:
+            mtime = path.stat().st_mtime
+        except OSError as exc:
+            raise CredentialError(
+                f"WINCERT_CREDENTIALS_FILE ({path}) cannot be read: {exc.strerror}"
+            ) from None
+        with self._lock:
+            if self._cache is not None and self._cache[0] == mtime:
+                return self._cache[1]
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+                # the YAML error text may quote file content (a password): name only its type and place
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}" if mark is not None else ""
+                raise CredentialError(
+                    f"WINCERT_CREDENTIALS_FILE ({path}) is not valid JSON/YAML ({type(exc).__name__}{where});"
+                    " expected {name: {username: ..., password: ...}}"
+                ) from None
+            if data is None:
+                data = {}
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise CredentialError(
+                    f"WINCERT_CREDENTIALS_FILE ({path}) must map credential names to"
+                    " {username: ..., password: ...}"
+                )
+            entries = {str(k): v for k, v in data.items()}
+            self._cache = (mtime, entries)
+            return entries

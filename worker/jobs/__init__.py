@@ -1,0 +1,131 @@
+"""Job implementations and the dispatch table: ``(job_type, store_type)`` → function.
+
+To add a job type, write ``def <name>(job, session) -> Outcome`` in the store type's module
+(``wincert.py``; later ``iisu.py``, ``winsql.py``) and add one line to :data:`HANDLERS`.
+
+:func:`run` is what :mod:`worker.tasks` calls: it resolves the credential, opens a session with
+the injected factory, runs the handler, and turns any failure into a ``failure`` result with a
+stable code (:func:`worker.remote.errors.classify`). It never raises for job failures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from producer.codes import ResultCode
+from producer.messages import AnyJob, JobResult, JobType, Status, StoreType
+from worker.credentials import CredentialError, CredentialResolver
+from worker.jobs import wincert
+from worker.jobs.outcome import Outcome
+from worker.remote.errors import classify
+from worker.remote.session import RemoteSession, SessionFactory
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Any, RemoteSession], Outcome]
+
+HANDLERS: dict[tuple[JobType, StoreType], Handler] = {
+    (JobType.INVENTORY, StoreType.WIN_CERT): wincert.inventory,
+}
+"""Which function implements a job type for a store type."""
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """A finished job: its result and, for a remote failure, the metrics ``kind``."""
+
+    result: JobResult
+    error_kind: str | None = None
+
+
+def result_from(
+    job: AnyJob,
+    outcome: Outcome,
+    started: datetime | None = None,
+    elapsed: float | None = None,
+    **extra: Any,
+) -> JobResult:
+    """The :class:`JobResult` of ``job`` for ``outcome`` (``extra``: attempts, worker)."""
+    finished = datetime.now(UTC)
+    return JobResult(
+        job_id=job.job_id,
+        job_type=JobType(job.job_type),
+        store_type=job.store.store_type,
+        client_machine=job.store.client_machine,
+        store_path=job.store.store_path,
+        status=outcome.status,
+        code=outcome.code,
+        message=outcome.message,
+        warnings=outcome.warnings,
+        started_at=started or finished,
+        finished_at=finished,
+        duration_seconds=round(elapsed, 6) if elapsed is not None else None,
+        items=outcome.items,
+        **extra,
+    )
+
+
+def run(
+    job: AnyJob,
+    session_factory: SessionFactory,
+    credentials: CredentialResolver,
+    *,
+    attempts: int = 1,
+    worker: str | None = None,
+    ca_bundle: Path | None = None,
+    read_timeout: int | None = None,
+    reraise: tuple[type[BaseException], ...] = (),
+) -> JobRun:
+    """Run ``job`` against its host and return the :class:`JobResult` (never raises for job failures).
+
+    Args:
+        job: a validated job.
+        session_factory: opens a :class:`RemoteSession` for ``(store, credential)``.
+        credentials: resolves ``job.store.credential``.
+        attempts, worker: copied into the result.
+        ca_bundle, read_timeout: named in failure messages.
+        reraise: exception types to let through (e.g. Celery's SoftTimeLimitExceeded).
+    """
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    extra = {"attempts": attempts, "worker": worker}
+    handler = HANDLERS.get((JobType(job.job_type), job.store.store_type))
+    if handler is None:
+        outcome = Outcome(
+            Status.FAILURE,
+            ResultCode.INVALID_JOB,
+            f"{job.job_type} jobs for {job.store.store_type.value} stores are not supported by this worker",
+        )
+        return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra))
+    secrets: list[str] = []
+    label = "the job's credential"
+    try:
+        credential = credentials.resolve(job.store.credential)
+        secrets.append(credential.password.get_secret_value())
+        label = credential.label
+        with session_factory(job.store, credential) as session:
+            outcome = handler(job, session)
+    except CredentialError as exc:
+        outcome = Outcome(Status.FAILURE, ResultCode.CREDENTIAL_UNAVAILABLE, str(exc))
+        return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), "credential")
+    except reraise:
+        raise
+    except Exception as exc:
+        classified = classify(
+            exc,
+            job.store,
+            credential_label=label,
+            ca_bundle=ca_bundle,
+            read_timeout=read_timeout,
+            secrets=secrets,
+        )
+        log.warning("job failed: %s (%s)", classified.code.value, type(exc).__name__)
+        outcome = Outcome(Status.FAILURE, classified.code, classified.message)
+        return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), classified.kind)
+    return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra))

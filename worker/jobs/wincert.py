@@ -1,0 +1,147 @@
+"""WinCert store jobs: any ``Cert:\\LocalMachine\\<store path>`` certificate store.
+
+Inventory calls ``Get-WinCertInventory -StorePath <path>`` (``worker/powershell/Inventory.ps1``),
+which writes one compact JSON string per certificate. Each record is validated here before it
+becomes a :class:`~producer.messages.CertificateItem`: the thumbprint must equal the SHA-1 of
+``RawData``; a record that fails any check is skipped with a warning, as are certificates the
+host itself skipped ("Skipped certificate ..." warnings). Any skipped certificate makes the job
+``warning`` / ``partial``; other warnings are reported without changing the status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from producer.codes import ResultCode
+from producer.messages import THUMBPRINT_RE, CertificateItem, InventoryJob, Status, SubjectAltName
+from worker.jobs.outcome import Outcome
+from worker.remote.session import RemoteSession
+
+INVENTORY_FUNCTION = "Get-WinCertInventory"
+
+_SAN_TYPES = {"dns", "ip", "email", "upn", "uri", "dn", "other"}
+_HEX = re.compile(r"^[0-9A-F]+$")
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+class RecordError(ValueError):
+    """One inventory record is unusable; the message says why (no certificate content)."""
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """Parse a UTC ISO 8601 time as psrpcore (``...52Z``) or .NET (``...52.1234567Z``) writes it."""
+    if not isinstance(value, str) or not value:
+        raise RecordError(f"{field} is missing")
+    text = _FRACTION.sub(r"\1", value.strip())
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise RecordError(f"{field} {value!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_record(text: Any) -> CertificateItem:
+    """Turn one JSON string from ``Get-WinCertInventory`` into a :class:`CertificateItem`.
+
+    Raises:
+        RecordError: the record is not JSON, misses fields, or its thumbprint does not match.
+    """
+    if not isinstance(text, str):
+        raise RecordError(f"expected a JSON string, got a {type(text).__name__}")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(record, dict):
+        raise RecordError("not a JSON object")
+    raw = record.get("RawData")
+    if not isinstance(raw, str) or not raw:
+        raise RecordError("RawData is missing")
+    try:
+        der = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise RecordError("RawData is not base64") from None
+    thumbprint = str(record.get("Thumbprint", "")).upper()
+    if not THUMBPRINT_RE.match(thumbprint):
+        raise RecordError(f"Thumbprint {record.get('Thumbprint')!r} is not 40 hex characters")
+    actual = hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
+    if actual != thumbprint:
+        raise RecordError(f"Thumbprint does not match the SHA-1 of RawData ({actual})")
+    serial = str(record.get("SerialNumber", "")).upper()
+    if not _HEX.match(serial):
+        raise RecordError(f"SerialNumber {record.get('SerialNumber')!r} is not hex")
+    sans = []
+    for entry in record.get("Sans") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("Value"), str):
+            raise RecordError("Sans entries must be {Type, Value} objects")
+        kind = str(entry.get("Type", "other")).lower()
+        sans.append(SubjectAltName(type=kind if kind in _SAN_TYPES else "other", value=entry["Value"]))
+    key_size = record.get("KeySize")
+    if key_size is not None and (isinstance(key_size, bool) or not isinstance(key_size, int)):
+        raise RecordError(f"KeySize {key_size!r} is not an integer")
+    has_key = record.get("HasPrivateKey")
+    if not isinstance(has_key, bool):
+        raise RecordError("HasPrivateKey is not a boolean")
+    try:
+        return CertificateItem(
+            alias=thumbprint,
+            thumbprint=thumbprint,
+            subject=str(record.get("Subject") or ""),
+            issuer=str(record.get("Issuer") or ""),
+            serial_number=serial,
+            not_before=parse_time(record.get("NotBefore"), "NotBefore"),
+            not_after=parse_time(record.get("NotAfter"), "NotAfter"),
+            has_private_key=has_key,
+            friendly_name=str(record.get("FriendlyName") or ""),
+            key_algorithm=str(record.get("KeyAlgorithm") or ""),
+            key_size=key_size,
+            sans=sans,
+            der_b64=base64.b64encode(der).decode("ascii"),
+            parameters={},
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise RecordError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+def _record_name(text: Any) -> str:
+    if isinstance(text, str):
+        match = re.search(r'"Thumbprint"\s*:\s*"([^"]{1,64})"', text)
+        if match:
+            return match.group(1)
+    return "(unknown)"
+
+
+def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
+    """List every certificate in ``Cert:\\LocalMachine\\<store path>``; alias = thumbprint."""
+    invocation = session.invoke(INVENTORY_FUNCTION, {"StorePath": job.store.store_path})
+    warnings = list(invocation.warnings)
+    items: list[CertificateItem] = []
+    seen: set[str] = set()
+    for text in invocation.output:
+        try:
+            item = parse_record(text)
+        except RecordError as exc:
+            warnings.append(f"Skipped certificate {_record_name(text)}: {exc}")
+            continue
+        if item.thumbprint in seen:
+            continue
+        seen.add(item.thumbprint)
+        items.append(item)
+    message = f"Inventory completed returning {len(items)} items."
+    skipped = sum(1 for w in warnings if w.startswith("Skipped certificate"))
+    if skipped:
+        return Outcome(
+            Status.WARNING, ResultCode.PARTIAL, f"{message} {skipped} certificates skipped.", warnings, items
+        )
+    return Outcome(Status.SUCCESS, ResultCode.OK, message, warnings, items)

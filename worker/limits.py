@@ -1,0 +1,184 @@
+"""Per-host concurrency limit: a lease semaphore in Redis.
+
+"At most N sessions to host H at once, whichever worker process or machine opens them", and a
+crashed worker's slot comes back by itself. ``docs/internals-host-limits.md`` explains the
+design; in short:
+
+* Each host has one ZSET ``wincert:sem:{host}:holders``: member = ``job_id``, score = the
+  holder's lease deadline in milliseconds on the **Redis** clock (``TIME``), so worker clock
+  skew does not matter.
+* :meth:`HostLimiter.acquire` (``limits_acquire.lua``) drops expired holders, reports a job
+  that already holds a slot as ``duplicate``, and grants a slot only while fewer than
+  ``limit`` holders remain. It never blocks: on ``busy`` the task re-publishes itself with a
+  jittered delay (see :func:`retry_delay`).
+* While remote work runs, :class:`Lease` renews the deadline every ``lease/3`` seconds on a
+  background thread (``limits_renew.lua``: ``ZADD XX``, never re-creating a lost lease). If
+  renewal finds the slot gone, the lease is flagged ``lost`` and logged.
+* :meth:`HostLimiter.release` removes the holder (``ZREM``) in ``finally``.
+
+No FIFO waiter queue: waiting jobs retry with jitter, so a host's waiters are served in no
+particular order (documented trade-off; see the internals page).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+from types import TracebackType
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "wincert:sem"
+
+
+def holders_key(host_key: str) -> str:
+    """The holders ZSET of a host: ``wincert:sem:{<host>}:holders`` (``{}`` is a hash tag)."""
+    return f"{KEY_PREFIX}:{{{host_key}}}:holders"
+
+
+def _script(name: str) -> str:
+    return resources.files("worker").joinpath(name).read_text(encoding="utf-8")
+
+
+class Outcome(StrEnum):
+    """What :meth:`HostLimiter.acquire` decided."""
+
+    GRANTED = "granted"
+    """The job holds a slot until the lease deadline."""
+    BUSY = "busy"
+    """All of the host's slots are held by other jobs."""
+    DUPLICATE = "duplicate"
+    """This job_id already holds a slot: another copy of the job is running (redelivery)."""
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """Result of :meth:`HostLimiter.acquire`."""
+
+    outcome: Outcome
+    holders: int
+    """Number of holders after the call."""
+    deadline_ms: int | None
+    """Granted/duplicate: this job's lease deadline; busy: the earliest holder's deadline."""
+
+
+def retry_delay(waits: int, minimum: float, maximum: float) -> float:
+    """A jittered delay before trying again for a slot, growing with the number of waits.
+
+    The upper bound doubles with each wait (``minimum * 2**(waits+1)``) up to ``maximum``; the
+    delay is uniform between ``minimum`` and that bound ("full jitter" above a floor), so many
+    waiters for one host do not wake together.
+    """
+    ceiling = min(maximum, max(minimum, 0.5) * 2 ** (min(waits, 16) + 1))
+    return random.uniform(minimum, max(minimum, ceiling))
+
+
+class HostLimiter:
+    """Acquire, renew and release per-host slots.
+
+    Args:
+        client: a redis-py client (any ``decode_responses``).
+        lease_seconds: lease length; a holder that stops renewing loses its slot after this.
+    """
+
+    def __init__(self, client: redis.Redis, lease_seconds: float) -> None:
+        self.client = client
+        self.lease_ms = max(1, int(lease_seconds * 1000))
+        self._acquire = client.register_script(_script("limits_acquire.lua"))
+        self._renew = client.register_script(_script("limits_renew.lua"))
+
+    def acquire(self, host_key: str, job_id: str, limit: int) -> Acquired:
+        """Try once to take one of ``limit`` slots of ``host_key`` for ``job_id``; never blocks."""
+        reply: Any = self._acquire(keys=[holders_key(host_key)], args=[job_id, limit, self.lease_ms])
+        outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        deadline = int(reply[2]) if reply[2] is not None else None
+        return Acquired(Outcome(outcome), int(reply[1]), deadline)
+
+    def renew(self, host_key: str, job_id: str) -> bool:
+        """Extend ``job_id``'s lease by ``lease_seconds`` from now; False if it no longer holds one."""
+        reply: Any = self._renew(keys=[holders_key(host_key)], args=[job_id, self.lease_ms])
+        return int(reply) > 0
+
+    def release(self, host_key: str, job_id: str) -> bool:
+        """Give the slot back; False if ``job_id`` held none (expired or never acquired)."""
+        return int(self.client.zrem(holders_key(host_key), job_id)) > 0
+
+    def holders(self, host_key: str) -> dict[str, int]:
+        """Current holders (job_id → lease deadline ms), expired ones included until next acquire."""
+        raw: Any = self.client.zrange(holders_key(host_key), 0, -1, withscores=True)
+        return {(m.decode() if isinstance(m, bytes) else str(m)): int(s) for m, s in raw}
+
+    def lease(self, host_key: str, job_id: str) -> Lease:
+        """A :class:`Lease` that renews ``job_id``'s slot while the ``with`` block runs, then releases it."""
+        return Lease(self, host_key, job_id)
+
+
+class Lease:
+    """Keeps a granted slot alive: renews every ``lease/3`` on a daemon thread; releases on exit.
+
+    ``lost`` becomes True (and an error is logged) when a renewal finds the slot gone, or when
+    Redis could not be reached for longer than the lease; the job then reports it.
+    """
+
+    def __init__(self, limiter: HostLimiter, host_key: str, job_id: str) -> None:
+        self.limiter = limiter
+        self.host_key = host_key
+        self.job_id = job_id
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.limiter.release(self.host_key, self.job_id)
+        except redis.RedisError:
+            log.warning(
+                "could not release the host slot; it returns when its lease expires",
+                extra={"host": self.host_key, "job_id": self.job_id},
+                exc_info=True,
+            )
+
+    def _run(self) -> None:
+        interval = self.limiter.lease_ms / 3000
+        failing_since: float | None = None
+        clock = 0.0
+        while not self._stop.wait(interval):
+            clock += interval
+            try:
+                if not self.limiter.renew(self.host_key, self.job_id):
+                    self._flag("the host slot lease was lost (expired and removed) while the job ran")
+                    return
+                failing_since = None
+            except redis.RedisError:
+                failing_since = clock if failing_since is None else failing_since
+                log.warning(
+                    "host slot lease renewal failed; retrying",
+                    extra={"host": self.host_key, "job_id": self.job_id},
+                    exc_info=True,
+                )
+                if clock - failing_since + interval >= self.limiter.lease_ms / 1000:
+                    self._flag("the host slot lease could not be renewed for a whole lease period")
+                    return
+
+    def _flag(self, why: str) -> None:
+        self.lost = True
+        log.error(
+            "%s; the per-host limit may have been exceeded for a while",
+            why,
+            extra={"host": self.host_key, "job_id": self.job_id},
+        )

@@ -1,0 +1,227 @@
+"""Map exceptions from a remote job to a stable result code and a message that says what to fix.
+
+:func:`classify` takes any exception raised while opening a session or running a function and
+returns a :class:`Classified`: the :class:`~producer.codes.ResultCode`, a message naming the
+host, port and the thing to check, and a bounded ``kind`` for the
+``wincert_remote_errors_total{kind}`` metric.
+
+Messages are built here from known parts (host, port, auth method, credential *name*, fault
+code, remote error text); exception text is only quoted after :func:`redact` removed every
+secret the caller passed. Passwords never appear.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
+
+from producer.codes import ResultCode
+from producer.messages import StoreRef
+
+STORE_NOT_FOUND_ID = "WinCert.StoreNotFound"
+"""FullyQualifiedErrorId prefix of the terminating error for a missing store."""
+
+TRANSIENT_CODES = frozenset({ResultCode.HOST_UNREACHABLE, ResultCode.TIMEOUT})
+"""Codes worth retrying (``WINCERT_TRANSIENT_RETRIES``)."""
+
+_FAULT_HINTS = {
+    "2150858752": "the endpoint (resource URI) does not exist; check the JEA endpoint name",
+    "2150858843": "the shell was closed by the host (idle timeout or WinRM restart); run the job again",
+    "2150858793": "the operation timed out on the host",
+    "2150858760": "the request was larger than the host's MaxEnvelopeSizekb",
+    "2150858772": "the host's WinRM quota (MaxShellsPerUser / MaxConcurrentOperations) is exhausted;"
+    " lower the per-host limit (WINCERT_HOST_LIMITS) or raise the quota",
+}
+
+
+class RemoteCommandError(Exception):
+    """A PowerShell function on the host failed (terminating error or error record).
+
+    Attributes:
+        function: the function (or "loading <file>") that failed.
+        fq_error: the first error record's FullyQualifiedErrorId (``WinCert.StoreNotFound`` or
+            ``WinCert.StoreNotFound,Get-WinCertInventory`` as Windows writes it).
+        message: the error record's text (its ToString).
+    """
+
+    def __init__(self, function: str, fq_error: str, message: str, error_count: int = 1) -> None:
+        super().__init__(f"{function}: {message} [{fq_error or 'no error id'}]")
+        self.function = function
+        self.fq_error = fq_error
+        self.message = message
+        self.error_count = error_count
+
+    @property
+    def error_id(self) -> str:
+        """The error id without the command name Windows appends after a comma."""
+        return self.fq_error.split(",", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class Classified:
+    """A classified failure: result code, user message, metrics kind."""
+
+    code: ResultCode
+    message: str
+    kind: str
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every non-empty secret value replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception reachable by cause, context, ``.reason`` or exception args."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        related: list[object] = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        related.extend(current.args)
+        stack.extend(item for item in related if isinstance(item, BaseException))
+
+
+def _connect_reason(exc: BaseException) -> str:
+    for item in _chain(exc):
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
+            return "the host name does not resolve (DNS)"
+        if isinstance(item, requests.exceptions.ConnectTimeout | socket.timeout):
+            return "connect timeout"
+        if isinstance(item, ConnectionResetError):
+            return "connection reset by the host"
+        if type(item).__name__ in {"RemoteDisconnected", "ProtocolError"}:
+            return "the host closed the connection"
+        if isinstance(item, OSError) and item.errno is not None and item.strerror:
+            return item.strerror.lower()
+    return "connection failed"
+
+
+def classify(
+    exc: BaseException,
+    store: StoreRef,
+    *,
+    credential_label: str,
+    ca_bundle: Path | None = None,
+    read_timeout: int | None = None,
+    secrets: Iterable[str] = (),
+) -> Classified:
+    """Classify ``exc`` raised while working on ``store``'s host.
+
+    Args:
+        exc: the exception.
+        store: the job's store (host, port, protocol, auth, store path).
+        credential_label: how to name the credential in messages, e.g. ``credential 'winrm-ops'``.
+        ca_bundle: the configured CA bundle (named in TLS messages).
+        read_timeout: the HTTP read timeout in seconds (named in timeout messages).
+        secrets: values to remove from any quoted exception text.
+    """
+    secrets = list(secrets)
+    host, port = store.client_machine, store.effective_port
+    where = f"{host}:{port}"
+
+    if isinstance(exc, RemoteCommandError):
+        detail = redact(exc.message, secrets)
+        if exc.error_id == STORE_NOT_FOUND_ID:
+            return Classified(
+                ResultCode.STORE_NOT_FOUND,
+                f"the certificate store '{store.store_path}' does not exist on {host}"
+                f" (Cert:\\LocalMachine\\{store.store_path}); check the store path: {detail}",
+                "store_not_found",
+            )
+        return Classified(
+            ResultCode.REMOTE_ERROR,
+            f"{exc.function} failed on {host}: {detail} (error id {exc.fq_error or 'none'})",
+            "remote_error",
+        )
+
+    auth_failed = isinstance(exc, AuthenticationError) or (
+        isinstance(exc, WinRMTransportError) and exc.code == 401
+    )
+    if auth_failed:
+        return Classified(
+            ResultCode.AUTH_FAILED,
+            f"{where} refused the {credential_label} ({store.auth.value} authentication): check the"
+            f" username and password of {credential_label} and that the account may use WinRM"
+            " (a member of Administrators or Remote Management Users on the host)",
+            "auth",
+        )
+
+    if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(e, ssl.SSLError) for e in _chain(exc)):
+        bundle = f"WINCERT_CA_BUNDLE={ca_bundle}" if ca_bundle else "WINCERT_CA_BUNDLE (not set: system CAs)"
+        reason = next((str(e) for e in _chain(exc) if isinstance(e, ssl.SSLError)), "handshake failed")
+        return Classified(
+            ResultCode.TLS_ERROR,
+            f"TLS with {where} failed ({redact(reason, secrets)[:300]}): check that the WinRM HTTPS"
+            f" listener's certificate is issued for '{host}' and chains to a CA in {bundle}",
+            "tls",
+        )
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or (
+        isinstance(exc, requests.exceptions.ConnectionError)
+        and not isinstance(exc, requests.exceptions.ReadTimeout)
+    ):
+        return Classified(
+            ResultCode.HOST_UNREACHABLE,
+            f"cannot reach WinRM at {where} over {store.protocol.value} ({_connect_reason(exc)}): check"
+            f" the host name, port {port} and that the WinRM listener (winrm quickconfig) and the"
+            " firewall allow it",
+            "connect",
+        )
+
+    if isinstance(exc, requests.exceptions.ReadTimeout | socket.timeout | TimeoutError):
+        limit = f" within {read_timeout} s (WINCERT_READ_TIMEOUT)" if read_timeout else ""
+        return Classified(
+            ResultCode.TIMEOUT,
+            f"{where} accepted the connection but did not answer{limit}; check the host's load and"
+            " its WinRM service, or raise WINCERT_READ_TIMEOUT",
+            "timeout",
+        )
+
+    if isinstance(exc, WSManFaultError):
+        code = str(exc.code or "unknown")
+        reason = redact(str(exc.reason or ""), secrets).strip()
+        hint = _FAULT_HINTS.get(code, "see the WinRM event log on the host")
+        return Classified(
+            ResultCode.WINRM_FAULT,
+            f"WinRM on {where} answered with WS-Management fault {code}"
+            f"{': ' + reason[:300] if reason else ''}; {hint}",
+            "winrm_fault",
+        )
+
+    if isinstance(exc, WinRMTransportError):
+        return Classified(
+            ResultCode.WINRM_FAULT,
+            f"WinRM on {where} answered HTTP {exc.code}; check the listener on port {port} (winrm"
+            " enumerate winrm/config/listener) and the WinRM event log on the host",
+            "winrm_fault",
+        )
+
+    if isinstance(exc, WinRMError):
+        return Classified(
+            ResultCode.REMOTE_ERROR,
+            f"PowerShell Remoting with {where} failed: {type(exc).__name__}:"
+            f" {redact(str(exc), secrets)[:300]}",
+            "remote_error",
+        )
+
+    return Classified(
+        ResultCode.REMOTE_ERROR,
+        f"working with {where} failed: {type(exc).__name__}: {redact(str(exc), secrets)[:300]}",
+        "other",
+    )

@@ -1,0 +1,71 @@
+"""Run one PowerShell function on an open runspace pool and collect its streams.
+
+Values travel only as PSRP parameters (``add_cmdlet`` + ``add_parameter``); nothing a job
+supplies is ever spliced into script text. An invocation failed when pypsrp reports
+``had_errors`` (pipeline state Failed: a terminating error) **or** the error stream holds any
+record (a non-terminating ``Write-Error``, which pypsrp 0.9.1 does not count in
+``had_errors``); either raises :class:`~worker.remote.errors.RemoteCommandError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pypsrp.powershell import PowerShell, RunspacePool
+
+from worker.remote.errors import RemoteCommandError
+
+_MAX_MESSAGE = 1000
+
+
+@dataclass
+class Invocation:
+    """What a function returned: output objects and warning messages."""
+
+    output: list[Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _text(record: Any) -> str:
+    message = getattr(record, "message", None)
+    text = str(message) if message else str(record)
+    return text.strip()[:_MAX_MESSAGE]
+
+
+def _raise_on_errors(ps: Any, what: str) -> None:
+    if not (ps.had_errors or ps.streams.error):
+        return
+    records = list(ps.streams.error)
+    first = records[0] if records else None
+    fq_error = str(getattr(first, "fq_error", "") or "") if first is not None else ""
+    message = str(first).strip()[:_MAX_MESSAGE] if first is not None else "the pipeline failed"
+    raise RemoteCommandError(what, fq_error, message, error_count=len(records))
+
+
+def run_function(pool: RunspacePool, function: str, parameters: Mapping[str, Any]) -> Invocation:
+    """Call ``function`` with named ``parameters``; return its output and warnings.
+
+    Raises:
+        RemoteCommandError: the function wrote an error record or failed.
+    """
+    ps = PowerShell(pool)
+    ps.add_cmdlet(function)
+    for name, value in parameters.items():
+        ps.add_parameter(name, value)
+    output = ps.invoke()
+    _raise_on_errors(ps, function)
+    return Invocation(list(output), [_text(w) for w in ps.streams.warning])
+
+
+def load_script(pool: RunspacePool, name: str, text: str) -> None:
+    """Define the functions of one library file in the pool's runspace (``add_script``).
+
+    Raises:
+        RemoteCommandError: the host refused or failed to run the script.
+    """
+    ps = PowerShell(pool)
+    ps.add_script(text)
+    ps.invoke()
+    _raise_on_errors(ps, f"loading {name}")

@@ -1,0 +1,131 @@
+"""Publishing results and dead letters to Redis.
+
+* Every finished job's :class:`~producer.messages.JobResult` is the Celery task's return value
+  (so ``AsyncResult(job_id).get()`` returns it) **and** one ``XADD`` to
+  :data:`~producer.messages.RESULTS_STREAM` with field ``result`` = the JobResult JSON
+  (``MAXLEN ~ WINCERT_RESULTS_STREAM_MAXLEN``).
+* A job that cannot be completed (invalid payload, redelivery cap, slot wait deadline) is also
+  written to :data:`~producer.messages.DEAD_LETTER_STREAM` with the job JSON (every field whose
+  name contains "password" dropped), the reason, the result code, the attempt count and the
+  worker name. ``wincert`` tooling can replay it after a fix.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from producer.codes import ResultCode
+from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, JobResult, JobType, Status
+
+
+def redact_job(data: Any) -> Any:
+    """A copy of a job payload without secrets: keys containing ``password`` or ``secret`` dropped."""
+    if isinstance(data, dict):
+        return {
+            k: redact_job(v)
+            for k, v in data.items()
+            if not any(word in str(k).lower() for word in ("password", "secret", "pfx"))
+        }
+    if isinstance(data, list):
+        return [redact_job(v) for v in data]
+    return data
+
+
+def publish_result(client: redis.Redis, result: JobResult, maxlen: int) -> str:
+    """XADD ``result`` to the results stream; return the entry id."""
+    entry: Any = client.xadd(
+        RESULTS_STREAM,
+        {"result": result.model_dump_json(), "job_id": str(result.job_id), "status": result.status.value},
+        maxlen=maxlen,
+        approximate=True,
+    )
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def dead_letter(
+    client: redis.Redis,
+    *,
+    job: Any,
+    reason: str,
+    code: ResultCode,
+    message: str,
+    attempts: int,
+    worker: str | None,
+    maxlen: int,
+) -> str:
+    """XADD a dead letter (secrets redacted) to the dead-letter stream; return the entry id.
+
+    ``reason`` is one of ``invalid_job``, ``max_deliveries``, ``slot_deadline``.
+    """
+    try:
+        job_json = json.dumps(redact_job(job), default=str)
+    except (TypeError, ValueError):
+        job_json = json.dumps({"unserialisable": type(job).__name__})
+    fields = {
+        "job": job_json,
+        "job_id": str(job.get("job_id", "")) if isinstance(job, dict) else "",
+        "reason": reason,
+        "code": code.value,
+        "message": message,
+        "attempts": str(attempts),
+        "worker": worker or "",
+        "at": datetime.now(UTC).isoformat(),
+    }
+    entry: Any = client.xadd(DEAD_LETTER_STREAM, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def job_identity(job: Any, fallback_id: str | None) -> tuple[uuid.UUID, JobType]:
+    """Best-effort job_id and job_type of a payload that may be invalid (for its failure result).
+
+    job_id: the payload's, else the Celery task id, else a new UUID. job_type: the payload's if
+    known, else ``inventory`` (JobResult requires one; see the report on making it optional).
+    """
+    raw_id = job.get("job_id") if isinstance(job, dict) else None
+    job_id: uuid.UUID | None = None
+    for candidate in (raw_id, fallback_id):
+        try:
+            job_id = uuid.UUID(str(candidate))
+            break
+        except (ValueError, TypeError, AttributeError):
+            continue
+    raw_type = job.get("job_type") if isinstance(job, dict) else None
+    try:
+        job_type = JobType(str(raw_type))
+    except ValueError:
+        job_type = JobType.INVENTORY
+    return job_id or uuid.uuid4(), job_type
+
+
+def failure_result(
+    job_id: uuid.UUID,
+    job_type: JobType,
+    code: ResultCode,
+    message: str,
+    *,
+    store: Any = None,
+    attempts: int = 1,
+    worker: str | None = None,
+) -> JobResult:
+    """A ``failure`` JobResult for a job that never ran remotely (invalid, dead-lettered)."""
+    now = datetime.now(UTC)
+    return JobResult(
+        job_id=job_id,
+        job_type=job_type,
+        store_type=getattr(store, "store_type", None),
+        client_machine=getattr(store, "client_machine", None),
+        store_path=getattr(store, "store_path", None),
+        status=Status.FAILURE,
+        code=code,
+        message=message,
+        started_at=now,
+        finished_at=now,
+        duration_seconds=0.0,
+        attempts=attempts,
+        worker=worker,
+    )

@@ -1,0 +1,219 @@
+"""Worker settings, read from ``WINCERT_*`` environment variables (pydantic-settings).
+
+Every setting is an environment variable named ``WINCERT_<FIELD NAME IN UPPER CASE>``; the
+README's settings table lists them. :func:`load_settings` turns validation failures into one
+:class:`SettingsError` whose message names each bad variable and says how to fix it, so a
+worker with a bad configuration stops at start instead of failing jobs one by one.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+from producer.messages import DEFAULT_QUEUE
+
+ENV_PREFIX = "WINCERT_"
+
+
+class SettingsError(ValueError):
+    """The worker configuration is invalid; the message names the variables and the fixes."""
+
+
+class WorkerSettings(BaseSettings):
+    """All worker settings. Field ``x`` is environment variable ``WINCERT_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # --- Celery / Redis ----------------------------------------------------------------------
+    broker_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker (Redis URL)")
+    result_backend: str | None = Field(default=None, description="Celery result backend; default: broker_url")
+    queue: str = Field(default=DEFAULT_QUEUE, min_length=1, description="Queue the worker consumes")
+    visibility_timeout: int = Field(
+        default=1800,
+        ge=1,
+        description="Seconds before Redis redelivers an unacked message (>= 2x time limit)",
+    )
+    task_soft_time_limit: float = Field(
+        default=600, gt=0, description="Seconds per job before a soft timeout"
+    )
+    task_time_limit: float = Field(
+        default=660, gt=0, description="Seconds per job before the process is killed"
+    )
+    soft_shutdown_timeout: float = Field(default=30, ge=0, description="Warm-phase seconds at shutdown")
+    result_expires: int = Field(
+        default=86400, ge=60, description="Seconds results stay in the result backend"
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, description="Deliveries of one message before dead-lettering"
+    )
+    transient_retries: int = Field(default=2, ge=0, description="Retries for host_unreachable / timeout")
+    transient_retry_delay_seconds: float = Field(
+        default=5, ge=0, description="Delay before a transient retry"
+    )
+
+    # --- per-host limits ---------------------------------------------------------------------
+    host_limit: int = Field(default=2, ge=1, description="Concurrent sessions per host")
+    host_limits: dict[str, int] = Field(default_factory=dict, description='JSON {"host": limit} overrides')
+    lease_seconds: float = Field(default=60, ge=0.5, description="Host slot lease; renewed every lease/3")
+    slot_retry_min_seconds: float = Field(
+        default=1, ge=0, description="Shortest re-publish delay on contention"
+    )
+    slot_retry_max_seconds: float = Field(
+        default=5, gt=0, description="Longest re-publish delay on contention"
+    )
+    slot_wait_deadline_seconds: float = Field(
+        default=1800, gt=0, description="Give up waiting for a slot after"
+    )
+
+    # --- metrics and logs --------------------------------------------------------------------
+    metrics_port: int = Field(default=9808, ge=0, le=65535, description="/metrics port; 0 disables")
+    metrics_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("WINCERT_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR"),
+        description="prometheus-client multiprocess directory (prefork pool)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+
+    # --- credentials and secrets -------------------------------------------------------------
+    credentials_file: Path | None = Field(default=None, description="JSON/YAML {name: {username, password}}")
+    default_credential: str | None = Field(default=None, description="Credential for jobs that name none")
+    secret_keys: SecretStr | None = Field(default=None, description="Comma-separated Fernet keys")
+    allow_plaintext_secrets: bool = Field(default=False, description="Accept password_plaintext in jobs")
+
+    # --- WinRM -------------------------------------------------------------------------------
+    ca_bundle: Path | None = Field(default=None, description="CA bundle for HTTPS listener validation")
+    connection_timeout: int = Field(default=30, ge=1, description="TCP connect timeout (s)")
+    read_timeout: int = Field(default=30, ge=1, description="HTTP read timeout (s); > operation_timeout")
+    operation_timeout: int = Field(default=20, ge=1, description="WS-Man OperationTimeout (s)")
+
+    # --- result streams ----------------------------------------------------------------------
+    results_stream_maxlen: int = Field(
+        default=100_000, ge=1, description="Approximate cap of wincert:results"
+    )
+    dead_letter_stream_maxlen: int = Field(
+        default=100_000, ge=1, description="Approximate cap of wincert:dead"
+    )
+
+    @field_validator("host_limits", mode="before")
+    @classmethod
+    def _host_limits_json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("host_limits")
+    @classmethod
+    def _host_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        for host, limit in value.items():
+            if limit < 1:
+                raise ValueError(f"limit for {host!r} is {limit}; every limit must be at least 1")
+        return {host.strip().lower(): limit for host, limit in value.items()}
+
+    @field_validator("credentials_file", "ca_bundle")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} does not exist or is not a file")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkerSettings:
+        problems: list[str] = []
+        if self.task_time_limit <= self.task_soft_time_limit:
+            problems.append(
+                f"{ENV_PREFIX}TASK_TIME_LIMIT ({self.task_time_limit}) must be greater than"
+                f" {ENV_PREFIX}TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit}); leave ~60 s for cleanup"
+            )
+        if self.visibility_timeout < 2 * self.task_time_limit:
+            problems.append(
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be at least twice"
+                f" {ENV_PREFIX}TASK_TIME_LIMIT ({self.task_time_limit}), or running jobs are redelivered;"
+                " raise it or lower the time limits"
+            )
+        if self.slot_retry_max_seconds < self.slot_retry_min_seconds:
+            problems.append(
+                f"{ENV_PREFIX}SLOT_RETRY_MAX_SECONDS ({self.slot_retry_max_seconds}) must be >="
+                f" {ENV_PREFIX}SLOT_RETRY_MIN_SECONDS ({self.slot_retry_min_seconds})"
+            )
+        longest_countdown = max(self.slot_retry_max_seconds, self.transient_retry_delay_seconds)
+        if self.visibility_timeout <= longest_countdown:
+            problems.append(
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the longest"
+                f" retry delay ({longest_countdown} s), or delayed messages are redelivered in a loop"
+            )
+        if self.read_timeout <= self.operation_timeout:
+            problems.append(
+                f"{ENV_PREFIX}READ_TIMEOUT ({self.read_timeout}) must be greater than"
+                f" {ENV_PREFIX}OPERATION_TIMEOUT ({self.operation_timeout}): the host answers a"
+                " Receive only after the operation timeout"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def effective_result_backend(self) -> str:
+        """The result backend URL (``result_backend`` or, by default, ``broker_url``)."""
+        return self.result_backend or self.broker_url
+
+    def limit_for(self, host_key: str) -> int:
+        """The concurrency limit for ``host_key`` (lower-case host): override or ``host_limit``."""
+        return self.host_limits.get(host_key, self.host_limit)
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return "worker settings"
+    name = str(loc[0])
+    if name.upper().startswith(ENV_PREFIX) or name == "PROMETHEUS_MULTIPROC_DIR":
+        return name.upper()
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def format_settings_error(exc: ValidationError) -> str:
+    """One line per invalid setting: ``WINCERT_X: what is wrong (got 'value')``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        loc = tuple(error.get("loc", ()))
+        if not loc:  # a cross-field check: the message already names the variables
+            lines.append(message)
+            continue
+        show_input = error["type"] != "missing" and "secret" not in str(loc[0]) and "input" in error
+        got = f" (got {error['input']!r})" if show_input else ""
+        lines.append(f"{_env_name(loc)}: {message}{got}")
+    return "invalid worker settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> WorkerSettings:
+    """Read settings from the environment (``overrides`` win, for tests).
+
+    Raises:
+        SettingsError: naming every invalid ``WINCERT_*`` variable and the fix.
+    """
+    try:
+        return WorkerSettings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(format_settings_error(exc)) from None
+    except SourceError as exc:
+        # pydantic-settings could not decode a JSON-valued variable (WINCERT_HOST_LIMITS)
+        raise SettingsError(
+            f"invalid worker settings:\n  {exc}; {ENV_PREFIX}HOST_LIMITS must be a JSON object such as"
+            ' {"web01.contoso.com": 4}'
+        ) from None
+
+
+@functools.cache
+def get_settings() -> WorkerSettings:
+    """The process-wide settings, read once from the environment."""
+    return load_settings()

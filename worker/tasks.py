@@ -1,0 +1,309 @@
+"""The Celery task every job is sent to: ``wincert.run_job(job: dict) -> dict``.
+
+Thin by design; each step lives in its own module:
+
+1. parse the payload (:func:`producer.messages.parse_job`); invalid → ``invalid_job`` result
+   and a dead letter, never an exception loop;
+2. count the delivery (:mod:`worker.state`); over ``WINCERT_MAX_DELIVERIES`` → dead letter; a
+   job that already finished returns its stored result;
+3. take a host slot (:mod:`worker.limits`); if the host is busy, ``self.retry`` with a jittered
+   countdown and ``max_retries=None`` (slot waits never use up a failure budget) until
+   ``WINCERT_SLOT_WAIT_DEADLINE_SECONDS`` → ``slot_deadline_exceeded``;
+4. run the job (:func:`worker.jobs.run` → ``worker.jobs.HANDLERS[(job_type, store_type)]``)
+   while a lease thread renews the slot; release it in ``finally``;
+5. retry ``host_unreachable`` / ``timeout`` up to ``WINCERT_TRANSIENT_RETRIES`` times;
+6. publish (:mod:`worker.results`) and count (:mod:`worker.metrics`).
+
+The producer sends with ``task_id = str(job_id)``, so ``AsyncResult(job_id)`` holds the final
+JobResult dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import Retry, SoftTimeLimitExceeded
+from pydantic import ValidationError
+
+from producer.codes import ResultCode
+from producer.messages import TASK_NAME, AnyJob, JobResult, JobType, Status, StoreRef, parse_job
+from worker import jobs, metrics, results
+from worker.credentials import CredentialResolver
+from worker.jobs.outcome import Outcome
+from worker.limits import HostLimiter, retry_delay
+from worker.limits import Outcome as SlotOutcome
+from worker.logging import job_context
+from worker.remote.errors import TRANSIENT_CODES
+from worker.remote.session import SessionFactory, SessionOptions, make_session_factory
+from worker.settings import WorkerSettings
+from worker.state import JobState
+
+log = logging.getLogger(__name__)
+
+
+def _count_session(store: StoreRef) -> None:
+    metrics.SESSIONS_OPENED.labels(protocol=store.protocol.value, auth=store.auth.value).inc()
+
+
+@dataclass
+class Runtime:
+    """Per-process resources of the task, created on first use (after the pool forks)."""
+
+    settings: WorkerSettings
+    session_factory: SessionFactory | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _redis: redis.Redis | None = None
+    _limiter: HostLimiter | None = None
+    _credentials: CredentialResolver | None = None
+
+    def __post_init__(self) -> None:
+        if self.session_factory is None:
+            options = SessionOptions(
+                ca_bundle=self.settings.ca_bundle,
+                connection_timeout=self.settings.connection_timeout,
+                read_timeout=self.settings.read_timeout,
+                operation_timeout=self.settings.operation_timeout,
+            )
+            self.session_factory = make_session_factory(options, on_open=_count_session)
+
+    @property
+    def redis(self) -> redis.Redis:
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(self.settings.broker_url, decode_responses=True)
+            return self._redis
+
+    @property
+    def limiter(self) -> HostLimiter:
+        client = self.redis
+        with self._lock:
+            if self._limiter is None:
+                self._limiter = HostLimiter(client, self.settings.lease_seconds)
+            return self._limiter
+
+    @property
+    def credentials(self) -> CredentialResolver:
+        with self._lock:
+            if self._credentials is None:
+                self._credentials = CredentialResolver(self.settings)
+            return self._credentials
+
+
+def register(
+    app: Celery, settings: WorkerSettings, session_factory: SessionFactory | None = None
+) -> Task[Any, Any]:
+    """Register ``wincert.run_job`` on ``app`` with its own :class:`Runtime`; return the task."""
+    runtime = Runtime(settings, session_factory)
+
+    # max_retries=None on the task: retry(max_retries=None) alone falls back to the default of 3
+    @app.task(name=TASK_NAME, bind=True, shared=False, max_retries=None)
+    def run_job(self: Task[Any, Any], job: Any) -> dict[str, Any]:
+        return execute(self, runtime, job)
+
+    return run_job
+
+
+def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = False) -> dict[str, Any]:
+    """Publish the final result (stream + stored for duplicates), count it, return it.
+
+    ``ran``: the job ran against its host (its duration goes into the histogram).
+    """
+    payload = result.model_dump(mode="json")
+    results.publish_result(rt.redis, result, rt.settings.results_stream_maxlen)
+    if state is not None:
+        state.finish(result.model_dump_json(), rt.settings.result_expires)
+    store_type = result.store_type.value if result.store_type else "unknown"
+    metrics.JOBS.labels(
+        job_type=result.job_type.value, store_type=store_type, status=result.status.value
+    ).inc()
+    if ran and result.duration_seconds is not None:
+        metrics.JOB_DURATION.labels(job_type=result.job_type.value, store_type=store_type).observe(
+            result.duration_seconds
+        )
+    log.info("job finished: %s / %s: %s", result.status.value, result.code.value, result.message)
+    return payload
+
+
+def _dead(
+    rt: Runtime, task: Task[Any, Any], job: Any, state: JobState | None, result: JobResult, reason: str
+) -> dict[str, Any]:
+    results.dead_letter(
+        rt.redis,
+        job=job,
+        reason=reason,
+        code=result.code,
+        message=result.message,
+        attempts=result.attempts,
+        worker=task.request.hostname,
+        maxlen=rt.settings.dead_letter_stream_maxlen,
+    )
+    metrics.DEAD_LETTERED.labels(reason=reason).inc()
+    log.error("job dead-lettered (%s): %s", reason, result.message)
+    return _finish(rt, state, result)
+
+
+def _invalid(rt: Runtime, task: Task[Any, Any], job: Any, exc: ValidationError) -> dict[str, Any]:
+    job_id, job_type = results.job_identity(job, task.request.id)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'job'}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False)[:10]
+    )
+    result = results.failure_result(
+        job_id,
+        job_type,
+        ResultCode.INVALID_JOB,
+        f"the job is invalid: {problems}",
+        worker=task.request.hostname,
+    )
+    with job_context(job_id=str(job_id)):
+        return _dead(rt, task, job, None, result, "invalid_job")
+
+
+def execute(task: Task[Any, Any], rt: Runtime, job: Any) -> dict[str, Any]:
+    """The body of ``wincert.run_job`` (see the module docstring for the steps)."""
+    try:
+        parsed = parse_job(job)
+    except ValidationError as exc:
+        return _invalid(rt, task, job, exc)
+    store = parsed.store
+    with job_context(
+        job_id=str(parsed.job_id),
+        job_type=parsed.job_type,
+        store_type=store.store_type.value,
+        host=store.host_key,
+    ):
+        try:
+            return _execute(task, rt, job, parsed)
+        except (Retry, SoftTimeLimitExceeded):
+            raise
+        except Exception as exc:  # a defect in the worker: report it, never loop
+            log.exception("internal error while running the job")
+            result = results.failure_result(
+                parsed.job_id,
+                JobType(parsed.job_type),
+                ResultCode.INTERNAL_ERROR,
+                f"internal worker error ({type(exc).__name__}); see the worker log for job {parsed.job_id}",
+                store=store,
+                worker=task.request.hostname,
+            )
+            return _finish(rt, JobState(rt.redis, str(parsed.job_id)), result)
+
+
+def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dict[str, Any]:
+    settings = rt.settings
+    job_id, host = str(parsed.job_id), parsed.store.host_key
+    job_type = str(parsed.job_type)
+    state = JobState(rt.redis, job_id)
+    delivery = state.start(task.request.retries or 0)
+    worker = task.request.hostname
+
+    if delivery.stored_result is not None:
+        log.info("job already finished; returning the stored result (duplicate delivery)")
+        stored: dict[str, Any] = JobResult.model_validate_json(delivery.stored_result).model_dump(mode="json")
+        return stored
+
+    def failure(code: ResultCode, message: str) -> JobResult:
+        return results.failure_result(
+            parsed.job_id,
+            JobType(job_type),
+            code,
+            message,
+            store=parsed.store,
+            attempts=delivery.attempts,
+            worker=worker,
+        )
+
+    if delivery.deliveries > settings.max_deliveries:
+        result = failure(
+            ResultCode.INTERNAL_ERROR,
+            f"the job was delivered {delivery.deliveries - 1} times without finishing (its worker"
+            f" process died each time); stopped after WINCERT_MAX_DELIVERIES={settings.max_deliveries}."
+            " Check the worker logs and memory limits for this job id",
+        )
+        return _dead(rt, task, job, state, result, "max_deliveries")
+
+    acquired = rt.limiter.acquire(host, job_id, settings.limit_for(host))
+    if acquired.outcome is not SlotOutcome.GRANTED:
+        if delivery.waited_seconds >= settings.slot_wait_deadline_seconds:
+            result = failure(
+                ResultCode.SLOT_DEADLINE_EXCEEDED,
+                f"waited {delivery.waited_seconds:.0f} s for one of the {settings.limit_for(host)} slots of"
+                f" host {host} (WINCERT_SLOT_WAIT_DEADLINE_SECONDS={settings.slot_wait_deadline_seconds:g});"
+                " raise the host's limit (WINCERT_HOST_LIMITS) or submit fewer jobs for it at once",
+            )
+            return _dead(rt, task, job, state, result, "slot_deadline")
+        waits = state.incr("waits")
+        countdown = retry_delay(waits - 1, settings.slot_retry_min_seconds, settings.slot_retry_max_seconds)
+        metrics.SLOT_REQUEUES.labels(job_type=job_type).inc()
+        log.info(
+            "host slot %s (%d holders, limit %d); retrying in %.1f s",
+            acquired.outcome.value,
+            acquired.holders,
+            settings.limit_for(host),
+            countdown,
+        )
+        raise task.retry(countdown=countdown, max_retries=None)
+
+    if state.first_grant():
+        metrics.SLOT_WAIT.labels(job_type=job_type).observe(delivery.waited_seconds)
+    assert rt.session_factory is not None
+    metrics.SLOTS_IN_USE.inc()
+    lease = rt.limiter.lease(host, job_id)
+    try:
+        with lease:
+            run = jobs.run(
+                parsed,
+                rt.session_factory,
+                rt.credentials,
+                attempts=delivery.attempts,
+                worker=worker,
+                ca_bundle=settings.ca_bundle,
+                read_timeout=settings.read_timeout,
+                reraise=(SoftTimeLimitExceeded,),
+            )
+    except SoftTimeLimitExceeded:
+        outcome = Outcome(
+            Status.FAILURE,
+            ResultCode.TIMEOUT,
+            f"the job ran longer than WINCERT_TASK_SOFT_TIME_LIMIT={settings.task_soft_time_limit:g} s"
+            f" on host {host} and was stopped; raise the limit or check the host",
+        )
+        run = jobs.JobRun(
+            jobs.result_from(parsed, outcome, attempts=delivery.attempts, worker=worker), "timeout"
+        )
+    finally:
+        metrics.SLOTS_IN_USE.dec()
+
+    result = run.result
+    if lease.lost:
+        result = result.model_copy(
+            update={
+                "warnings": [
+                    *result.warnings,
+                    "the host slot lease was lost while the job ran; the per-host limit may have"
+                    " been exceeded",
+                ]
+            }
+        )
+    if run.error_kind is not None:
+        metrics.REMOTE_ERRORS.labels(kind=run.error_kind).inc()
+    if result.code in TRANSIENT_CODES:
+        transient = state.incr("transient")
+        if transient <= settings.transient_retries:
+            delay = settings.transient_retry_delay_seconds * random.uniform(1.0, 1.5)
+            log.warning(
+                "%s (retry %d of %d in %.1f s): %s",
+                result.code.value,
+                transient,
+                settings.transient_retries,
+                delay,
+                result.message,
+            )
+            raise task.retry(countdown=delay, max_retries=None)
+    return _finish(rt, state, result, ran=True)
