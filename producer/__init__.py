@@ -4,26 +4,70 @@ This package never imports pypsrp, prometheus-client or the worker; upstream sys
 depend on it alone to build, validate and submit jobs.
 """
 
+from producer.client import (
+    BackendUnavailableError,
+    Client,
+    PlaintextSecretRefusedError,
+    ProducerError,
+    ResultFormatError,
+    ResultTimeoutError,
+    TaskFailedError,
+    export_job_schema,
+)
+from producer.codes import ResultCode
 from producer.messages import (
+    DEAD_LETTER_STREAM,
+    DEFAULT_QUEUE,
+    RESULTS_STREAM,
+    TASK_NAME,
     AuthMethod,
+    CertificateItem,
+    InlineCredential,
     InventoryJob,
     Job,
     JobResult,
     JobType,
+    NamedCredential,
     Protocol,
     Status,
     StoreRef,
     StoreType,
+    job_json_schema,
+    normalize_thumbprint,
+    parse_job,
 )
+from producer.secrets import SecretKeyError
+from producer.settings import ProducerSettings
 
 __all__ = [
+    "DEAD_LETTER_STREAM",
+    "DEFAULT_QUEUE",
+    "RESULTS_STREAM",
+    "TASK_NAME",
     "AuthMethod",
+    "BackendUnavailableError",
+    "CertificateItem",
+    "Client",
+    "InlineCredential",
     "InventoryJob",
     "Job",
     "JobResult",
     "JobType",
+    "NamedCredential",
+    "PlaintextSecretRefusedError",
+    "ProducerError",
+    "ProducerSettings",
     "Protocol",
+    "ResultCode",
+    "ResultFormatError",
+    "ResultTimeoutError",
+    "SecretKeyError",
     "Status",
     "StoreRef",
     "StoreType",
+    "TaskFailedError",
+    "export_job_schema",
+    "job_json_schema",
+    "normalize_thumbprint",
+    "parse_job",
 ]

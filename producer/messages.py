@@ -22,7 +22,7 @@ import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -39,7 +39,7 @@ from pydantic import (
 
 from producer.codes import ResultCode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 """Current job schema version; bump on incompatible changes (additive changes keep it)."""
 
 TASK_NAME = "wincert.run_job"
@@ -131,7 +131,10 @@ def validate_host(value: str) -> str:
             " port in the 'port' field"
         )
     if name.replace(".", "").isdigit():
-        raise ValueError(f"{value!r} looks like an IPv4 address but is not a valid one")
+        raise ValueError(
+            f"{value!r} looks like an IPv4 address but is not a valid one; use four numbers 0-255"
+            " separated by dots, e.g. 192.0.2.10"
+        )
     return host
 
 
@@ -210,7 +213,7 @@ class InlineCredential(_Model):
         return None if value is None else value.get_secret_value()
 
 
-Credential = Annotated[Union[NamedCredential, InlineCredential], Field(discriminator="kind")]
+Credential = Annotated[NamedCredential | InlineCredential, Field(discriminator="kind")]
 
 
 class StoreRef(_Model):
@@ -249,6 +252,28 @@ class StoreRef(_Model):
                 " host name and reach it over WinRM"
             )
         return validate_host(value)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port_range(cls, value: Any) -> Any:
+        # Runs before the ge/le constraints (kept for the JSON Schema) to say what to do.
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 65535:
+            raise ValueError(
+                f"{value} is not a TCP port; give 1-65535, or leave it out for the protocol's"
+                " default (5985 http, 5986 https)"
+            )
+        return value
+
+    @field_validator("store_path", mode="before")
+    @classmethod
+    def _store_path_given(cls, value: Any) -> Any:
+        # Runs before min_length (kept for the JSON Schema) so '' gets the same advice as '  '.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                ("is empty" if not value else "is blank")
+                + "; name a LocalMachine store such as My, Root or WebHosting"
+            )
+        return value
 
     @field_validator("store_path")
     @classmethod
@@ -299,7 +324,8 @@ class InventoryJob(_JobBase):
         return self
 
 
-Job = RootModel[Annotated[Union[InventoryJob], Field(discriminator="job_type")]]
+# One member today; new job types join with ``InventoryJob | OtherJob``.
+Job = RootModel[Annotated[InventoryJob, Field(discriminator="job_type")]]
 """The job union; ``Job.model_validate(data).root`` is the concrete job model."""
 
 AnyJob = InventoryJob

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -65,3 +66,58 @@ def redis_server(workdir: Path) -> Iterator[str]:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def project_root() -> Path:
+    """The repository root (where pyproject.toml lives)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def x509_vector_files() -> list[Path]:
+    """Every file directly under ``cryptography_vectors/x509/`` (the demo's and tests' seed)."""
+    import cryptography_vectors
+
+    folder = Path(cryptography_vectors.__path__[0]) / "x509"
+    return sorted(p for p in folder.iterdir() if p.is_file())
+
+
+@contextmanager
+def worker_process(
+    env: dict[str, str],
+    log_path: Path,
+    concurrency: int = 2,
+    queue: str = "wincert",
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``celery -A worker.app worker`` (prefork) as a subprocess in its own process group.
+
+    ``env`` is added to the current environment (WINCERT_* settings). Output goes to
+    ``log_path``. Stopped with SIGTERM (then SIGKILL) on exit, the whole group.
+    """
+    import os
+    import signal
+    import sys
+
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "prefork",
+             "-c", str(concurrency), "-Q", queue, "--loglevel", "INFO", "--without-mingle",
+             "--without-gossip", "-n", f"e2e-{os.getpid()}-{free_port()}@%h"],
+            cwd=project_root(),
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)

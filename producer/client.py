@@ -1,0 +1,473 @@
+"""Submit jobs, wait for results, and follow the results stream.
+
+:class:`Client` is the producer's whole surface: it validates a job with the models in
+:mod:`producer.messages`, sends it as a Celery message (task :data:`TASK_NAME`, one argument:
+the job as a JSON-mode dict, task id = ``str(job_id)``) to the configured queue, and reads
+results from the Celery result backend or the Redis Stream :data:`RESULTS_STREAM`.
+
+It builds its own minimal Celery app for sending and never imports the worker, so upstream
+systems can depend on the ``producer`` package alone::
+
+    from producer import Client, InventoryJob, StoreRef
+
+    with Client() as client:                      # settings from WINCERT_* variables
+        job = InventoryJob(job_type="inventory",
+                           store=StoreRef(store_type="WinCert", client_machine="web01",
+                                          store_path="My"))
+        job_id = client.submit(job)
+        result = client.wait(job_id, timeout=60)  # JobResult
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, cast
+
+import redis
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import AsyncResult
+from pydantic import RootModel, SecretStr, ValidationError
+
+from producer.messages import (
+    RESULTS_STREAM,
+    TASK_NAME,
+    AnyJob,
+    InlineCredential,
+    Job,
+    JobResult,
+    StoreRef,
+    job_json_schema,
+    parse_job,
+)
+from producer.secrets import encrypt_secret
+from producer.settings import ProducerSettings
+
+__all__ = [
+    "BackendUnavailableError",
+    "Client",
+    "PlaintextSecretRefusedError",
+    "ProducerError",
+    "ResultFormatError",
+    "ResultTimeoutError",
+    "TaskFailedError",
+    "endpoint",
+    "export_job_schema",
+    "redact_url",
+]
+
+log = logging.getLogger(__name__)
+
+_STREAM_SCAN_BATCH = 500
+
+
+class ProducerError(Exception):
+    """Base class of the errors :class:`Client` raises itself (besides ValidationError)."""
+
+
+class PlaintextSecretRefusedError(ProducerError, ValueError):
+    """A plaintext password was given but this producer does not allow plaintext secrets."""
+
+
+class ResultTimeoutError(ProducerError, TimeoutError):
+    """No result arrived within the timeout. The job may still be queued or running."""
+
+    def __init__(self, job_id: uuid.UUID, timeout: float) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        super().__init__(
+            f"no result for job {job_id} after {timeout:g} s; it may still be queued or running."
+            f" Check later with `wincert result {job_id}` (or `--wait --timeout SECONDS`)"
+        )
+
+
+class TaskFailedError(ProducerError):
+    """The task raised instead of returning a JobResult (a worker defect or a lost worker)."""
+
+    def __init__(self, job_id: uuid.UUID, detail: str) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"job {job_id} ended without a result: the task raised {detail}; see the worker log"
+            " for this job id"
+        )
+
+
+class BackendUnavailableError(ProducerError, ConnectionError):
+    """The Celery result backend could not be reached (after a few quick retries)."""
+
+
+class ResultFormatError(ProducerError):
+    """A stored result does not match :class:`JobResult` (producer and worker versions differ?)."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    return re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def export_job_schema() -> str:
+    """The job JSON Schema as text, exactly as checked in at ``schema/job.schema.json``.
+
+    Two-space indented JSON of :func:`producer.messages.job_json_schema`, ending in a newline.
+    """
+    return json.dumps(job_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def endpoint(store: StoreRef) -> str:
+    """``host:port`` of a store's WinRM listener, IPv6 literals in brackets (``[::1]:5986``)."""
+    host = store.client_machine
+    return f"[{host}]:{store.effective_port}" if ":" in host else f"{host}:{store.effective_port}"
+
+
+def _as_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
+    return job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+
+
+class Client:
+    """Producer client: submit jobs, wait for and read results, follow the results stream.
+
+    Args:
+        settings: Connection and secret settings; ``None`` reads ``WINCERT_*`` environment
+            variables (:class:`ProducerSettings`).
+
+    Creating a client opens no connection; the first :meth:`submit`, :meth:`wait`,
+    :meth:`result` or :meth:`iter_results` does. Use it as a context manager or call
+    :meth:`close`. One client may be shared by threads for :meth:`submit`; give each thread
+    that calls :meth:`wait` or :meth:`iter_results` its own client.
+
+    Connection failures surface as the underlying library errors
+    (``kombu.exceptions.OperationalError`` when sending, ``redis.exceptions.ConnectionError``
+    when reading).
+    """
+
+    def __init__(self, settings: ProducerSettings | None = None) -> None:
+        self.settings = settings if settings is not None else ProducerSettings()
+        # Two minimal apps: sending needs no result backend (with one, Celery's Redis backend
+        # would SUBSCRIBE to every submitted task id, growing a long-lived producer's pubsub
+        # set and failing submits when the backend is down); reading results needs no broker.
+        self._send_app = self._make_app(self.settings, backend=None)
+        self._results_app = self._make_app(self.settings, backend=self.settings.result_backend)
+        self._redis: redis.Redis | None = None
+
+    @staticmethod
+    def _make_app(settings: ProducerSettings, backend: str | None) -> Celery:
+        app = Celery("wincert-producer", broker=settings.broker_url, backend=backend, set_as_current=False)
+        app.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            result_serializer="json",
+            result_accept_content=["json"],
+            task_default_queue=settings.queue,
+            broker_connection_retry_on_startup=False,
+            broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+            result_backend_transport_options={
+                "visibility_timeout": settings.visibility_timeout,
+                # Give up on an unreachable result backend within seconds (default: ~20 s).
+                "retry_policy": {
+                    "max_retries": 3,
+                    "interval_start": 0,
+                    "interval_step": 0.5,
+                    "interval_max": 1,
+                },
+            },
+            visibility_timeout=settings.visibility_timeout,
+            # Fail a publish to an unreachable broker within seconds instead of hanging.
+            task_publish_retry_policy={
+                "max_retries": 3,
+                "interval_start": 0,
+                "interval_step": 0.5,
+                "interval_max": 1,
+            },
+        )
+        return app
+
+    # --- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the Redis connection and the Celery app's connection pools. Idempotent."""
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
+        self._send_app.close()
+        self._results_app.close()
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def prepare(self, job: AnyJob | Job | Mapping[str, Any] | str | bytes) -> AnyJob:
+        """Validate ``job`` and apply the producer's rules, without sending anything.
+
+        Accepts a job model, a :data:`Job` root model, a JSON-compatible dict or JSON text.
+        Models are re-validated (a ``model_construct``-ed model is checked too). Sets
+        ``submitted_at`` to now (UTC) when it is missing.
+
+        Raises:
+            pydantic.ValidationError: naming each invalid field (``loc``).
+            PlaintextSecretRefusedError: the job carries ``password_plaintext`` and
+                ``allow_plaintext_secrets`` is off.
+        """
+        if isinstance(job, RootModel):
+            job = job.root
+        if isinstance(job, str | bytes):
+            parsed = parse_job(job)
+        elif isinstance(job, Mapping):
+            parsed = parse_job(dict(job))
+        else:
+            parsed = parse_job(job.model_dump(mode="json"))
+        credential = parsed.store.credential
+        if (
+            isinstance(credential, InlineCredential)
+            and credential.password_plaintext is not None
+            and not self.settings.allow_plaintext_secrets
+        ):
+            raise PlaintextSecretRefusedError(
+                "store.credential.password_plaintext: plaintext passwords are refused; encrypt it"
+                " with WINCERT_SECRET_KEYS (Client.inline_credential does) or, for development"
+                " only, set WINCERT_ALLOW_PLAINTEXT_SECRETS=true on producer and worker"
+            )
+        if parsed.submitted_at is None:
+            parsed = parsed.model_copy(update={"submitted_at": datetime.now(UTC)})
+        return parsed
+
+    def submit(self, job: AnyJob | Job | Mapping[str, Any] | str | bytes) -> uuid.UUID:
+        """Validate ``job`` and send it to the queue; return its ``job_id``.
+
+        Validation (:meth:`prepare`) happens before any connection is made, so an invalid job
+        enqueues nothing. The Celery message: task :data:`TASK_NAME`, ``args=[job JSON dict]``,
+        task id ``str(job_id)``, queue ``settings.queue``. The message's ``argsrepr`` (shown
+        in logs and monitoring) is a summary without credentials.
+
+        Returns:
+            The job's ``job_id`` (also the Celery task id).
+
+        Raises:
+            pydantic.ValidationError: naming each invalid field.
+            PlaintextSecretRefusedError: see :meth:`prepare`.
+            kombu.exceptions.OperationalError: the broker is unreachable.
+        """
+        prepared = self.prepare(job)
+        store = prepared.store
+        summary = (
+            f"<{prepared.job_type} job {prepared.job_id}: {store.store_type.value}"
+            f" {store.store_path!r} on {endpoint(store)}>"
+        )
+        self._send_app.send_task(
+            TASK_NAME,
+            args=[prepared.model_dump(mode="json")],
+            task_id=str(prepared.job_id),
+            queue=self.settings.queue,
+            argsrepr=f"[{summary}]",
+            kwargsrepr="{}",
+        )
+        log.info("submitted %s to queue %s", summary, self.settings.queue)
+        return prepared.job_id
+
+    def inline_credential(self, username: str, password: str | SecretStr) -> InlineCredential:
+        """An :class:`InlineCredential` for ``username``, its password encrypted.
+
+        Encrypts with the first of ``settings.secret_keys`` (Fernet). Without keys, returns a
+        plaintext credential only when ``settings.allow_plaintext_secrets`` is on.
+
+        Raises:
+            PlaintextSecretRefusedError: no secret keys and plaintext not allowed.
+            producer.secrets.SecretKeyError: a configured key is malformed.
+            pydantic.ValidationError: the username is invalid (``loc`` ``('username',)``).
+        """
+        secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+        if self.settings.has_secret_keys:
+            assert self.settings.secret_keys is not None
+            token = encrypt_secret(secret, self.settings.secret_keys.get_secret_value())
+            return InlineCredential(kind="inline", username=username, password_encrypted=token)
+        if self.settings.allow_plaintext_secrets:
+            return InlineCredential(kind="inline", username=username, password_plaintext=SecretStr(secret))
+        raise PlaintextSecretRefusedError(
+            "cannot send an inline password: WINCERT_SECRET_KEYS is not set (generate a key with"
+            " `wincert keygen` and give the same keys to the workers), and plaintext is not"
+            " allowed (WINCERT_ALLOW_PLAINTEXT_SECRETS=true, development only); or use a named"
+            " credential the worker resolves (--credential NAME)"
+        )
+
+    # --- results ---------------------------------------------------------------------------
+
+    def _async_result(self, job_id: uuid.UUID) -> AsyncResult[Any]:
+        return self._results_app.AsyncResult(str(job_id))
+
+    @staticmethod
+    def _to_result(job_id: uuid.UUID, value: Any) -> JobResult:
+        try:
+            result = JobResult.model_validate(value)
+        except ValidationError as exc:
+            raise ResultFormatError(
+                f"the stored result of job {job_id} is not a valid JobResult ({exc.error_count()}"
+                f" errors, first: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}); are producer"
+                " and worker the same version?"
+            ) from exc
+        return result
+
+    def wait(self, job_id: uuid.UUID | str, timeout: float = 60.0) -> JobResult:
+        """Block until the job's result is in the result backend; return it.
+
+        Args:
+            job_id: The job id (UUID or its text).
+            timeout: Seconds to wait (> 0).
+
+        Raises:
+            ResultTimeoutError: no result within ``timeout`` (the stream is checked once more
+                before giving up). The job may still finish; ``wincert result`` reads it later.
+            TaskFailedError: the task raised instead of returning a JobResult and the stream
+                holds no result for the job.
+            ResultFormatError: the stored result is not a JobResult.
+            BackendUnavailableError: the result backend is unreachable.
+            redis.exceptions.ConnectionError: the stream's Redis is unreachable.
+            ValueError: ``job_id`` is not a UUID.
+        """
+        job_uuid = _as_uuid(job_id)
+        async_result = self._async_result(job_uuid)
+        try:
+            value = async_result.get(timeout=timeout, propagate=False, interval=0.1)
+        except CeleryTimeoutError:
+            from_stream = self._result_from_stream(job_uuid)
+            if from_stream is not None:
+                return from_stream
+            raise ResultTimeoutError(job_uuid, timeout) from None
+        except RuntimeError as exc:
+            # Celery's Redis result consumer gives up reconnecting with a bare RuntimeError.
+            if not isinstance(exc.__cause__, redis.RedisError):
+                raise
+            raise BackendUnavailableError(
+                f"cannot reach the result backend at {redact_url(self.settings.result_backend)}"
+                f" (WINCERT_RESULT_BACKEND): {exc.__cause__}"
+            ) from exc
+        if async_result.successful():
+            return self._to_result(job_uuid, value)
+        from_stream = self._result_from_stream(job_uuid)
+        if from_stream is not None:
+            return from_stream
+        raise TaskFailedError(job_uuid, f"{type(value).__name__}: {value}")
+
+    def result(self, job_id: uuid.UUID | str) -> JobResult | None:
+        """The job's result if it is available now, else ``None``; never blocks.
+
+        Reads the Celery result backend first, then scans :data:`RESULTS_STREAM` from the
+        newest entry back (O(stream length) when the job has no entry there).
+
+        Raises:
+            TaskFailedError: the task raised and the stream holds no result for the job.
+            ResultFormatError: the stored result is not a JobResult.
+            redis.exceptions.ConnectionError: Redis (result backend or stream) is unreachable.
+            ValueError: ``job_id`` is not a UUID.
+        """
+        job_uuid = _as_uuid(job_id)
+        async_result = self._async_result(job_uuid)
+        state = async_result.state
+        if state == "SUCCESS":
+            return self._to_result(job_uuid, async_result.result)
+        from_stream = self._result_from_stream(job_uuid)
+        if from_stream is not None:
+            return from_stream
+        if state == "FAILURE":
+            value = async_result.result
+            raise TaskFailedError(job_uuid, f"{type(value).__name__}: {value}")
+        return None
+
+    # --- results stream --------------------------------------------------------------------
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The redis-py client (``decode_responses=True``) on ``settings.broker_url``."""
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.settings.broker_url, decode_responses=True)
+        return self._redis
+
+    @staticmethod
+    def _parse_entry(stream_id: str, fields: Mapping[str, str]) -> JobResult | None:
+        text = fields.get("result")
+        if text is None:
+            log.warning("results stream entry %s has no 'result' field; skipped", stream_id)
+            return None
+        try:
+            return JobResult.model_validate_json(text)
+        except ValidationError as exc:
+            log.warning("results stream entry %s is not a JobResult (%s); skipped", stream_id, exc)
+            return None
+
+    def _result_from_stream(self, job_id: uuid.UUID) -> JobResult | None:
+        wanted = str(job_id)
+        upper = "+"
+        while True:
+            batch = cast(
+                list[tuple[str, dict[str, str]]],
+                self.redis.xrevrange(RESULTS_STREAM, max=upper, min="-", count=_STREAM_SCAN_BATCH),
+            )
+            for stream_id, fields in batch:
+                text = fields.get("result", "")
+                if wanted not in text:  # cheap filter before parsing
+                    continue
+                result = self._parse_entry(stream_id, fields)
+                if result is not None and result.job_id == job_id:
+                    return result
+            if len(batch) < _STREAM_SCAN_BATCH:
+                return None
+            upper = "(" + batch[-1][0]
+
+    def iter_results(
+        self, from_id: str = "$", block_ms: int = 5000, *, stop_when_idle: bool = False
+    ) -> Iterator[tuple[str, JobResult]]:
+        """Yield ``(stream_id, JobResult)`` for each entry of :data:`RESULTS_STREAM`, in order.
+
+        Args:
+            from_id: ``"$"`` for entries added after the call, ``"0"`` for the whole stream, or
+                a stream id (``"1718000000000-0"``) to resume after that entry (exclusive).
+            block_ms: Milliseconds each XREAD blocks waiting for new entries (> 0).
+            stop_when_idle: Stop when one XREAD returns nothing; otherwise follow forever.
+
+        Entries without a valid ``result`` field are logged and skipped. ``"$"`` is resolved
+        to the stream's last id once at the start, so no entry is missed between reads.
+
+        Raises:
+            redis.exceptions.ConnectionError: Redis is unreachable (at the call when ``from_id``
+                is ``"$"``, else at the first ``next()``).
+            ValueError: ``block_ms`` is not positive.
+        """
+        if block_ms <= 0:
+            raise ValueError(f"block_ms must be > 0 milliseconds, got {block_ms}")
+        start = from_id
+        if from_id == "$":
+            # Resolve now (not at the first next()), so "after the call" means what it says and
+            # no entry is lost between two blocking reads.
+            newest = cast(list[tuple[str, dict[str, str]]], self.redis.xrevrange(RESULTS_STREAM, count=1))
+            start = newest[0][0] if newest else "0-0"
+        return self._follow(start, block_ms, stop_when_idle)
+
+    def _follow(self, last_id: str, block_ms: int, stop_when_idle: bool) -> Iterator[tuple[str, JobResult]]:
+        while True:
+            response = cast(
+                list[tuple[str, list[tuple[str, dict[str, str]]]]],
+                self.redis.xread({RESULTS_STREAM: last_id}, block=block_ms, count=100),
+            )
+            if not response:
+                if stop_when_idle:
+                    return
+                continue
+            for _stream, entries in response:
+                for stream_id, fields in entries:
+                    last_id = stream_id
+                    result = self._parse_entry(stream_id, fields)
+                    if result is not None:
+                        yield stream_id, result

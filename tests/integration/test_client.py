@@ -1,0 +1,367 @@
+"""producer.Client against a real redis-server and a real (stand-in) Celery worker.
+
+The stand-in task is registered under TASK_NAME on a test app and run by
+``celery.contrib.testing.worker.start_worker``: it tests the producer's send and wait paths,
+not the real worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping for start_worker)
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from pydantic import SecretStr, ValidationError
+
+from producer.client import (
+    Client,
+    PlaintextSecretRefusedError,
+    ResultFormatError,
+    ResultTimeoutError,
+    TaskFailedError,
+)
+from producer.messages import (
+    DEFAULT_QUEUE,
+    RESULTS_STREAM,
+    TASK_NAME,
+    InlineCredential,
+    InventoryJob,
+    Job,
+    JobResult,
+    StoreRef,
+    parse_job,
+)
+from producer.secrets import decrypt_secret, generate_key
+from producer.settings import ProducerSettings
+
+
+@pytest.fixture
+def settings(redis_url: str, redis_client: redis.Redis) -> ProducerSettings:
+    return ProducerSettings(broker_url=redis_url)
+
+
+@pytest.fixture
+def client(settings: ProducerSettings) -> Iterator[Client]:
+    with Client(settings) as producer:
+        yield producer
+
+
+def inventory_job(**store: Any) -> InventoryJob:
+    fields: dict[str, Any] = {
+        "store_type": "WinCert",
+        "client_machine": "web01.contoso.com",
+        "store_path": "My",
+    }
+    fields.update(store)
+    return InventoryJob(job_type="inventory", store=StoreRef(**fields))
+
+
+def queued(client: redis.Redis, queue: str = DEFAULT_QUEUE) -> list[dict[str, Any]]:
+    """The Celery messages on ``queue`` (oldest first) with their body decoded."""
+    messages = []
+    for raw in reversed(client.lrange(queue, 0, -1)):
+        envelope = json.loads(raw)
+        envelope["decoded"] = json.loads(base64.b64decode(envelope["body"]))
+        messages.append(envelope)
+    return messages
+
+
+def result_for(job: dict[str, Any], **changes: Any) -> JobResult:
+    values: dict[str, Any] = {
+        "job_id": job["job_id"],
+        "job_type": job["job_type"],
+        "store_type": job["store"]["store_type"],
+        "client_machine": job["store"]["client_machine"],
+        "store_path": job["store"]["store_path"],
+        "status": "success",
+        "code": "ok",
+        "message": "0 certificates in My",
+        "items": [],
+        "worker": "stand-in",
+    }
+    values.update(changes)
+    return JobResult.model_validate(values)
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+def test_submit_puts_exactly_one_celery_message_with_the_job(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    job = inventory_job(credential={"kind": "named", "name": "ops"})
+    job_id = client.submit(job)
+    assert job_id == job.job_id
+    (message,) = queued(redis_client)
+    assert redis_client.llen(DEFAULT_QUEUE) == 1
+    assert message["content-type"] == "application/json"
+    assert message["headers"]["task"] == TASK_NAME
+    assert message["headers"]["id"] == str(job_id)
+    assert message["properties"]["correlation_id"] == str(job_id)
+    assert message["properties"]["delivery_info"]["routing_key"] == DEFAULT_QUEUE
+    args, kwargs, _embed = message["decoded"]
+    assert kwargs == {}
+    (sent,) = args
+    assert sent["submitted_at"] is not None
+    assert datetime.fromisoformat(sent["submitted_at"].replace("Z", "+00:00")).tzinfo is not None
+    expected = job.model_copy(update={"submitted_at": parse_job(sent).submitted_at}).model_dump(mode="json")
+    assert sent == expected
+    assert message["headers"]["argsrepr"] == (
+        f"[<inventory job {job_id}: WinCert 'My' on web01.contoso.com:5986>]"
+    )
+
+
+def test_submit_keeps_a_given_submitted_at(client: Client, redis_client: redis.Redis) -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    job = inventory_job().model_copy(update={"submitted_at": when})
+    client.submit(job)
+    (message,) = queued(redis_client)
+    assert parse_job(message["decoded"][0][0]).submitted_at == when
+
+
+@pytest.mark.parametrize("form", ["dict", "json", "root"])
+def test_submit_accepts_dicts_json_text_and_the_root_model(
+    client: Client, redis_client: redis.Redis, form: str
+) -> None:
+    job = inventory_job()
+    data = job.model_dump(mode="json")
+    given: Any = {"dict": data, "json": json.dumps(data), "root": Job(job)}[form]
+    assert client.submit(given) == job.job_id
+    (message,) = queued(redis_client)
+    assert message["headers"]["id"] == str(job.job_id)
+
+
+def test_invalid_job_raises_naming_the_field_and_enqueues_nothing(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    data = inventory_job().model_dump(mode="json")
+    data["store"]["port"] = 70000
+    data["store"]["client_machine"] = "web 01"
+    with pytest.raises(ValidationError) as info:
+        client.submit(data)
+    assert [e["loc"] for e in info.value.errors()] == [
+        ("inventory", "store", "client_machine"),
+        ("inventory", "store", "port"),
+    ]
+    assert redis_client.dbsize() == 0
+
+
+def test_model_construct_is_revalidated(client: Client, redis_client: redis.Redis) -> None:
+    good = inventory_job()
+    bad_store = StoreRef.model_construct(**{**good.store.__dict__, "store_path": "My\n"})
+    bad = InventoryJob.model_construct(**{**good.__dict__, "store": bad_store})
+    with pytest.raises(ValidationError) as info:
+        client.submit(bad)
+    assert info.value.errors()[0]["loc"] == ("inventory", "store", "store_path")
+    assert redis_client.dbsize() == 0
+
+
+def test_plaintext_password_is_refused_unless_allowed(redis_url: str, redis_client: redis.Redis) -> None:
+    credential = InlineCredential(kind="inline", username="bob", password_plaintext=SecretStr("pt-secret"))
+    job = inventory_job(credential=credential)
+    with Client(ProducerSettings(broker_url=redis_url)) as strict:
+        with pytest.raises(PlaintextSecretRefusedError) as info:
+            strict.submit(job)
+        assert "WINCERT_ALLOW_PLAINTEXT_SECRETS=true" in str(info.value)
+        assert "WINCERT_SECRET_KEYS" in str(info.value)
+        assert "pt-secret" not in str(info.value)
+        assert redis_client.dbsize() == 0
+        with pytest.raises(PlaintextSecretRefusedError):
+            strict.submit(job.model_dump(mode="json"))
+        assert redis_client.dbsize() == 0
+    with Client(ProducerSettings(broker_url=redis_url, allow_plaintext_secrets=True)) as lenient:
+        lenient.submit(job)
+    (message,) = queued(redis_client)
+    assert message["decoded"][0][0]["store"]["credential"]["password_plaintext"] == "pt-secret"
+    assert "pt-secret" not in message["headers"]["argsrepr"]
+
+
+def test_inline_credential_encrypts_with_the_first_key(redis_url: str) -> None:
+    first, second = generate_key(), generate_key()
+    with Client(
+        ProducerSettings(broker_url=redis_url, secret_keys=SecretStr(f"{first}, {second}"))
+    ) as client:
+        credential = client.inline_credential("CONTOSO\\svc", "p@ss")
+    assert credential.password_plaintext is None
+    assert credential.password_encrypted is not None
+    assert decrypt_secret(credential.password_encrypted, first) == "p@ss"
+    assert "p@ss" not in repr(credential)
+
+
+def test_inline_credential_without_keys(redis_url: str) -> None:
+    with (
+        Client(ProducerSettings(broker_url=redis_url)) as strict,
+        pytest.raises(PlaintextSecretRefusedError, match="WINCERT_SECRET_KEYS is not set"),
+    ):
+        strict.inline_credential("bob", "pw")
+    with Client(ProducerSettings(broker_url=redis_url, allow_plaintext_secrets=True)) as lenient:
+        credential = lenient.inline_credential("bob", SecretStr("pw"))
+    assert credential.password_plaintext is not None
+    assert credential.password_plaintext.get_secret_value() == "pw"
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WINCERT_BROKER_URL", "redis://redis.internal:6380/2")
+    monkeypatch.setenv("WINCERT_QUEUE", "wincert-bulk")
+    monkeypatch.setenv("WINCERT_SECRET_KEYS", "k1,k2")
+    monkeypatch.setenv("WINCERT_ALLOW_PLAINTEXT_SECRETS", "1")
+    monkeypatch.delenv("WINCERT_RESULT_BACKEND", raising=False)
+    settings = ProducerSettings()
+    assert settings.result_backend == "redis://redis.internal:6380/2"
+    assert settings.queue == "wincert-bulk"
+    assert settings.allow_plaintext_secrets is True
+    assert settings.has_secret_keys
+    assert "k1" not in repr(settings)
+
+
+# --- results stream --------------------------------------------------------------------------
+
+
+def test_iter_results_reads_stream_entries_in_order(client: Client, redis_client: redis.Redis) -> None:
+    jobs = [inventory_job().model_dump(mode="json") for _ in range(3)]
+    results = [result_for(job) for job in jobs]
+    ids = [str(redis_client.xadd(RESULTS_STREAM, {"result": r.model_dump_json()})) for r in results]
+    got = list(client.iter_results(from_id="0", block_ms=100, stop_when_idle=True))
+    assert got == list(zip(ids, results, strict=True))
+    after_first = list(client.iter_results(from_id=ids[0], block_ms=100, stop_when_idle=True))
+    assert [r for _, r in after_first] == results[1:]
+
+
+def test_iter_results_skips_malformed_entries(
+    client: Client, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = result_for(inventory_job().model_dump(mode="json"))
+    bad_json = str(redis_client.xadd(RESULTS_STREAM, {"result": "{not json"}))
+    no_field = str(redis_client.xadd(RESULTS_STREAM, {"other": "x"}))
+    good_id = str(redis_client.xadd(RESULTS_STREAM, {"result": good.model_dump_json()}))
+    assert list(client.iter_results(from_id="0", block_ms=100, stop_when_idle=True)) == [(good_id, good)]
+    assert f"results stream entry {bad_json} is not a JobResult" in caplog.text
+    assert f"results stream entry {no_field} has no 'result' field" in caplog.text
+
+
+def test_iter_results_dollar_yields_only_new_entries(client: Client, redis_client: redis.Redis) -> None:
+    old = result_for(inventory_job().model_dump(mode="json"))
+    new = result_for(inventory_job().model_dump(mode="json"))
+    redis_client.xadd(RESULTS_STREAM, {"result": old.model_dump_json()})
+    stream = client.iter_results(block_ms=5000)  # "$" is resolved here
+    new_id = str(redis_client.xadd(RESULTS_STREAM, {"result": new.model_dump_json()}))  # before next()
+    stream_id, first = next(stream)
+    assert stream_id == new_id
+    assert first == new
+    later = result_for(inventory_job().model_dump(mode="json"))
+    timer = threading.Timer(
+        0.2, lambda: redis_client.xadd(RESULTS_STREAM, {"result": later.model_dump_json()})
+    )
+    timer.start()
+    try:
+        assert next(stream)[1] == later  # arrives while XREAD blocks
+    finally:
+        timer.join()
+
+
+def test_iter_results_rejects_non_positive_block(client: Client) -> None:
+    with pytest.raises(ValueError, match="block_ms must be > 0"):
+        client.iter_results(block_ms=0)
+
+
+def test_result_falls_back_to_the_stream(client: Client, redis_client: redis.Redis) -> None:
+    job = inventory_job().model_dump(mode="json")
+    assert client.result(job["job_id"]) is None
+    for _ in range(3):  # other jobs' entries, newer and older
+        other = result_for(inventory_job().model_dump(mode="json"))
+        redis_client.xadd(RESULTS_STREAM, {"result": other.model_dump_json()})
+    mine = result_for(job, status="warning", code="partial", warnings=["skipped 1"])
+    redis_client.xadd(RESULTS_STREAM, {"result": mine.model_dump_json()})
+    redis_client.xadd(RESULTS_STREAM, {"result": other.model_dump_json()})
+    assert client.result(uuid.UUID(job["job_id"])) == mine
+    assert client.result(job["job_id"]) == mine
+
+
+def test_wait_times_out_naming_the_job_and_the_follow_up(client: Client) -> None:
+    job_id = uuid.uuid4()
+    with pytest.raises(ResultTimeoutError) as info:
+        client.wait(job_id, timeout=0.3)
+    assert isinstance(info.value, TimeoutError)
+    assert str(info.value) == (
+        f"no result for job {job_id} after 0.3 s; it may still be queued or running. Check later"
+        f" with `wincert result {job_id}` (or `--wait --timeout SECONDS`)"
+    )
+
+
+# --- a real Celery worker with a stand-in task --------------------------------------------------
+
+
+@pytest.fixture
+def stand_in_worker(redis_url: str, redis_client: redis.Redis) -> Iterator[list[dict[str, Any]]]:
+    """A solo-pool Celery worker consuming the wincert queue with a stand-in TASK_NAME task.
+
+    The task records the job dict it receives and returns a JobResult dict; a job whose store
+    path is ``Crash`` raises instead, and ``Garbage`` returns something that is not a JobResult.
+    """
+    received: list[dict[str, Any]] = []
+    app = Celery("stand-in", broker=redis_url, backend=redis_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=DEFAULT_QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        broker_connection_retry_on_startup=True,
+    )
+
+    # shared=False: a shared task would be added to every Celery app finalized later in this
+    # test session (the real worker's app included) and shadow its TASK_NAME task.
+    @app.task(name=TASK_NAME, shared=False)
+    def run_job(job: dict[str, Any]) -> dict[str, Any]:
+        received.append(job)
+        if job["store"]["store_path"] == "Crash":
+            raise RuntimeError("stand-in crashed")
+        if job["store"]["store_path"] == "Garbage":
+            return {"job_id": job["job_id"], "status": "fine"}
+        return result_for(job, message=f"inventory of {job['store']['store_path']}").model_dump(mode="json")
+
+    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=True, shutdown_timeout=10):
+        yield received
+
+
+def test_wait_receives_the_result_from_a_real_worker(
+    client: Client, stand_in_worker: list[dict[str, Any]]
+) -> None:
+    job = inventory_job(store_path="WebHosting", protocol="http")
+    job_id = client.submit(job)
+    result = client.wait(job_id, timeout=30)
+    assert result.job_id == job_id
+    assert result.status == "success"
+    assert result.message == "inventory of WebHosting"
+    assert result.worker == "stand-in"
+    (received,) = stand_in_worker
+    assert parse_job(received).model_copy(update={"submitted_at": None}) == job
+    assert client.result(job_id) == result  # non-blocking read from the result backend
+    assert client.wait(str(job_id), timeout=5) == result
+
+
+def test_wait_reports_a_task_that_raised(client: Client, stand_in_worker: list[dict[str, Any]]) -> None:
+    job_id = client.submit(inventory_job(store_path="Crash"))
+    with pytest.raises(TaskFailedError, match=rf"job {job_id} ended without a result: the task raised"):
+        client.wait(job_id, timeout=30)
+    assert [job["store"]["store_path"] for job in stand_in_worker] == ["Crash"]
+    with pytest.raises(TaskFailedError, match="stand-in crashed"):
+        client.result(job_id)
+
+
+def test_wait_reports_a_result_that_is_not_a_job_result(
+    client: Client, stand_in_worker: list[dict[str, Any]]
+) -> None:
+    job_id = client.submit(inventory_job(store_path="Garbage"))
+    with pytest.raises(
+        ResultFormatError, match=rf"the stored result of job {job_id} is not a valid JobResult"
+    ):
+        client.wait(job_id, timeout=30)
