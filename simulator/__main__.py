@@ -7,7 +7,8 @@ Output (stdout, flushed), one line per host, then ``READY``::
 
 ``credentials.json`` holds ``{host, url, port, transport, users: [{username, password}],
 ca_bundle}`` (mode 0600; ``ca_bundle`` is null for HTTP). Runs until SIGTERM/SIGINT, then shuts
-down cleanly. Without ``--config``, ``--hosts N`` serves N default HTTP hosts ``WIN-SIM01..``.
+down cleanly. Without ``--config``, ``--hosts N`` serves N default HTTP hosts ``WIN-SIM01..``
+on 127.0.0.1, 127.0.0.2, ...
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _load_config(args: argparse.Namespace) -> SimulatorConfig:
             config.state_dir = Path(args.state_dir).resolve()
         return config
     state_dir = Path(args.state_dir or ".state/simulator").resolve()
-    hosts = [HostConfig(name=f"WIN-SIM{i + 1:02d}") for i in range(args.hosts)]
+    # each default host gets its own loopback address, as separate machines would have
+    hosts = [HostConfig(name=f"WIN-SIM{i + 1:02d}", address=f"127.0.0.{i + 1}") for i in range(args.hosts)]
     return SimulatorConfig(state_dir=state_dir, hosts=hosts)
 
 

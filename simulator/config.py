@@ -46,11 +46,97 @@ class SeedSpec(_Model):
     recursive: bool = False
 
 
+class IisBindingSpec(_Model):
+    """One binding of an IIS site. ``binding_information`` is IIS's ``ip:port:host`` (``*`` = all
+    unassigned, IPv6 in brackets, empty host = none). An https binding may name a certificate
+    (thumbprint and LocalMachine store); it becomes the http.sys SSL mapping of its endpoint."""
+
+    protocol: str = "https"
+    binding_information: str
+    certificate_thumbprint: str | None = None
+    certificate_store_name: str = "My"
+    ssl_flags: int = 0
+
+    @field_validator("certificate_thumbprint")
+    @classmethod
+    def _thumbprint(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if len(value) != 40 or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError("certificate_thumbprint: 40 hex characters")
+        return value.upper()
+
+
+class IisSiteSpec(_Model):
+    """One IIS site; ``id`` None = the next free id."""
+
+    name: str
+    id: int | None = Field(default=None, ge=1)
+    bindings: list[IisBindingSpec] = Field(default_factory=list)
+
+
+def _default_iis_sites() -> list[IisSiteSpec]:
+    return [IisSiteSpec(name="Default Web Site", id=1,
+                        bindings=[IisBindingSpec(protocol="http", binding_information="*:80:")])]
+
+
+class IisSpec(_Model):
+    """IIS on a host (``HostConfig.iis`` None = IIS not installed)."""
+
+    version: str = Field(default="10.0", description="IIS version, e.g. 8.5 or 10.0")
+    sites: list[IisSiteSpec] = Field(default_factory=_default_iis_sites)
+
+
+class SqlInstanceSpec(_Model):
+    """One SQL Server instance. Defaults: ``instance_id`` ``MSSQL16.<NAME>``, service account
+    ``NT Service\\MSSQLSERVER`` / ``NT Service\\MSSQL$<NAME>``; ``certificate`` is the registry
+    value (thumbprint or empty); ``restart_fails`` makes every service start fail (tests)."""
+
+    name: str = "MSSQLSERVER"
+    instance_id: str | None = None
+    service_account: str | None = None
+    service_state: Literal["Running", "Stopped"] = "Running"
+    certificate: str = ""
+    restart_fails: bool = False
+
+
+class ProviderSpec(_Model):
+    """A cryptographic provider registered on the host: a CryptoAPI CSP or a CNG KSP
+    (``Get-WinCertHostInfo``; ``Import-WinCertCertificate -ProviderName`` must name one)."""
+
+    name: str
+    kind: Literal["CSP", "KSP"]
+
+
+# What a fresh Windows Server 2022 registers (certutil -csplist), CSPs then KSPs.
+DEFAULT_PROVIDERS: tuple[tuple[str, Literal["CSP", "KSP"]], ...] = (
+    ("Microsoft Base Cryptographic Provider v1.0", "CSP"),
+    ("Microsoft Base DSS and Diffie-Hellman Cryptographic Provider", "CSP"),
+    ("Microsoft Base DSS Cryptographic Provider", "CSP"),
+    ("Microsoft Base Smart Card Crypto Provider", "CSP"),
+    ("Microsoft DH SChannel Cryptographic Provider", "CSP"),
+    ("Microsoft Enhanced Cryptographic Provider v1.0", "CSP"),
+    ("Microsoft Enhanced DSS and Diffie-Hellman Cryptographic Provider", "CSP"),
+    ("Microsoft Enhanced RSA and AES Cryptographic Provider", "CSP"),
+    ("Microsoft RSA SChannel Cryptographic Provider", "CSP"),
+    ("Microsoft Strong Cryptographic Provider", "CSP"),
+    ("Microsoft Software Key Storage Provider", "KSP"),
+    ("Microsoft Passport Key Storage Provider", "KSP"),
+    ("Microsoft Platform Crypto Provider", "KSP"),
+    ("Microsoft Smart Card Key Storage Provider", "KSP"),
+)
+
+
 class HostConfig(_Model):
     """One simulated Windows host."""
 
     name: str = Field(description="NetBIOS-like host name, e.g. WIN-SIM01")
     port: int = Field(default=0, ge=0, le=65535, description="0 = a free loopback port")
+    address: str | None = Field(
+        default=None,
+        description="Listen address of this host (e.g. 127.0.0.2, so each host has its own IP);"
+        " default: SimulatorConfig.bind",
+    )
     transport: Literal["http", "https"] = "http"
     auth: list[Literal["negotiate", "ntlm", "basic", "certificate", "credssp"]] = Field(
         default_factory=lambda: ["negotiate", "ntlm"]
@@ -67,6 +153,12 @@ class HostConfig(_Model):
         default=300.0, gt=0, description="Idle seconds before dropping a connection"
     )
     allow_unencrypted: bool = Field(default=False, description="Windows AllowUnencrypted (default false)")
+    providers: list[ProviderSpec] = Field(
+        default_factory=lambda: [ProviderSpec(name=n, kind=k) for n, k in DEFAULT_PROVIDERS],
+        description="Registered CSPs/KSPs; default: those of Windows Server 2022",
+    )
+    iis: IisSpec | None = Field(default=None, description="IIS sites and bindings; None = not installed")
+    sql_instances: list[SqlInstanceSpec] = Field(default_factory=list, description="SQL Server instances")
 
     @field_validator("name")
     @classmethod

@@ -74,7 +74,7 @@ class SimulatedHost:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.bind in ("127.0.0.1", "0.0.0.0") else self.bind
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::") else self.bind
         return f"{self.transport}://{host}:{self.port}/wsman"
 
 
@@ -118,7 +118,8 @@ class Simulator:
         stats = HostStats()
         env = ShellEnvironment(registry, windows_host, cfg.command_delay_ms, stats, cfg.name, cfg.os_build)
         service = ShellService(env)
-        tls = ensure_server_tls(state_dir, cfg.name) if cfg.transport == "https" else None
+        address = cfg.address or self.config.bind
+        tls = ensure_server_tls(state_dir, cfg.name, address) if cfg.transport == "https" else None
         endpoint = Endpoint(
             name=cfg.name,
             service=service,
@@ -130,14 +131,14 @@ class Simulator:
             keepalive_timeout=cfg.keepalive_timeout,
             channel_binding=tls.channel_binding() if tls else None,
         )
-        server = WSManServer((self.config.bind, cfg.port), endpoint, tls.context() if tls else None)
+        server = WSManServer((address, cfg.port), endpoint, tls.context() if tls else None)
         host = SimulatedHost(
             cfg,
             server.server_address[1],
             windows_host,
             stats,
             tls.ca_bundle if tls else None,
-            self.config.bind,
+            address,
             server,
             service,
         )

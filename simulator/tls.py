@@ -15,6 +15,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -85,18 +86,29 @@ def _ensure_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePriva
     return cert, key
 
 
-def ensure_server_tls(state_dir: Path, host_name: str) -> ServerTLS:
-    """Create (once) the CA and the server certificate for ``host_name``; return their paths."""
+def _covers(cert_path: Path, ips: list[Any]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return set(ips) <= set(names.get_values_for_type(x509.IPAddress))
+
+
+def ensure_server_tls(state_dir: Path, host_name: str, address: str = "127.0.0.1") -> ServerTLS:
+    """Create (once) the CA and the server certificate for ``host_name``; return their paths.
+
+    The certificate's SANs: ``127.0.0.1``, ``address`` (the listen address), ``localhost`` and
+    the host name in lower case. A certificate made earlier without ``address`` is re-issued.
+    """
     directory = state_dir / "tls"
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = _ensure_ca(directory)
     cert_path, key_path = directory / f"{host_name}.pem", directory / f"{host_name}.key"
-    if not (cert_path.exists() and key_path.exists()):
+    ips = sorted({ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address(address)}, key=str)
+    if not (cert_path.exists() and key_path.exists() and _covers(cert_path, ips)):
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         san = x509.SubjectAlternativeName(
             [
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                *(x509.IPAddress(ip) for ip in ips),
                 x509.DNSName("localhost"),
                 x509.DNSName(host_name.lower()),
             ]

@@ -18,7 +18,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator["object"]:
+def redis_client(redis_url: str) -> Iterator[object]:
     """A redis-py client on the private server, flushed before each test."""
     import redis
 

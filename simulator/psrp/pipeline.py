@@ -130,6 +130,7 @@ class PipelineJob:
     delay_s: float
     cancelled: Any
     on_finish: Callable[[], None]
+    record: Callable[[str, dict[str, Any]], None] = lambda name, params: None
 
 
 def _statements(commands: list[Any]) -> list[list[Any]]:
@@ -143,6 +144,7 @@ def _statements(commands: list[Any]) -> list[list[Any]]:
 
 def _run_command(job: PipelineJob, cmd: Any, data: list[Any], forward: bool) -> list[Any]:
     if cmd.is_script:
+        job.record("<script>", {})
         job.runspace.define_from_script(str(cmd.command_text), job.registry)
         return []
     name = str(cmd.command_text)
@@ -150,6 +152,7 @@ def _run_command(job: PipelineJob, cmd: Any, data: list[Any], forward: bool) -> 
     if spec is None or not job.runspace.is_defined(name):
         raise command_not_found(name)
     bound = job.registry.bind(spec, [(n, to_python(v)) for n, v in cmd.parameters])
+    job.record(spec.name, bound)
     if job.delay_s and job.cancelled.wait(job.delay_s):
         raise PipelineStoppedError()
     ctx = PipelineContext(job.host, data, job.sink, forward, job.cancelled)

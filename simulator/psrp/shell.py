@@ -188,6 +188,7 @@ class Shell:
             delay_s=self.env.command_delay_ms / 1000.0,
             cancelled=slot.cancelled,
             on_finish=self.env.stats.pipeline_finished,
+            record=self.env.stats.command_ran,
         )
         name = f"pipeline-{self.env.host_name}-{slot.command_id[:8]}"
         threading.Thread(target=pipeline.run, args=(job,), name=name, daemon=True).start()

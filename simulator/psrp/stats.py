@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any
 
 
@@ -11,14 +12,23 @@ class HostStats:
 
     ``current``: pipelines running now; ``max_concurrent``: high-water mark of ``current``;
     ``pipelines_total``: pipelines started; ``shells_open``: runspace pools open now;
-    ``requests_total``: WS-Man HTTP requests (including auth legs).
+    ``requests_total``: WS-Man HTTP requests (including auth legs); ``commands``: how many
+    times each command (or ``<script>`` for a function library) ran.
+
+    :attr:`journal` keeps the last :data:`JOURNAL_SIZE` calls in process as ``(command name,
+    bound parameters)`` so tests can prove exactly what ran on a host; it is never served over
+    HTTP because parameters may hold secrets.
     """
+
+    JOURNAL_SIZE = 10_000
 
     FIELDS = ("current", "max_concurrent", "pipelines_total", "shells_open", "requests_total")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values = dict.fromkeys(self.FIELDS, 0)
+        self._commands: dict[str, int] = {}
+        self.journal: deque[tuple[str, dict[str, Any]]] = deque(maxlen=self.JOURNAL_SIZE)
 
     def __getattr__(self, name: str) -> int:
         if name in HostStats.FIELDS:
@@ -45,9 +55,15 @@ class HostStats:
         with self._lock:
             self._values["current"] -= 1
 
+    def command_ran(self, name: str, parameters: dict[str, Any]) -> None:
+        """Record one command call (``<script>`` for ``add_script`` text)."""
+        with self._lock:
+            self._commands[name] = self._commands.get(name, 0) + 1
+            self.journal.append((name, dict(parameters)))
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return dict(self._values)
+            return {**self._values, "commands": dict(self._commands)}
 
     def reset(self) -> None:
         """Zero the totals and high-water mark; ``current`` and ``shells_open`` stay live."""
@@ -55,3 +71,5 @@ class HostStats:
             v = self._values
             v["pipelines_total"] = v["requests_total"] = 0
             v["max_concurrent"] = v["current"]
+            self._commands.clear()
+            self.journal.clear()
