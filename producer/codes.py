@@ -24,6 +24,55 @@ class ResultCode(StrEnum):
     # --- warning ---------------------------------------------------------------------------
     PARTIAL = "partial"
     """The job finished but skipped some items; the result's ``warnings`` say which and why."""
+    SERVICE_RESTART_FAILED = "service_restart_failed"
+    """WinSQL: the certificate is bound but restarting the SQL Server service failed."""
+
+    # --- failure: certificate input (checked on the worker before any remote call) ---------
+    CERTIFICATE_UNAVAILABLE = "certificate_unavailable"
+    """The job's certificate (or its password) cannot be decrypted with WINCERT_SECRET_KEYS,
+    or travels in plaintext while WINCERT_ALLOW_PLAINTEXT_SECRETS is false."""
+    INVALID_CERTIFICATE_DATA = "invalid_certificate_data"
+    """The certificate contents are not a PKCS#12, DER, PEM or PKCS#7 file (or are damaged)."""
+    UNSUPPORTED_CERTIFICATE_FORMAT = "unsupported_certificate_format"
+    """Recognised but unusable input: a lone key, CSR or CRL, public-key PKCS#12 modes."""
+    PFX_PASSWORD_INCORRECT = "pfx_password_incorrect"  # noqa: S105 - a code, not a password
+    """The PKCS#12 password is wrong (or given where the file has none, or missing)."""
+    PFX_MULTIPLE_KEYS = "pfx_multiple_keys"
+    """The PKCS#12 holds more than one distinct private key."""
+    PFX_KEY_WITHOUT_CERTIFICATE = "pfx_key_without_certificate"
+    """The private key matches no certificate in the file."""
+    AMBIGUOUS_LEAF = "ambiguous_leaf"
+    """No private key and not exactly one end-entity certificate to add."""
+    PFX_ITERATIONS_EXCEED_WINDOWS_LIMIT = "pfx_iterations_exceed_windows_limit"
+    """A key-derivation iteration count is above Windows' limit (600,000)."""
+    PFX_ALGORITHM_UNSUPPORTED_BY_HOST = "pfx_algorithm_unsupported_by_host"
+    """PBES2/AES PKCS#12 for a host older than Windows Server 2019 (build 17763)."""
+
+    # --- failure: the host refused the change ----------------------------------------------
+    PROVIDER_NOT_FOUND = "provider_not_found"
+    """The ProviderName (CSP/KSP) is not installed on the host (or cannot hold that key type)."""
+    PFX_IMPORT_FAILED = "pfx_import_failed"
+    """The host could not import the file (it reports wrong password and unsupported algorithms alike)."""
+    IMPORT_VERIFICATION_FAILED = "import_verification_failed"
+    """After the import the certificate (or its usable private key) was not in the store; rolled back."""
+    IIS_NOT_INSTALLED = "iis_not_installed"
+    """IISU job for a host without IIS."""
+    SITE_NOT_FOUND = "site_not_found"
+    """The IIS site named by SiteName does not exist."""
+    INVALID_SSL_FLAGS = "invalid_ssl_flags"
+    """SniFlag has bits this host's Windows build does not support (peer table)."""
+    WILDCARD_HOST_NOT_SUPPORTED = "wildcard_host_not_supported"
+    """A wildcard host name on IIS older than 10."""
+    BINDING_CONFLICT = "binding_conflict"
+    """Another site already owns the ip:port (or host:port with SNI); set allow_takeover to take it."""
+    CERTIFICATE_NOT_FOUND = "certificate_not_found"
+    """The certificate to bind is not in the store (or has no private key)."""
+    SQL_INSTANCE_NOT_FOUND = "sql_instance_not_found"
+    """An InstanceName is not an installed SQL Server instance."""
+    PRIVATE_KEY_NOT_FOUND = "private_key_not_found"
+    """The certificate has no private key file the SQL Server service could read."""
+    KEY_ACL_FAILED = "key_acl_failed"
+    """Granting the SQL Server service account read access to the private key failed."""
 
     # --- failure: the job itself -----------------------------------------------------------
     INVALID_JOB = "invalid_job"
@@ -58,4 +107,4 @@ class ResultCode(StrEnum):
 
 
 SUCCESS_CODES = frozenset({ResultCode.OK, ResultCode.ALREADY_PRESENT, ResultCode.ALREADY_ABSENT})
-WARNING_CODES = frozenset({ResultCode.PARTIAL})
+WARNING_CODES = frozenset({ResultCode.PARTIAL, ResultCode.SERVICE_RESTART_FAILED})

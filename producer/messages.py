@@ -17,12 +17,11 @@ that ``repr`` and logs never show). Results never contain secrets.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AwareDatetime,
@@ -32,12 +31,26 @@ from pydantic import (
     RootModel,
     SecretStr,
     TypeAdapter,
+    ValidationError,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from producer.codes import ResultCode
+from producer.entry_parameters import (
+    IisAlias,
+    IisParameters,
+    SqlParameters,
+    WinCertParameters,
+    parse_iis_alias,
+    thumbprint_alias,
+)
+from producer.validation import CONTROL_CHARS, validate_host
+from producer.validation import THUMBPRINT_RE as THUMBPRINT_RE  # re-exported
+from producer.validation import normalize_thumbprint as normalize_thumbprint  # re-exported
 
 SCHEMA_VERSION: Literal[1] = 1
 """Current job schema version; bump on incompatible changes (additive changes keep it)."""
@@ -51,11 +64,7 @@ RESULTS_STREAM = "wincert:results"
 DEAD_LETTER_STREAM = "wincert:dead"
 """Redis Stream of jobs that could not be completed (redelivery cap, slot deadline, invalid)."""
 
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-THUMBPRINT_RE = re.compile(r"^[0-9A-F]{40}$")
-"""A certificate thumbprint as this project writes it: SHA-1 of the DER, 40 upper-case hex."""
 
 
 class StoreType(StrEnum):
@@ -73,6 +82,8 @@ class JobType(StrEnum):
     """Job types (the ``job_type`` tag of :data:`Job`)."""
 
     INVENTORY = "inventory"
+    ADD = "add"
+    REMOVE = "remove"
 
 
 class Protocol(StrEnum):
@@ -102,55 +113,10 @@ class Status(StrEnum):
 
 
 DEFAULT_PORTS = {Protocol.HTTP: 5985, Protocol.HTTPS: 5986}
-
-
-def validate_host(value: str) -> str:
-    """Check a host name or IP literal; return it with IPv6 brackets removed.
-
-    Accepts an RFC 1123 host name (labels of letters, digits and ``-``, at most 253
-    characters), an IPv4 literal, or an IPv6 literal with or without ``[...]``.
-
-    Raises:
-        ValueError: with a message saying what a valid host looks like.
-    """
-    host = value.strip()
-    if not host:
-        raise ValueError("is empty; give a host name or IP address, e.g. web01.contoso.com")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(_HOST_LABEL.match(label) for label in name.split(".")):
-        raise ValueError(
-            f"{value!r} is not a valid host name or IP address; use letters, digits, '-' and '.'"
-            " (e.g. web01.contoso.com), an IPv4 address, or an IPv6 address in brackets; put the"
-            " port in the 'port' field"
-        )
-    if name.replace(".", "").isdigit():
-        raise ValueError(
-            f"{value!r} looks like an IPv4 address but is not a valid one; use four numbers 0-255"
-            " separated by dots, e.g. 192.0.2.10"
-        )
-    return host
-
-
-def normalize_thumbprint(value: str) -> str:
-    """Normalise a thumbprint copied from anywhere to 40 upper-case hex characters.
-
-    Removes spaces, colons and the invisible marks U+200E, U+200F and U+FEFF that come with
-    copying from the Windows certificate UI, and upper-cases the rest.
-
-    Raises:
-        ValueError: if the result is not 40 hex characters.
-    """
-    cleaned = re.sub(r"[\s:\u200e\u200f\ufeff]", "", value).upper()
-    if not THUMBPRINT_RE.match(cleaned):
-        raise ValueError(f"{value!r} is not a SHA-1 thumbprint (40 hex characters)")
-    return cleaned
+_STORE_PATHS: dict[StoreType, tuple[str, ...]] = {
+    StoreType.IISU: ("My", "WebHosting"),  # peer manifest: IISU store path is My or WebHosting
+    StoreType.WIN_SQL: ("My",),  # SQL Server reads its certificate from LocalMachine\My
+}
 
 
 class _Model(BaseModel):
@@ -195,7 +161,7 @@ class InlineCredential(_Model):
     @field_validator("username")
     @classmethod
     def _username(cls, value: str) -> str:
-        if _CONTROL.search(value):
+        if CONTROL_CHARS.search(value):
             raise ValueError("must not contain control characters (newlines, tabs, NUL)")
         return value
 
@@ -242,6 +208,10 @@ class StoreRef(_Model):
     )
     spn_with_port: bool = Field(default=False, description="Kerberos SPN HTTP/host:port (peer 'spnwithport')")
     jea_endpoint: str | None = Field(default=None, description="PSRP configuration name (JEA endpoint)")
+    restart_service: bool = Field(
+        default=False,
+        description="WinSQL: restart the SQL Server service after binding (peer 'RestartService')",
+    )
 
     @field_validator("client_machine")
     @classmethod
@@ -277,11 +247,15 @@ class StoreRef(_Model):
 
     @field_validator("store_path")
     @classmethod
-    def _store_path(cls, value: str) -> str:
+    def _store_path(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("is blank; name a LocalMachine store such as My, Root or WebHosting")
-        if _CONTROL.search(value):
+        if CONTROL_CHARS.search(value):
             raise ValueError("must not contain control characters (newlines, tabs, NUL)")
+        store_type = info.data.get("store_type")
+        allowed = _STORE_PATHS.get(store_type) if isinstance(store_type, StoreType) else None
+        if allowed is not None and value.lower() not in {p.lower() for p in allowed}:
+            raise ValueError(f"{value!r} is not valid for {store_type} stores; use {' or '.join(allowed)}")
         return value
 
     @field_validator("jea_endpoint")
@@ -290,6 +264,12 @@ class StoreRef(_Model):
         if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", value):
             raise ValueError("must be a PSRP configuration name: letters, digits, '_', '.', '-'")
         return value
+
+    @model_validator(mode="after")
+    def _restart_service_for_sql(self) -> StoreRef:
+        if self.restart_service and self.store_type is not StoreType.WIN_SQL:
+            raise ValueError("restart_service applies to WinSQL stores only; leave it false")
+        return self
 
     @property
     def effective_port(self) -> int:
@@ -310,25 +290,191 @@ class _JobBase(_Model):
 
 
 class InventoryJob(_JobBase):
-    """List every certificate in the store (WinCert: all certificates in the store path)."""
+    """List the store's certificates: WinCert every certificate in the store path; IISU every
+    https binding with a certificate (alias ``THUMB:site:ip:port:host``); WinSQL every
+    certificate an instance uses (alias = thumbprint, ``InstanceName`` parameter)."""
 
     job_type: Literal["inventory"]
 
+
+_ENTRY_MODELS: dict[str, type[WinCertParameters | IisParameters | SqlParameters]] = {
+    StoreType.WIN_CERT.value: WinCertParameters,
+    StoreType.IISU.value: IisParameters,
+    StoreType.WIN_SQL.value: SqlParameters,
+}
+
+
+def _typed_entry_parameters(model_name: str, data: Any) -> Any:
+    """Validate ``entry_parameters`` with the store type's model (errors keep the field path)."""
+    if not isinstance(data, dict) or not isinstance(data.get("entry_parameters"), dict):
+        return data
+    store = data.get("store")
+    store_type = store.get("store_type") if isinstance(store, dict) else getattr(store, "store_type", None)
+    model = _ENTRY_MODELS.get(str(getattr(store_type, "value", store_type)))
+    if model is None:
+        return data  # the store's own validation reports the bad store type
+    try:
+        entry = model.model_validate(data["entry_parameters"])
+    except ValidationError as exc:
+        raise ValidationError.from_exception_data(
+            model_name,
+            [
+                cast(InitErrorDetails, {**e, "loc": ("entry_parameters", *e["loc"])})
+                for e in exc.errors(include_url=False)
+            ],
+        ) from None
+    return {**data, "entry_parameters": entry}
+
+
+def _check_entry_type(store: StoreRef, entry: Any) -> None:
+    expected = _ENTRY_MODELS[store.store_type.value]
+    if entry is not None and not isinstance(entry, expected):
+        raise ValueError(
+            f"entry_parameters are {type(entry).__name__} but the store is {store.store_type.value};"
+            f" give {expected.__name__} fields"
+        )
+
+
+class CertificateData(_Model):
+    """The certificate to add: a PKCS#12 (``.pfx``/``.p12``), DER, PEM or PKCS#7 file.
+
+    The file travels sealed like a password: ``contents_encrypted`` is a Fernet token (made with
+    ``WINCERT_SECRET_KEYS``) of the file's bytes; ``contents_plaintext`` (base64 or PEM text) only
+    where plaintext secrets are explicitly allowed. The PKCS#12 password: ``password_encrypted``
+    (a Fernet token of the UTF-8 password, which may be the empty password) or
+    ``password_plaintext``; give neither for "no password" — which Windows treats differently
+    from the empty password.
+    """
+
+    contents_encrypted: str | None = Field(default=None, description="Fernet token of the file's bytes")
+    contents_plaintext: SecretStr | None = Field(default=None, description="base64 or PEM text")
+    password_encrypted: str | None = Field(default=None, description="Fernet token of the password")
+    password_plaintext: SecretStr | None = Field(default=None, description="PKCS#12 password")
+
     @model_validator(mode="after")
-    def _supported(self) -> InventoryJob:
-        if self.store.store_type is not StoreType.WIN_CERT:
+    def _one_contents(self) -> CertificateData:
+        if (self.contents_encrypted is None) == (self.contents_plaintext is None):
             raise ValueError(
-                f"store.store_type: inventory of {self.store.store_type.value} stores is not"
-                " supported by this version; use WinCert"
+                "give exactly one of contents_encrypted (a Fernet token of the file) or"
+                " contents_plaintext (base64/PEM text, only where explicitly allowed)"
             )
+        if self.password_encrypted is not None and self.password_plaintext is not None:
+            raise ValueError("give at most one of password_encrypted or password_plaintext")
         return self
 
+    @field_serializer("contents_plaintext", "password_plaintext", when_used="json")
+    def _reveal_for_wire(self, value: SecretStr | None) -> str | None:
+        return None if value is None else value.get_secret_value()
 
-# One member today; new job types join with ``InventoryJob | OtherJob``.
-Job = RootModel[Annotated[InventoryJob, Field(discriminator="job_type")]]
+    @property
+    def has_plaintext(self) -> bool:
+        """Whether any part travels in plaintext."""
+        return self.contents_plaintext is not None or self.password_plaintext is not None
+
+
+class AddJob(_JobBase):
+    """Management Add: import a certificate into the store, then bind it (IISU, WinSQL).
+
+    Idempotent: a certificate already present (same thumbprint, with its key) succeeds with
+    ``already_present`` unless ``overwrite``. ``renewal_thumbprint`` (or an ``alias`` naming an
+    old thumbprint, as the peer sends it) marks a renewal: IISU rebinds and deletes the old
+    certificate when nothing uses it any more; WinSQL rebinds only instances bound to it.
+    """
+
+    job_type: Literal["add"]
+    certificate: CertificateData
+    entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
+    overwrite: bool = Field(default=False, description="Replace a certificate already present")
+    include_chain: bool = Field(
+        default=False, description="Also add intermediates to CA and self-signed roots to Root"
+    )
+    exportable: bool = Field(default=False, description="Import the private key as exportable")
+    rewrap_legacy_pfx: bool = Field(
+        default=False,
+        description="Re-wrap PBES2/AES PKCS#12 files with 3DES/SHA1 for hosts older than Server 2019",
+    )
+    allow_takeover: bool = Field(
+        default=False,
+        description="IISU: bind even when another site owns the same ip:port (or host:port with SNI)",
+    )
+    renewal_thumbprint: str | None = Field(default=None, description="The certificate this one renews")
+    alias: str | None = Field(default=None, description="Peer alias; its thumbprint part marks a renewal")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entry(cls, data: Any) -> Any:
+        return _typed_entry_parameters(cls.__name__, data)
+
+    @field_validator("renewal_thumbprint")
+    @classmethod
+    def _renewal(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else normalize_thumbprint(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AddJob:
+        _check_entry_type(self.store, self.entry_parameters)
+        if self.alias and self.alias.strip() and self.renewal_thumbprint is None:
+            try:
+                renewal = thumbprint_alias(self.alias)
+            except ValueError:
+                raise ValueError(
+                    f"alias {self.alias!r} does not start with a thumbprint; for a renewal give the old"
+                    " certificate's thumbprint (or its IISU alias), otherwise leave alias empty"
+                ) from None
+            object.__setattr__(self, "renewal_thumbprint", renewal)
+        return self
+
+    @property
+    def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
+        """The entry parameters, or the store type's defaults."""
+        return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()
+
+
+class RemoveJob(_JobBase):
+    """Management Remove: unbind (IISU, WinSQL) and delete the certificate ``alias`` names.
+
+    ``alias``: WinCert/WinSQL the thumbprint (spaces, lower case and the invisible marks the
+    Windows certificate UI adds are normalised); IISU ``THUMB:site:ip:port:host``. Idempotent:
+    an absent certificate succeeds with ``already_absent``.
+    """
+
+    job_type: Literal["remove"]
+    alias: str = Field(min_length=1, max_length=1024)
+    entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entry(cls, data: Any) -> Any:
+        return _typed_entry_parameters(cls.__name__, data)
+
+    @model_validator(mode="after")
+    def _alias(self) -> RemoveJob:
+        _check_entry_type(self.store, self.entry_parameters)
+        try:
+            if self.store.store_type is StoreType.IISU:
+                normalized = str(parse_iis_alias(self.alias))
+            else:
+                normalized = normalize_thumbprint(self.alias)
+        except ValueError as exc:
+            raise ValueError(f"alias: {exc}") from None
+        object.__setattr__(self, "alias", normalized)
+        return self
+
+    @property
+    def thumbprint(self) -> str:
+        """The thumbprint to remove (upper-case hex)."""
+        return thumbprint_alias(self.alias)
+
+    @property
+    def iis_alias(self) -> IisAlias:
+        """The parsed IISU alias (IISU stores only)."""
+        return parse_iis_alias(self.alias)
+
+
+Job = RootModel[Annotated[InventoryJob | AddJob | RemoveJob, Field(discriminator="job_type")]]
 """The job union; ``Job.model_validate(data).root`` is the concrete job model."""
 
-AnyJob = InventoryJob
+AnyJob = InventoryJob | AddJob | RemoveJob
 """Any concrete job model (a plain union of the members of :data:`Job`)."""
 
 _JOB_ADAPTER: TypeAdapter[Any] = TypeAdapter(Job)
@@ -404,4 +550,7 @@ class JobResult(_Model):
     duration_seconds: float | None = None
     attempts: int = 1
     worker: str | None = None
+    thumbprint: str | None = Field(
+        default=None, description="Add: the certificate installed; Remove: the one removed (upper hex)"
+    )
     items: list[CertificateItem] | None = None

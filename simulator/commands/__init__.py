@@ -6,7 +6,8 @@ name, with the same parameter names, mandatory set and switches as its ``param()
 messages) must match the PowerShell: a change to one is a change to both.
 """
 
-from simulator.commands import inventory
+import simulator.commands.certificates  # noqa: F401 - importing registers Certificates.ps1
+from simulator.commands import iis, inventory, sql  # noqa: F401 - importing registers Iis.ps1, Sql.ps1
 from simulator.commands.inventory import store_not_found
 from simulator.commands.registry import REGISTRY
 

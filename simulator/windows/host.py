@@ -3,7 +3,10 @@
 Persisted layout of ``state_dir`` (one folder per host)::
 
     host.json              index: format version, stores in creation order, their entries
-                           (thumbprint, friendly name, has_private_key)
+                           (thumbprint, friendly name, has_private_key); "iis": sites,
+                           bindings, http.sys SSL mappings (null = IIS not installed);
+                           "sql": instances, services, key-file ACLs (both seeded from the
+                           config when the host is created)
     certs/<THUMB>.cer      DER certificate (content-addressed, shared by stores)
     keys/<THUMB>.pem       PKCS#8 PEM private key, unencrypted, mode 0600 (folder 0700)
 
@@ -34,7 +37,10 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from simulator.config import HostConfig, SeedSpec
 from simulator.windows.certstore import CertificateStore, StoredCertificate, store_key
+from simulator.windows.iis import IisServer
 from simulator.windows.loading import load_certificate_entries
+from simulator.windows.providers import KeyInfo
+from simulator.windows.sql import SqlServer
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,9 @@ class WindowsHost:
         self.lock = threading.RLock()
         self._stores: dict[str, CertificateStore] = {}
         self._written: set[str] = set()
+        self._key_info: dict[str, KeyInfo] = {}  # thumbprint -> provider / exportable of its key
+        self.iis: IisServer | None = None  # IIS sites/bindings/http.sys; None = not installed
+        self.sql = SqlServer(config.name, self.lock, self._persist)  # SQL Server instances, key ACLs
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -122,6 +131,7 @@ class WindowsHost:
                     host._stores.setdefault(store_key(name), CertificateStore(name, host.lock))
                 for spec in config.seed:
                     host._seed(spec)
+                host._load_iis_sql({})
                 host._persist()
         return host
 
@@ -170,11 +180,13 @@ class WindowsHost:
         friendly_name: str = "",
         *,
         create_store: bool = False,
+        key_info: KeyInfo | None = None,
     ) -> StoredCertificate:
         """Add a certificate, as ``X509Store.Add`` does (replace, inheriting absent properties).
 
         If the thumbprint is already present the entry keeps its key / friendly name unless
-        new ones are given.
+        new ones are given. ``key_info`` (provider, exportable) is recorded with a new
+        ``private_key`` and persisted with it (:meth:`key_info`).
 
         Raises:
             StoreNotFoundError: no such store and ``create_store`` is false.
@@ -185,8 +197,15 @@ class WindowsHost:
             raise ValueError("the private key does not match the certificate's public key")
         with self.lock:
             entry = self._add(store_name, der, private_key, friendly_name, create_store)
+            if private_key is not None and key_info is not None:
+                self._key_info[entry.thumbprint] = key_info
             self._persist()
             return entry
+
+    def key_info(self, thumbprint: str) -> KeyInfo | None:
+        """Provider and exportability recorded for the private key of ``thumbprint``, if any."""
+        with self.lock:
+            return self._key_info.get(thumbprint.upper())
 
     def remove_certificate(self, store_name: str, thumbprint: str) -> bool:
         """Remove an entry by thumbprint (any case); True if it was present.
@@ -209,6 +228,21 @@ class WindowsHost:
             count = self._seed(spec)
             self._persist()
             return count
+
+    # -- IIS and SQL Server (simulator/windows/iis.py, sql.py) ------------------------------
+
+    @property
+    def iis_version(self) -> str | None:
+        """The IIS version (e.g. ``"10.0"``), or None when IIS is not installed."""
+        return self.iis.version if self.iis is not None else None
+
+    def certificate_usage(self, thumbprint: str) -> list[str]:
+        """What still uses a certificate: ``IIS site '<site>' binding <ip:port:host>`` for each
+        https binding served by it, then ``SQL Server instance <name>`` for each instance whose
+        Certificate registry value is it (thumbprint compared case-insensitively)."""
+        with self.lock:
+            used = self.iis.usage(thumbprint) if self.iis is not None else []
+            return used + self.sql.usage(thumbprint)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -250,6 +284,23 @@ class WindowsHost:
                     store._put(self._load_entry(item))
         except (KeyError, TypeError) as exc:
             raise HostStateError(f"{index}: malformed host state: {exc!r}") from exc
+        try:
+            self._load_iis_sql(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise HostStateError(f"{index}: malformed IIS / SQL Server state: {exc!r}") from exc
+
+    def _load_iis_sql(self, state: dict[str, Any]) -> None:
+        """IIS and SQL Server from persisted state; a section absent from it (a new host, or a
+        state written before these existed) is seeded from the config instead."""
+        if "iis" in state:
+            iis = state["iis"]
+            self.iis = None if iis is None else IisServer.from_state(iis, self.lock, self._persist)
+        elif self.config.iis is not None:
+            self.iis = IisServer.from_config(self.config.iis, self.lock, self._persist)
+        if "sql" in state:
+            self.sql = SqlServer.from_state(state["sql"], self.name, self.lock, self._persist)
+        else:
+            self.sql = SqlServer.from_config(self.config.sql_instances, self.name, self.lock, self._persist)
 
     def _load_entry(self, item: dict[str, Any]) -> StoredCertificate:
         thumb = str(item["thumbprint"]).upper()
@@ -271,6 +322,8 @@ class WindowsHost:
         self._written.add(f"certs/{thumb}.cer")
         if key is not None:
             self._written.add(f"keys/{thumb}.pem")
+            if item.get("key_provider"):
+                self._key_info[thumb] = KeyInfo(str(item["key_provider"]), bool(item.get("key_exportable")))
         return entry
 
     def _persist(self) -> None:
@@ -305,8 +358,14 @@ class WindowsHost:
                     "friendly_name": entry.friendly_name,
                     "has_private_key": entry.has_private_key,
                 })
+                info = self._key_info.get(entry.thumbprint) if entry.private_key is not None else None
+                if info is not None:
+                    items[-1].update(key_provider=info.provider, key_exportable=info.exportable)
             stores.append({"name": store.name, "certificates": items})
-        state = {"format": STATE_FORMAT, "host": self.name, "stores": stores}
+        for thumb in [t for t in self._key_info if f"keys/{t}.pem" not in referenced]:
+            del self._key_info[thumb]  # the key went with the last certificate that had it
+        state = {"format": STATE_FORMAT, "host": self.name, "stores": stores,
+                 "iis": self.iis.to_state() if self.iis is not None else None, "sql": self.sql.to_state()}
         _atomic_write(self.state_dir / "host.json", json.dumps(state, indent=1).encode("utf-8"))
         for rel in sorted(self._written - referenced):
             with contextlib.suppress(FileNotFoundError):

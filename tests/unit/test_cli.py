@@ -178,9 +178,9 @@ def publish(client: redis.Redis, result: JobResult) -> str:
             " (got 'Foo')",
         ),
         (
-            ["web01", "--store-path", "My", "--store-type", "IISU"],
-            "error: store.store_type (--store-type): inventory of IISU stores is not supported by"
-            " this version",
+            ["web01", "--store-path", "Root", "--store-type", "IISU"],
+            "error: store.store_path (--store-path): 'Root' is not valid for IISU stores; use My or"
+            " WebHosting",
         ),
         (
             ["web01", "--store-path", "My", "--protocol", "ftp"],
@@ -338,6 +338,7 @@ def test_inventory_submits_one_message_with_the_job(cli: Invoke, redis_client: r
         "cert_validation": False,
         "spn_with_port": False,
         "jea_endpoint": "WinCert.JEA",
+        "restart_service": False,
     }
 
 

@@ -52,14 +52,20 @@ def test_unknown_store_type_names_the_field_and_the_choices() -> None:
     ]
 
 
-def test_inventory_of_other_store_types_is_refused_naming_the_field() -> None:
-    assert errors(job_dict(store_type="IISU")) == [
+@pytest.mark.parametrize(("store_type", "path"), [("IISU", "Root"), ("IISU", "CA"), ("WinSQL", "WebHosting")])
+def test_store_path_must_fit_the_store_type(store_type: str, path: str) -> None:
+    allowed = "My or WebHosting" if store_type == "IISU" else "My"
+    assert errors(job_dict(store_type=store_type, store_path=path)) == [
         (
-            ("inventory",),
-            "Value error, store.store_type: inventory of IISU stores is not supported by this"
-            " version; use WinCert",
+            ("inventory", "store", "store_path"),
+            f"Value error, {path!r} is not valid for {store_type} stores; use {allowed}",
         )
     ]
+
+
+@pytest.mark.parametrize(("store_type", "path"), [("IISU", "webhosting"), ("IISU", "My"), ("WinSQL", "my")])
+def test_store_paths_of_iisu_and_winsql(store_type: str, path: str) -> None:
+    assert parse_job(job_dict(store_type=store_type, store_path=path)).store.store_path == path
 
 
 # --- host ------------------------------------------------------------------------------------
@@ -227,7 +233,7 @@ def test_unknown_job_type() -> None:
         (
             (),
             "Input tag 'reenroll' found using 'job_type' does not match any of the expected tags:"
-            " 'inventory'",
+            " 'inventory', 'add', 'remove'",
         ),
     ]
 

@@ -19,19 +19,28 @@ from pathlib import Path
 from typing import Any
 
 from producer.codes import ResultCode
-from producer.messages import AnyJob, JobResult, JobType, Status, StoreType
+from producer.messages import AddJob, AnyJob, JobResult, JobType, Status, StoreType
 from worker.credentials import CredentialError, CredentialResolver
-from worker.jobs import wincert
-from worker.jobs.outcome import Outcome
+from worker.jobs import certificates, iisu, wincert, winsql
+from worker.jobs.outcome import JobStepError, Outcome
 from worker.remote.errors import classify
-from worker.remote.session import RemoteSession, SessionFactory
+from worker.remote.session import SessionFactory
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Any, RemoteSession], Outcome]
+Handler = Callable[..., Outcome]
+"""``handler(job, session)``; Add handlers also take the :class:`PreparedCertificate`."""
 
 HANDLERS: dict[tuple[JobType, StoreType], Handler] = {
     (JobType.INVENTORY, StoreType.WIN_CERT): wincert.inventory,
+    (JobType.ADD, StoreType.WIN_CERT): wincert.add,
+    (JobType.REMOVE, StoreType.WIN_CERT): wincert.remove,
+    (JobType.INVENTORY, StoreType.IISU): iisu.inventory,
+    (JobType.ADD, StoreType.IISU): iisu.add,
+    (JobType.REMOVE, StoreType.IISU): iisu.remove,
+    (JobType.INVENTORY, StoreType.WIN_SQL): winsql.inventory,
+    (JobType.ADD, StoreType.WIN_SQL): winsql.add,
+    (JobType.REMOVE, StoreType.WIN_SQL): winsql.remove,
 }
 """Which function implements a job type for a store type."""
 
@@ -67,6 +76,7 @@ def result_from(
         finished_at=finished,
         duration_seconds=round(elapsed, 6) if elapsed is not None else None,
         items=outcome.items,
+        thumbprint=outcome.thumbprint,
         **extra,
     )
 
@@ -106,11 +116,19 @@ def run(
     secrets: list[str] = []
     label = "the job's credential"
     try:
+        args: tuple[Any, ...] = ()
+        if isinstance(job, AddJob):  # checked on the worker before anything is sent
+            prepared = certificates.prepare(job, credentials.settings)
+            secrets.extend(p for p in (prepared.password,) if p)
+            args = (prepared,)
         credential = credentials.resolve(job.store.credential)
         secrets.append(credential.password.get_secret_value())
         label = credential.label
         with session_factory(job.store, credential) as session:
-            outcome = handler(job, session)
+            outcome = handler(job, session, *args)
+    except JobStepError as exc:
+        outcome = Outcome(Status.FAILURE, exc.code, exc.message, exc.warnings)
+        return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), exc.code.value)
     except CredentialError as exc:
         outcome = Outcome(Status.FAILURE, ResultCode.CREDENTIAL_UNAVAILABLE, str(exc))
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), "credential")

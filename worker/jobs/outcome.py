@@ -17,3 +17,14 @@ class Outcome:
     message: str
     warnings: list[str] = field(default_factory=list)
     items: list[CertificateItem] | None = None
+    thumbprint: str | None = None
+
+
+class JobStepError(Exception):
+    """A job step failed with a known code; :func:`worker.jobs.run` turns it into a result."""
+
+    def __init__(self, code: ResultCode, message: str, warnings: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.warnings = list(warnings or [])

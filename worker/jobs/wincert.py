@@ -21,7 +21,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from producer.codes import ResultCode
-from producer.messages import THUMBPRINT_RE, CertificateItem, InventoryJob, Status, SubjectAltName
+from producer.entry_parameters import WinCertParameters
+from producer.messages import (
+    THUMBPRINT_RE,
+    AddJob,
+    CertificateItem,
+    InventoryJob,
+    RemoveJob,
+    Status,
+    SubjectAltName,
+)
+from worker.jobs import certificates
+from worker.jobs.certificates import PreparedCertificate
 from worker.jobs.outcome import Outcome
 from worker.remote.session import RemoteSession
 
@@ -124,7 +135,22 @@ def _record_name(text: Any) -> str:
 
 def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
     """List every certificate in ``Cert:\\LocalMachine\\<store path>``; alias = thumbprint."""
-    invocation = session.invoke(INVENTORY_FUNCTION, {"StorePath": job.store.store_path})
+    items, warnings = inventory_items(session, job.store.store_path)
+    return inventory_outcome(items, warnings)
+
+
+def inventory_outcome(items: list[CertificateItem], warnings: list[str]) -> Outcome:
+    """Success with the peer's message, or warning/``partial`` when anything was skipped."""
+    message = f"Inventory completed returning {len(items)} items."
+    skipped = sum(1 for w in warnings if w.startswith("Skipped "))
+    if skipped:
+        return Outcome(Status.WARNING, ResultCode.PARTIAL, f"{message} {skipped} skipped.", warnings, items)
+    return Outcome(Status.SUCCESS, ResultCode.OK, message, warnings, items)
+
+
+def inventory_items(session: RemoteSession, store_path: str) -> tuple[list[CertificateItem], list[str]]:
+    """``Get-WinCertInventory`` of one store: validated items (alias = thumbprint) and warnings."""
+    invocation = session.invoke(INVENTORY_FUNCTION, {"StorePath": store_path})
     warnings = list(invocation.warnings)
     items: list[CertificateItem] = []
     seen: set[str] = set()
@@ -134,14 +160,43 @@ def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
         except RecordError as exc:
             warnings.append(f"Skipped certificate {_record_name(text)}: {exc}")
             continue
-        if item.thumbprint in seen:
-            continue
-        seen.add(item.thumbprint)
-        items.append(item)
-    message = f"Inventory completed returning {len(items)} items."
-    skipped = sum(1 for w in warnings if w.startswith("Skipped certificate"))
-    if skipped:
+        if item.thumbprint not in seen:
+            seen.add(item.thumbprint)
+            items.append(item)
+    return items, warnings
+
+
+_ADD_MESSAGES = {
+    "added": "Added certificate {t} to {s}.",
+    "replaced": "Replaced certificate {t} in {s} (overwrite).",
+    "already_present": "Certificate {t} is already in {s}; nothing changed (set overwrite to replace it).",
+}
+
+
+def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
+    """Import the certificate into ``LocalMachine\\<store path>``; idempotent (``already_present``)."""
+    info = certificates.host_info(session)
+    entry = job.entry
+    provider = entry.provider_name if isinstance(entry, WinCertParameters) else None
+    imported = certificates.import_certificate(session, job, prepared, info, provider)
+    code = ResultCode.ALREADY_PRESENT if imported.outcome == "already_present" else ResultCode.OK
+    message = _ADD_MESSAGES[imported.outcome].format(t=imported.thumbprint, s=job.store.store_path)
+    return Outcome(Status.SUCCESS, code, message, imported.warnings, thumbprint=imported.thumbprint)
+
+
+def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
+    """Delete the certificate the alias (thumbprint) names; idempotent (``already_absent``)."""
+    removed = certificates.remove_certificate(session, job.store.store_path, job.thumbprint, if_unused=False)
+    if removed.outcome == "already_absent":
         return Outcome(
-            Status.WARNING, ResultCode.PARTIAL, f"{message} {skipped} certificates skipped.", warnings, items
+            Status.SUCCESS,
+            ResultCode.ALREADY_ABSENT,
+            f"Certificate {job.thumbprint} is not in {job.store.store_path}; nothing to remove.",
+            thumbprint=job.thumbprint,
         )
-    return Outcome(Status.SUCCESS, ResultCode.OK, message, warnings, items)
+    return Outcome(
+        Status.SUCCESS,
+        ResultCode.OK,
+        f"Removed certificate {job.thumbprint} from {job.store.store_path}.",
+        thumbprint=job.thumbprint,
+    )

@@ -27,6 +27,22 @@ from producer.messages import StoreRef
 STORE_NOT_FOUND_ID = "WinCert.StoreNotFound"
 """FullyQualifiedErrorId prefix of the terminating error for a missing store."""
 
+ERROR_ID_CODES: dict[str, ResultCode] = {
+    "WinCert.ProviderNotFound": ResultCode.PROVIDER_NOT_FOUND,
+    "WinCert.PfxImportFailed": ResultCode.PFX_IMPORT_FAILED,
+    "WinCert.ImportVerificationFailed": ResultCode.IMPORT_VERIFICATION_FAILED,
+    "WinCert.IisNotInstalled": ResultCode.IIS_NOT_INSTALLED,
+    "WinCert.SiteNotFound": ResultCode.SITE_NOT_FOUND,
+    "WinCert.InvalidSslFlags": ResultCode.INVALID_SSL_FLAGS,
+    "WinCert.WildcardHostNotSupported": ResultCode.WILDCARD_HOST_NOT_SUPPORTED,
+    "WinCert.BindingConflict": ResultCode.BINDING_CONFLICT,
+    "WinCert.CertificateNotFound": ResultCode.CERTIFICATE_NOT_FOUND,
+    "WinCert.SqlInstanceNotFound": ResultCode.SQL_INSTANCE_NOT_FOUND,
+    "WinCert.PrivateKeyNotFound": ResultCode.PRIVATE_KEY_NOT_FOUND,
+    "WinCert.KeyAclFailed": ResultCode.KEY_ACL_FAILED,
+}
+"""Terminating error ids of ``worker/powershell/*.ps1`` (docs/powershell-functions.md) → codes."""
+
 TRANSIENT_CODES = frozenset({ResultCode.HOST_UNREACHABLE, ResultCode.TIMEOUT})
 """Codes worth retrying (``WINCERT_TRANSIENT_RETRIES``)."""
 
@@ -144,6 +160,9 @@ def classify(
                 f" (Cert:\\LocalMachine\\{store.store_path}); check the store path: {detail}",
                 "store_not_found",
             )
+        known = ERROR_ID_CODES.get(exc.error_id)
+        if known is not None:
+            return Classified(known, f"{exc.function} on {host}: {detail}", known.value)
         return Classified(
             ResultCode.REMOTE_ERROR,
             f"{exc.function} failed on {host}: {detail} (error id {exc.fq_error or 'none'})",

@@ -9,15 +9,28 @@ record (a non-terminating ``Write-Error``, which pypsrp 0.9.1 does not count in
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pypsrp.powershell import PowerShell, RunspacePool
+from pypsrp.serializer import TaggedValue
 
 from worker.remote.errors import RemoteCommandError
 
 _MAX_MESSAGE = 1000
+
+
+class SecureString(str):
+    """A parameter value sent as a PSRP ``SecureString`` (MS-PSRP 2.2.5.1.24).
+
+    The session key is exchanged once per runspace pool before the first one is sent, so the
+    value crosses the wire encrypted with the session key inside the WinRM encryption.
+    """
+
+    def __repr__(self) -> str:
+        return "SecureString('***')"
 
 
 @dataclass
@@ -53,10 +66,23 @@ def run_function(pool: RunspacePool, function: str, parameters: Mapping[str, Any
     ps = PowerShell(pool)
     ps.add_cmdlet(function)
     for name, value in parameters.items():
+        if isinstance(value, SecureString):
+            _ensure_session_key(pool)
+            value = TaggedValue("SS", str(value))
         ps.add_parameter(name, value)
     output = ps.invoke()
     _raise_on_errors(ps, function)
     return Invocation(list(output), [_text(w) for w in ps.streams.warning])
+
+
+_KEYED_POOLS: weakref.WeakSet[RunspacePool] = weakref.WeakSet()
+
+
+def _ensure_session_key(pool: RunspacePool) -> None:
+    """Exchange the PSRP session key once per pool (needed to send SecureString values)."""
+    if pool not in _KEYED_POOLS:
+        pool.exchange_keys()
+        _KEYED_POOLS.add(pool)
 
 
 def load_script(pool: RunspacePool, name: str, text: str) -> None:

@@ -1,0 +1,303 @@
+"""Entry parameters per store type, with the peer's (Keyfactor's) names, and IIS aliases.
+
+Field names on the wire are the peer's entry-parameter names (``SiteName``, ``IPAddress``,
+``Port``, ``HostName``, ``SniFlag``, ``Protocol``, ``ProviderName``, ``InstanceName``) so jobs
+written for the peer map one to one. Everything here is validated before a job is enqueued;
+host-dependent rules (SSL flags per OS build, wildcard host names per IIS version, the CSP/KSP
+list) are checked by the worker against the host.
+
+IIS binding information is ``<ip>:<port>:<host>`` as IIS stores it: ``*`` for all unassigned
+addresses, IPv6 in brackets, host names in IDNA (punycode) form, an empty host for non-SNI
+bindings (hence the peer's trailing colon, e.g. ``*:443:``). IIS ``sslFlags`` bits per the IIS
+docs: 1 SNI, 2 central certificate store, 4 disable HTTP/2, 8 disable OCSP stapling, 16 disable
+QUIC, 32 disable TLS 1.3 over TCP, 64 disable legacy TLS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from producer.validation import CONTROL_CHARS, THUMBPRINT_RE, normalize_thumbprint
+
+SSL_FLAG_SNI = 1
+"""IIS sslFlags bit: Server Name Indication (needs a host name)."""
+SSL_FLAGS_ALL = 127
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+
+def _provider(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if CONTROL_CHARS.search(value) or len(value) > 256:
+        raise ValueError("must be a CSP/KSP name of at most 256 characters without control characters")
+    return value.strip()
+
+
+class WinCertParameters(_Entry):
+    """WinCert entry parameters: the optional crypto provider for the import."""
+
+    provider_name: str | None = Field(
+        default=None, alias="ProviderName", description="CSP/KSP to import the key into; checked on the host"
+    )
+
+    _provider = field_validator("provider_name")(classmethod(lambda cls, v: _provider(v)))
+
+
+def normalize_ip(value: str) -> str:
+    """IIS binding IP: ``*`` (also for ``''`` and ``0.0.0.0``), an IPv4 literal, or a
+    bracketed, compressed IPv6 literal (``[2001:db8::1]``).
+
+    Raises:
+        ValueError: not one of those forms.
+    """
+    text = value.strip()
+    if text in ("", "*", "0.0.0.0"):
+        return "*"
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        address = ipaddress.ip_address(inner)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not '*', an IPv4 address or an IPv6 address (brackets optional)"
+        ) from None
+    if address.version == 6:
+        return "*" if address == ipaddress.IPv6Address("::") else f"[{address.compressed}]"
+    return str(address)
+
+
+def normalize_host_name(value: str) -> str:
+    """IIS host header: empty, or a DNS name converted to IDNA (punycode) and lower-cased; a
+    leading ``*.`` wildcard label is kept (IIS 10+; the worker checks the version).
+
+    Raises:
+        ValueError: not a DNS name (IP literals, ports, spaces and other characters are refused).
+    """
+    text = value.strip().rstrip(".")
+    if not text:
+        return ""
+    wildcard = text.startswith("*.")
+    body = text[2:] if wildcard else text
+    try:
+        ascii_name = body.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"{value!r} is not a valid DNS host name (IDNA conversion failed)") from None
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value!r} is not a valid DNS host name; use letters, digits, '-' and '.', optionally"
+            " with a leading '*.' wildcard"
+        )
+    return f"*.{ascii_name}" if wildcard else ascii_name
+
+
+def _sni_flag(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        legacy = {"true": 1, "false": 0}
+        if text in legacy:
+            return legacy[text]
+        match = re.match(r"^(\d+)(\s*-.*)?$", text)  # "3 - SNI Binding" (the peer's legacy labels)
+        if match:
+            return int(match.group(1))
+    return value
+
+
+class IisParameters(_Entry):
+    """IISU entry parameters (peer names and defaults). Binding information is computed."""
+
+    site_name: str = Field(default="Default Web Site", alias="SiteName", min_length=1, max_length=256)
+    ip_address: str = Field(default="*", alias="IPAddress", description="'*', IPv4 or IPv6")
+    port: int = Field(default=443, alias="Port", ge=1, le=65535)
+    host_name: str = Field(default="", alias="HostName", description="SNI / host header; IDNA-normalised")
+    sni_flag: int = Field(
+        default=0, alias="SniFlag", ge=0, le=SSL_FLAGS_ALL, description="IIS sslFlags bitmask (full integer)"
+    )
+    protocol: Literal["https"] = Field(default="https", alias="Protocol")
+    provider_name: str | None = Field(default=None, alias="ProviderName")
+
+    @field_validator("site_name")
+    @classmethod
+    def _site(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is blank; name an existing IIS site, e.g. 'Default Web Site'")
+        if CONTROL_CHARS.search(value):
+            raise ValueError("must not contain control characters (newlines, tabs, NUL)")
+        return value
+
+    @field_validator("ip_address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        return normalize_ip(value)
+
+    @field_validator("host_name")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return normalize_host_name(value)
+
+    @field_validator("sni_flag", mode="before")
+    @classmethod
+    def _flags(cls, value: Any) -> Any:
+        value = _sni_flag(value)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= SSL_FLAGS_ALL:
+            raise ValueError(f"{value} is not an IIS sslFlags value; give 0-127 (1 = SNI)")
+        return value
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 65535:
+            raise ValueError(f"{value} is not a TCP port; give 1-65535 (443 for https)")
+        return value
+
+    _provider = field_validator("provider_name")(classmethod(lambda cls, v: _provider(v)))
+
+    @model_validator(mode="after")
+    def _sni_needs_host(self) -> IisParameters:
+        if self.sni_flag & SSL_FLAG_SNI and not self.host_name:
+            raise ValueError(
+                "SniFlag has the SNI bit (1) set but HostName is empty; give the host name clients"
+                " connect to, or clear the SNI bit"
+            )
+        return self
+
+    @property
+    def binding_information(self) -> str:
+        """IIS binding information ``ip:port:host`` (e.g. ``*:443:``, ``[::1]:443:www.x.com``)."""
+        return f"{self.ip_address}:{self.port}:{self.host_name}"
+
+
+def _instances(value: Any) -> Any:
+    if isinstance(value, str):
+        value = [part for part in value.split(",")]
+    if isinstance(value, list):
+        names = [str(v).strip() for v in value]
+        if not names or any(not n for n in names):
+            raise ValueError(
+                "every instance name must be non-empty; give e.g. 'MSSQLSERVER' or 'MSSQLSERVER,INST2'"
+            )
+        for name in names:
+            if CONTROL_CHARS.search(name) or len(name) > 128:
+                raise ValueError(f"{name!r} is not a SQL Server instance name")
+        return list(dict.fromkeys(names))
+    return value
+
+
+class SqlParameters(_Entry):
+    """WinSQL entry parameters: instance names (a list, or the peer's comma-separated string)."""
+
+    instance_name: list[str] | None = Field(
+        default=None,
+        alias="InstanceName",
+        description="SQL Server instance names; Add defaults to MSSQLSERVER, Remove to every instance"
+        " bound to the certificate",
+    )
+    provider_name: str | None = Field(default=None, alias="ProviderName")
+
+    _names = field_validator("instance_name", mode="before")(classmethod(lambda cls, v: _instances(v)))
+    _provider = field_validator("provider_name")(classmethod(lambda cls, v: _provider(v)))
+
+
+EntryParameters = WinCertParameters | IisParameters | SqlParameters
+
+
+@dataclass(frozen=True)
+class IisAlias:
+    """A parsed IISU alias ``<THUMBPRINT>:<SiteName>:<ip>:<port>:<host>`` (peer format)."""
+
+    thumbprint: str
+    site_name: str
+    ip_address: str
+    port: int
+    host_name: str
+
+    @property
+    def binding_information(self) -> str:
+        """``ip:port:host`` as IIS stores it."""
+        return f"{self.ip_address}:{self.port}:{self.host_name}"
+
+    def __str__(self) -> str:
+        return f"{self.thumbprint}:{self.site_name}:{self.binding_information}"
+
+
+def parse_iis_alias(alias: str) -> IisAlias:
+    """Parse an IISU alias from the right, so IPv6 addresses and ``:`` in site names work
+    (the peer splits on ``:`` and breaks on both, defect B5).
+
+    Raises:
+        ValueError: the alias is not ``THUMBPRINT:site:ip:port:host``.
+    """
+    text = alias.strip()
+    head, sep, rest = text.partition(":")
+    if not sep:
+        raise ValueError(
+            "is not an IISU alias; expected THUMBPRINT:SiteName:IP:Port:HostName, e.g."
+            " <thumbprint>:Default Web Site:*:443:"
+        )
+    thumbprint = normalize_thumbprint(head)
+    site_ip_port, _, host = rest.rpartition(":")
+    site_ip, _, port_text = site_ip_port.rpartition(":")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{alias!r}: the port part {port_text!r} is not 1-65535")
+    if site_ip.endswith("]"):
+        start = site_ip.rfind(":[")
+        if start < 0:
+            raise ValueError(f"{alias!r}: unbalanced IPv6 brackets")
+        site, ip = site_ip[:start], site_ip[start + 1 :]
+    else:
+        site, _, ip = site_ip.rpartition(":")
+    if not site:
+        raise ValueError(f"{alias!r}: the site name is empty")
+    return IisAlias(thumbprint, site, normalize_ip(ip), int(port_text), normalize_host_name(host))
+
+
+def thumbprint_alias(alias: str) -> str:
+    """The thumbprint an alias names: the whole alias (WinCert, WinSQL) or its first part (IISU).
+
+    Raises:
+        ValueError: no thumbprint there.
+    """
+    head = alias.strip().split(":", 1)[0]
+    value = normalize_thumbprint(head)
+    assert THUMBPRINT_RE.match(value)
+    return value
+
+
+def allowed_ssl_flag_bits(os_build: int) -> tuple[int, ...]:
+    """IIS sslFlags bits a Windows build accepts (the peer's table, ``Get-ValidSslFlagsForSystem``):
+    build >= 20348 (Server 2022): 1, 4, 8, 16, 32, 64; >= 17763 (2019): 1, 4, 8; >= 14393 (2016):
+    1, 4; older: 1, 2."""
+    if os_build >= 20348:
+        return (1, 4, 8, 16, 32, 64)
+    if os_build >= 17763:
+        return (1, 4, 8)
+    if os_build >= 14393:
+        return (1, 4)
+    return (1, 2)
+
+
+def ssl_flags_problem(flags: int, os_build: int) -> str | None:
+    """Why ``flags`` is not valid on ``os_build`` (None when it is). Bit 2 (central
+    certificate store) also requires bit 1 (SNI)."""
+    allowed = allowed_ssl_flag_bits(os_build)
+    extra = [bit for bit in (1, 2, 4, 8, 16, 32, 64) if flags & bit and bit not in allowed]
+    if extra:
+        return (
+            f"SniFlag {flags} has bit(s) {', '.join(map(str, extra))}, which Windows build {os_build} does"
+            f" not support; allowed bits: {', '.join(map(str, allowed))}"
+        )
+    if flags & 2 and not flags & 1:
+        return f"SniFlag {flags} sets bit 2 (central certificate store), which requires bit 1 (SNI)"
+    return None

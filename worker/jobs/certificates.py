@@ -1,0 +1,285 @@
+"""Certificate steps shared by the Add and Remove jobs of every store type.
+
+* :func:`prepare` — before any remote call: open the sealed certificate and password
+  (``WINCERT_SECRET_KEYS``), sniff and parse the file (:mod:`worker.certinput`): thumbprint
+  computed here, leaf by key match, password checked, Windows' iteration limit;
+* :func:`host_info` — ``Get-WinCertHostInfo``: OS build, IIS version, CSP/KSP list;
+* :func:`import_certificate` — host-dependent checks (PBES2 on hosts before Server 2019,
+  provider name against the host's list, not localized tool output), then
+  ``Import-WinCertCertificate``, which confirms the exact thumbprint (and a usable key) on the
+  host or rolls back; optional chain certificates to ``CA`` / ``Root``;
+* :func:`remove_certificate` — ``Remove-WinCertCertificate`` (optionally only when unused).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+from producer.codes import ResultCode
+from producer.messages import AddJob, CertificateData
+from producer.secrets import SecretKeyError, decrypt_secret
+from worker.certinput import CertificateInputError, ParsedCertificate, parse_certificate_input, thumbprint_of
+from worker.jobs.outcome import JobStepError
+from worker.remote.invoke import SecureString
+from worker.remote.session import RemoteSession
+from worker.settings import WorkerSettings
+
+WINDOWS_SERVER_2019_BUILD = 17763
+
+
+@dataclass(frozen=True)
+class PreparedCertificate:
+    """A certificate checked on the worker: the parsed file and the password to send.
+
+    ``password`` None means "no password" (distinct from ``""``, the empty password).
+    """
+
+    parsed: ParsedCertificate
+    raw: bytes | str = field(repr=False)
+    password: str | None = field(repr=False)
+
+    @property
+    def thumbprint(self) -> str:
+        """The leaf's thumbprint (40 upper-case hex), computed on the worker."""
+        return self.parsed.thumbprint
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What ``Get-WinCertHostInfo`` reports."""
+
+    computer_name: str
+    os_build: int
+    iis_version: str | None
+    providers: list[tuple[str, str]]  # (name, "CSP" | "KSP")
+
+
+@dataclass(frozen=True)
+class Imported:
+    """``Import-WinCertCertificate``'s answer: ``outcome`` added / replaced / already_present."""
+
+    thumbprint: str
+    outcome: str
+    has_private_key: bool
+    warnings: list[str]
+
+
+def _open(
+    value_encrypted: str | None, value_plaintext: Any, what: str, settings: WorkerSettings
+) -> str | None:
+    if value_encrypted is not None:
+        if settings.secret_keys is None:
+            raise JobStepError(
+                ResultCode.CERTIFICATE_UNAVAILABLE,
+                f"the job's {what} is encrypted but WINCERT_SECRET_KEYS is not set on the worker; set"
+                " it to the Fernet key(s) the producer uses",
+            )
+        try:
+            return decrypt_secret(value_encrypted, settings.secret_keys.get_secret_value())
+        except SecretKeyError as exc:
+            raise JobStepError(ResultCode.CERTIFICATE_UNAVAILABLE, f"the job's {what}: {exc}") from None
+    if value_plaintext is None:
+        return None
+    if not settings.allow_plaintext_secrets:
+        raise JobStepError(
+            ResultCode.CERTIFICATE_UNAVAILABLE,
+            f"the job carries its {what} in plaintext, which this worker refuses; send it encrypted"
+            " (WINCERT_SECRET_KEYS) or set WINCERT_ALLOW_PLAINTEXT_SECRETS=true (development only)",
+        )
+    return str(value_plaintext.get_secret_value())
+
+
+def open_certificate_data(data: CertificateData, settings: WorkerSettings) -> tuple[str, str | None]:
+    """Decrypt the job's certificate file text and PKCS#12 password.
+
+    Returns ``(contents, password)``: the file as base64 or PEM text (what the producer sealed);
+    password None for "no password".
+
+    Raises:
+        JobStepError: ``certificate_unavailable``.
+    """
+    contents = _open(data.contents_encrypted, data.contents_plaintext, "certificate", settings)
+    password = _open(data.password_encrypted, data.password_plaintext, "certificate password", settings)
+    assert contents is not None  # CertificateData requires one contents field
+    return contents, password
+
+
+def prepare(job: AddJob, settings: WorkerSettings) -> PreparedCertificate:
+    """Everything the worker checks before it contacts the host.
+
+    Raises:
+        JobStepError: ``certificate_unavailable`` or a certificate input code
+            (``invalid_certificate_data``, ``pfx_password_incorrect``, ...).
+    """
+    contents, password = open_certificate_data(job.certificate, settings)
+    try:
+        parsed = parse_certificate_input(contents, password)
+    except CertificateInputError as exc:
+        raise JobStepError(ResultCode(exc.code), exc.message) from None
+    return PreparedCertificate(parsed, contents, password)
+
+
+def host_info(session: RemoteSession) -> HostInfo:
+    """Run ``Get-WinCertHostInfo`` and parse its one JSON object."""
+    output = session.invoke("Get-WinCertHostInfo", {}).output
+    try:
+        data = json.loads(output[0])
+        return HostInfo(
+            computer_name=str(data.get("ComputerName") or ""),
+            os_build=int(data["OsBuild"]),
+            iis_version=str(data["IisVersion"]) if data.get("IisVersion") else None,
+            providers=[(str(p["Name"]), str(p.get("Kind") or "")) for p in data.get("Providers") or []],
+        )
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        raise JobStepError(
+            ResultCode.REMOTE_ERROR, f"Get-WinCertHostInfo returned an unreadable answer ({exc})"
+        ) from None
+
+
+def _os_name(build: int) -> str:
+    names = {14393: "Windows Server 2016", 17763: "Windows Server 2019", 20348: "Windows Server 2022"}
+    return f"{names.get(build, 'Windows')} (build {build})"
+
+
+def for_host(prepared: PreparedCertificate, job: AddJob, info: HostInfo) -> ParsedCertificate:
+    """The parsed certificate as it must be sent to this host: PBES2/AES files are refused for
+    hosts older than Server 2019 unless the job asks to re-wrap them with 3DES/SHA1.
+
+    Raises:
+        JobStepError: ``pfx_algorithm_unsupported_by_host``.
+    """
+    pbe = prepared.parsed.pbe
+    if pbe is None or not pbe.uses_pbes2 or info.os_build >= WINDOWS_SERVER_2019_BUILD:
+        return prepared.parsed
+    try:
+        return parse_certificate_input(
+            prepared.raw, prepared.password, os_build=info.os_build, rewrap_legacy=job.rewrap_legacy_pfx
+        )
+    except CertificateInputError as exc:
+        raise JobStepError(ResultCode(exc.code), f"{exc.message} (host {_os_name(info.os_build)})") from None
+
+
+def check_provider(info: HostInfo, provider: str | None) -> None:
+    """Fail unless ``provider`` is installed on the host (case-insensitive, trimmed).
+
+    Raises:
+        JobStepError: ``provider_not_found``, listing the host's providers.
+    """
+    if provider is None:
+        return
+    names = [name for name, _ in info.providers]
+    if provider.strip().lower() not in {n.strip().lower() for n in names}:
+        raise JobStepError(
+            ResultCode.PROVIDER_NOT_FOUND,
+            f"ProviderName {provider!r} is not installed on {info.computer_name or 'the host'}; installed"
+            f" providers: {', '.join(sorted(names)) or 'none reported'}",
+        )
+
+
+def _import(
+    session: RemoteSession,
+    store_path: str,
+    data: bytes,
+    thumbprint: str,
+    *,
+    password: str | None,
+    provider: str | None = None,
+    exportable: bool = False,
+    overwrite: bool = False,
+) -> Imported:
+    params: dict[str, Any] = {
+        "StorePath": store_path,
+        "CertificateData": data,
+        "ExpectedThumbprint": thumbprint,
+    }
+    if password is not None:
+        params["Password"] = SecureString(password)
+    if provider:
+        params["ProviderName"] = provider
+    if exportable:
+        params["Exportable"] = True
+    if overwrite:
+        params["Overwrite"] = True
+    invocation = session.invoke("Import-WinCertCertificate", params)
+    record = json.loads(invocation.output[0])
+    found = str(record.get("Thumbprint", "")).upper()
+    if found != thumbprint:
+        raise JobStepError(
+            ResultCode.IMPORT_VERIFICATION_FAILED,
+            f"the host reported thumbprint {found or '(none)'} after importing {thumbprint}",
+        )
+    return Imported(found, str(record["Outcome"]), bool(record.get("HasPrivateKey")), invocation.warnings)
+
+
+def import_certificate(
+    session: RemoteSession,
+    job: AddJob,
+    prepared: PreparedCertificate,
+    info: HostInfo,
+    provider: str | None,
+) -> Imported:
+    """Import the job's certificate into its store path and confirm it on the host.
+
+    Chain certificates are added only with ``include_chain`` (intermediates to ``CA``,
+    self-signed roots to ``Root``); their outcomes become warnings.
+
+    Raises:
+        JobStepError: host-dependent checks; RemoteCommandError from the host.
+    """
+    parsed = for_host(prepared, job, info)
+    check_provider(info, provider)
+    if parsed.has_private_key and parsed.pkcs12_bytes is not None:
+        data, password = parsed.pkcs12_bytes, prepared.password
+    else:
+        data, password = parsed.leaf_der, None
+    imported = _import(
+        session,
+        job.store.store_path,
+        data,
+        parsed.thumbprint,
+        password=password,
+        provider=provider if parsed.has_private_key else None,
+        exportable=job.exportable,
+        overwrite=job.overwrite,
+    )
+    if parsed.has_private_key and not imported.has_private_key:
+        raise JobStepError(
+            ResultCode.IMPORT_VERIFICATION_FAILED,
+            f"certificate {parsed.thumbprint} is in {job.store.store_path} but without its private key",
+        )
+    warnings = list(imported.warnings)
+    if job.include_chain:
+        for der in parsed.chain_der:
+            cert = x509.load_der_x509_certificate(der)
+            store = "Root" if cert.issuer == cert.subject else "CA"
+            chained = _import(session, store, der, thumbprint_of(der), password=None)
+            warnings.append(
+                f"chain certificate {chained.thumbprint} ({cert.subject.rfc4514_string()}):"
+                f" {chained.outcome} in {store}"
+            )
+    return Imported(imported.thumbprint, imported.outcome, imported.has_private_key, warnings)
+
+
+@dataclass(frozen=True)
+class Removed:
+    """``Remove-WinCertCertificate``'s answer: ``outcome`` removed / already_absent / in_use."""
+
+    thumbprint: str
+    outcome: str
+    used_by: list[str]
+
+
+def remove_certificate(
+    session: RemoteSession, store_path: str, thumbprint: str, *, if_unused: bool
+) -> Removed:
+    """Delete ``thumbprint`` from ``store_path`` (with ``if_unused``: only when no IIS binding
+    or SQL Server instance uses it)."""
+    params: dict[str, Any] = {"StorePath": store_path, "Thumbprint": thumbprint}
+    if if_unused:
+        params["IfUnused"] = True
+    record = json.loads(session.invoke("Remove-WinCertCertificate", params).output[0])
+    return Removed(thumbprint, str(record["Outcome"]), [str(u) for u in record.get("UsedBy") or []])

@@ -1,0 +1,214 @@
+"""IISU store jobs: certificates bound to IIS https bindings (peer store type "IIS Bound Certificate").
+
+* Inventory: one item per https binding with a certificate whose certificate store is the job's
+  store path (``My`` or ``WebHosting``; the peer reports every store under both, defect B16);
+  alias ``<THUMBPRINT>:<SiteName>:<ip>:<port>:<host>`` and the peer's parameters. A binding whose
+  certificate is missing from its store is a warning (``partial``), not a failed job.
+* Add: host checks first (IIS installed, SSL flags for the OS build, wildcard host names on IIS
+  10+), import, then ``Set-WinCertIisBinding`` for exactly ``ip:port:host`` on the site
+  (``binding_conflict`` when another site owns the endpoint, unless ``allow_takeover``). A
+  binding failure removes a certificate this job imported. A renewal then deletes the old
+  certificate if no https binding (or SQL instance) still uses it.
+* Remove: delete the one binding the alias names — only while it still uses the alias's
+  certificate — then the certificate if nothing else uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from producer.codes import ResultCode
+from producer.entry_parameters import IisParameters, ssl_flags_problem
+from producer.messages import AddJob, CertificateItem, InventoryJob, RemoveJob, Status
+from worker.jobs import certificates
+from worker.jobs.certificates import HostInfo, PreparedCertificate
+from worker.jobs.outcome import JobStepError, Outcome
+from worker.jobs.wincert import inventory_items, inventory_outcome
+from worker.remote.errors import RemoteCommandError
+from worker.remote.session import RemoteSession
+
+
+def bindings(session: RemoteSession) -> list[dict[str, Any]]:
+    """Every binding of every site (``Get-WinCertIisBinding``), as dicts."""
+    return [json.loads(text) for text in session.invoke("Get-WinCertIisBinding", {}).output]
+
+
+def _https_with_certificate(binding: dict[str, Any]) -> bool:
+    return str(binding.get("Protocol", "")).lower() == "https" and bool(binding.get("CertificateHash"))
+
+
+def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
+    """One item per https binding with a certificate in the job's store path."""
+    store_path = job.store.store_path
+    selected = [
+        b
+        for b in bindings(session)
+        if _https_with_certificate(b)
+        and str(b.get("CertificateStoreName") or "My").lower() == store_path.lower()
+    ]
+    by_thumbprint: dict[str, CertificateItem] = {}
+    warnings: list[str] = []
+    if selected:
+        certs, warnings = inventory_items(session, store_path)
+        by_thumbprint = {item.thumbprint: item for item in certs}
+    items: list[CertificateItem] = []
+    for binding in selected:
+        thumbprint = str(binding["CertificateHash"]).upper()
+        info = str(binding["BindingInformation"])
+        cert = by_thumbprint.get(thumbprint)
+        if cert is None:
+            warnings.append(
+                f"Skipped binding {binding['SiteName']} {info}: certificate {thumbprint} is not in"
+                f" LocalMachine\\{store_path}"
+            )
+            continue
+        items.append(
+            cert.model_copy(
+                update={
+                    "alias": f"{thumbprint}:{binding['SiteName']}:{info}",
+                    "parameters": {
+                        "SiteName": str(binding["SiteName"]),
+                        "Port": str(binding["Port"]),
+                        "IPAddress": str(binding["IPAddress"]),
+                        "HostName": str(binding.get("HostName") or ""),
+                        "SniFlag": str(int(binding.get("SslFlags") or 0)),
+                        "Protocol": "https",
+                    },
+                }
+            )
+        )
+    return inventory_outcome(items, warnings)
+
+
+def _check_host(entry: IisParameters, info: HostInfo) -> None:
+    if info.iis_version is None:
+        raise JobStepError(
+            ResultCode.IIS_NOT_INSTALLED,
+            f"IIS is not installed on {info.computer_name or 'the host'}; use a WinCert store or install IIS",
+        )
+    problem = ssl_flags_problem(entry.sni_flag, info.os_build)
+    if problem:
+        raise JobStepError(ResultCode.INVALID_SSL_FLAGS, problem)
+    major = int(info.iis_version.split(".", 1)[0] or 0)
+    if entry.host_name.startswith("*.") and major < 10:
+        raise JobStepError(
+            ResultCode.WILDCARD_HOST_NOT_SUPPORTED,
+            f"HostName {entry.host_name!r} is a wildcard, which needs IIS 10 or later (the host has IIS"
+            f" {info.iis_version})",
+        )
+
+
+def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
+    """Import the certificate and bind it to the site's https binding ``ip:port:host``."""
+    entry = job.entry
+    assert isinstance(entry, IisParameters)
+    info = certificates.host_info(session)
+    _check_host(entry, info)
+    imported = certificates.import_certificate(session, job, prepared, info, entry.provider_name)
+    thumbprint = imported.thumbprint
+    warnings = list(imported.warnings)
+    params: dict[str, Any] = {
+        "SiteName": entry.site_name,
+        "IPAddress": entry.ip_address,
+        "Port": entry.port,
+        "HostName": entry.host_name,
+        "SslFlags": entry.sni_flag,
+        "Thumbprint": thumbprint,
+        "StorePath": job.store.store_path,
+    }
+    if job.allow_takeover:
+        params["AllowTakeover"] = True
+    try:
+        invocation = session.invoke("Set-WinCertIisBinding", params)
+    except RemoteCommandError as exc:
+        if imported.outcome == "added":
+            _roll_back(session, job, thumbprint, exc)
+        raise
+    bound = json.loads(invocation.output[0])
+    warnings.extend(invocation.warnings)
+    outcome = str(bound["Outcome"])
+    if job.renewal_thumbprint and job.renewal_thumbprint != thumbprint:
+        old = certificates.remove_certificate(
+            session, job.store.store_path, job.renewal_thumbprint, if_unused=True
+        )
+        if old.outcome == "in_use":
+            warnings.append(
+                f"the renewed certificate {old.thumbprint} was kept: still used by {'; '.join(old.used_by)}"
+            )
+        elif old.outcome == "removed":
+            warnings.append(f"the renewed certificate {old.thumbprint} was removed (no binding uses it)")
+    unchanged = imported.outcome == "already_present" and outcome == "unchanged"
+    message = (
+        f"Certificate {thumbprint} is already bound to {entry.site_name} https {entry.binding_information};"
+        " nothing changed."
+        if unchanged
+        else f"Bound certificate {thumbprint} to {entry.site_name} https {bound['BindingInformation']}"
+        f" ({outcome}; certificate {imported.outcome})."
+    )
+    code = ResultCode.ALREADY_PRESENT if unchanged else ResultCode.OK
+    return Outcome(Status.SUCCESS, code, message, warnings, thumbprint=thumbprint)
+
+
+def _roll_back(session: RemoteSession, job: AddJob, thumbprint: str, cause: RemoteCommandError) -> None:
+    """Remove the certificate this job imported because binding it failed; never hide a failure."""
+    try:
+        certificates.remove_certificate(session, job.store.store_path, thumbprint, if_unused=True)
+    except Exception as exc:
+        cause.message += (
+            f" — and removing the certificate {thumbprint} this job imported failed too"
+            f" ({type(exc).__name__}); remove it from {job.store.store_path} by hand"
+        )
+    else:
+        cause.message += f" (the certificate {thumbprint} this job imported was removed again)"
+
+
+def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
+    """Delete the binding the alias names, then the certificate when nothing uses it."""
+    alias = job.iis_alias
+    warnings: list[str] = []
+    changed = False
+    current = next(
+        (
+            b
+            for b in bindings(session)
+            if str(b.get("Protocol", "")).lower() == "https"
+            and str(b.get("SiteName", "")).lower() == alias.site_name.lower()
+            and str(b.get("BindingInformation", "")).lower() == alias.binding_information.lower()
+        ),
+        None,
+    )
+    if current is not None and str(current.get("CertificateHash") or "").upper() == alias.thumbprint:
+        params = {
+            "SiteName": alias.site_name,
+            "IPAddress": alias.ip_address,
+            "Port": alias.port,
+            "HostName": alias.host_name,
+        }
+        removed = json.loads(session.invoke("Remove-WinCertIisBinding", params).output[0])
+        changed = removed["Outcome"] == "removed"
+    elif current is not None:
+        warnings.append(
+            f"binding {alias.site_name} {alias.binding_information} was left in place: it now uses"
+            f" certificate {str(current.get('CertificateHash') or '(none)').upper()}, not {alias.thumbprint}"
+        )
+    cert = certificates.remove_certificate(session, job.store.store_path, alias.thumbprint, if_unused=True)
+    if cert.outcome == "in_use":
+        warnings.append(f"certificate {alias.thumbprint} was kept: still used by {'; '.join(cert.used_by)}")
+    changed = changed or cert.outcome == "removed"
+    if not changed:
+        return Outcome(
+            Status.SUCCESS,
+            ResultCode.ALREADY_ABSENT,
+            f"Binding {alias} is not present; nothing to remove.",
+            warnings,
+            thumbprint=alias.thumbprint,
+        )
+    return Outcome(
+        Status.SUCCESS,
+        ResultCode.OK,
+        f"Removed {alias.site_name} https {alias.binding_information}"
+        + (" and its certificate." if cert.outcome == "removed" else "."),
+        warnings,
+        thumbprint=alias.thumbprint,
+    )

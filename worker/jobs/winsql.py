@@ -1,0 +1,198 @@
+"""WinSQL store jobs: the certificate SQL Server instances use for TLS.
+
+* Inventory: one item per certificate some instance is bound to (alias = thumbprint,
+  ``InstanceName`` = the instances, comma-joined, as the peer reports them).
+* Add: import into ``My``; then per instance (``InstanceName``, default ``MSSQLSERVER``): grant
+  the service account read on the key, write the registry value, restart when the store's
+  ``restart_service`` is set (``Set-WinCertSqlCertificate`` does the three in that order). With
+  a renewal thumbprint only instances bound to it are rebound (peer defect B10 fixed). A failed
+  restart is a ``warning`` (``service_restart_failed``); a failed binding is a failure that names
+  the instances already bound, and a certificate no instance took is removed again.
+* Remove: unbind only instances bound to that thumbprint (peer defect B9 fixed), then delete the
+  certificate unless another instance (or an IIS binding) still uses it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from producer.codes import ResultCode
+from producer.entry_parameters import SqlParameters
+from producer.messages import AddJob, CertificateItem, InventoryJob, RemoveJob, Status
+from worker.jobs import certificates
+from worker.jobs.certificates import PreparedCertificate
+from worker.jobs.outcome import JobStepError, Outcome
+from worker.jobs.wincert import inventory_items, inventory_outcome
+from worker.remote.errors import RemoteCommandError
+from worker.remote.session import RemoteSession
+
+SQL_STORE = "My"
+
+
+def instances(session: RemoteSession) -> dict[str, dict[str, Any]]:
+    """Installed instances by lower-cased name (``Get-WinCertSqlInstance``)."""
+    found = [json.loads(text) for text in session.invoke("Get-WinCertSqlInstance", {}).output]
+    return {str(i["InstanceName"]).lower(): i for i in found}
+
+
+def _resolve(names: list[str], installed: dict[str, dict[str, Any]]) -> list[str]:
+    unknown = [n for n in names if n.lower() not in installed]
+    if unknown:
+        listed = ", ".join(sorted(str(i["InstanceName"]) for i in installed.values())) or "none"
+        raise JobStepError(
+            ResultCode.SQL_INSTANCE_NOT_FOUND,
+            f"InstanceName {', '.join(repr(n) for n in unknown)} is not installed; installed"
+            f" instances: {listed}",
+        )
+    return [str(installed[n.lower()]["InstanceName"]) for n in names]
+
+
+def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
+    """One item per bound certificate, with the instances using it."""
+    users: dict[str, list[str]] = {}
+    for info in instances(session).values():
+        thumbprint = str(info.get("Certificate") or "").upper()
+        if thumbprint:
+            users.setdefault(thumbprint, []).append(str(info["InstanceName"]))
+    items: list[CertificateItem] = []
+    warnings: list[str] = []
+    if users:
+        certs, warnings = inventory_items(session, SQL_STORE)
+        by_thumbprint = {item.thumbprint: item for item in certs}
+        for thumbprint, names in sorted(users.items()):
+            cert = by_thumbprint.get(thumbprint)
+            if cert is None:
+                warnings.append(
+                    f"Skipped instance(s) {', '.join(names)}: certificate {thumbprint} is not in"
+                    f" LocalMachine\\{SQL_STORE}"
+                )
+                continue
+            items.append(cert.model_copy(update={"parameters": {"InstanceName": ",".join(names)}}))
+    return inventory_outcome(items, warnings)
+
+
+def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
+    """Import the certificate and bind it to the instances."""
+    entry = job.entry
+    assert isinstance(entry, SqlParameters)
+    info = certificates.host_info(session)
+    installed = instances(session)
+    names = _resolve(entry.instance_name or ["MSSQLSERVER"], installed)
+    imported = certificates.import_certificate(session, job, prepared, info, entry.provider_name)
+    thumbprint = imported.thumbprint
+    warnings = list(imported.warnings)
+    targets = names
+    if job.renewal_thumbprint:
+        targets = [
+            n
+            for n in names
+            if str(installed[n.lower()].get("Certificate") or "").upper() == job.renewal_thumbprint
+        ]
+        warnings += [
+            f"instance {n} was not rebound: it does not use the renewed certificate {job.renewal_thumbprint}"
+            for n in names
+            if n not in targets
+        ]
+    bound: list[str] = []
+    restart_failed: list[str] = []
+    changed = imported.outcome != "already_present"
+    for name in targets:
+        params: dict[str, Any] = {"InstanceName": name, "Thumbprint": thumbprint, "StorePath": SQL_STORE}
+        if job.store.restart_service:
+            params["RestartService"] = True
+        try:
+            invocation = session.invoke("Set-WinCertSqlCertificate", params)
+        except RemoteCommandError as exc:
+            done = f"; already bound: {', '.join(bound)}" if bound else ""
+            if not bound and imported.outcome == "added":
+                certificates.remove_certificate(session, SQL_STORE, thumbprint, if_unused=True)
+                done = f" (the certificate {thumbprint} this job imported was removed again)"
+            exc.message += f" — binding instance {name} failed{done}"
+            raise
+        record = json.loads(invocation.output[0])
+        warnings.extend(invocation.warnings)
+        bound.append(name)
+        changed = changed or record["Outcome"] != "unchanged"
+        if record.get("RestartError"):
+            restart_failed.append(name)
+            warnings.append(f"instance {name}: {record['RestartError']}")
+    if restart_failed:
+        return Outcome(
+            Status.WARNING,
+            ResultCode.SERVICE_RESTART_FAILED,
+            f"Bound certificate {thumbprint} to {', '.join(bound)}, but restarting"
+            f" {', '.join(restart_failed)} failed; restart the service for SQL Server to use the new"
+            " certificate.",
+            warnings,
+            thumbprint=thumbprint,
+        )
+    if job.renewal_thumbprint and job.renewal_thumbprint != thumbprint and bound:
+        old = certificates.remove_certificate(session, SQL_STORE, job.renewal_thumbprint, if_unused=True)
+        if old.outcome == "in_use":
+            warnings.append(
+                f"the renewed certificate {old.thumbprint} was kept: still used by {'; '.join(old.used_by)}"
+            )
+    if not changed:
+        return Outcome(
+            Status.SUCCESS,
+            ResultCode.ALREADY_PRESENT,
+            f"Certificate {thumbprint} is already bound to {', '.join(bound) or 'the instances'};"
+            " nothing changed.",
+            warnings,
+            thumbprint=thumbprint,
+        )
+    where = ", ".join(bound) if bound else "no instance (none used the renewed certificate)"
+    return Outcome(
+        Status.SUCCESS,
+        ResultCode.OK,
+        f"Bound certificate {thumbprint} to {where}.",
+        warnings,
+        thumbprint=thumbprint,
+    )
+
+
+def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
+    """Unbind instances bound to the thumbprint, then delete it when nothing uses it."""
+    entry = job.entry_parameters
+    installed = instances(session)
+    requested = entry.instance_name if isinstance(entry, SqlParameters) and entry.instance_name else None
+    names = (
+        _resolve(requested, installed) if requested else [str(i["InstanceName"]) for i in installed.values()]
+    )
+    thumbprint = job.thumbprint
+    warnings: list[str] = []
+    unbound: list[str] = []
+    for name in names:
+        params: dict[str, Any] = {"InstanceName": name, "Thumbprint": thumbprint}
+        if job.store.restart_service:
+            params["RestartService"] = True
+        invocation = session.invoke("Clear-WinCertSqlCertificate", params)
+        record = json.loads(invocation.output[0])
+        warnings.extend(invocation.warnings)
+        if record["Outcome"] == "unbound":
+            unbound.append(name)
+            if record.get("RestartError"):
+                warnings.append(f"instance {name}: {record['RestartError']}")
+    cert = certificates.remove_certificate(session, SQL_STORE, thumbprint, if_unused=True)
+    if cert.outcome == "in_use":
+        warnings.append(f"certificate {thumbprint} was kept: still used by {'; '.join(cert.used_by)}")
+    if not unbound and cert.outcome != "removed":
+        state = "is not in" if cert.outcome == "already_absent" else "is kept in"
+        return Outcome(
+            Status.SUCCESS,
+            ResultCode.ALREADY_ABSENT,
+            f"No SQL Server instance is bound to {thumbprint} and it {state} {SQL_STORE}; nothing changed.",
+            warnings,
+            thumbprint=thumbprint,
+        )
+    parts = [f"unbound {', '.join(unbound)}"] if unbound else []
+    if cert.outcome == "removed":
+        parts.append(f"removed the certificate from {SQL_STORE}")
+    return Outcome(
+        Status.SUCCESS,
+        ResultCode.OK,
+        f"Certificate {thumbprint}: {'; '.join(parts)}.",
+        warnings,
+        thumbprint=thumbprint,
+    )

@@ -1,0 +1,556 @@
+# WinCert Orchestrator: IIS https bindings.
+# Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
+# Loaded once per runspace (or pre-installed as a module for JEA endpoints). Public functions
+# are defined at column 0; helpers are nested inside them so that only public functions are
+# top-level. The simulator implements the same functions in simulator/commands/iis.py; both
+# must produce the same objects, warnings and errors (tests/contract checks names and
+# parameters).
+#
+# IIS is driven only through Microsoft.Web.Administration (ServerManager, loaded from
+# %windir%\System32\inetsrv): no appcmd, no netsh, no WebAdministration drive, and no text is
+# ever built from parameter values. A binding's certificate lives in http.sys: non-SNI https
+# bindings share the ip:port mapping of their endpoint, SNI bindings (sslFlags bit 1) the
+# host:port mapping; ServerManager.CommitChanges writes the mapping (last writer wins).
+
+function Get-WinCertIisBinding {
+    <#
+    .SYNOPSIS
+    Lists every binding of every IIS site as one compact JSON string each.
+
+    .DESCRIPTION
+    Keys: SiteName, SiteId, Protocol, BindingInformation, IPAddress ('*', IPv4 or bracketed IPv6
+    as written in the binding; '' when the binding information is not ip:port:host, e.g.
+    net.tcp), Port (int or null), HostName, SslFlags (int), CertificateHash (upper-case hex or
+    ''), CertificateStoreName ('' when none). The worker filters https bindings with a hash.
+    Errors: WinCert.IisNotInstalled.
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+
+    $ErrorActionPreference = 'Stop'
+
+    # ServerManager from %windir%\System32\inetsrv, or $null when IIS is not installed.
+    function Open-ServerManager {
+        $inetsrv = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv'
+        $assembly = Join-Path -Path $inetsrv -ChildPath 'Microsoft.Web.Administration.dll'
+        $config = Join-Path -Path $inetsrv -ChildPath 'config\applicationHost.config'
+        if (-not (Test-Path -LiteralPath $assembly -PathType Leaf) -or
+            -not (Test-Path -LiteralPath $config -PathType Leaf)) {
+            return $null
+        }
+        $null = [System.Reflection.Assembly]::LoadFrom($assembly)
+        return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
+    }
+
+    # ip:port:host -> @(ip, port, host), bracket-aware (the host never contains ':'); $null
+    # when the text is not of that form. Mirrors simulator/windows/iis.py.
+    function Split-BindingInformation {
+        param(
+            [string]$Information
+        )
+        $hostSep = $Information.LastIndexOf(':')
+        if ($hostSep -lt 0) { return $null }
+        $portSep = if ($hostSep -gt 0) { $Information.LastIndexOf(':', $hostSep - 1) } else { -1 }
+        if ($portSep -lt 1) { return $null }
+        $ip = $Information.Substring(0, $portSep)
+        $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
+        $hostName = $Information.Substring($hostSep + 1)
+        if ($portText -notmatch '^[0-9]+\z') { return $null }
+        if ($ip.Contains(':') -and -not ($ip.StartsWith('[') -and $ip.EndsWith(']'))) { return $null }
+        return , @($ip, [int]$portText, $hostName)
+    }
+
+    $manager = Open-ServerManager
+    if ($null -eq $manager) {
+        $record = [System.Management.Automation.ErrorRecord]::new(
+            [System.IO.FileNotFoundException]::new('IIS is not installed on this host (Microsoft.Web.Administration is not available).'),
+            'WinCert.IisNotInstalled',
+            [System.Management.Automation.ErrorCategory]::NotInstalled,
+            $null)
+        $PSCmdlet.ThrowTerminatingError($record)
+    }
+    try {
+        foreach ($site in $manager.Sites) {
+            foreach ($binding in $site.Bindings) {
+                $information = [string]$binding.BindingInformation
+                $parts = Split-BindingInformation -Information $information
+                if ($null -eq $parts) { $parts = @('', $null, '') }
+                $sslFlags = 0
+                try { $sslFlags = [int]$binding.GetAttributeValue('sslFlags') } catch { $sslFlags = 0 }
+                $hash = ''
+                $storeName = ''
+                if ($binding.Protocol -eq 'https') {
+                    $bytes = $binding.CertificateHash
+                    if ($null -ne $bytes -and $bytes.Length -gt 0) {
+                        $hash = [System.BitConverter]::ToString($bytes).Replace('-', '').ToUpperInvariant()
+                        $storeName = [string]$binding.CertificateStoreName
+                    }
+                }
+                [pscustomobject]@{
+                    SiteName             = [string]$site.Name
+                    SiteId               = [long]$site.Id
+                    Protocol             = [string]$binding.Protocol
+                    BindingInformation   = $information
+                    IPAddress            = [string]$parts[0]
+                    Port                 = $parts[1]
+                    HostName             = [string]$parts[2]
+                    SslFlags             = $sslFlags
+                    CertificateHash      = $hash
+                    CertificateStoreName = $storeName
+                } | ConvertTo-Json -Compress
+            }
+        }
+    }
+    finally {
+        $manager.Dispose()
+    }
+}
+
+function Set-WinCertIisBinding {
+    <#
+    .SYNOPSIS
+    Creates or replaces the https binding IPAddress:Port:HostName of one IIS site.
+
+    .DESCRIPTION
+    Checks, in this order, each a terminating error:
+    WinCert.IisNotInstalled;
+    WinCert.InvalidSslFlags - bits not allowed on this OS build (>= 20348: 1,4,8,16,32,64;
+      >= 17763: 1,4,8; >= 14393: 1,4; older: 1,2), bit 2 without bit 1, or bit 1 (SNI) with an
+      empty HostName;
+    WinCert.WildcardHostNotSupported - a HostName containing '*' on IIS older than 10;
+    WinCert.SiteNotFound;
+    WinCert.CertificateNotFound - not in LocalMachine\<StorePath>, or without a private key;
+    WinCert.BindingConflict - another site has an https binding with the same binding
+      information, or one sharing the http.sys endpoint (ip:port without SNI, host:port with
+      SNI) served by another certificate; the message names the site. With -AllowTakeover the
+      binding is made anyway and each such binding is a warning.
+    Only the https binding of this site whose binding information equals IPAddress:Port:HostName
+    (case-insensitive) is replaced; certificate, store and the full SslFlags are set in one
+    commit. Output: {"Outcome": "created"|"replaced"|"unchanged", "BindingInformation",
+    "PreviousThumbprint"}; unchanged when the binding already had this certificate, store and
+    flags (nothing is written).
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)]
+        [ValidateNotNullOrEmpty()]
+        [string]$SiteName,
+
+        [Parameter(Mandatory)]
+        [ValidatePattern('^(\*|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|\[[0-9A-Fa-f:.]+\])\z')]
+        [string]$IPAddress,
+
+        [Parameter(Mandatory)]
+        [ValidateRange(1, 65535)]
+        [int]$Port,
+
+        [Parameter(Mandatory)]
+        [AllowEmptyString()]
+        [ValidatePattern('^[^\s:/\x00-\x1F\x7F]*\z')]
+        [string]$HostName,
+
+        [Parameter(Mandatory)]
+        [int]$SslFlags,
+
+        [Parameter(Mandatory)]
+        [ValidatePattern('^[0-9A-Fa-f]{40}\z')]
+        [string]$Thumbprint,
+
+        [Parameter(Mandatory)]
+        [ValidateNotNullOrEmpty()]
+        [string]$StorePath,
+
+        [switch]$AllowTakeover
+    )
+
+    $ErrorActionPreference = 'Stop'
+
+    function New-ErrorRecord {
+        param(
+            [string]$Message,
+            [string]$ErrorId,
+            [System.Management.Automation.ErrorCategory]$Category,
+            [object]$Target,
+            [string]$ExceptionType = 'System.InvalidOperationException'
+        )
+        $exception = New-Object -TypeName $ExceptionType -ArgumentList $Message
+        return [System.Management.Automation.ErrorRecord]::new($exception, $ErrorId, $Category, $Target)
+    }
+
+    function Open-ServerManager {
+        $inetsrv = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv'
+        $assembly = Join-Path -Path $inetsrv -ChildPath 'Microsoft.Web.Administration.dll'
+        $config = Join-Path -Path $inetsrv -ChildPath 'config\applicationHost.config'
+        if (-not (Test-Path -LiteralPath $assembly -PathType Leaf) -or
+            -not (Test-Path -LiteralPath $config -PathType Leaf)) {
+            return $null
+        }
+        $null = [System.Reflection.Assembly]::LoadFrom($assembly)
+        return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
+    }
+
+    # "MAJOR.MINOR" of IIS from HKLM\SOFTWARE\Microsoft\InetStp (64-bit view); '0.0' if unknown.
+    function Get-IisVersion {
+        $hklm = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
+            [Microsoft.Win32.RegistryHive]::LocalMachine, [Microsoft.Win32.RegistryView]::Registry64)
+        try {
+            $key = $hklm.OpenSubKey('SOFTWARE\Microsoft\InetStp')
+            if ($null -eq $key) { return '0.0' }
+            try {
+                return ('{0}.{1}' -f [int]$key.GetValue('MajorVersion', 0), [int]$key.GetValue('MinorVersion', 0))
+            }
+            finally { $key.Close() }
+        }
+        finally { $hklm.Close() }
+    }
+
+    # The http.sys mapping an https binding uses (mirrors endpoint_of in simulator/windows/iis.py):
+    # 'hostnameport=<host>:<port>' with SNI, else 'ipport=<ip>:<port>' ('*' = 0.0.0.0, IPv6 in
+    # brackets, canonical text); $null when the binding information is not ip:port:host.
+    function Get-EndpointKey {
+        param(
+            [string]$Information,
+            [int]$Flags
+        )
+        $hostSep = $Information.LastIndexOf(':')
+        if ($hostSep -lt 1) { return $null }
+        $portSep = $Information.LastIndexOf(':', $hostSep - 1)
+        if ($portSep -lt 1) { return $null }
+        $ip = $Information.Substring(0, $portSep)
+        $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
+        $hostName = $Information.Substring($hostSep + 1)
+        if ($portText -notmatch '^[0-9]+\z') { return $null }
+        $portNumber = [int]$portText
+        if (($Flags -band 1) -ne 0) {
+            return ('hostnameport={0}:{1}' -f $hostName.ToLowerInvariant(), $portNumber)
+        }
+        if ($ip -eq '*') { return ('ipport=0.0.0.0:{0}' -f $portNumber) }
+        $inner = $ip
+        if ($ip.StartsWith('[') -and $ip.EndsWith(']')) { $inner = $ip.Substring(1, $ip.Length - 2) }
+        $address = $null
+        if ([System.Net.IPAddress]::TryParse($inner, [ref]$address)) {
+            if ($address.AddressFamily -eq [System.Net.Sockets.AddressFamily]::InterNetworkV6) {
+                return ('ipport=[{0}]:{1}' -f $address.ToString(), $portNumber)
+            }
+            return ('ipport={0}:{1}' -f $address.ToString(), $portNumber)
+        }
+        return ('ipport={0}:{1}' -f $ip.ToLowerInvariant(), $portNumber)
+    }
+
+    function Get-BindingSslFlags {
+        param(
+            [object]$Binding
+        )
+        try { return [int]$Binding.GetAttributeValue('sslFlags') } catch { return 0 }
+    }
+
+    function Get-BindingThumbprint {
+        param(
+            [object]$Binding
+        )
+        $bytes = $Binding.CertificateHash
+        if ($null -eq $bytes -or $bytes.Length -eq 0) { return '' }
+        return [System.BitConverter]::ToString($bytes).Replace('-', '').ToUpperInvariant()
+    }
+
+    # 'IP:port 0.0.0.0:443' / 'host:port www.contoso.com:443' for messages.
+    function Format-Endpoint {
+        param(
+            [string]$Key
+        )
+        $kind, $value = $Key.Split([char[]]'=', 2)
+        if ($kind -eq 'ipport') { return ('IP:port {0}' -f $value) }
+        return ('host:port {0}' -f $value)
+    }
+
+    $Thumbprint = $Thumbprint.ToUpperInvariant()
+    $information = '{0}:{1}:{2}' -f $IPAddress, $Port, $HostName
+
+    $manager = Open-ServerManager
+    if ($null -eq $manager) {
+        $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message 'IIS is not installed on this host (Microsoft.Web.Administration is not available).' -ErrorId 'WinCert.IisNotInstalled' -Category NotInstalled -Target $null -ExceptionType 'System.IO.FileNotFoundException'))
+    }
+    try {
+        # SSL flags for this OS build (the peer's table), then the SNI host rule.
+        $build = [System.Environment]::OSVersion.Version.Build
+        if ($build -ge 20348) { $allowed = @(1, 4, 8, 16, 32, 64) }
+        elseif ($build -ge 17763) { $allowed = @(1, 4, 8) }
+        elseif ($build -ge 14393) { $allowed = @(1, 4) }
+        else { $allowed = @(1, 2) }
+        $mask = 0
+        foreach ($bit in $allowed) { $mask = $mask -bor $bit }
+        $flagsProblem = $null
+        if ($SslFlags -lt 0 -or ($SslFlags -band (-bnot $mask)) -ne 0) {
+            $flagsProblem = 'SslFlags {0} is not valid on this host (OS build {1}): allowed bits are {2}.' -f $SslFlags, $build, ($allowed -join ', ')
+        }
+        elseif (($SslFlags -band 2) -ne 0 -and ($SslFlags -band 1) -eq 0) {
+            $flagsProblem = 'SslFlags {0} is not valid: bit 2 (Centralized Certificate Store) requires bit 1 (SNI).' -f $SslFlags
+        }
+        elseif (($SslFlags -band 1) -ne 0 -and $HostName.Length -eq 0) {
+            $flagsProblem = 'SslFlags {0} sets bit 1 (SNI), which requires a HostName.' -f $SslFlags
+        }
+        if ($null -ne $flagsProblem) {
+            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $flagsProblem -ErrorId 'WinCert.InvalidSslFlags' -Category InvalidArgument -Target ([string]$SslFlags) -ExceptionType 'System.ArgumentException'))
+        }
+
+        if ($HostName.Contains('*')) {
+            $version = Get-IisVersion
+            if ([int]($version.Split('.')[0]) -lt 10) {
+                $message = "Wildcard host name '{0}' requires IIS 10.0 or later (this host has IIS {1})." -f $HostName, $version
+                $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.WildcardHostNotSupported' -Category InvalidArgument -Target $HostName -ExceptionType 'System.ArgumentException'))
+            }
+        }
+
+        $site = $null
+        foreach ($candidate in $manager.Sites) {
+            if ($candidate.Name -eq $SiteName) { $site = $candidate; break }
+        }
+        if ($null -eq $site) {
+            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message ("IIS site '{0}' was not found." -f $SiteName) -ErrorId 'WinCert.SiteNotFound' -Category ObjectNotFound -Target $SiteName -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
+        }
+
+        # The certificate must be in LocalMachine\<StorePath> with its private key.
+        $certificate = $null
+        $store = [System.Security.Cryptography.X509Certificates.X509Store]::new(
+            $StorePath, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+        try {
+            $opened = $true
+            try {
+                $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly')
+            }
+            catch { $opened = $false }
+            if ($opened) {
+                $found = $store.Certificates.Find(
+                    [System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $Thumbprint, $false)
+                if ($found.Count -gt 0) { $certificate = $found[0] }
+            }
+        }
+        finally { $store.Close() }
+        if ($null -eq $certificate) {
+            $message = 'Certificate {0} was not found in LocalMachine\{1}.' -f $Thumbprint, $StorePath
+            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.CertificateNotFound' -Category ObjectNotFound -Target $Thumbprint -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
+        }
+        if (-not $certificate.HasPrivateKey) {
+            $message = 'Certificate {0} in LocalMachine\{1} has no private key.' -f $Thumbprint, $StorePath
+            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.CertificateNotFound' -Category ObjectNotFound -Target $Thumbprint -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
+        }
+
+        $existing = $null
+        foreach ($binding in $site.Bindings) {
+            if ($binding.Protocol -eq 'https' -and $binding.BindingInformation -eq $information) { $existing = $binding; break }
+        }
+        $previous = $null
+        if ($null -ne $existing) {
+            $oldHash = Get-BindingThumbprint -Binding $existing
+            if ($oldHash) { $previous = $oldHash }
+            if ((Get-BindingSslFlags -Binding $existing) -eq $SslFlags -and $oldHash -eq $Thumbprint -and
+                [string]$existing.CertificateStoreName -eq $StorePath) {
+                return ([pscustomobject]@{
+                        Outcome            = 'unchanged'
+                        BindingInformation = [string]$existing.BindingInformation
+                        PreviousThumbprint = $previous
+                    } | ConvertTo-Json -Compress)
+            }
+        }
+
+        # Conflicts with other sites (same binding, or same http.sys endpoint with another cert).
+        $endpoint = Get-EndpointKey -Information $information -Flags $SslFlags
+        $conflicts = [System.Collections.Generic.List[object]]::new()
+        foreach ($other in $manager.Sites) {
+            if ($other.Id -eq $site.Id) { continue }
+            foreach ($binding in $other.Bindings) {
+                if ($binding.Protocol -ne 'https') { continue }
+                $otherInformation = [string]$binding.BindingInformation
+                $otherHash = Get-BindingThumbprint -Binding $binding
+                $otherEndpoint = Get-EndpointKey -Information $otherInformation -Flags (Get-BindingSslFlags -Binding $binding)
+                if ($otherInformation -eq $information -or ($otherEndpoint -eq $endpoint -and $otherHash -ne $Thumbprint)) {
+                    $conflicts.Add([pscustomobject]@{ Site = [string]$other.Name; Information = $otherInformation; Hash = $otherHash })
+                }
+            }
+        }
+        if ($conflicts.Count -gt 0 -and -not $AllowTakeover) {
+            $first = $conflicts[0]
+            $served = if ($first.Hash) { ' (certificate {0})' -f $first.Hash } else { '' }
+            $message = "Binding '{0}' conflicts with site '{1}': its https binding '{2}' uses the same {3}{4}. Use -AllowTakeover to bind anyway." -f $information, $first.Site, $first.Information, (Format-Endpoint -Key $endpoint), $served
+            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.BindingConflict' -Category ResourceExists -Target $information))
+        }
+
+        # One commit: certificate, store and the full sslFlags value (no second appcmd step).
+        $hashBytes = $certificate.GetCertHash()
+        if ($null -eq $existing) {
+            $binding = $site.Bindings.Add($information, $hashBytes, $StorePath,
+                [System.Enum]::ToObject([Microsoft.Web.Administration.SslFlags], $SslFlags))
+            $outcome = 'created'
+        }
+        else {
+            $binding = $existing
+            $binding.BindingInformation = $information
+            $binding.CertificateHash = $hashBytes
+            $binding.CertificateStoreName = $StorePath
+            $outcome = 'replaced'
+        }
+        $binding.SetAttributeValue('sslFlags', $SslFlags)
+        try {
+            $manager.CommitChanges()
+        }
+        catch {
+            $cause = $_.Exception
+            if ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
+                $cause = $cause.InnerException
+            }
+            $message = "IIS could not save binding '{0}' of site '{1}': {2}" -f $information, $SiteName, $cause.Message
+            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.IisCommitFailed' -Category WriteError -Target $information))
+        }
+        foreach ($conflict in $conflicts) {
+            Write-Warning ("Binding '{0}' takes over the {1} from site '{2}' (binding '{3}')." -f $information, (Format-Endpoint -Key $endpoint), $conflict.Site, $conflict.Information)
+        }
+        [pscustomobject]@{
+            Outcome            = $outcome
+            BindingInformation = $information
+            PreviousThumbprint = $previous
+        } | ConvertTo-Json -Compress
+    }
+    finally {
+        $manager.Dispose()
+    }
+}
+
+function Remove-WinCertIisBinding {
+    <#
+    .SYNOPSIS
+    Removes the https binding IPAddress:Port:HostName of one IIS site.
+
+    .DESCRIPTION
+    Output: {"Outcome": "removed"|"already_absent", "Thumbprint"} (the certificate the binding
+    had, or null). A missing site is already_absent with the warning "IIS site '<name>' was not
+    found; nothing to remove.". The http.sys mapping goes with the binding unless another https
+    binding still uses that endpoint. Errors: WinCert.IisNotInstalled.
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)]
+        [ValidateNotNullOrEmpty()]
+        [string]$SiteName,
+
+        [Parameter(Mandatory)]
+        [ValidatePattern('^(\*|((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|\[[0-9A-Fa-f:.]+\])\z')]
+        [string]$IPAddress,
+
+        [Parameter(Mandatory)]
+        [ValidateRange(1, 65535)]
+        [int]$Port,
+
+        [Parameter(Mandatory)]
+        [AllowEmptyString()]
+        [ValidatePattern('^[^\s:/\x00-\x1F\x7F]*\z')]
+        [string]$HostName
+    )
+
+    $ErrorActionPreference = 'Stop'
+
+    function Open-ServerManager {
+        $inetsrv = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv'
+        $assembly = Join-Path -Path $inetsrv -ChildPath 'Microsoft.Web.Administration.dll'
+        $config = Join-Path -Path $inetsrv -ChildPath 'config\applicationHost.config'
+        if (-not (Test-Path -LiteralPath $assembly -PathType Leaf) -or
+            -not (Test-Path -LiteralPath $config -PathType Leaf)) {
+            return $null
+        }
+        $null = [System.Reflection.Assembly]::LoadFrom($assembly)
+        return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
+    }
+
+    # Same as in Set-WinCertIisBinding: the http.sys mapping of an https binding.
+    function Get-EndpointKey {
+        param(
+            [string]$Information,
+            [int]$Flags
+        )
+        $hostSep = $Information.LastIndexOf(':')
+        if ($hostSep -lt 1) { return $null }
+        $portSep = $Information.LastIndexOf(':', $hostSep - 1)
+        if ($portSep -lt 1) { return $null }
+        $ip = $Information.Substring(0, $portSep)
+        $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
+        $hostName = $Information.Substring($hostSep + 1)
+        if ($portText -notmatch '^[0-9]+\z') { return $null }
+        $portNumber = [int]$portText
+        if (($Flags -band 1) -ne 0) {
+            return ('hostnameport={0}:{1}' -f $hostName.ToLowerInvariant(), $portNumber)
+        }
+        if ($ip -eq '*') { return ('ipport=0.0.0.0:{0}' -f $portNumber) }
+        $inner = $ip
+        if ($ip.StartsWith('[') -and $ip.EndsWith(']')) { $inner = $ip.Substring(1, $ip.Length - 2) }
+        $address = $null
+        if ([System.Net.IPAddress]::TryParse($inner, [ref]$address)) {
+            if ($address.AddressFamily -eq [System.Net.Sockets.AddressFamily]::InterNetworkV6) {
+                return ('ipport=[{0}]:{1}' -f $address.ToString(), $portNumber)
+            }
+            return ('ipport={0}:{1}' -f $address.ToString(), $portNumber)
+        }
+        return ('ipport={0}:{1}' -f $ip.ToLowerInvariant(), $portNumber)
+    }
+
+    function Get-BindingSslFlags {
+        param(
+            [object]$Binding
+        )
+        try { return [int]$Binding.GetAttributeValue('sslFlags') } catch { return 0 }
+    }
+
+    $information = '{0}:{1}:{2}' -f $IPAddress, $Port, $HostName
+
+    $manager = Open-ServerManager
+    if ($null -eq $manager) {
+        $record = [System.Management.Automation.ErrorRecord]::new(
+            [System.IO.FileNotFoundException]::new('IIS is not installed on this host (Microsoft.Web.Administration is not available).'),
+            'WinCert.IisNotInstalled',
+            [System.Management.Automation.ErrorCategory]::NotInstalled,
+            $null)
+        $PSCmdlet.ThrowTerminatingError($record)
+    }
+    try {
+        $site = $null
+        foreach ($candidate in $manager.Sites) {
+            if ($candidate.Name -eq $SiteName) { $site = $candidate; break }
+        }
+        if ($null -eq $site) {
+            Write-Warning ("IIS site '{0}' was not found; nothing to remove." -f $SiteName)
+            return ([pscustomobject]@{ Outcome = 'already_absent'; Thumbprint = $null } | ConvertTo-Json -Compress)
+        }
+        $target = $null
+        foreach ($binding in $site.Bindings) {
+            if ($binding.Protocol -eq 'https' -and $binding.BindingInformation -eq $information) { $target = $binding; break }
+        }
+        if ($null -eq $target) {
+            return ([pscustomobject]@{ Outcome = 'already_absent'; Thumbprint = $null } | ConvertTo-Json -Compress)
+        }
+        $thumbprint = $null
+        $bytes = $target.CertificateHash
+        if ($null -ne $bytes -and $bytes.Length -gt 0) {
+            $thumbprint = [System.BitConverter]::ToString($bytes).Replace('-', '').ToUpperInvariant()
+        }
+        # Keep the http.sys mapping (remove the configuration only) while another https binding
+        # still uses the same endpoint.
+        $endpoint = Get-EndpointKey -Information $information -Flags (Get-BindingSslFlags -Binding $target)
+        $shared = $false
+        foreach ($other in $manager.Sites) {
+            foreach ($binding in $other.Bindings) {
+                if ([object]::ReferenceEquals($binding, $target) -or $binding.Protocol -ne 'https') { continue }
+                if ($other.Id -eq $site.Id -and $binding.BindingInformation -eq $information) { continue }
+                if ((Get-EndpointKey -Information ([string]$binding.BindingInformation) -Flags (Get-BindingSslFlags -Binding $binding)) -eq $endpoint) {
+                    $shared = $true
+                }
+            }
+        }
+        $site.Bindings.Remove($target, $shared)
+        $manager.CommitChanges()
+        [pscustomobject]@{ Outcome = 'removed'; Thumbprint = $thumbprint } | ConvertTo-Json -Compress
+    }
+    finally {
+        $manager.Dispose()
+    }
+}
