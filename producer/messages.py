@@ -339,14 +339,17 @@ class CertificateData(_Model):
     """The certificate to add: a PKCS#12 (``.pfx``/``.p12``), DER, PEM or PKCS#7 file.
 
     The file travels sealed like a password: ``contents_encrypted`` is a Fernet token (made with
-    ``WINCERT_SECRET_KEYS``) of the file's bytes; ``contents_plaintext`` (base64 or PEM text) only
-    where plaintext secrets are explicitly allowed. The PKCS#12 password: ``password_encrypted``
-    (a Fernet token of the UTF-8 password, which may be the empty password) or
+    ``WINCERT_SECRET_KEYS``) of the file as text — base64 of its bytes, or PEM text;
+    ``contents_plaintext`` (the same text) only where plaintext secrets are explicitly allowed.
+    The PKCS#12 password: ``password_encrypted`` (a Fernet token of the UTF-8 password, which may
+    be the empty password) or
     ``password_plaintext``; give neither for "no password" — which Windows treats differently
     from the empty password.
     """
 
-    contents_encrypted: str | None = Field(default=None, description="Fernet token of the file's bytes")
+    contents_encrypted: str | None = Field(
+        default=None, description="Fernet token of the file as base64 (or PEM) text"
+    )
     contents_plaintext: SecretStr | None = Field(default=None, description="base64 or PEM text")
     password_encrypted: str | None = Field(default=None, description="Fernet token of the password")
     password_plaintext: SecretStr | None = Field(default=None, description="PKCS#12 password")
