@@ -10,6 +10,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,28 +107,30 @@ def write_credentials(path: Path, sim: Simulator) -> None:
     path.chmod(0o600)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
-    """Simulator (3 hosts) + one prefork worker (concurrency 4) on a private queue."""
-    import cryptography_vectors
+@contextmanager
+def start_stack(
+    workdir: Path, redis_url: str, hosts: list[HostConfig], **worker_env: str
+) -> Iterator[Stack]:
+    """Start a simulator for ``hosts`` and one prefork worker (concurrency 4) on a private queue.
 
-    workdir = Path(tmp_path_factory.mktemp("e2e"))
-    seed_root = Path(cryptography_vectors.__path__[0]) / "x509"
-    config = SimulatorConfig(state_dir=workdir / "sim", hosts=_hosts(seed_root))
+    ``worker_env`` adds or overrides ``WINCERT_*`` settings of the worker. The worker has named
+    credentials ``<host name lower-case>`` for every host, ``wrong-password``, and
+    ``WINCERT_SECRET_KEYS`` = ``Stack.secret_keys`` (use it to seal passwords and certificates).
+    """
+    config = SimulatorConfig(state_dir=workdir / "sim", hosts=hosts)
     sim = Simulator(config).start()
     try:
         creds = workdir / "credentials.json"
         write_credentials(creds, sim)
         queue = f"e2e-{uuid.uuid4().hex[:8]}"
         metrics_port = free_port()
-        https = sim.host("E2E-HTTPS")
+        ca_bundle = next((h.ca_bundle for h in sim.hosts if h.ca_bundle), None)
         secret_keys = Fernet.generate_key().decode()
         env = {
             "WINCERT_SECRET_KEYS": secret_keys,
             "WINCERT_BROKER_URL": redis_url,
             "WINCERT_QUEUE": queue,
             "WINCERT_CREDENTIALS_FILE": str(creds),
-            "WINCERT_CA_BUNDLE": str(https.ca_bundle),
             "WINCERT_METRICS_PORT": str(metrics_port),
             "WINCERT_METRICS_DIR": str(workdir / "metrics"),
             "WINCERT_HOST_LIMIT": "2",
@@ -135,8 +138,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
             "WINCERT_SLOT_RETRY_MIN_SECONDS": "0.2",
             "WINCERT_SLOT_RETRY_MAX_SECONDS": "0.6",
             "WINCERT_CONNECTION_TIMEOUT": "5",
+            **({"WINCERT_CA_BUNDLE": str(ca_bundle)} if ca_bundle else {}),
+            **worker_env,
         }
         with worker_process(env, workdir / "worker.log", concurrency=4, queue=queue):
             yield Stack(redis_url, queue, sim, env, metrics_port, workdir, secret_keys)
     finally:
         sim.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    """Simulator (4 hosts: HTTP/NTLM with the x509 vectors in Root, HTTPS, a busy and a slow
+    host) + one prefork worker."""
+    import cryptography_vectors
+
+    workdir = Path(tmp_path_factory.mktemp("e2e"))
+    seed_root = Path(cryptography_vectors.__path__[0]) / "x509"
+    with start_stack(workdir, redis_url, _hosts(seed_root)) as running:
+        yield running
