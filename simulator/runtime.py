@@ -29,6 +29,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from simulator.windows.host import WindowsHost
 
 
+class SecureText(str):
+    """A parameter value that arrived as a PSRP SecureString (decrypted by the PSRP layer).
+
+    Commands with ``[securestring]`` parameters accept only this type: a plain string there is
+    what Windows refuses with a ParameterArgumentTransformationError, so the simulator does too.
+    """
+
+    def __repr__(self) -> str:
+        return "SecureText('***')"
+
+
 class CommandError(Exception):
     """A terminating error, as PowerShell's ``ThrowTerminatingError`` produces.
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from simulator.commands.inventory import store_not_found, validate_not_null_or_empty
 from simulator.commands.registry import REGISTRY
-from simulator.runtime import CommandContext, CommandError
+from simulator.runtime import CommandContext, CommandError, SecureText
 from simulator.windows.certstore import StoredCertificate
 from simulator.windows.pfx import PfxImportError, ReadCertificate, read_certificate_data
 from simulator.windows.providers import (
@@ -111,12 +111,18 @@ def _bytes_parameter(command: str, parameter: str, value: Any) -> bytes:
 
 
 def _secure_string_parameter(command: str, parameter: str, value: Any) -> str | None:
-    """A ``[securestring]`` parameter: the PSRP layer hands over the decrypted text (or None)."""
-    if value is None or isinstance(value, str):
+    """A ``[securestring]`` parameter: the PSRP layer hands over the decrypted text (or None).
+
+    A plain string is refused exactly as Windows refuses it — including the value in the
+    message, which is why the worker must always send SecureStrings.
+    """
+    if value is None or isinstance(value, SecureText):
         return value
+    shown = f'"{value}" value' if isinstance(value, str) else "value"
+    net_type = "System.String" if isinstance(value, str) else type(value).__name__
     raise CommandError(
-        f"Cannot process argument transformation on parameter '{parameter}'. Cannot convert the value"
-        f" of type \"{type(value).__name__}\" to type \"System.Security.SecureString\".",
+        f"Cannot process argument transformation on parameter '{parameter}'. Cannot convert the {shown}"
+        f" of type \"{net_type}\" to type \"System.Security.SecureString\".",
         f"ParameterArgumentTransformationError,{command}",
         "InvalidData",
         exception_type="System.Management.Automation.ParameterBindingArgumentTransformationException",

@@ -2,7 +2,9 @@
 
 Commands receive ``str``, ``int``, ``float``, ``bool``, ``bytes``, ``datetime``, ``list``,
 ``dict`` or ``None`` — never psrpcore subclasses — so a value that arrived as data can never be
-mistaken for anything else. SecureStrings (after key exchange) are decrypted to ``str``.
+mistaken for anything else. SecureStrings (after key exchange) are decrypted to
+:class:`~simulator.runtime.SecureText`
+(a ``str`` subclass), so a command can tell them from plain strings as PowerShell does.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from typing import Any
 
 from psrpcore.types import PSObject, PSSecureString
 
+from simulator.runtime import SecureText
+
 
 def to_python(value: Any) -> Any:
     """Plain-Python copy of ``value`` (recursively for lists, dicts and property bags)."""
     if value is None:
         return None
     if isinstance(value, PSSecureString):
-        return str(value.decrypt())
+        return SecureText(value.decrypt())
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, str):

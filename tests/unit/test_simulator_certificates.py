@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from simulator.commands import REGISTRY
 from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SqlInstanceSpec
-from simulator.runtime import CommandError
+from simulator.runtime import CommandError, SecureText
 from simulator.windows import WindowsHost
 from simulator.windows.pfx import MAX_ITERATIONS, inspect_pkcs12
 from simulator.windows.providers import KeyInfo
@@ -136,6 +136,8 @@ def openssl_pfx(tmp_path: Path, key: PrivateKeyTypes, cert: x509.Certificate, *e
 
 
 def run(host: WindowsHost, name: str, **params: Any) -> CollectingContext:
+    if type(params.get("Password")) is str:  # what the PSRP layer hands over for a SecureString
+        params["Password"] = SecureText(params["Password"])
     spec = REGISTRY.get(name)
     assert spec is not None
     ctx = CollectingContext(host)
@@ -746,3 +748,16 @@ def test_import_survives_reopen(tmp_path: Path, ec_pair: Any) -> None:
     third = WindowsHost.open(tmp_path / "h", config)
     assert thumb(cert) not in third.get_store("My") and third.key_info(thumb(cert)) is None
     assert not list((tmp_path / "h" / "keys").iterdir())
+
+
+def test_plain_string_password_is_refused_like_windows(host: WindowsHost) -> None:
+    """A [securestring] parameter sent as a plain string fails parameter binding on Windows
+    (and echoes the value); the worker must always send a SecureString."""
+    spec = REGISTRY.get("Import-WinCertCertificate")
+    assert spec is not None
+    ctx = CollectingContext(host)
+    params = {"StorePath": "My", "CertificateData": b"x", "ExpectedThumbprint": "A" * 40, "Password": "pw"}
+    with pytest.raises(CommandError) as info:
+        spec.func(ctx, REGISTRY.bind(spec, list(params.items())))
+    assert info.value.error_id == "ParameterArgumentTransformationError,Import-WinCertCertificate"
+    assert 'Cannot convert the "pw" value of type "System.String"' in info.value.message
