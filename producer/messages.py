@@ -113,6 +113,7 @@ class Status(StrEnum):
 
 
 DEFAULT_PORTS = {Protocol.HTTP: 5985, Protocol.HTTPS: 5986}
+_LOCAL_NAMES = frozenset({"localhost", "localmachine"})
 _STORE_PATHS: dict[StoreType, tuple[str, ...]] = {
     StoreType.IISU: ("My", "WebHosting"),  # peer manifest: IISU store path is My or WebHosting
     StoreType.WIN_SQL: ("My",),  # SQL Server reads its certificate from LocalMachine\My
@@ -189,7 +190,10 @@ class StoreRef(_Model):
     """
 
     store_type: StoreType
-    client_machine: str = Field(description="Host name or IP address of the Windows host")
+    client_machine: str = Field(
+        description="Host name or IP address of the Windows host; 'HOST|LocalMachine', 'localhost' or"
+        " 'localmachine' for local mode (the worker's own machine, no WinRM)"
+    )
     store_path: str = Field(
         min_length=1,
         max_length=256,
@@ -216,11 +220,18 @@ class StoreRef(_Model):
     @field_validator("client_machine")
     @classmethod
     def _client_machine(cls, value: str) -> str:
-        if "|" in value:
-            raise ValueError(
-                "local mode ('HOST|LocalMachine') is not supported by this version; give the"
-                " host name and reach it over WinRM"
-            )
+        host, bar, scope = value.partition("|")
+        if bar:
+            if scope.strip().lower() != "localmachine" or "|" in scope:
+                raise ValueError(
+                    f"{value!r}: after '|' only 'LocalMachine' is allowed (local mode, the peer's"
+                    " 'HOST|LocalMachine'); give a host name alone to reach it over WinRM"
+                )
+            if host.strip().lower() not in _LOCAL_NAMES:
+                validate_host(host)
+            return f"{host.strip()}|LocalMachine"
+        if value.strip().lower() in _LOCAL_NAMES:
+            return value.strip()
         return validate_host(value)
 
     @field_validator("port", mode="before")
@@ -266,6 +277,15 @@ class StoreRef(_Model):
         return value
 
     @model_validator(mode="after")
+    def _local_mode(self) -> StoreRef:
+        if self.is_local and self.jea_endpoint is not None:
+            raise ValueError(
+                "jea_endpoint cannot be combined with local mode (client_machine"
+                f" {self.client_machine!r}); JEA endpoints are reached over WinRM"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _restart_service_for_sql(self) -> StoreRef:
         if self.restart_service and self.store_type is not StoreType.WIN_SQL:
             raise ValueError("restart_service applies to WinSQL stores only; leave it false")
@@ -277,9 +297,23 @@ class StoreRef(_Model):
         return self.port if self.port is not None else DEFAULT_PORTS[self.protocol]
 
     @property
+    def is_local(self) -> bool:
+        """Local mode: ``HOST|LocalMachine``, ``localhost`` or ``localmachine`` (case-insensitive,
+        as the peer's ``PSHelper``): the job runs on the worker's own machine through a local
+        PowerShell process speaking out-of-process PSRP, without WinRM."""
+        host, bar, _ = self.client_machine.partition("|")
+        return bool(bar) or host.lower() in _LOCAL_NAMES
+
+    @property
+    def host(self) -> str:
+        """The real host: the part before ``|`` (the peer keeps ``|LocalMachine`` only to make
+        the store's identity unique)."""
+        return self.client_machine.partition("|")[0]
+
+    @property
     def host_key(self) -> str:
-        """The key per-host limits use: the lower-cased host name or IP literal."""
-        return self.client_machine.lower()
+        """The key per-host limits use: the lower-cased real host (the part before ``|``)."""
+        return self.host.lower()
 
 
 class _JobBase(_Model):

@@ -100,12 +100,38 @@ def test_empty_host(host: str) -> None:
     ]
 
 
-def test_local_mode_host_is_refused() -> None:
-    assert errors(job_dict(client_machine="web01|LocalMachine")) == [
+@pytest.mark.parametrize(
+    ("given", "stored", "host_key"),
+    [
+        ("web01|LocalMachine", "web01|LocalMachine", "web01"),
+        ("WEB01.contoso.com|localmachine", "WEB01.contoso.com|LocalMachine", "web01.contoso.com"),
+        ("localhost", "localhost", "localhost"),
+        ("LocalMachine", "LocalMachine", "localmachine"),
+    ],
+)
+def test_local_mode_client_machines(given: str, stored: str, host_key: str) -> None:
+    store = parse_job(job_dict(client_machine=given)).store
+    assert (store.client_machine, store.is_local, store.host_key) == (stored, True, host_key)
+
+
+def test_local_mode_accepts_only_localmachine_after_the_bar() -> None:
+    assert errors(job_dict(client_machine="web01|CurrentUser")) == [
         (
             ("inventory", "store", "client_machine"),
-            "Value error, local mode ('HOST|LocalMachine') is not supported by this version; give"
-            " the host name and reach it over WinRM",
+            "Value error, 'web01|CurrentUser': after '|' only 'LocalMachine' is allowed (local mode,"
+            " the peer's 'HOST|LocalMachine'); give a host name alone to reach it over WinRM",
+        )
+    ]
+
+
+def test_local_mode_with_jea_is_refused() -> None:
+    data = job_dict(client_machine="localhost")
+    data["store"]["jea_endpoint"] = "WinCert"
+    assert errors(data) == [
+        (
+            ("inventory", "store"),
+            "Value error, jea_endpoint cannot be combined with local mode (client_machine 'localhost');"
+            " JEA endpoints are reached over WinRM",
         )
     ]
 
