@@ -74,6 +74,14 @@ class ResultCode(StrEnum):
     KEY_ACL_FAILED = "key_acl_failed"
     """Granting the SQL Server service account read access to the private key failed."""
 
+    # --- failure: reenrollment -------------------------------------------------------------
+    KEY_GENERATION_FAILED = "key_generation_failed"
+    """The host could not create the key pair or the certificate request (certreq failed)."""
+    NO_MATCHING_REQUEST = "no_matching_request"
+    """The signed certificate's public key matches no pending request in the host's REQUEST store."""
+    SIGNING_FAILED = "signing_failed"
+    """The chained signer task failed or returned no usable certificate."""
+
     # --- failure: the job itself -----------------------------------------------------------
     INVALID_JOB = "invalid_job"
     """The job failed schema validation on the worker (a producer bypassed validation)."""

@@ -17,6 +17,7 @@ that ``repr`` and logs never show). Results never contain secrets.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from datetime import datetime
@@ -48,6 +49,7 @@ from producer.entry_parameters import (
     parse_iis_alias,
     thumbprint_alias,
 )
+from producer.subject import parse_subject
 from producer.validation import CONTROL_CHARS, validate_host
 from producer.validation import THUMBPRINT_RE as THUMBPRINT_RE  # re-exported
 from producer.validation import normalize_thumbprint as normalize_thumbprint  # re-exported
@@ -84,6 +86,8 @@ class JobType(StrEnum):
     INVENTORY = "inventory"
     ADD = "add"
     REMOVE = "remove"
+    REENROLLMENT = "reenrollment"
+    REENROLLMENT_COMPLETE = "reenrollment_complete"
 
 
 class Protocol(StrEnum):
@@ -323,6 +327,13 @@ class _JobBase(_Model):
     store: StoreRef
 
 
+class SubjectAltName(_Model):
+    """One subject alternative name, structured (never localized display text)."""
+
+    type: Literal["dns", "ip", "email", "upn", "uri", "dn", "other"]
+    value: str
+
+
 class InventoryJob(_JobBase):
     """List the store's certificates: WinCert every certificate in the store path; IISU every
     https binding with a certificate (alias ``THUMB:site:ip:port:host``); WinSQL every
@@ -508,10 +519,162 @@ class RemoveJob(_JobBase):
         return parse_iis_alias(self.alias)
 
 
-Job = RootModel[Annotated[InventoryJob | AddJob | RemoveJob, Field(discriminator="job_type")]]
+_SAN_KEYWORDS = {
+    "dns": "dns",
+    "ip": "ip",
+    "ipaddress": "ip",
+    "ip4": "ip",
+    "ip6": "ip",
+    "email": "email",
+    "rfc822": "email",
+    "upn": "upn",
+    "uri": "uri",
+    "url": "uri",
+}
+
+
+def parse_legacy_sans(text: str) -> list[dict[str, str]]:
+    """The peer's legacy SAN string ``dns=a.com&dns=b.com&ip=10.0.0.1`` as structured entries.
+
+    Keys are matched case-insensitively with the peer's ``SANBuilder`` mapping (``ip``/``ip4``/
+    ``ip6``/``ipaddress`` → ip, ``email``/``rfc822`` → email, ``uri``/``url`` → uri).
+
+    Raises:
+        ValueError: an entry is not ``type=value`` or names an unsupported type.
+    """
+    entries = []
+    for part in (p for p in text.split("&") if p.strip()):
+        key, sep, value = part.partition("=")
+        kind = _SAN_KEYWORDS.get(key.strip().lower())
+        if not sep or kind is None or not value.strip():
+            raise ValueError(
+                f"SAN entry {part!r} is not type=value with a type of dns, ip, email, upn or uri"
+            )
+        entries.append({"type": kind, "value": value.strip()})
+    return entries
+
+
+class SignerRef(_Model):
+    """A Celery task that signs a CSR: called as ``task(csr_pem: str, job_id: str) -> str`` (the
+    issued certificate as PEM, optionally followed by its chain). Chained signing: the worker
+    runs generate → sign → install without another producer round trip."""
+
+    task: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:-]*$")
+    queue: str | None = Field(default=None, max_length=200)
+
+
+class ReenrollmentJob(_JobBase):
+    """Reenrollment phase 1 (on-device key generation): the host creates the key pair in its
+    machine key store and returns a PKCS#10 CSR (PEM) in the result's ``csr``.
+
+    The pending key stays in the host's ``REQUEST`` store, tagged with ``job_id``: a redelivered
+    job returns the same CSR instead of creating a second key. With ``signer`` the worker chains
+    signing and installation (``reenrollment_complete`` with the same entry parameters).
+    """
+
+    job_type: Literal["reenrollment"]
+    subject: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="X.500 subject, e.g. 'CN=web01.contoso.com, O=\"Contoso, Inc\"'",
+    )
+    key_algorithm: Literal["RSA", "ECDSA_P256", "ECDSA_P384"] = "RSA"
+    key_length: int | None = Field(
+        default=None, description="RSA key size in bits (2048 default); ECDSA: none"
+    )
+    provider_name: str | None = Field(
+        default=None, description="KSP/CSP; default 'Microsoft Software Key Storage Provider'"
+    )
+    sans: list[SubjectAltName] = Field(default_factory=list, description="dns, ip, email, upn, uri")
+    entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
+    signer: SignerRef | None = None
+    allow_takeover: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _before(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sans"), str):
+            data = {**data, "sans": parse_legacy_sans(data["sans"])}
+        return _typed_entry_parameters(cls.__name__, data)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if CONTROL_CHARS.search(value):
+            raise ValueError("must not contain control characters (newlines, tabs, NUL)")
+        parse_subject(value)
+        return value
+
+    @field_validator("sans")
+    @classmethod
+    def _sans(cls, value: list[SubjectAltName]) -> list[SubjectAltName]:
+        for san in value:
+            if san.type not in {"dns", "ip", "email", "upn", "uri"}:
+                raise ValueError(f"SAN type {san.type!r} cannot be requested; use dns, ip, email, upn or uri")
+            if san.type == "ip":
+                try:
+                    ipaddress.ip_address(san.value)
+                except ValueError:
+                    raise ValueError(f"SAN ip {san.value!r} is not an IP address") from None
+            if CONTROL_CHARS.search(san.value) or not san.value.strip():
+                raise ValueError(f"SAN {san.type} value {san.value!r} is empty or has control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReenrollmentJob:
+        _check_entry_type(self.store, self.entry_parameters)
+        if self.key_algorithm == "RSA":
+            if self.key_length is not None and self.key_length not in (2048, 3072, 4096):
+                raise ValueError(f"key_length {self.key_length} is not 2048, 3072 or 4096 (RSA)")
+        elif self.key_length is not None:
+            raise ValueError(f"key_length applies to RSA only; {self.key_algorithm} fixes the key size")
+        return self
+
+    @property
+    def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
+        """The entry parameters, or the store type's defaults."""
+        return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()
+
+
+class ReenrollmentCompleteJob(_JobBase):
+    """Reenrollment phase 2: install the signed certificate so it pairs with its pending key,
+    confirm ``has_private_key``, then bind it (IISU with the entry parameters, WinSQL honouring
+    ``restart_service``). A certificate that matches no pending request fails with
+    ``no_matching_request``."""
+
+    job_type: Literal["reenrollment_complete"]
+    certificate: str = Field(min_length=1, description="The issued certificate: PEM or base64 DER")
+    chain: list[str] = Field(default_factory=list, description="Issuer certificates (PEM or base64 DER)")
+    request_job_id: uuid.UUID | None = Field(default=None, description="The phase 1 job, if known")
+    entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
+    include_chain: bool = False
+    allow_takeover: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entry(cls, data: Any) -> Any:
+        return _typed_entry_parameters(cls.__name__, data)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReenrollmentCompleteJob:
+        _check_entry_type(self.store, self.entry_parameters)
+        return self
+
+    @property
+    def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
+        """The entry parameters, or the store type's defaults."""
+        return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()
+
+
+Job = RootModel[
+    Annotated[
+        InventoryJob | AddJob | RemoveJob | ReenrollmentJob | ReenrollmentCompleteJob,
+        Field(discriminator="job_type"),
+    ]
+]
 """The job union; ``Job.model_validate(data).root`` is the concrete job model."""
 
-AnyJob = InventoryJob | AddJob | RemoveJob
+AnyJob = InventoryJob | AddJob | RemoveJob | ReenrollmentJob | ReenrollmentCompleteJob
 """Any concrete job model (a plain union of the members of :data:`Job`)."""
 
 _JOB_ADAPTER: TypeAdapter[Any] = TypeAdapter(Job)
@@ -533,13 +696,6 @@ def job_json_schema() -> dict[str, Any]:
     schema: dict[str, Any] = Job.model_json_schema()
     schema["title"] = "WinCertJob"
     return schema
-
-
-class SubjectAltName(_Model):
-    """One subject alternative name, structured (never localized display text)."""
-
-    type: Literal["dns", "ip", "email", "upn", "uri", "dn", "other"]
-    value: str
 
 
 class CertificateItem(_Model):
@@ -591,3 +747,4 @@ class JobResult(_Model):
         default=None, description="Add: the certificate installed; Remove: the one removed (upper hex)"
     )
     items: list[CertificateItem] | None = None
+    csr: str | None = Field(default=None, description="Reenrollment: the PKCS#10 request (PEM)")

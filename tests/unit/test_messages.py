@@ -259,7 +259,7 @@ def test_unknown_job_type() -> None:
         (
             (),
             "Input tag 'reenroll' found using 'job_type' does not match any of the expected tags:"
-            " 'inventory', 'add', 'remove'",
+            " 'inventory', 'add', 'remove', 'reenrollment', 'reenrollment_complete'",
         ),
     ]
 
