@@ -65,14 +65,20 @@ def normalize_ip(value: str) -> str:
     if text in ("", "*", "0.0.0.0"):
         return "*"
     inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if "%" in inner:
+        raise ValueError(f"{value!r} has an IPv6 zone id ('%...'), which IIS bindings cannot use")
     try:
         address = ipaddress.ip_address(inner)
     except ValueError:
         raise ValueError(
             f"{value!r} is not '*', an IPv4 address or an IPv6 address (brackets optional)"
         ) from None
-    if address.version == 6:
-        return "*" if address == ipaddress.IPv6Address("::") else f"[{address.compressed}]"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address == ipaddress.IPv6Address("::"):
+            return "*"
+        if address.ipv4_mapped is not None:  # one spelling on every Python version
+            return f"[::ffff:{address.ipv4_mapped}]"
+        return f"[{address.compressed}]"
     return str(address)
 
 

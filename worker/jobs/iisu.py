@@ -28,6 +28,9 @@ from worker.jobs.wincert import inventory_items, inventory_outcome
 from worker.remote.errors import RemoteCommandError
 from worker.remote.session import RemoteSession
 
+BINDING_CONFLICT_ID = "WinCert.BindingConflict"
+"""Error id of ``Set-WinCertIisBinding`` when another site owns the endpoint."""
+
 
 def bindings(session: RemoteSession) -> list[dict[str, Any]]:
     """Every binding of every site (``Get-WinCertIisBinding``), as dicts."""
@@ -122,6 +125,9 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     try:
         invocation = session.invoke("Set-WinCertIisBinding", params)
     except RemoteCommandError as exc:
+        if exc.error_id == BINDING_CONFLICT_ID:
+            # the host names its own switch (-AllowTakeover); say what to set on the job
+            exc.message += " Set allow_takeover on the Add job to take the binding over."
         if imported.outcome == "added":
             _roll_back(session, job, thumbprint, exc)
         raise
@@ -153,11 +159,17 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
 def _roll_back(session: RemoteSession, job: AddJob, thumbprint: str, cause: RemoteCommandError) -> None:
     """Remove the certificate this job imported because binding it failed; never hide a failure."""
     try:
-        certificates.remove_certificate(session, job.store.store_path, thumbprint, if_unused=True)
+        removed = certificates.remove_certificate(session, job.store.store_path, thumbprint, if_unused=True)
     except Exception as exc:
         cause.message += (
             f" — and removing the certificate {thumbprint} this job imported failed too"
             f" ({type(exc).__name__}); remove it from {job.store.store_path} by hand"
+        )
+        return
+    if removed.outcome == "in_use":  # something else started using it meanwhile: keep it
+        cause.message += (
+            f" (the certificate {thumbprint} this job imported was kept in {job.store.store_path}: it is"
+            f" used by {'; '.join(removed.used_by)})"
         )
     else:
         cause.message += f" (the certificate {thumbprint} this job imported was removed again)"
@@ -185,8 +197,9 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
             "Port": alias.port,
             "HostName": alias.host_name,
         }
-        removed = json.loads(session.invoke("Remove-WinCertIisBinding", params).output[0])
-        changed = removed["Outcome"] == "removed"
+        invocation = session.invoke("Remove-WinCertIisBinding", params)
+        warnings.extend(invocation.warnings)
+        changed = json.loads(invocation.output[0])["Outcome"] == "removed"
     elif current is not None:
         warnings.append(
             f"binding {alias.site_name} {alias.binding_information} was left in place: it now uses"

@@ -4,12 +4,16 @@
   ``InstanceName`` = the instances, comma-joined, as the peer reports them).
 * Add: import into ``My``; then per instance (``InstanceName``, default ``MSSQLSERVER``): grant
   the service account read on the key, write the registry value, restart when the store's
-  ``restart_service`` is set (``Set-WinCertSqlCertificate`` does the three in that order). With
-  a renewal thumbprint only instances bound to it are rebound (peer defect B10 fixed). A failed
-  restart is a ``warning`` (``service_restart_failed``); a failed binding is a failure that names
-  the instances already bound, and a certificate no instance took is removed again.
+  ``restart_service`` is set (``Set-WinCertSqlCertificate`` does the three in that order; an
+  instance already bound to the certificate and running is not restarted, so re-runs are
+  harmless). Unknown instance names fail before anything is imported. With a renewal thumbprint
+  only instances bound to it are rebound (peer defect B10 fixed), then the old certificate is
+  deleted when unused. A failed restart is a ``warning`` (``service_restart_failed``); a failed
+  binding is a failure that names the instances already bound, and a certificate no instance
+  took is removed again.
 * Remove: unbind only instances bound to that thumbprint (peer defect B9 fixed), then delete the
-  certificate unless another instance (or an IIS binding) still uses it.
+  certificate unless another instance (or an IIS binding) still uses it; a failed restart is
+  ``service_restart_failed``.
 """
 
 from __future__ import annotations
@@ -73,7 +77,15 @@ def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
 
 
 def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
-    """Import the certificate and bind it to the instances."""
+    """Import the certificate and bind it to the instances.
+
+    Every instance name is checked before anything is imported (``sql_instance_not_found``
+    changes nothing). With a renewal thumbprint only instances bound to the old certificate (or,
+    on a re-run, already to the new one) are bound. The old certificate is deleted once no
+    instance (or IIS binding) uses it, also when a restart failed. A restart is asked for only
+    where something changed or the service is not running, so an idempotent re-run does not
+    restart SQL Server.
+    """
     entry = job.entry
     assert isinstance(entry, SqlParameters)
     info = certificates.host_info(session)
@@ -84,11 +96,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     warnings = list(imported.warnings)
     targets = names
     if job.renewal_thumbprint:
-        targets = [
-            n
-            for n in names
-            if str(installed[n.lower()].get("Certificate") or "").upper() == job.renewal_thumbprint
-        ]
+        targets = [n for n in names if _certificate(installed, n) in (job.renewal_thumbprint, thumbprint)]
         warnings += [
             f"instance {n} was not rebound: it does not use the renewed certificate {job.renewal_thumbprint}"
             for n in names
@@ -99,16 +107,23 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     changed = imported.outcome != "already_present"
     for name in targets:
         params: dict[str, Any] = {"InstanceName": name, "Thumbprint": thumbprint, "StorePath": SQL_STORE}
-        if job.store.restart_service:
+        if job.store.restart_service and (
+            imported.outcome != "already_present"
+            or _certificate(installed, name) != thumbprint
+            or str(installed[name.lower()].get("ServiceState") or "") != "Running"
+        ):
             params["RestartService"] = True
         try:
             invocation = session.invoke("Set-WinCertSqlCertificate", params)
         except RemoteCommandError as exc:
-            done = f"; already bound: {', '.join(bound)}" if bound else ""
-            if not bound and imported.outcome == "added":
-                certificates.remove_certificate(session, SQL_STORE, thumbprint, if_unused=True)
-                done = f" (the certificate {thumbprint} this job imported was removed again)"
-            exc.message += f" — binding instance {name} failed{done}"
+            exc.message += f" — binding instance {name} failed"
+            if bound:
+                exc.message += (
+                    f"; already bound to {thumbprint}: {', '.join(bound)} (run the job again once the"
+                    f" cause is fixed, or remove {thumbprint} from them)"
+                )
+            elif imported.outcome == "added":
+                _roll_back(session, thumbprint, exc)
             raise
         record = json.loads(invocation.output[0])
         warnings.extend(invocation.warnings)
@@ -117,6 +132,15 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
         if record.get("RestartError"):
             restart_failed.append(name)
             warnings.append(f"instance {name}: {record['RestartError']}")
+    if job.renewal_thumbprint and job.renewal_thumbprint != thumbprint and bound:
+        old = certificates.remove_certificate(session, SQL_STORE, job.renewal_thumbprint, if_unused=True)
+        if old.outcome == "in_use":
+            warnings.append(
+                f"the renewed certificate {old.thumbprint} was kept: still used by {'; '.join(old.used_by)}"
+            )
+        elif old.outcome == "removed":
+            changed = True
+            warnings.append(f"the renewed certificate {old.thumbprint} was removed (no instance uses it)")
     if restart_failed:
         return Outcome(
             Status.WARNING,
@@ -127,12 +151,6 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
             warnings,
             thumbprint=thumbprint,
         )
-    if job.renewal_thumbprint and job.renewal_thumbprint != thumbprint and bound:
-        old = certificates.remove_certificate(session, SQL_STORE, job.renewal_thumbprint, if_unused=True)
-        if old.outcome == "in_use":
-            warnings.append(
-                f"the renewed certificate {old.thumbprint} was kept: still used by {'; '.join(old.used_by)}"
-            )
     if not changed:
         return Outcome(
             Status.SUCCESS,
@@ -152,8 +170,31 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     )
 
 
+def _certificate(installed: dict[str, dict[str, Any]], name: str) -> str:
+    """The thumbprint instance ``name`` is bound to (upper hex, "" for none)."""
+    return str(installed[name.lower()].get("Certificate") or "").strip().upper()
+
+
+def _roll_back(session: RemoteSession, thumbprint: str, cause: RemoteCommandError) -> None:
+    """Remove the certificate this job imported because no instance took it; never hide a failure."""
+    try:
+        removed = certificates.remove_certificate(session, SQL_STORE, thumbprint, if_unused=True)
+    except Exception as exc:
+        cause.message += (
+            f"; removing the certificate {thumbprint} this job imported failed too"
+            f" ({type(exc).__name__}); remove it from {SQL_STORE} by hand"
+        )
+        return
+    if removed.outcome == "in_use":
+        users = "; ".join(removed.used_by)
+        cause.message += f" (the certificate {thumbprint} this job imported was kept: used by {users})"
+    else:
+        cause.message += f" (the certificate {thumbprint} this job imported was removed again)"
+
+
 def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
-    """Unbind instances bound to the thumbprint, then delete it when nothing uses it."""
+    """Unbind the instances bound to the thumbprint (of ``InstanceName``, default all), then
+    delete the certificate when nothing uses it. A failed restart is ``service_restart_failed``."""
     entry = job.entry_parameters
     installed = instances(session)
     requested = entry.instance_name if isinstance(entry, SqlParameters) and entry.instance_name else None
@@ -163,7 +204,10 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
     thumbprint = job.thumbprint
     warnings: list[str] = []
     unbound: list[str] = []
+    restart_failed: list[str] = []
     for name in names:
+        if _certificate(installed, name) != thumbprint:
+            continue  # unbind only instances bound to this certificate (peer defect B9)
         params: dict[str, Any] = {"InstanceName": name, "Thumbprint": thumbprint}
         if job.store.restart_service:
             params["RestartService"] = True
@@ -173,6 +217,7 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
         if record["Outcome"] == "unbound":
             unbound.append(name)
             if record.get("RestartError"):
+                restart_failed.append(name)
                 warnings.append(f"instance {name}: {record['RestartError']}")
     cert = certificates.remove_certificate(session, SQL_STORE, thumbprint, if_unused=True)
     if cert.outcome == "in_use":
@@ -189,6 +234,15 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
     parts = [f"unbound {', '.join(unbound)}"] if unbound else []
     if cert.outcome == "removed":
         parts.append(f"removed the certificate from {SQL_STORE}")
+    if restart_failed:
+        return Outcome(
+            Status.WARNING,
+            ResultCode.SERVICE_RESTART_FAILED,
+            f"Certificate {thumbprint}: {'; '.join(parts)}; but restarting {', '.join(restart_failed)}"
+            " failed; restart the service for SQL Server to stop using the certificate.",
+            warnings,
+            thumbprint=thumbprint,
+        )
     return Outcome(
         Status.SUCCESS,
         ResultCode.OK,
