@@ -11,6 +11,7 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Annotated, Any, NoReturn
 
@@ -36,7 +37,16 @@ from producer.client import (
     export_job_schema,
     redact_url,
 )
-from producer.messages import CertificateItem, JobResult, Status
+from producer.messages import (
+    AddJob,
+    AnyJob,
+    CertificateItem,
+    JobResult,
+    RemoveJob,
+    Status,
+    StoreType,
+    parse_job,
+)
 from producer.secrets import SecretKeyError, generate_key
 from producer.settings import ENV_PREFIX, ProducerSettings
 
@@ -85,9 +95,26 @@ _FIELD_OPTIONS = {
     "store.credential.username": "--username",
     "store.credential": "--credential or --username",
     "store.jea_endpoint": "--jea-endpoint",
+    "store.restart_service": "--restart-service",
     "job_id": "--job-id",
+    "alias": "--alias",
+    "renewal_thumbprint": "--renewal-thumbprint",
+    "certificate": "--certificate",
+    "entry_parameters.SiteName": "--site-name",
+    "entry_parameters.IPAddress": "--ip-address",
+    "entry_parameters.Port": "--port-binding",
+    "entry_parameters.HostName": "--host-name",
+    "entry_parameters.SniFlag": "--sni-flag",
+    "entry_parameters.ProviderName": "--provider-name",
+    "entry_parameters.InstanceName": "--instance-name",
 }
-_TAGS = {"inventory", "named", "inline"}
+# Names in messages of whole-object errors (no field in the loc) -> the option to change.
+_MESSAGE_NAMES = {
+    "SniFlag": "--sni-flag",
+    "HostName": "--host-name",
+    "restart_service": "--restart-service",
+}
+_TAGS = {"inventory", "add", "remove", "named", "inline"}
 
 app = typer.Typer(
     name="wincert",
@@ -142,6 +169,9 @@ def validation_lines(exc: ValidationError, prefix: str = "") -> list[str]:
         ):
             message = f"{message} (got {shown_input!r})"
         option = _FIELD_OPTIONS.get(field)
+        if option is None and field in {"", "store", "entry_parameters"}:
+            named = [flag for name, flag in _MESSAGE_NAMES.items() if name in message]
+            option = " / ".join(named) or None
         label = f"{field} ({option})" if option else (field or "job")
         lines.append(f"{label}: {message}")
     return lines
@@ -187,10 +217,14 @@ def parse_target(target: str) -> tuple[str, int | None]:
     return host, int(port_text)
 
 
-def _read_password() -> str:
+def _read_password(prompt: str = "Password: ") -> str:
     if sys.stdin.isatty():
-        return getpass.getpass("Password: ")
-    text = sys.stdin.read()
+        return getpass.getpass(prompt)
+    return _strip_line_end(sys.stdin.read())
+
+
+def _strip_line_end(text: str) -> str:
+    """``text`` without one trailing newline (``\\n`` or ``\\r\\n``)."""
     if text.endswith("\n"):
         text = text[:-1]
     if text.endswith("\r"):
@@ -212,7 +246,8 @@ def _utc(value: Any) -> str:
 
 
 def render_result(console: Console, result: JobResult) -> None:
-    """Print the status line, warnings and (for inventory) the certificate table."""
+    """Print the status line, the details line, the thumbprint added or removed (add, remove),
+    warnings and (for inventory) the certificate table."""
     line = Text()
     line.append(result.status.value.upper(), style=_STATUS_STYLE[result.status])
     line.append(f" {result.code.value}: ")
@@ -227,6 +262,8 @@ def render_result(console: Console, result: JobResult) -> None:
     if result.duration_seconds is not None:
         details.append(f"{result.duration_seconds:.2f} s")
     console.print(Text(" | ".join(details), style="dim"))
+    if result.thumbprint:
+        console.print(Text(f"thumbprint {result.thumbprint}"))
     for warning in result.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     if not result.items:
@@ -316,123 +353,218 @@ def _check_timeout(timeout: float) -> None:
         _fail(f"--timeout: {timeout:g} is not a positive number of seconds", ExitCode.USAGE)
 
 
-# --- commands --------------------------------------------------------------------------------
+# --- options shared by the job commands -------------------------------------------------------
+# Defined once and used by inventory, add and remove; _Connection and _Output gather them.
+
+TargetArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="HOST[:PORT]", help="Windows host: name, IPv4, [IPv6], optionally :PORT (the WinRM port)."
+    ),
+]
+HostOpt = Annotated[str | None, typer.Option("--host", help="Same as the HOST[:PORT] argument.")]
+StorePathOpt = Annotated[
+    str | None,
+    typer.Option("--store-path", help="LocalMachine store: My, Root, WebHosting, ... (required)"),
+]
+StoreTypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--store-type", help="WinCert (any store), IISU (store path My or WebHosting) or WinSQL (My)."
+    ),
+]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", help="WinRM transport: http or https.")]
+PortOpt = Annotated[
+    int | None, typer.Option("--port", help="WinRM port 1-65535; default 5985 (http) / 5986 (https).")
+]
+AuthOpt = Annotated[
+    str, typer.Option("--auth", help="negotiate, ntlm, kerberos, basic, credssp or certificate.")
+]
+CredentialOpt = Annotated[
+    str | None, typer.Option("--credential", help="Named credential the worker resolves.")
+]
+UsernameOpt = Annotated[
+    str | None, typer.Option("--username", help="Inline WinRM credential user (with --password-stdin).")
+]
+PasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the WinRM password (for --username) from stdin; encrypted with WINCERT_SECRET_KEYS"
+        " before sending.",
+    ),
+]
+NoCertValidationOpt = Annotated[
+    bool, typer.Option("--no-cert-validation", help="Do not validate the HTTPS listener certificate.")
+]
+SpnWithPortOpt = Annotated[bool, typer.Option("--spn-with-port", help="Kerberos SPN HTTP/host:port.")]
+JeaEndpointOpt = Annotated[
+    str | None, typer.Option("--jea-endpoint", help="PSRP configuration (JEA endpoint) name.")
+]
+JobIdOpt = Annotated[
+    str | None, typer.Option("--job-id", help="Job id (UUID, the idempotency key); default: new.")
+]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the result and show it.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+InstanceNameOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--instance-name",
+        metavar="NAME[,NAME...]",
+        help="WinSQL: SQL Server instance name; repeat it or give a comma list. Add default: MSSQLSERVER;"
+        " remove default: every instance bound to the certificate.",
+    ),
+]
+RestartServiceOpt = Annotated[
+    bool,
+    typer.Option("--restart-service", help="WinSQL: restart the SQL Server service after (un)binding."),
+]
 
 
-@app.command(epilog=EXIT_CODES_HELP)
-def inventory(
-    target: Annotated[
-        str | None,
-        typer.Argument(metavar="HOST[:PORT]", help="Windows host: name, IPv4, [IPv6], optionally :PORT."),
-    ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="Same as the HOST[:PORT] argument.")] = None,
-    store_path: Annotated[
-        str | None,
-        typer.Option("--store-path", help="LocalMachine store: My, Root, WebHosting, ... (required)"),
-    ] = None,
-    store_type: Annotated[
-        str, typer.Option("--store-type", help="Store type (this version: WinCert).")
-    ] = "WinCert",
-    protocol: Annotated[str, typer.Option("--protocol", help="WinRM transport: http or https.")] = "https",
-    port: Annotated[
-        int | None, typer.Option("--port", help="WinRM port 1-65535; default 5985 (http) / 5986 (https).")
-    ] = None,
-    auth: Annotated[
-        str,
-        typer.Option("--auth", help="negotiate, ntlm, kerberos, basic, credssp or certificate."),
-    ] = "negotiate",
-    credential: Annotated[
-        str | None, typer.Option("--credential", help="Named credential the worker resolves.")
-    ] = None,
-    username: Annotated[
-        str | None, typer.Option("--username", help="Inline credential user (with --password-stdin).")
-    ] = None,
-    password_stdin: Annotated[
-        bool,
-        typer.Option(
-            "--password-stdin",
-            help="Read the password from stdin (encrypted with WINCERT_SECRET_KEYS before sending).",
-        ),
-    ] = False,
-    no_cert_validation: Annotated[
-        bool, typer.Option("--no-cert-validation", help="Do not validate the HTTPS listener certificate.")
-    ] = False,
-    spn_with_port: Annotated[
-        bool, typer.Option("--spn-with-port", help="Kerberos SPN HTTP/host:port.")
-    ] = False,
-    jea_endpoint: Annotated[
-        str | None, typer.Option("--jea-endpoint", help="PSRP configuration (JEA endpoint) name.")
-    ] = None,
-    job_id: Annotated[
-        str | None, typer.Option("--job-id", help="Job id (UUID, the idempotency key); default: new.")
-    ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and show it.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 60.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Submit an inventory job: list every certificate in a store on a Windows host.
+@dataclass(frozen=True)
+class _Connection:
+    """The store and WinRM options every job command takes."""
 
-    Without --wait, prints the job id (exit 0); with --wait, prints the result: a status line
-    and a table of certificates (full thumbprints), or the JobResult JSON with --json.
-    """
-    _check_timeout(timeout)
-    settings = _load_settings()
-    try:
-        if target is not None and host is not None:
+    target: str | None
+    host: str | None
+    store_path: str | None
+    store_type: str
+    protocol: str
+    port: int | None
+    auth: str
+    credential: str | None
+    username: str | None
+    password_stdin: bool
+    no_cert_validation: bool
+    spn_with_port: bool
+    jea_endpoint: str | None
+
+    def check(self, command: str) -> tuple[str, int | None]:
+        """The host and WinRM port; raises :class:`UsageProblemError` for missing or doubled options."""
+        if self.target is not None and self.host is not None:
             raise UsageProblemError("store.client_machine: give the host once, as HOST[:PORT] or --host")
-        given = target if target is not None else host
+        given = self.target if self.target is not None else self.host
         if given is None:
             raise UsageProblemError(
                 "store.client_machine (HOST or --host): missing; give the Windows host, e.g."
-                " `wincert inventory web01.contoso.com --store-path My`"
+                f" `wincert {command} web01.contoso.com --store-path My ...`"
             )
         host_name, target_port = parse_target(given)
-        if target_port is not None and port is not None and target_port != port:
+        if target_port is not None and self.port is not None and target_port != self.port:
             raise UsageProblemError(
-                f"store.port: given twice ({target_port} in HOST:PORT, {port} in --port); give it once"
+                f"store.port: given twice ({target_port} in HOST:PORT, {self.port} in --port); give it once"
             )
-        if store_path is None:
+        if self.store_path is None:
             raise UsageProblemError(
                 "store.store_path (--store-path): missing; name a store such as My or WebHosting"
             )
-        if credential is not None and (username is not None or password_stdin):
+        if self.credential is not None and (self.username is not None or self.password_stdin):
             raise UsageProblemError(
                 "store.credential: give either --credential NAME or --username with --password-stdin"
             )
-        if username is not None and not password_stdin:
+        if self.username is not None and not self.password_stdin:
             raise UsageProblemError(
                 "store.credential (--username): also give --password-stdin and pipe the password in"
                 " (there is no --password flag, so it never appears in the process list)"
             )
-        if password_stdin and username is None:
+        if self.password_stdin and self.username is None:
             raise UsageProblemError("store.credential (--password-stdin): also give --username")
-    except UsageProblemError as exc:
-        _fail(str(exc), ExitCode.USAGE)
+        return host_name, target_port if target_port is not None else self.port
+
+    def store(self, host_name: str, port: int | None, *, restart_service: bool = False) -> dict[str, Any]:
+        """The ``store`` fields; an inline credential is a placeholder (see :func:`_submit_command`)."""
+        store: dict[str, Any] = {
+            "store_type": self.store_type,
+            "client_machine": host_name,
+            "store_path": self.store_path,
+            "protocol": self.protocol,
+            "port": port,
+            "auth": self.auth,
+            "cert_validation": not self.no_cert_validation,
+            "spn_with_port": self.spn_with_port,
+            "jea_endpoint": self.jea_endpoint,
+        }
+        if restart_service:
+            store["restart_service"] = True
+        if self.credential is not None:
+            store["credential"] = {"kind": "named", "name": self.credential}
+        elif self.username is not None:
+            store["credential"] = {"kind": "inline", "username": self.username, "password_plaintext": "-"}
+        return store
+
+
+@dataclass(frozen=True)
+class _Output:
+    wait: bool
+    timeout: float
+    as_json: bool
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    """Job fields holding secrets other than the WinRM password (the Add job's certificate).
+
+    ``placeholder`` stands in for them while the rest of the job is validated, before anything
+    is read from stdin; ``seal`` reads and encrypts the real values.
+    """
+
+    placeholder: dict[str, Any]
+    seal: Callable[[Client], dict[str, Any]]
+    field: str
+    option: str
+
+
+_NO_KEYS = (
+    f"{ENV_PREFIX}SECRET_KEYS is not set (make a key with `wincert keygen` and give the workers the"
+    f" same keys), and {ENV_PREFIX}ALLOW_PLAINTEXT_SECRETS is off (development only)"
+)
+
+
+def _describe(job: AnyJob) -> str:
+    s = job.store
+    where = f"{s.store_type.value} {s.store_path!r} on {endpoint(s)}"
+    if isinstance(job, AddJob):
+        return f"add to {where}"
+    if isinstance(job, RemoveJob):
+        return f"remove of {job.alias} from {where}"
+    return f"inventory of {where}"
+
+
+def _submit_command(
+    settings: ProducerSettings,
+    conn: _Connection,
+    address: tuple[str, int | None],
+    fields: dict[str, Any],
+    out: _Output,
+    *,
+    restart_service: bool = False,
+    sealed: _Sealed | None = None,
+) -> None:
+    """Validate, seal, submit and report one job (the body of inventory, add and remove).
+
+    The job is validated with placeholders for its secrets first, so a bad option is reported
+    before any password is read; then the secrets are read and encrypted and the real job is
+    validated again (:meth:`Client.prepare`) and sent.
+    """
+    store = conn.store(*address, restart_service=restart_service)
+    try:
+        parse_job({**fields, "store": store, **(sealed.placeholder if sealed else {})})
+    except ValidationError as exc:
+        _fail_validation(exc)
+    if not settings.has_secret_keys and not settings.allow_plaintext_secrets:
+        if conn.username is not None:
+            _fail(
+                f"store.credential (--password-stdin): cannot send an inline password: {_NO_KEYS}; or use"
+                " --credential NAME",
+                ExitCode.USAGE,
+            )
+        if sealed is not None:
+            _fail(f"{sealed.field} ({sealed.option}): cannot send it: {_NO_KEYS}", ExitCode.USAGE)
 
     client = Client(settings)
     try:
-        store: dict[str, Any] = {
-            "store_type": store_type,
-            "client_machine": host_name,
-            "store_path": store_path,
-            "protocol": protocol,
-            "port": target_port if target_port is not None else port,
-            "auth": auth,
-            "cert_validation": not no_cert_validation,
-            "spn_with_port": spn_with_port,
-            "jea_endpoint": jea_endpoint,
-        }
-        if credential is not None:
-            store["credential"] = {"kind": "named", "name": credential}
-        elif username is not None:
-            if not settings.has_secret_keys and not settings.allow_plaintext_secrets:
-                _fail(
-                    "store.credential (--password-stdin): cannot send an inline password:"
-                    f" {ENV_PREFIX}SECRET_KEYS is not set (make a key with `wincert keygen` and give"
-                    f" the workers the same keys), and {ENV_PREFIX}ALLOW_PLAINTEXT_SECRETS is off"
-                    " (development only); or use --credential NAME",
-                    ExitCode.USAGE,
-                )
+        if conn.username is not None:
             password = _read_password()
             if not password:
                 _fail(
@@ -440,14 +572,17 @@ def inventory(
                     ExitCode.USAGE,
                 )
             try:
-                store["credential"] = client.inline_credential(username, password)
+                store["credential"] = client.inline_credential(conn.username, password)
             except ValidationError as exc:
                 _fail_validation(exc, prefix="store.credential")
             except (PlaintextSecretRefusedError, SecretKeyError) as exc:
                 _fail(f"store.credential: {exc}", ExitCode.USAGE)
-        job: dict[str, Any] = {"job_type": "inventory", "store": store}
-        if job_id is not None:
-            job["job_id"] = job_id
+        job: dict[str, Any] = {**fields, "store": store}
+        if sealed is not None:
+            try:
+                job.update(sealed.seal(client))
+            except (PlaintextSecretRefusedError, SecretKeyError, ValueError) as exc:
+                _fail(f"{sealed.field} ({sealed.option}): {exc}", ExitCode.USAGE)
         try:
             prepared = client.prepare(job)
         except ValidationError as exc:
@@ -457,8 +592,8 @@ def inventory(
 
         def submit_and_show() -> None:
             submitted = client.submit(prepared)
-            if not wait:
-                if as_json:
+            if not out.wait:
+                if out.as_json:
                     submitted_at = prepared.submitted_at
                     _print_json(
                         {
@@ -468,18 +603,421 @@ def inventory(
                         }
                     )
                 else:
-                    s = prepared.store
-                    typer.echo(
-                        f"submitted job {submitted} (inventory of {s.store_type.value} {s.store_path!r} on"
-                        f" {endpoint(s)}) to queue {settings.queue}"
-                    )
+                    typer.echo(f"submitted job {submitted} ({_describe(prepared)}) to queue {settings.queue}")
                     typer.echo(f"result: wincert result {submitted} --wait")
                 return
-            _show_result(client.wait(submitted, timeout), as_json)
+            _show_result(client.wait(submitted, out.timeout), out.as_json)
 
         _run(submit_and_show, settings)
     finally:
         client.close()
+
+
+def _job_fields(job_type: str, job_id: str | None, **fields: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {"job_type": job_type, **fields}
+    if job_id is not None:
+        job["job_id"] = job_id
+    return job
+
+
+def _instance_names(values: list[str] | None) -> list[str] | None:
+    """``--instance-name`` values, each possibly a comma list, flattened (the model checks them)."""
+    if not values:
+        return None
+    return [part for value in values for part in value.split(",")]
+
+
+# Entry-parameter options: option -> (peer name, store types it applies to).
+_ENTRY_OPTIONS: dict[str, tuple[str, tuple[StoreType, ...]]] = {
+    "--site-name": ("SiteName", (StoreType.IISU,)),
+    "--ip-address": ("IPAddress", (StoreType.IISU,)),
+    "--port-binding": ("Port", (StoreType.IISU,)),
+    "--host-name": ("HostName", (StoreType.IISU,)),
+    "--sni-flag": ("SniFlag", (StoreType.IISU,)),
+    "--instance-name": ("InstanceName", (StoreType.WIN_SQL,)),
+    "--provider-name": ("ProviderName", (StoreType.WIN_CERT, StoreType.IISU, StoreType.WIN_SQL)),
+}
+# Job options that only mean something for some store types: option -> (field, store types).
+_STORE_TYPE_OPTIONS: dict[str, tuple[str, tuple[StoreType, ...]]] = {
+    "--restart-service": ("store.restart_service", (StoreType.WIN_SQL,)),
+    "--allow-takeover": ("allow_takeover", (StoreType.IISU,)),
+}
+
+
+def _store_type_or_none(value: str) -> StoreType | None:
+    try:
+        return StoreType(value)
+    except ValueError:
+        return None  # the job model names the bad --store-type
+
+
+def _check_applicable(store_type: str, given: dict[str, Any]) -> None:
+    """Refuse options (``given``: option -> value or None) that do not apply to the store type."""
+    kind = _store_type_or_none(store_type)
+    if kind is None:
+        return
+    for option, value in given.items():
+        if value is None or value is False:
+            continue
+        if option in _ENTRY_OPTIONS:
+            name, kinds = _ENTRY_OPTIONS[option]
+            field = f"entry_parameters.{name}"
+        else:
+            field, kinds = _STORE_TYPE_OPTIONS[option]
+        if kind not in kinds:
+            raise UsageProblemError(
+                f"{field} ({option}): applies to {' and '.join(k.value for k in kinds)} stores only,"
+                f" not {kind.value}; leave it out or change --store-type"
+            )
+
+
+def _entry_parameters(store_type: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """Entry parameters by peer name from the options given (None when none was)."""
+    _check_applicable(store_type, options)
+    entry = {_ENTRY_OPTIONS[o][0]: v for o, v in options.items() if v is not None}
+    return entry or None
+
+
+def _read_secret_file(path: str, option: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageProblemError(f"certificate.password ({option}): cannot read {path!r}: {exc}") from None
+    return _strip_line_end(text)
+
+
+def _read_certificate_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            contents = handle.read()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageProblemError(f"certificate (--certificate): cannot read {path!r}: {reason}") from None
+    if not contents.strip(b"\x00 \t\r\n"):
+        raise UsageProblemError(f"certificate (--certificate): {path!r} is empty")
+    return contents
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def inventory(
+    target: TargetArg = None,
+    host: HostOpt = None,
+    store_path: StorePathOpt = None,
+    store_type: StoreTypeOpt = "WinCert",
+    protocol: ProtocolOpt = "https",
+    port: PortOpt = None,
+    auth: AuthOpt = "negotiate",
+    credential: CredentialOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    no_cert_validation: NoCertValidationOpt = False,
+    spn_with_port: SpnWithPortOpt = False,
+    jea_endpoint: JeaEndpointOpt = None,
+    job_id: JobIdOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit an inventory job: list every certificate in a store on a Windows host.
+
+    Without --wait, prints the job id (exit 0); with --wait, prints the result: a status line
+    and a table of certificates (full thumbprints), or the JobResult JSON with --json.
+    """
+    _check_timeout(timeout)
+    settings = _load_settings()
+    conn = _Connection(
+        target, host, store_path, store_type, protocol, port, auth, credential, username,
+        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
+    )  # fmt: skip
+    try:
+        address = conn.check("inventory")
+    except UsageProblemError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    _submit_command(
+        settings, conn, address, _job_fields("inventory", job_id), _Output(wait, timeout, as_json)
+    )
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def add(
+    target: TargetArg = None,
+    certificate: Annotated[
+        str | None,
+        typer.Option(
+            "--certificate",
+            metavar="FILE",
+            help="The certificate file: PKCS#12 (.pfx/.p12), DER, PEM or PKCS#7 (required). Sent"
+            " encrypted with WINCERT_SECRET_KEYS.",
+        ),
+    ] = None,
+    pfx_password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--pfx-password-stdin", help="Read the PKCS#12 password from stdin (prompts on a terminal)."
+        ),
+    ] = False,
+    pfx_password_file: Annotated[
+        str | None,
+        typer.Option(
+            "--pfx-password-file",
+            metavar="FILE",
+            help="Read the PKCS#12 password from FILE (one trailing newline is dropped).",
+        ),
+    ] = None,
+    pfx_no_password: Annotated[
+        bool,
+        typer.Option("--pfx-no-password", help="The file has no password (the default)."),
+    ] = False,
+    pfx_empty_password: Annotated[
+        bool,
+        typer.Option(
+            "--pfx-empty-password",
+            help="The PKCS#12 password is the empty string (Windows treats it differently from no password).",
+        ),
+    ] = False,
+    host: HostOpt = None,
+    store_path: StorePathOpt = None,
+    store_type: StoreTypeOpt = "WinCert",
+    site_name: Annotated[
+        str | None, typer.Option("--site-name", help="IISU: the IIS site (default 'Default Web Site').")
+    ] = None,
+    ip_address: Annotated[
+        str | None,
+        typer.Option("--ip-address", help="IISU: binding IP: * (default), IPv4 or IPv6 (brackets optional)."),
+    ] = None,
+    port_binding: Annotated[
+        int | None,
+        typer.Option(
+            "--port-binding",
+            metavar="PORT",
+            help="IISU: the HTTPS binding's port (default 443); not the WinRM --port.",
+        ),
+    ] = None,
+    host_name: Annotated[
+        str | None, typer.Option("--host-name", help="IISU: binding host name (SNI); empty by default.")
+    ] = None,
+    sni_flag: Annotated[
+        str | None,
+        typer.Option(
+            "--sni-flag",
+            metavar="FLAGS",
+            help="IISU: IIS sslFlags bitmask 0-127 (1 = SNI, needs --host-name).",
+        ),
+    ] = None,
+    provider_name: Annotated[
+        str | None, typer.Option("--provider-name", help="CSP/KSP to import the private key into.")
+    ] = None,
+    instance_name: InstanceNameOpt = None,
+    restart_service: RestartServiceOpt = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the certificate if it is already in the store.")
+    ] = False,
+    include_chain: Annotated[
+        bool,
+        typer.Option("--include-chain", help="Also add intermediates to CA and self-signed roots to Root."),
+    ] = False,
+    exportable: Annotated[
+        bool, typer.Option("--exportable", help="Import the private key as exportable.")
+    ] = False,
+    rewrap_legacy_pfx: Annotated[
+        bool,
+        typer.Option(
+            "--rewrap-legacy-pfx",
+            help="Re-wrap PBES2/AES PKCS#12 files with 3DES/SHA1 for hosts older than Server 2019.",
+        ),
+    ] = False,
+    allow_takeover: Annotated[
+        bool,
+        typer.Option("--allow-takeover", help="IISU: take over a binding another site owns."),
+    ] = False,
+    renewal_thumbprint: Annotated[
+        str | None,
+        typer.Option(
+            "--renewal-thumbprint",
+            help="The certificate this one renews (IISU/WinSQL rebind from it; IISU deletes it when unused).",
+        ),
+    ] = None,
+    protocol: ProtocolOpt = "https",
+    port: PortOpt = None,
+    auth: AuthOpt = "negotiate",
+    credential: CredentialOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    no_cert_validation: NoCertValidationOpt = False,
+    spn_with_port: SpnWithPortOpt = False,
+    jea_endpoint: JeaEndpointOpt = None,
+    job_id: JobIdOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a Management Add job: import a certificate into a store (and bind it for IISU/WinSQL).
+
+    PKCS#12 password: none by default (--pfx-no-password says so explicitly); --pfx-password-stdin
+    or --pfx-password-file FILE to give one; --pfx-empty-password for the empty password. Only one
+    secret can come from stdin: with --password-stdin (the WinRM password) give the PKCS#12
+    password with --pfx-password-file. The certificate and passwords are encrypted with
+    WINCERT_SECRET_KEYS before they are sent.
+
+    Without --wait, prints the job id (exit 0); with --wait, the result and the thumbprint added.
+    """
+    _check_timeout(timeout)
+    settings = _load_settings()
+    conn = _Connection(
+        target, host, store_path, store_type, protocol, port, auth, credential, username,
+        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
+    )  # fmt: skip
+    try:
+        address = conn.check("add")
+        modes = [
+            option
+            for option, given in (
+                ("--pfx-password-stdin", pfx_password_stdin),
+                ("--pfx-password-file", pfx_password_file is not None),
+                ("--pfx-no-password", pfx_no_password),
+                ("--pfx-empty-password", pfx_empty_password),
+            )
+            if given
+        ]
+        if len(modes) > 1:
+            raise UsageProblemError(
+                f"certificate.password: give at most one of {', '.join(modes)}; without any the file"
+                " is sent with no password"
+            )
+        if pfx_password_stdin and password_stdin:
+            raise UsageProblemError(
+                "certificate.password (--pfx-password-stdin): stdin already carries the WinRM password"
+                " (--password-stdin); give the PKCS#12 password with --pfx-password-file FILE, or the"
+                " WinRM credential with --credential NAME"
+            )
+        entry = _entry_parameters(
+            store_type,
+            {
+                "--site-name": site_name,
+                "--ip-address": ip_address,
+                "--port-binding": port_binding,
+                "--host-name": host_name,
+                "--sni-flag": sni_flag,
+                "--provider-name": provider_name,
+                "--instance-name": _instance_names(instance_name),
+            },
+        )
+        _check_applicable(
+            store_type, {"--restart-service": restart_service, "--allow-takeover": allow_takeover}
+        )
+        if certificate is None:
+            raise UsageProblemError(
+                "certificate (--certificate): missing; give the certificate file (.pfx, .p12, .cer,"
+                " .pem, .p7b)"
+            )
+        contents = _read_certificate_file(certificate)
+    except UsageProblemError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+
+    def seal(client: Client) -> dict[str, Any]:
+        password: str | None = None
+        if pfx_empty_password:
+            password = ""
+        elif pfx_password_stdin or pfx_password_file is not None:
+            try:
+                if pfx_password_file is not None:
+                    password = _read_secret_file(pfx_password_file, "--pfx-password-file")
+                else:
+                    password = _read_password("PKCS#12 password: ")
+            except UsageProblemError as exc:
+                _fail(str(exc), ExitCode.USAGE)
+            if not password:
+                source = "--pfx-password-file" if pfx_password_file is not None else "--pfx-password-stdin"
+                _fail(
+                    f"certificate.password ({source}): the password read is empty; if the file's"
+                    " password really is the empty string, give --pfx-empty-password instead",
+                    ExitCode.USAGE,
+                )
+        return {"certificate": client.certificate_data(contents, password)}
+
+    fields = _job_fields(
+        "add",
+        job_id,
+        entry_parameters=entry,
+        overwrite=overwrite,
+        include_chain=include_chain,
+        exportable=exportable,
+        rewrap_legacy_pfx=rewrap_legacy_pfx,
+        allow_takeover=allow_takeover,
+        renewal_thumbprint=renewal_thumbprint,
+    )
+    placeholder = {"certificate": {"contents_plaintext": "-"}}
+    _submit_command(
+        settings,
+        conn,
+        address,
+        fields,
+        _Output(wait, timeout, as_json),
+        restart_service=restart_service,
+        sealed=_Sealed(placeholder, seal, "certificate", "--certificate"),
+    )
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def remove(
+    target: TargetArg = None,
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            "--alias",
+            help="What to remove (required): WinCert/WinSQL the thumbprint; IISU"
+            " THUMBPRINT:SiteName:IP:Port:HostName as inventory shows it.",
+        ),
+    ] = None,
+    host: HostOpt = None,
+    store_path: StorePathOpt = None,
+    store_type: StoreTypeOpt = "WinCert",
+    instance_name: InstanceNameOpt = None,
+    restart_service: RestartServiceOpt = False,
+    protocol: ProtocolOpt = "https",
+    port: PortOpt = None,
+    auth: AuthOpt = "negotiate",
+    credential: CredentialOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    no_cert_validation: NoCertValidationOpt = False,
+    spn_with_port: SpnWithPortOpt = False,
+    jea_endpoint: JeaEndpointOpt = None,
+    job_id: JobIdOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a Management Remove job: unbind (IISU, WinSQL) and delete a certificate.
+
+    Removing a certificate that is not there succeeds (already_absent). Without --wait, prints
+    the job id (exit 0); with --wait, the result and the thumbprint removed.
+    """
+    _check_timeout(timeout)
+    settings = _load_settings()
+    conn = _Connection(
+        target, host, store_path, store_type, protocol, port, auth, credential, username,
+        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
+    )  # fmt: skip
+    try:
+        address = conn.check("remove")
+        entry = _entry_parameters(store_type, {"--instance-name": _instance_names(instance_name)})
+        _check_applicable(store_type, {"--restart-service": restart_service})
+        if alias is None:
+            raise UsageProblemError(
+                "alias (--alias): missing; give the certificate's thumbprint (IISU: its alias"
+                " THUMBPRINT:SiteName:IP:Port:HostName from inventory)"
+            )
+    except UsageProblemError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    fields = _job_fields("remove", job_id, alias=alias, entry_parameters=entry)
+    _submit_command(
+        settings, conn, address, fields, _Output(wait, timeout, as_json), restart_service=restart_service
+    )
 
 
 @app.command(epilog=EXIT_CODES_HELP)

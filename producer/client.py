@@ -16,15 +16,19 @@ systems can depend on the ``producer`` package alone::
                                           store_path="My"))
         job_id = client.submit(job)
         result = client.wait(job_id, timeout=60)  # JobResult
+
+Management Add jobs carry the certificate sealed: ``client.certificate_data(file_bytes, password)``
+encrypts the file and its PKCS#12 password with ``WINCERT_SECRET_KEYS`` (``None``: no password).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, cast
@@ -38,7 +42,9 @@ from pydantic import RootModel, SecretStr, ValidationError
 from producer.messages import (
     RESULTS_STREAM,
     TASK_NAME,
+    AddJob,
     AnyJob,
+    CertificateData,
     InlineCredential,
     Job,
     JobResult,
@@ -46,7 +52,7 @@ from producer.messages import (
     job_json_schema,
     parse_job,
 )
-from producer.secrets import encrypt_secret
+from producer.secrets import parse_keys
 from producer.settings import ProducerSettings
 
 __all__ = [
@@ -72,7 +78,8 @@ class ProducerError(Exception):
 
 
 class PlaintextSecretRefusedError(ProducerError, ValueError):
-    """A plaintext password was given but this producer does not allow plaintext secrets."""
+    """A secret (an inline password, a certificate file or its PKCS#12 password) would travel in
+    plaintext but this producer does not allow plaintext secrets."""
 
 
 class ResultTimeoutError(ProducerError, TimeoutError):
@@ -219,8 +226,9 @@ class Client:
 
         Raises:
             pydantic.ValidationError: naming each invalid field (``loc``).
-            PlaintextSecretRefusedError: the job carries ``password_plaintext`` and
-                ``allow_plaintext_secrets`` is off.
+            PlaintextSecretRefusedError: ``allow_plaintext_secrets`` is off and the job carries a
+                plaintext secret: ``store.credential.password_plaintext``, or (Add jobs)
+                ``certificate.contents_plaintext`` / ``certificate.password_plaintext``.
         """
         if isinstance(job, RootModel):
             job = job.root
@@ -240,6 +248,24 @@ class Client:
                 "store.credential.password_plaintext: plaintext passwords are refused; encrypt it"
                 " with WINCERT_SECRET_KEYS (Client.inline_credential does) or, for development"
                 " only, set WINCERT_ALLOW_PLAINTEXT_SECRETS=true on producer and worker"
+            )
+        if (
+            isinstance(parsed, AddJob)
+            and parsed.certificate.has_plaintext
+            and not self.settings.allow_plaintext_secrets
+        ):
+            parts = [
+                name
+                for name, value in (
+                    ("contents_plaintext", parsed.certificate.contents_plaintext),
+                    ("password_plaintext", parsed.certificate.password_plaintext),
+                )
+                if value is not None
+            ]
+            raise PlaintextSecretRefusedError(
+                f"certificate.{' and certificate.'.join(parts)}: the certificate and its password travel"
+                " only encrypted; seal them with WINCERT_SECRET_KEYS (Client.certificate_data does) or,"
+                " for development only, set WINCERT_ALLOW_PLAINTEXT_SECRETS=true on producer and worker"
             )
         if parsed.submitted_at is None:
             parsed = parsed.model_copy(update={"submitted_at": datetime.now(UTC)})
@@ -290,10 +316,9 @@ class Client:
             pydantic.ValidationError: the username is invalid (``loc`` ``('username',)``).
         """
         secret = password.get_secret_value() if isinstance(password, SecretStr) else password
-        if self.settings.has_secret_keys:
-            assert self.settings.secret_keys is not None
-            token = encrypt_secret(secret, self.settings.secret_keys.get_secret_value())
-            return InlineCredential(kind="inline", username=username, password_encrypted=token)
+        seal = self._sealer()
+        if seal is not None:
+            return InlineCredential(kind="inline", username=username, password_encrypted=seal(secret))
         if self.settings.allow_plaintext_secrets:
             return InlineCredential(kind="inline", username=username, password_plaintext=SecretStr(secret))
         raise PlaintextSecretRefusedError(
@@ -302,6 +327,70 @@ class Client:
             " allowed (WINCERT_ALLOW_PLAINTEXT_SECRETS=true, development only); or use a named"
             " credential the worker resolves (--credential NAME)"
         )
+
+    def certificate_data(self, contents: bytes | str, password: str | SecretStr | None) -> CertificateData:
+        """A sealed :class:`CertificateData` for an Add job: the file and its PKCS#12 password.
+
+        Args:
+            contents: The certificate file. ``bytes`` (PKCS#12 ``.pfx``/``.p12``, DER, PEM or
+                PKCS#7, exactly as on disk) are sent as their standard base64 text; ``str`` is sent
+                as it is and must be PEM text or base64 text of the file.
+            password: The PKCS#12 password. ``None`` means *no password* (no password field is
+                sent); ``""`` is the *empty password* (sent encrypted like any other). Windows
+                treats the two differently; the worker tries exactly the one given. Ignored by
+                the worker for files without a private key.
+
+        Returns:
+            With ``settings.secret_keys``: ``CertificateData(contents_encrypted=<Fernet token of
+            the base64/PEM text>, password_encrypted=<Fernet token of the UTF-8 password> or
+            None)``, encrypted with the first key. Without keys but with
+            ``settings.allow_plaintext_secrets`` (development only): the same text in
+            ``contents_plaintext`` / ``password_plaintext``.
+
+        Raises:
+            PlaintextSecretRefusedError: no secret keys and plaintext not allowed (names
+                ``WINCERT_SECRET_KEYS`` and ``WINCERT_ALLOW_PLAINTEXT_SECRETS``).
+            producer.secrets.SecretKeyError: a configured key is malformed.
+            ValueError: ``contents`` is empty.
+        """
+        if isinstance(contents, str):
+            if not contents.strip():
+                raise ValueError("the certificate text is empty")
+            text = contents
+        else:
+            raw = bytes(contents)
+            if not raw.strip(b"\x00 \t\r\n"):
+                raise ValueError("the certificate file is empty")
+            text = base64.b64encode(raw).decode("ascii")
+        secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+        seal = self._sealer()
+        if seal is not None:
+            return CertificateData(
+                contents_encrypted=seal(text),
+                password_encrypted=None if secret is None else seal(secret),
+            )
+        if self.settings.allow_plaintext_secrets:
+            return CertificateData(
+                contents_plaintext=SecretStr(text),
+                password_plaintext=None if secret is None else SecretStr(secret),
+            )
+        raise PlaintextSecretRefusedError(
+            "cannot send the certificate: WINCERT_SECRET_KEYS is not set (generate a key with"
+            " `wincert keygen` and give the same keys to the workers), and plaintext is not"
+            " allowed (WINCERT_ALLOW_PLAINTEXT_SECRETS=true, development only)"
+        )
+
+    def _sealer(self) -> Callable[[str], str] | None:
+        """Encrypt text with the first of ``settings.secret_keys`` (None without keys).
+
+        Raises:
+            producer.secrets.SecretKeyError: a configured key is malformed.
+        """
+        if not self.settings.has_secret_keys:
+            return None
+        assert self.settings.secret_keys is not None
+        keys = parse_keys(self.settings.secret_keys.get_secret_value())
+        return lambda text: keys.encrypt(text.encode("utf-8")).decode("ascii")
 
     # --- results ---------------------------------------------------------------------------
 

@@ -33,10 +33,13 @@ from producer.messages import (
     DEFAULT_QUEUE,
     RESULTS_STREAM,
     TASK_NAME,
+    AddJob,
+    CertificateData,
     InlineCredential,
     InventoryJob,
     Job,
     JobResult,
+    RemoveJob,
     StoreRef,
     parse_job,
 )
@@ -207,6 +210,140 @@ def test_inline_credential_without_keys(redis_url: str) -> None:
         credential = lenient.inline_credential("bob", SecretStr("pw"))
     assert credential.password_plaintext is not None
     assert credential.password_plaintext.get_secret_value() == "pw"
+
+
+# --- certificate data (Management Add) ---------------------------------------------------------
+
+PFX_LIKE = bytes(range(256)) * 3  # any bytes: the producer does not parse the file
+PEM_TEXT = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
+
+
+def add_job(certificate: CertificateData, store_type: str = "WinCert", **fields: Any) -> AddJob:
+    store = StoreRef(store_type=store_type, client_machine="web01.contoso.com", store_path="My")
+    return AddJob(job_type="add", store=store, certificate=certificate, **fields)
+
+
+def test_certificate_data_seals_the_file_as_base64_and_the_password(redis_url: str) -> None:
+    first, second = generate_key(), generate_key()
+    with Client(ProducerSettings(broker_url=redis_url, secret_keys=SecretStr(f"{first},{second}"))) as client:
+        data = client.certificate_data(PFX_LIKE, "pfx-Secret")
+        from_secret = client.certificate_data(PFX_LIKE, SecretStr("pfx-Secret"))
+    assert data.contents_plaintext is None
+    assert data.password_plaintext is None
+    assert data.contents_encrypted is not None
+    assert data.password_encrypted is not None
+    assert decrypt_secret(data.contents_encrypted, first) == base64.b64encode(PFX_LIKE).decode("ascii")
+    assert decrypt_secret(data.password_encrypted, first) == "pfx-Secret"
+    assert from_secret.password_encrypted is not None
+    assert decrypt_secret(from_secret.password_encrypted, first) == "pfx-Secret"
+    assert not data.has_plaintext
+    assert "pfx-Secret" not in repr(data)
+
+
+def test_certificate_data_no_password_differs_from_the_empty_password(redis_url: str) -> None:
+    key = generate_key()
+    with Client(ProducerSettings(broker_url=redis_url, secret_keys=SecretStr(key))) as client:
+        none = client.certificate_data(PFX_LIKE, None)
+        empty = client.certificate_data(PFX_LIKE, "")
+    assert none.password_encrypted is None
+    assert none.password_plaintext is None
+    assert "password_encrypted" not in none.model_dump(exclude_none=True)
+    assert empty.password_encrypted is not None
+    assert decrypt_secret(empty.password_encrypted, key) == ""
+
+
+def test_certificate_data_sends_text_as_it_is(redis_url: str) -> None:
+    key = generate_key()
+    with Client(ProducerSettings(broker_url=redis_url, secret_keys=SecretStr(key))) as client:
+        data = client.certificate_data(PEM_TEXT, None)
+        with pytest.raises(ValueError, match="the certificate file is empty"):
+            client.certificate_data(b" \r\n", None)
+        with pytest.raises(ValueError, match="the certificate text is empty"):
+            client.certificate_data("", "pw")
+    assert data.contents_encrypted is not None
+    assert decrypt_secret(data.contents_encrypted, key) == PEM_TEXT
+
+
+def test_certificate_data_plaintext_only_when_allowed(redis_url: str) -> None:
+    with (
+        Client(ProducerSettings(broker_url=redis_url)) as strict,
+        pytest.raises(PlaintextSecretRefusedError) as info,
+    ):
+        strict.certificate_data(PFX_LIKE, "pw")
+    assert "WINCERT_SECRET_KEYS is not set" in str(info.value)
+    assert "WINCERT_ALLOW_PLAINTEXT_SECRETS=true" in str(info.value)
+    with Client(ProducerSettings(broker_url=redis_url, allow_plaintext_secrets=True)) as lenient:
+        data = lenient.certificate_data(PFX_LIKE, "")
+    assert data.contents_encrypted is None
+    assert data.contents_plaintext is not None
+    assert data.contents_plaintext.get_secret_value() == base64.b64encode(PFX_LIKE).decode("ascii")
+    assert data.password_plaintext is not None
+    assert data.password_plaintext.get_secret_value() == ""
+    assert data.has_plaintext
+
+
+@pytest.mark.parametrize(
+    ("certificate", "named"),
+    [
+        (CertificateData(contents_plaintext=SecretStr("TUlJ")), "certificate.contents_plaintext"),
+        (
+            CertificateData(contents_encrypted="token", password_plaintext=SecretStr("pt-pfx")),
+            "certificate.password_plaintext",
+        ),
+    ],
+)
+def test_prepare_refuses_a_plaintext_certificate_unless_allowed(
+    redis_url: str, redis_client: redis.Redis, certificate: CertificateData, named: str
+) -> None:
+    job = add_job(certificate)
+    with Client(ProducerSettings(broker_url=redis_url)) as strict:
+        for given in (job, job.model_dump(mode="json"), job.model_dump_json()):
+            with pytest.raises(PlaintextSecretRefusedError) as info:
+                strict.submit(given)
+            assert str(info.value).startswith(f"{named}: ")
+            assert "WINCERT_SECRET_KEYS" in str(info.value)
+            assert "WINCERT_ALLOW_PLAINTEXT_SECRETS=true" in str(info.value)
+            assert "pt-pfx" not in str(info.value)
+    assert redis_client.dbsize() == 0
+    with Client(ProducerSettings(broker_url=redis_url, allow_plaintext_secrets=True)) as lenient:
+        lenient.submit(job)
+    (message,) = queued(redis_client)
+    assert parse_job(message["decoded"][0][0]) == job.model_copy(
+        update={"submitted_at": parse_job(message["decoded"][0][0]).submitted_at}
+    )
+    assert "pt-pfx" not in message["headers"]["argsrepr"]
+
+
+def test_submitted_add_job_carries_the_certificate_only_encrypted(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    key = generate_key()
+    with Client(ProducerSettings(broker_url=redis_url, secret_keys=SecretStr(key))) as client:
+        job = add_job(
+            client.certificate_data(PFX_LIKE, "pfx-Secret"),
+            store_type="IISU",
+            entry_parameters={"IPAddress": "2001:db8:0::1", "HostName": "WWW.Contoso.com", "SniFlag": "1"},
+        )
+        client.submit(job)
+        removal = RemoveJob(
+            job_type="remove",
+            store=StoreRef(store_type="WinSQL", client_machine="sql01", store_path="My"),
+            alias="ab" * 20,
+            entry_parameters={"InstanceName": "MSSQLSERVER,INST2"},
+        )
+        client.submit(removal)
+    raw = redis_client.lrange(DEFAULT_QUEUE, 0, -1)
+    assert len(raw) == 2
+    as_base64 = base64.b64encode(PFX_LIKE).decode("ascii")
+    for text in raw:
+        assert as_base64[:64] not in text
+        assert "pfx-Secret" not in text
+    added, removed = (message["decoded"][0][0] for message in queued(redis_client))
+    assert added["entry_parameters"]["IPAddress"] == "[2001:db8::1]"
+    assert added["entry_parameters"]["HostName"] == "www.contoso.com"
+    assert decrypt_secret(added["certificate"]["contents_encrypted"], key) == as_base64
+    assert removed["alias"] == "AB" * 20
+    assert removed["entry_parameters"]["InstanceName"] == ["MSSQLSERVER", "INST2"]
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
