@@ -7,6 +7,7 @@ port (0 = pick a free one), its own credentials and its own persisted host model
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -159,12 +160,29 @@ class HostConfig(_Model):
     )
     iis: IisSpec | None = Field(default=None, description="IIS sites and bindings; None = not installed")
     sql_instances: list[SqlInstanceSpec] = Field(default_factory=list, description="SQL Server instances")
+    jea_endpoints: list[str] = Field(
+        default_factory=list,
+        description="PSRP configuration names served as JEA endpoints (deploy/jea): scripts refused,"
+        " only the module's functions visible; Microsoft.PowerShell stays the full endpoint",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not value or not all(c.isalnum() or c in "-_" for c in value) or len(value) > 63:
             raise ValueError("host name: 1-63 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("jea_endpoints")
+    @classmethod
+    def _jea_endpoints(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", name):
+                raise ValueError(
+                    f"jea_endpoints: {name!r} is not a configuration name (letters, digits, '_', '.', '-')"
+                )
+            if name.lower() in ("microsoft.powershell", "microsoft.powershell32"):
+                raise ValueError(f"jea_endpoints: {name!r} is a built-in full endpoint")
         return value
 
 

@@ -209,6 +209,13 @@ class RunspaceState:
     defined: set[str] = field(default_factory=set)
     jea: bool = False
 
+    @classmethod
+    def for_jea(cls, registry: CommandRegistry) -> RunspaceState:
+        """A JEA endpoint's runspace: the ``WinCertOrchestrator`` module (deploy/jea) is
+        installed, so every registered function is visible from the start; scripts are refused
+        and any other command is CommandNotFound, as in a RestrictedRemoteServer session."""
+        return cls(defined={name.lower() for name in registry.names()}, jea=True)
+
     def define_from_script(self, text: str, registry: CommandRegistry) -> list[str]:
         """Accept a function-library script and record the functions it defines.
 
@@ -219,12 +226,13 @@ class RunspaceState:
             CommandError: ``ScriptsNotAllowed`` on a JEA endpoint; ``ScriptNotSupported`` for
                 script text that defines no known function.
         """
-        if self.jea:
+        if self.jea:  # test_psrp_with_jea_configuration.yml: TargetObject is the script text
             raise CommandError(
                 "The syntax is not supported by this runspace. This can occur if the runspace is"
                 " in no-language mode.",
                 "ScriptsNotAllowed",
                 "ParserError",
+                target=text,
                 exception_type="System.Management.Automation.ParseException",
             )
         names = _FUNCTION_DEF.findall(text)

@@ -117,7 +117,7 @@ class Simulator:
         windows_host = self._host_factory(host_dir, cfg)
         stats = HostStats()
         env = ShellEnvironment(registry, windows_host, cfg.command_delay_ms, stats, cfg.name, cfg.os_build)
-        service = ShellService(env)
+        service = ShellService(env, cfg.jea_endpoints)
         address = cfg.address or self.config.bind
         tls = ensure_server_tls(state_dir, cfg.name, address) if cfg.transport == "https" else None
         endpoint = Endpoint(

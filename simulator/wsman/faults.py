@@ -76,6 +76,23 @@ def bad_resource_uri(uri: str) -> WSManFault:
     )
 
 
+def unknown_configuration(uri: str) -> WSManFault:
+    """0x8033803B: a PowerShell resource URI whose session configuration is not registered.
+
+    What Windows answers when ``configuration_name`` (``New-PSSession -ConfigurationName``)
+    names no registered PSSessionConfiguration; code and text as reported by pypsrp users
+    (jborean93/pypsrp#41, #47), detail per DMTF DSP0226 (InvalidResourceURI).
+    """
+    return WSManFault(
+        2150858811,
+        "w:DestinationUnreachable",
+        f"The WS-Management service cannot process the request. The resource URI ({uri}) was not found"
+        " in the WS-Management catalog. The catalog contains the metadata that describes resources, or"
+        " logical endpoints.",
+        fault_detail="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/InvalidResourceURI",
+    )
+
+
 def envelope_too_big(limit: int) -> WSManFault:
     """0x80338008: the request exceeds MaxEnvelopeSizekb."""
     return WSManFault(

@@ -11,9 +11,11 @@ import base64
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from simulator.psrp.shell import Shell, ShellEnvironment
+from simulator.runtime import RunspaceState
 from simulator.wsman import faults
 from simulator.wsman.soap import NS, WSManRequest, build_response, element, text_element
 
@@ -25,6 +27,8 @@ PS_URI_PREFIX = "http://schemas.microsoft.com/powershell/"
 SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 CONFIG_URI = "http://schemas.microsoft.com/wbem/wsman/1/config"
 MAX_ENVELOPE = 512000  # Windows default MaxEnvelopeSizekb=500
+# Session configurations every Windows PowerShell 5.1 host registers with full runspaces.
+FULL_CONFIGURATIONS = frozenset({"microsoft.powershell", "microsoft.powershell32"})
 
 
 def _duration(seconds: float) -> str:
@@ -35,8 +39,9 @@ def _duration(seconds: float) -> str:
 class ShellService:
     """All shells of one host, keyed by ShellId."""
 
-    def __init__(self, env: ShellEnvironment) -> None:
+    def __init__(self, env: ShellEnvironment, jea_endpoints: Iterable[str] = ()) -> None:
         self.env = env
+        self.jea_endpoints = frozenset(name.lower() for name in jea_endpoints)
         self._shells: dict[str, Shell] = {}
         self._lock = threading.Lock()
 
@@ -114,16 +119,33 @@ class ShellService:
         inner = "".join(text_element(f"rsp:{name}", value) for name, value in fields) + extra
         return element("rsp:Shell", inner, **{"xmlns:rsp": NS["rsp"]})
 
+    def _runspace_for(self, resource_uri: str) -> RunspaceState:
+        """The runspace a Create on ``resource_uri`` gets (``…/powershell/<configuration>``).
+
+        Full configurations → an empty runspace (the worker loads its library); a configured JEA
+        endpoint → the module's functions pre-defined, scripts refused; any other name → the
+        fault Windows sends for an unregistered session configuration. Names compare
+        case-insensitively, as WinRM's plugin lookup does.
+        """
+        if not resource_uri.startswith(PS_URI_PREFIX):
+            raise faults.bad_resource_uri(resource_uri)
+        name = resource_uri[len(PS_URI_PREFIX):].lower()
+        if name in FULL_CONFIGURATIONS:
+            return RunspaceState()
+        if name in self.jea_endpoints:
+            return RunspaceState.for_jea(self.env.registry)
+        raise faults.unknown_configuration(resource_uri)
+
     # ---- actions ----------------------------------------------------------------------------
     def _create(self, request: WSManRequest, user: str, client_ip: str) -> bytes:
-        if not request.resource_uri.startswith(PS_URI_PREFIX):
-            raise faults.bad_resource_uri(request.resource_uri)
+        runspace = self._runspace_for(request.resource_uri)
         body = self._body(request, "rsp:Shell")
         shell_id = (body.get("ShellId") or "").upper()
         creation = body.find("{http://schemas.microsoft.com/powershell}creationXml")
         if not shell_id or creation is None or not creation.text:
             raise faults.invalid_header("The Create request has no ShellId or creationXml.")
         shell = Shell(shell_id, self.env, user, request.resource_uri)
+        shell.runspace = runspace  # before any pipeline exists (set here: shell.py stays untouched)
         shell.feed(base64.b64decode(creation.text))
         with self._lock:
             self._shells[shell.shell_id] = shell

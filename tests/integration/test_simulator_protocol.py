@@ -357,7 +357,7 @@ def test_secure_string_and_pool_messages(http_host: Any) -> None:
     with open_pool(http_host) as pool:
         pool.exchange_keys()
         secret = pool.serialize("P@ss'w0rd", ObjectMeta("SS"))
-        assert run(pool, "Get-Secret", Password=secret)[1] == ["str:P@ss'w0rd"]
+        assert run(pool, "Get-Secret", Password=secret)[1] == ["SecureText:P@ss'w0rd"]
         pool.max_runspaces = 3  # SetMaxRunspaces with <I64 N="CI"> (pitfall 4)
         pool.min_runspaces = 1
         assert pool.get_available_runspaces() == 3

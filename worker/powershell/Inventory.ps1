@@ -364,7 +364,7 @@ function Get-WinCertInventory {
                 if ($null -eq $keyAlgorithm) { $keyAlgorithm = $keyOid }
 
                 $sans = @()
-                $sanExtension = $certificate.Extensions | Where-Object { $_.Oid.Value -eq '2.5.29.17' } | Select-Object -First 1
+                $sanExtension = $certificate.Extensions['2.5.29.17']  # X509ExtensionCollection indexer by OID (null if absent)
                 if ($null -ne $sanExtension) {
                     try {
                         $sans = ConvertFrom-SanExtension -Data $sanExtension.RawData

@@ -261,7 +261,7 @@ function Set-WinCertSqlCertificate {
         }
 
         # 1. Read access for the service account (nothing else has changed if this fails).
-        $service = Get-CimInstance -ClassName Win32_Service | Where-Object { $_.Name -eq $serviceName } | Select-Object -First 1
+        $service = @(Get-CimInstance -ClassName Win32_Service | Where-Object { $_.Name -eq $serviceName })[0]
         $account = if ($null -ne $service) { ConvertTo-AccountName -StartName $service.StartName } else { '' }
         $aclProblem = $null
         $granted = $false

@@ -1,0 +1,1 @@
+"""Deployment artefacts for Windows hosts (``deploy/jea``: the JEA endpoint)."""
