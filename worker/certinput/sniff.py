@@ -155,10 +155,22 @@ def decode(data: bytes | str, _nested: bool = False) -> Decoded:
             f"the certificate input is neither DER, PEM nor base64 text: it {describe_prefix(text.encode())}"
         )
     decoded = _b64(text, "the certificate input")
-    if decoded.lstrip().startswith(b"-----BEGIN ") and not _nested:  # base64 of a PEM file
-        return decode(decoded, _nested=True)
     binary = _as_binary(decoded)
+    inner = _to_text(decoded) if binary is None and not _nested else None
+    if inner is not None:
+        inner = inner.lstrip("\ufeff").strip().strip("\x00")
+        compact = _WHITESPACE.sub("", inner)
+        looks_base64 = len(compact) >= 64 and len(compact) % 4 == 0 and _B64_CHARS.fullmatch(compact)
+        if "-----BEGIN " in inner or looks_base64:
+            # base64 of a text file (how producers send every file): PEM or base64 text, with
+            # a UTF-8 BOM or in UTF-16 — decode that text the same way
+            return decode(decoded, _nested=True)
     if binary is None:
+        extent = _der_extent(decoded)
+        if extent is not None and extent > len(decoded):
+            raise _fail(
+                f"the certificate input looks like DER but is truncated: {len(decoded)} of {extent} bytes"
+            )
         raise _fail(
             "the certificate input is base64 but does not decode to a DER certificate, PKCS#7 or "
             f"PKCS#12: the decoded data {describe_prefix(decoded)}"

@@ -140,14 +140,10 @@ def host_info(session: RemoteSession) -> HostInfo:
         ) from None
 
 
-def _os_name(build: int) -> str:
-    names = {14393: "Windows Server 2016", 17763: "Windows Server 2019", 20348: "Windows Server 2022"}
-    return f"{names.get(build, 'Windows')} (build {build})"
-
-
 def for_host(prepared: PreparedCertificate, job: AddJob, info: HostInfo) -> ParsedCertificate:
     """The parsed certificate as it must be sent to this host: PBES2/AES files are refused for
-    hosts older than Server 2019 unless the job asks to re-wrap them with 3DES/SHA1.
+    hosts older than Server 2019 unless the job asks to re-wrap them with 3DES/SHA1. Cert-only
+    input is sent as DER, so its PKCS#12 protection does not matter.
 
     Raises:
         JobStepError: ``pfx_algorithm_unsupported_by_host``.
@@ -155,28 +151,45 @@ def for_host(prepared: PreparedCertificate, job: AddJob, info: HostInfo) -> Pars
     pbe = prepared.parsed.pbe
     if pbe is None or not pbe.uses_pbes2 or info.os_build >= WINDOWS_SERVER_2019_BUILD:
         return prepared.parsed
+    if not prepared.parsed.has_private_key:
+        return prepared.parsed  # cert-only: the host gets the DER certificate, not the PKCS#12
     try:
         return parse_certificate_input(
             prepared.raw, prepared.password, os_build=info.os_build, rewrap_legacy=job.rewrap_legacy_pfx
         )
     except CertificateInputError as exc:
-        raise JobStepError(ResultCode(exc.code), f"{exc.message} (host {_os_name(info.os_build)})") from None
+        raise JobStepError(ResultCode(exc.code), exc.message) from None
 
 
-def check_provider(info: HostInfo, provider: str | None) -> None:
-    """Fail unless ``provider`` is installed on the host (case-insensitive, trimmed).
+def check_provider(info: HostInfo, provider: str | None, key_algorithm: str | None = None) -> None:
+    """Fail unless ``provider`` is installed on the host (case-insensitive, trimmed) and can hold
+    a ``key_algorithm`` key (``RSA``, ``ECDSA``, ``DSA``, ...): legacy CAPI CSPs hold RSA keys
+    only (the DSS CSPs DSA keys); KSPs (CNG) hold RSA and ECDSA keys.
 
     Raises:
         JobStepError: ``provider_not_found``, listing the host's providers.
     """
     if provider is None:
         return
-    names = [name for name, _ in info.providers]
-    if provider.strip().lower() not in {n.strip().lower() for n in names}:
+    wanted = provider.strip().lower()
+    found = next(((n, k) for n, k in info.providers if n.strip().lower() == wanted), None)
+    if found is None:
+        names = [name for name, _ in info.providers]
         raise JobStepError(
             ResultCode.PROVIDER_NOT_FOUND,
             f"ProviderName {provider!r} is not installed on {info.computer_name or 'the host'}; installed"
             f" providers: {', '.join(sorted(names)) or 'none reported'}",
+        )
+    name, kind = found
+    if key_algorithm is None or kind.upper() != "CSP":
+        return
+    holds = "DSA" if "dss" in name.lower() else "RSA"
+    if key_algorithm.upper() != holds:
+        ksps = sorted(n for n, k in info.providers if k.upper() == "KSP")
+        raise JobStepError(
+            ResultCode.PROVIDER_NOT_FOUND,
+            f"ProviderName {name!r} is a CryptoAPI CSP, which cannot hold {key_algorithm} keys (only"
+            f" {holds}); use a key storage provider such as {', '.join(ksps[:2]) or 'the Software KSP'}",
         )
 
 
@@ -231,7 +244,7 @@ def import_certificate(
         JobStepError: host-dependent checks; RemoteCommandError from the host.
     """
     parsed = for_host(prepared, job, info)
-    check_provider(info, provider)
+    check_provider(info, provider, parsed.key_algorithm if parsed.has_private_key else None)
     if parsed.has_private_key and parsed.pkcs12_bytes is not None:
         data, password = parsed.pkcs12_bytes, prepared.password
     else:
@@ -247,9 +260,14 @@ def import_certificate(
         overwrite=job.overwrite,
     )
     if parsed.has_private_key and not imported.has_private_key:
+        rolled_back = ""
+        if imported.outcome == "added":
+            remove_certificate(session, job.store.store_path, parsed.thumbprint, if_unused=False)
+            rolled_back = "; the certificate this job imported was removed again"
         raise JobStepError(
             ResultCode.IMPORT_VERIFICATION_FAILED,
-            f"certificate {parsed.thumbprint} is in {job.store.store_path} but without its private key",
+            f"certificate {parsed.thumbprint} is in {job.store.store_path} but without its private key"
+            f"{rolled_back}",
         )
     warnings = list(imported.warnings)
     if job.include_chain:

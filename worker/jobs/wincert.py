@@ -6,6 +6,11 @@ becomes a :class:`~producer.messages.CertificateItem`: the thumbprint must equal
 ``RawData``; a record that fails any check is skipped with a warning, as are certificates the
 host itself skipped ("Skipped certificate ..." warnings). Any skipped certificate makes the job
 ``warning`` / ``partial``; other warnings are reported without changing the status.
+
+Add imports through :func:`worker.jobs.certificates.import_certificate` (idempotent:
+``already_present`` unless ``overwrite``; a certificate that was present without its key gets
+its key, reported as such rather than as an overwrite). Remove deletes by the normalised
+thumbprint (``already_absent`` when it is not there).
 """
 
 from __future__ import annotations
@@ -169,6 +174,7 @@ def inventory_items(session: RemoteSession, store_path: str) -> tuple[list[Certi
 _ADD_MESSAGES = {
     "added": "Added certificate {t} to {s}.",
     "replaced": "Replaced certificate {t} in {s} (overwrite).",
+    "key_added": "Added the private key of certificate {t} in {s}; the certificate was there without it.",
     "already_present": "Certificate {t} is already in {s}; nothing changed (set overwrite to replace it).",
 }
 
@@ -180,7 +186,12 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     provider = entry.provider_name if isinstance(entry, WinCertParameters) else None
     imported = certificates.import_certificate(session, job, prepared, info, provider)
     code = ResultCode.ALREADY_PRESENT if imported.outcome == "already_present" else ResultCode.OK
-    message = _ADD_MESSAGES[imported.outcome].format(t=imported.thumbprint, s=job.store.store_path)
+    outcome = imported.outcome
+    if outcome == "replaced" and not job.overwrite:
+        # Without -Overwrite the host replaces only a certificate that was there without its key.
+        outcome = "key_added"
+    template = _ADD_MESSAGES.get(outcome, "Imported certificate {t} into {s} (host outcome: {o}).")
+    message = template.format(t=imported.thumbprint, s=job.store.store_path, o=outcome)
     return Outcome(Status.SUCCESS, code, message, imported.warnings, thumbprint=imported.thumbprint)
 
 
