@@ -1,4 +1,5 @@
-"""Command line: ``python -m simulator serve --config FILE [--state-dir DIR] [--hosts N]``.
+"""Command line: ``python -m simulator serve --config FILE [--state-dir DIR] [--hosts N]``
+and ``python -m simulator oop (--config FILE | --state-dir DIR) [--host NAME]``.
 
 Output (stdout, flushed), one line per host, then ``READY``::
 
@@ -9,6 +10,12 @@ Output (stdout, flushed), one line per host, then ``READY``::
 ca_bundle}`` (mode 0600; ``ca_bundle`` is null for HTTP). Runs until SIGTERM/SIGINT, then shuts
 down cleanly. Without ``--config``, ``--hosts N`` serves N default HTTP hosts ``WIN-SIM01..``
 on 127.0.0.1, 127.0.0.2, ...
+
+``oop`` serves ONE host's PowerShell Remoting over stdin/stdout with the out-of-process framing
+(like ``powershell.exe -s``; see :mod:`simulator.oop`) until the client closes the runspace
+pool or its input ends. Its state is the same persisted host model (``state_dir/<host>``), so
+tests seed a host and inspect it afterwards. Logs go to stderr; stdout carries only packets.
+Without ``--config`` the host is a default host called ``--host`` (default ``WIN-LOCAL``).
 """
 
 from __future__ import annotations
@@ -71,6 +78,37 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_oop(args: argparse.Namespace) -> int:
+    """Serve one host over stdin/stdout (out-of-process PSRP); the exit status."""
+    from simulator.oop import OutOfProcServer, ProtocolError, default_config, host_environment
+
+    stdout = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must never corrupt the packet stream
+    log = logging.getLogger("simulator.oop")
+    try:
+        if args.config:
+            config = SimulatorConfig.load(Path(args.config))
+            if args.state_dir:
+                config.state_dir = Path(args.state_dir).resolve()
+        elif args.state_dir:
+            config = default_config(Path(args.state_dir).resolve(), args.host)
+        else:
+            log.error("oop needs --config FILE or --state-dir DIR")
+            return 2
+        env = host_environment(config, args.host)
+    except ProtocolError as exc:
+        log.error("%s", exc)
+        return 2
+    except Exception:
+        log.exception("cannot load the host")
+        return 1
+    try:
+        return OutOfProcServer(env, sys.stdin.buffer, stdout).serve()
+    except Exception:
+        log.exception("the out-of-process server failed")
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,13 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--state-dir", help="override the config's state_dir")
     p_serve.add_argument("--hosts", type=int, default=1, help="default hosts to serve without --config")
     p_serve.add_argument("--log-level", default="WARNING")
+    p_oop = sub.add_parser("oop", help="serve one host over stdin/stdout (out-of-process PSRP)")
+    p_oop.add_argument("--config", help="YAML/JSON SimulatorConfig file")
+    p_oop.add_argument("--state-dir", help="the config's state_dir override, or (no --config) the state dir")
+    p_oop.add_argument("--host", help="the host to serve (required if the config has several)")
+    p_oop.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    return serve(args)
+    return serve_oop(args) if args.command == "oop" else serve(args)
 
 
 if __name__ == "__main__":

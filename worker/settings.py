@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +22,30 @@ from pydantic_settings import SettingsError as SourceError
 from producer.messages import DEFAULT_QUEUE
 
 ENV_PREFIX = "WINCERT_"
+
+WINDOWS_LOCAL_POWERSHELL = "powershell.exe -NoLogo -NoProfile -NonInteractive -s"
+"""Local mode's default command on a Windows worker: Windows PowerShell 5.1 as an
+out-of-process PSRP server (``-s`` = server mode, PSRP over stdin/stdout)."""
+
+
+def split_command(value: str) -> list[str]:
+    """``WINCERT_LOCAL_POWERSHELL`` as an argument list (shell rules; never run by a shell).
+
+    On Windows backslashes stay as they are and double quotes group words
+    (``"C:\\Program Files\\PowerShell\\7\\pwsh.exe" -s``).
+
+    Raises:
+        ValueError: unbalanced quotes, or no program.
+    """
+    if os.name == "nt":
+        words = [
+            w[1:-1] if len(w) >= 2 and w[0] == w[-1] == '"' else w for w in shlex.split(value, posix=False)
+        ]
+    else:
+        words = shlex.split(value)
+    if not words:
+        raise ValueError("is empty; give the PowerShell command, e.g. 'pwsh -NoLogo -NoProfile -s'")
+    return words
 
 
 class SettingsError(ValueError):
@@ -96,6 +122,13 @@ class WorkerSettings(BaseSettings):
     read_timeout: int = Field(default=30, ge=1, description="HTTP read timeout (s); > operation_timeout")
     operation_timeout: int = Field(default=20, ge=1, description="WS-Man OperationTimeout (s)")
 
+    # --- local mode --------------------------------------------------------------------------
+    local_powershell: str | None = Field(
+        default_factory=lambda: WINDOWS_LOCAL_POWERSHELL if os.name == "nt" else None,
+        description="Command of the local out-of-process PowerShell (local mode); default on"
+        " Windows: powershell.exe -NoLogo -NoProfile -NonInteractive -s, elsewhere unset",
+    )
+
     # --- result streams ----------------------------------------------------------------------
     results_stream_maxlen: int = Field(
         default=100_000, ge=1, description="Approximate cap of wincert:results"
@@ -118,6 +151,19 @@ class WorkerSettings(BaseSettings):
             if limit < 1:
                 raise ValueError(f"limit for {host!r} is {limit}; every limit must be at least 1")
         return {host.strip().lower(): limit for host, limit in value.items()}
+
+    @field_validator("local_powershell")
+    @classmethod
+    def _local_powershell(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        split_command(value)
+        return value.strip()
+
+    @property
+    def local_powershell_argv(self) -> tuple[str, ...] | None:
+        """``local_powershell`` split into arguments (None: local mode is not available)."""
+        return tuple(split_command(self.local_powershell)) if self.local_powershell else None
 
     @field_validator("credentials_file", "ca_bundle")
     @classmethod

@@ -48,7 +48,10 @@ log = logging.getLogger(__name__)
 
 
 def _count_session(store: StoreRef) -> None:
-    metrics.SESSIONS_OPENED.labels(protocol=store.protocol.value, auth=store.auth.value).inc()
+    if store.is_local:  # a local PowerShell process: no WinRM protocol, no authentication
+        metrics.SESSIONS_OPENED.labels(protocol="local", auth="none").inc()
+    else:
+        metrics.SESSIONS_OPENED.labels(protocol=store.protocol.value, auth=store.auth.value).inc()
 
 
 @dataclass
@@ -69,6 +72,8 @@ class Runtime:
                 connection_timeout=self.settings.connection_timeout,
                 read_timeout=self.settings.read_timeout,
                 operation_timeout=self.settings.operation_timeout,
+                local_powershell=self.settings.local_powershell_argv,
+                call_timeout=self.settings.task_soft_time_limit,
             )
             self.session_factory = make_session_factory(options, on_open=_count_session)
 

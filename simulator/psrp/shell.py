@@ -6,6 +6,11 @@ data is split into whole PSRP fragments (MS-PSRP 2.2.4: ObjectId u64, FragmentId
 1=start 2=end, length u32, big-endian) and queued per target (pool or command). Receive drains a
 queue, blocking until data arrives or the request's OperationTimeout passes.
 
+The out-of-process server (:mod:`simulator.oop`) reuses the same pool and pipeline machinery
+with a ``sink``: psrpcore's outgoing payloads are handed to it as they are produced (pushed to
+stdout) instead of being queued for Receive, and the client ends each pipeline with
+:meth:`Shell.close_command`.
+
 All psrpcore calls for one pool happen under ``self.lock`` (psrpcore is not thread-safe).
 """
 
@@ -17,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,9 +119,20 @@ def _private_data(env: ShellEnvironment) -> dict[str, Any]:
 
 
 class Shell:
-    """A runspace pool addressed by ``shell_id`` (the client's RunspacePool id, upper-case)."""
+    """A runspace pool addressed by ``shell_id`` (the client's RunspacePool id, upper-case).
 
-    def __init__(self, shell_id: str, env: ShellEnvironment, owner: str, resource_uri: str) -> None:
+    ``sink``: when given, every payload psrpcore produces (one target each) is passed to it,
+    under ``self.lock``, instead of being queued for :meth:`receive` (out-of-process transport).
+    """
+
+    def __init__(
+        self,
+        shell_id: str,
+        env: ShellEnvironment,
+        owner: str,
+        resource_uri: str,
+        sink: Callable[[PSRPPayload], None] | None = None,
+    ) -> None:
         self.shell_id = shell_id.upper()
         self.env = env
         self.owner = owner
@@ -130,6 +147,7 @@ class Shell:
         self.runspace = RunspaceState()
         self.closed = False
         self._opened_delivered = False
+        self._sink = sink
 
     # ---- input ------------------------------------------------------------------------------
     def feed(self, data: bytes, command_id: str | None = None) -> None:
@@ -197,6 +215,9 @@ class Shell:
         """Move psrpcore's outgoing data into the per-target queues; wake Receive waiters."""
         moved = False
         while (payload := self.pool.data_to_send(FRAGMENT_SIZE)) is not None:
+            if self._sink is not None:
+                self._sink(payload)
+                continue
             units = split_fragments(payload.data)
             if payload.pipeline_id is None:
                 self.pool_queue.extend(units)
@@ -267,6 +288,10 @@ class Shell:
             if code.lower().endswith(("ctrl_c", "crtl_c")) and slot.started:
                 self.changed.notify_all()
             self._forget(slot)
+
+    def close_command(self, command_id: str) -> None:
+        """Forget a pipeline the client closed, stopping it first if it still runs."""
+        self.signal(command_id, "Terminate")
 
     def _forget(self, slot: CommandSlot) -> None:
         self.commands.pop(slot.command_id, None)

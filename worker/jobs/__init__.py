@@ -24,7 +24,7 @@ from worker.credentials import CredentialError, CredentialResolver
 from worker.jobs import certificates, iisu, wincert, winsql
 from worker.jobs.outcome import JobStepError, Outcome
 from worker.remote.errors import classify
-from worker.remote.session import SessionFactory
+from worker.remote.session import LOCAL_CREDENTIAL, SessionFactory
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def run(
             prepared = certificates.prepare(job, credentials.settings)
             secrets.extend(p for p in (prepared.password,) if p)
             args = (prepared,)
-        credential = credentials.resolve(job.store.credential)
+        # local mode: the PowerShell process runs as the worker's own account, no credential
+        credential = LOCAL_CREDENTIAL if job.store.is_local else credentials.resolve(job.store.credential)
         secrets.append(credential.password.get_secret_value())
         label = credential.label
         with session_factory(job.store, credential) as session:

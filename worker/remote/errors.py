@@ -48,6 +48,8 @@ TRANSIENT_CODES = frozenset({ResultCode.HOST_UNREACHABLE, ResultCode.TIMEOUT})
 
 _FAULT_HINTS = {
     "2150858752": "the endpoint (resource URI) does not exist; check the JEA endpoint name",
+    "2150858811": "the PowerShell session configuration (JEA endpoint) is not registered on the host;"
+    " check jea_endpoint (Get-PSSessionConfiguration on the host, deploy/jea/README.md)",
     "2150858843": "the shell was closed by the host (idle timeout or WinRM restart); run the job again",
     "2150858793": "the operation timed out on the host",
     "2150858760": "the request was larger than the host's MaxEnvelopeSizekb",
@@ -77,6 +79,19 @@ class RemoteCommandError(Exception):
     def error_id(self) -> str:
         """The error id without the command name Windows appends after a comma."""
         return self.fq_error.split(",", 1)[0].strip()
+
+
+class TransportFailureError(Exception):
+    """A failure its transport already classified (local mode's PowerShell process).
+
+    :func:`classify` returns ``code``, ``message`` (secrets redacted) and ``kind`` as they are.
+    """
+
+    def __init__(self, code: ResultCode, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -151,6 +166,9 @@ def classify(
     host, port = store.client_machine, store.effective_port
     where = f"{host}:{port}"
 
+    if isinstance(exc, TransportFailureError):
+        return Classified(exc.code, redact(exc.message, secrets), exc.kind)
+
     if isinstance(exc, RemoteCommandError):
         detail = redact(exc.message, secrets)
         if exc.error_id == STORE_NOT_FOUND_ID:
@@ -216,6 +234,11 @@ def classify(
         code = str(exc.code or "unknown")
         reason = redact(str(exc.reason or ""), secrets).strip()
         hint = _FAULT_HINTS.get(code, "see the WinRM event log on the host")
+        if store.jea_endpoint is not None and code in ("2150858752", "2150858811"):
+            hint = (
+                f"JEA endpoint {store.jea_endpoint!r} is not registered on the host; check the store's"
+                " jea_endpoint against Get-PSSessionConfiguration there (setup: deploy/jea/README.md)"
+            )
         return Classified(
             ResultCode.WINRM_FAULT,
             f"WinRM on {where} answered with WS-Management fault {code}"

@@ -6,6 +6,10 @@ single-runspace pool (``configuration_name`` = the JEA endpoint, if any), sends 
 library once (skipped for JEA endpoints, which refuse scripts and must have the functions
 installed as a module), yields a :class:`PsrpSession`, and closes the pool in ``finally``.
 
+Local mode (``store.is_local``: ``HOST|LocalMachine``, ``localhost``, ``localmachine``) does not
+use WinRM: :func:`open_local_session` starts ``WINCERT_LOCAL_POWERSHELL`` and speaks
+out-of-process PSRP with it (:mod:`worker.remote.local`); :func:`make_session_factory` chooses.
+
 The factory is injectable: :func:`worker.jobs.run` takes any callable with the
 :data:`SessionFactory` shape, so tests and future pooled sessions plug in without touching jobs.
 """
@@ -19,15 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import SecretStr
 from pypsrp.complex_objects import RunspacePoolState
 from pypsrp.powershell import DEFAULT_CONFIGURATION_NAME, RunspacePool
 from pypsrp.wsman import WSMan
 
+from producer.codes import ResultCode
 from producer.messages import AuthMethod, StoreRef
 from producer.messages import Protocol as WinRMProtocol
 from worker.credentials import Credential, CredentialError
+from worker.remote.errors import TransportFailureError
 from worker.remote.invoke import Invocation, load_script, run_function
 from worker.remote.library import library_scripts
+from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,9 @@ class RemoteSession(Protocol):
 SessionFactory = Callable[[StoreRef, Credential], AbstractContextManager[RemoteSession]]
 """``factory(store, credential)`` → a context manager yielding an open :class:`RemoteSession`."""
 
+LOCAL_CREDENTIAL = Credential("the worker's own account (local mode)", "", SecretStr(""))
+"""What :func:`worker.jobs.run` passes for local jobs: the PowerShell process runs as the worker."""
+
 
 @dataclass(frozen=True)
 class SessionOptions:
@@ -52,6 +63,10 @@ class SessionOptions:
     connection_timeout: int = 30
     read_timeout: int = 30
     operation_timeout: int = 20
+    local_powershell: tuple[str, ...] | None = None
+    """Local mode's command (``WINCERT_LOCAL_POWERSHELL`` split); None: local mode unavailable."""
+    call_timeout: float = 600
+    """Local mode: seconds one function call may run (the worker passes its soft time limit)."""
 
 
 def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOptions) -> dict[str, Any]:
@@ -147,12 +162,59 @@ def _configuration_name(store: StoreRef) -> str:
     return store.jea_endpoint if store.jea_endpoint is not None else str(DEFAULT_CONFIGURATION_NAME)
 
 
+@contextmanager
+def open_local_session(
+    store: StoreRef,
+    options: SessionOptions,
+    on_open: Callable[[StoreRef], None] | None = None,
+) -> Iterator[LocalSession]:
+    """Start the local PowerShell, open its pool, load the library, yield, stop it in ``finally``.
+
+    The process start and pool opening are bounded by ``connection_timeout``, every ack by
+    ``read_timeout``, every call by ``call_timeout``.
+
+    Raises:
+        TransportFailureError: not configured (``host_unreachable``), cannot start, died, timed out.
+        RemoteCommandError: loading the library failed.
+    """
+    if not options.local_powershell:
+        raise TransportFailureError(
+            ResultCode.HOST_UNREACHABLE,
+            f"{NOT_CONFIGURED}: client machine {store.client_machine!r} runs on the worker's own"
+            f" machine through a local PowerShell process; set {SETTING} (e.g. 'pwsh -NoLogo"
+            " -NoProfile -s'), or send the job to a Windows worker",
+            "connect",
+        )
+    session = LocalSession(
+        options.local_powershell,
+        store.client_machine,
+        connection_timeout=options.connection_timeout,
+        read_timeout=options.read_timeout,
+        call_timeout=options.call_timeout,
+    )
+    session.start()
+    try:
+        if on_open is not None:
+            on_open(store)
+        for name, text in library_scripts():
+            session.load_script(name, text)
+        yield session
+    finally:
+        session.close()
+
+
 def make_session_factory(
     options: SessionOptions, on_open: Callable[[StoreRef], None] | None = None
 ) -> SessionFactory:
-    """The production :data:`SessionFactory` bound to ``options`` (and an ``on_open`` hook for metrics)."""
+    """The production :data:`SessionFactory` bound to ``options`` (and an ``on_open`` hook for metrics).
+
+    Local stores (``store.is_local``) get a local session and ignore ``credential``; every other
+    store a WinRM session.
+    """
 
     def factory(store: StoreRef, credential: Credential) -> AbstractContextManager[RemoteSession]:
+        if store.is_local:
+            return open_local_session(store, options, on_open)
         return open_session(store, credential, options, on_open)
 
     return factory
