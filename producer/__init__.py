@@ -22,6 +22,15 @@ from producer.entry_parameters import (
     WinCertParameters,
     parse_iis_alias,
 )
+from producer.keyfactor import (
+    KeyfactorConfigError,
+    KeyfactorJob,
+    from_keyfactor,
+    keyfactor_output,
+    parse_keyfactor,
+    to_keyfactor_inventory,
+    to_keyfactor_result,
+)
 from producer.messages import (
     DEAD_LETTER_STREAM,
     DEFAULT_QUEUE,
@@ -69,6 +78,8 @@ __all__ = [
     "Job",
     "JobResult",
     "JobType",
+    "KeyfactorConfigError",
+    "KeyfactorJob",
     "NamedCredential",
     "PlaintextSecretRefusedError",
     "ProducerError",
@@ -86,8 +97,13 @@ __all__ = [
     "TaskFailedError",
     "WinCertParameters",
     "export_job_schema",
+    "from_keyfactor",
     "job_json_schema",
+    "keyfactor_output",
     "normalize_thumbprint",
     "parse_iis_alias",
     "parse_job",
+    "parse_keyfactor",
+    "to_keyfactor_inventory",
+    "to_keyfactor_result",
 ]

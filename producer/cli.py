@@ -10,9 +10,10 @@ import getpass
 import json
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, NoReturn
 
 import click
@@ -37,11 +38,14 @@ from producer.client import (
     export_job_schema,
     redact_url,
 )
+from producer.keyfactor import KeyfactorConfigError, keyfactor_output, parse_keyfactor
 from producer.messages import (
     AddJob,
     AnyJob,
     CertificateItem,
+    InventoryJob,
     JobResult,
+    ReenrollmentJob,
     RemoveJob,
     Status,
     StoreType,
@@ -114,7 +118,7 @@ _MESSAGE_NAMES = {
     "HostName": "--host-name",
     "restart_service": "--restart-service",
 }
-_TAGS = {"inventory", "add", "remove", "named", "inline"}
+_TAGS = {"inventory", "add", "remove", "reenrollment", "reenrollment_complete", "named", "inline"}
 
 app = typer.Typer(
     name="wincert",
@@ -125,6 +129,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+class OutputFormat(StrEnum):
+    """How results are printed: ``table`` (text), ``json`` (the JobResult JSON) or ``keyfactor``
+    (Keyfactor's JobResult, plus CurrentInventoryItem list for inventory)."""
+
+    TABLE = "table"
+    JSON = "json"
+    KEYFACTOR = "keyfactor"
 
 
 class UsageProblemError(Exception):
@@ -318,12 +331,23 @@ def _exit_for(result: JobResult) -> NoReturn:
     raise typer.Exit(int(_STATUS_EXIT[result.status]))
 
 
-def _show_result(result: JobResult, as_json: bool) -> NoReturn:
-    if as_json:
+def _show_result(result: JobResult, fmt: OutputFormat, job_history_id: int | None = None) -> NoReturn:
+    if fmt is OutputFormat.JSON:
         sys.stdout.write(result.model_dump_json() + "\n")
+    elif fmt is OutputFormat.KEYFACTOR:
+        _print_json(keyfactor_output(result, job_history_id))
     else:
         render_result(_console(), result)
     _exit_for(result)
+
+
+def _output_format(as_json: bool, fmt: OutputFormat | None) -> OutputFormat:
+    """``--format``, with ``--json`` as an alias of ``--format json``."""
+    if as_json and fmt not in (None, OutputFormat.JSON):
+        _fail(f"--json is --format json; give one of --json or --format {fmt.value}", ExitCode.USAGE)
+    if as_json:
+        return OutputFormat.JSON
+    return fmt if fmt is not None else OutputFormat.TABLE
 
 
 def _run(action: Callable[[], None], settings: ProducerSettings) -> None:
@@ -406,7 +430,17 @@ JobIdOpt = Annotated[
 ]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the result and show it.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text (= --format json).")]
+FormatOpt = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--format",
+        case_sensitive=False,
+        help="table (default), json (the JobResult JSON) or keyfactor (Keyfactor's JobResult and,"
+        " for inventory, CurrentInventoryItem list). Without --wait, json and keyfactor print the"
+        " job id as JSON.",
+    ),
+]
 InstanceNameOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -498,7 +532,8 @@ class _Connection:
 class _Output:
     wait: bool
     timeout: float
-    as_json: bool
+    fmt: OutputFormat
+    job_history_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -528,7 +563,11 @@ def _describe(job: AnyJob) -> str:
         return f"add to {where}"
     if isinstance(job, RemoveJob):
         return f"remove of {job.alias} from {where}"
-    return f"inventory of {where}"
+    if isinstance(job, ReenrollmentJob):
+        return f"reenrollment ({job.subject}) for {where}"
+    if isinstance(job, InventoryJob):
+        return f"inventory of {where}"
+    return f"{job.job_type} for {where}"
 
 
 def _submit_command(
@@ -589,28 +628,33 @@ def _submit_command(
             _fail_validation(exc)
         except PlaintextSecretRefusedError as exc:
             _fail(str(exc), ExitCode.USAGE)
-
-        def submit_and_show() -> None:
-            submitted = client.submit(prepared)
-            if not out.wait:
-                if out.as_json:
-                    submitted_at = prepared.submitted_at
-                    _print_json(
-                        {
-                            "job_id": str(submitted),
-                            "queue": settings.queue,
-                            "submitted_at": submitted_at.isoformat() if submitted_at else None,
-                        }
-                    )
-                else:
-                    typer.echo(f"submitted job {submitted} ({_describe(prepared)}) to queue {settings.queue}")
-                    typer.echo(f"result: wincert result {submitted} --wait")
-                return
-            _show_result(client.wait(submitted, out.timeout), out.as_json)
-
-        _run(submit_and_show, settings)
+        _send(client, settings, prepared, out)
     finally:
         client.close()
+
+
+def _send(client: Client, settings: ProducerSettings, prepared: AnyJob, out: _Output) -> None:
+    """Submit a prepared job and report it (job id, or the result with ``--wait``)."""
+
+    def submit_and_show() -> None:
+        submitted = client.submit(prepared)
+        if not out.wait:
+            if out.fmt is not OutputFormat.TABLE:
+                submitted_at = prepared.submitted_at
+                _print_json(
+                    {
+                        "job_id": str(submitted),
+                        "queue": settings.queue,
+                        "submitted_at": submitted_at.isoformat() if submitted_at else None,
+                    }
+                )
+            else:
+                typer.echo(f"submitted job {submitted} ({_describe(prepared)}) to queue {settings.queue}")
+                typer.echo(f"result: wincert result {submitted} --wait")
+            return
+        _show_result(client.wait(submitted, out.timeout), out.fmt, out.job_history_id)
+
+    _run(submit_and_show, settings)
 
 
 def _job_fields(job_type: str, job_id: str | None, **fields: Any) -> dict[str, Any]:
@@ -721,6 +765,7 @@ def inventory(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Submit an inventory job: list every certificate in a store on a Windows host.
 
@@ -738,7 +783,11 @@ def inventory(
     except UsageProblemError as exc:
         _fail(str(exc), ExitCode.USAGE)
     _submit_command(
-        settings, conn, address, _job_fields("inventory", job_id), _Output(wait, timeout, as_json)
+        settings,
+        conn,
+        address,
+        _job_fields("inventory", job_id),
+        _Output(wait, timeout, _output_format(as_json, fmt)),
     )
 
 
@@ -854,6 +903,7 @@ def add(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Submit a Management Add job: import a certificate into a store (and bind it for IISU/WinSQL).
 
@@ -956,7 +1006,7 @@ def add(
         conn,
         address,
         fields,
-        _Output(wait, timeout, as_json),
+        _Output(wait, timeout, _output_format(as_json, fmt)),
         restart_service=restart_service,
         sealed=_Sealed(placeholder, seal, "certificate", "--certificate"),
     )
@@ -991,6 +1041,7 @@ def remove(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Submit a Management Remove job: unbind (IISU, WinSQL) and delete a certificate.
 
@@ -1016,8 +1067,80 @@ def remove(
         _fail(str(exc), ExitCode.USAGE)
     fields = _job_fields("remove", job_id, alias=alias, entry_parameters=entry)
     _submit_command(
-        settings, conn, address, fields, _Output(wait, timeout, as_json), restart_service=restart_service
+        settings,
+        conn,
+        address,
+        fields,
+        _Output(wait, timeout, _output_format(as_json, fmt)),
+        restart_service=restart_service,
     )
+
+
+def _read_keyfactor_file(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageProblemError(f"--keyfactor: cannot read {path!r}: {reason}") from None
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def submit(
+    keyfactor: Annotated[
+        str | None,
+        typer.Option(
+            "--keyfactor",
+            metavar="FILE",
+            help="A Keyfactor orchestrator job configuration (JSON; - reads stdin): Inventory,"
+            " Management Add/Remove or Reenrollment for WinCert, IISU (IISBin) or WinSql stores.",
+        ),
+    ] = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Submit the job a Keyfactor orchestrator job configuration describes.
+
+    The server password and the certificate are encrypted with WINCERT_SECRET_KEYS before they
+    are sent; empty ServerUsername/ServerPassword mean the worker's own identity. What the
+    conversion changed or ignored is printed as "note:" lines on stderr. Without --wait, prints
+    the job id (exit 0); with --wait, the result (--format keyfactor: Keyfactor's JobResult with
+    the configuration's JobHistoryId, plus the inventory items).
+    """
+    _check_timeout(timeout)
+    output = _output_format(as_json, fmt)
+    settings = _load_settings()
+    try:
+        if keyfactor is None:
+            raise UsageProblemError("--keyfactor: missing; give the Keyfactor job configuration FILE (JSON)")
+        text = _read_keyfactor_file(keyfactor)
+    except UsageProblemError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    client = Client(settings)
+    try:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # shown as notes below
+                converted = parse_keyfactor(text, client)
+        except KeyfactorConfigError as exc:
+            for path, message in exc.problems:
+                typer.echo(f"error: {path}: {message}", err=True)
+            raise typer.Exit(int(ExitCode.USAGE)) from None
+        for note in converted.notes:
+            typer.echo(f"note: {note}", err=True)
+        try:
+            prepared = client.prepare(converted.job)
+        except ValidationError as exc:  # pragma: no cover - parse_keyfactor validated it
+            _fail_validation(exc)
+        except PlaintextSecretRefusedError as exc:
+            _fail(str(exc), ExitCode.USAGE)
+        _send(client, settings, prepared, _Output(wait, timeout, output, converted.job_history_id))
+    finally:
+        client.close()
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -1025,13 +1148,29 @@ def result(
     job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="The job id (UUID).")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the result is available.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")] = 60.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the JobResult JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JobResult JSON (= --format json).")
+    ] = False,
+    fmt: Annotated[
+        OutputFormat | None,
+        typer.Option(
+            "--format",
+            case_sensitive=False,
+            help="table (default), json (the JobResult JSON) or keyfactor (Keyfactor's JobResult and,"
+            " for inventory, CurrentInventoryItem list).",
+        ),
+    ] = None,
+    job_history_id: Annotated[
+        int | None,
+        typer.Option("--job-history-id", help="Keyfactor JobHistoryId for --format keyfactor (default 0)."),
+    ] = None,
 ) -> None:
     """Show a job's result (from the result backend, else the results stream).
 
     Exits 5 when there is no result yet (without --wait: immediately).
     """
     _check_timeout(timeout)
+    output = _output_format(as_json, fmt)
     try:
         job_uuid = uuid.UUID(job_id.strip())
     except ValueError:
@@ -1047,7 +1186,7 @@ def result(
                     " or the id is unknown; add --wait to wait for it",
                     ExitCode.NO_RESULT,
                 )
-            _show_result(found, as_json)
+            _show_result(found, output, job_history_id)
 
         _run(show, settings)
 
@@ -1146,4 +1285,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
 
 
-__all__ = ["EXIT_CODES_HELP", "ExitCode", "app", "main", "parse_target", "render_result", "validation_lines"]
+__all__ = [
+    "EXIT_CODES_HELP",
+    "ExitCode",
+    "OutputFormat",
+    "app",
+    "main",
+    "parse_target",
+    "render_result",
+    "validation_lines",
+]
