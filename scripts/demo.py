@@ -10,7 +10,13 @@
 4. one inventory job per host through :class:`producer.Client`, plus one job with a hostile
    store path that must come back ``store_not_found``;
 5. each host's inventory (full thumbprints) and the ``wincert_*`` counters scraped from the
-   worker's ``/metrics``.
+   worker's ``/metrics``;
+6. a full renewal of an IIS binding with on-device key generation: WIN-DEMO01 also runs IIS 10
+   with ``Default Web Site`` bound on ``*:443:`` to an expiring certificate; a ``reenrollment``
+   job (IISU, signer ``testca.sign``: the test CA, ``WINCERT_TEST_CA_DIR``, demo only) makes the
+   host generate the key and CSR, the worker chains signing and the completion job, which
+   installs the certificate with its pending key and rebinds the site; inventory before and
+   after shows the binding's old and new thumbprint.
 
 Everything lives under ``.demo/`` (recreated on each run); every process started here is
 stopped on exit, including on Ctrl-C.
@@ -18,17 +24,25 @@ stopped on exit, including on Ctrl-C.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import urllib.request
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import cryptography_vectors
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, pkcs12
+from cryptography.x509.oid import NameOID
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.rule import Rule
@@ -38,12 +52,38 @@ sys.path.insert(0, str(ROOT))
 
 from producer.cli import render_result  # noqa: E402
 from producer.client import Client  # noqa: E402
-from producer.messages import InventoryJob, JobResult, NamedCredential, StoreRef  # noqa: E402
+from producer.messages import (  # noqa: E402
+    DEFAULT_QUEUE,
+    InventoryJob,
+    JobResult,
+    NamedCredential,
+    ReenrollmentJob,
+    StoreRef,
+)
 from producer.settings import ProducerSettings  # noqa: E402
 from tests.support import free_port, redis_server, worker_process  # noqa: E402
 
 VECTORS = Path(cryptography_vectors.__path__[0])
 WORKDIR = ROOT / ".demo"
+IIS_SITE = "Default Web Site"
+IIS_ENTRY = {"SiteName": IIS_SITE, "IPAddress": "*", "Port": "443", "HostName": "", "SniFlag": "0",
+             "Protocol": "https"}
+
+
+def initial_iis_certificate() -> str:
+    """An expiring self-signed certificate for the IIS binding (PKCS#12 in ``.demo/``); returns
+    its thumbprint."""
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.demo.example")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=360))
+        .not_valid_after(now + dt.timedelta(days=5)).sign(key, hashes.SHA256())
+    )
+    pfx = pkcs12.serialize_key_and_certificates(b"www.demo.example", key, cert, None, NoEncryption())
+    (WORKDIR / "iis-initial.pfx").write_bytes(pfx)
+    return hashlib.sha1(cert.public_bytes(Encoding.DER)).hexdigest().upper()  # noqa: S324 - thumbprint
 HOSTS: list[dict[str, Any]] = [
     {
         "name": "WIN-DEMO01",
@@ -77,10 +117,16 @@ HOSTS: list[dict[str, Any]] = [
 
 def start_simulator(stack: ExitStack, console: Console) -> dict[str, dict[str, Any]]:
     """Run ``python -m simulator serve``; return each host's credentials file content by name."""
-    config = {
-        "state_dir": str(WORKDIR / "simulator"),
-        "hosts": [{k: v for k, v in h.items() if k != "job"} for h in HOSTS],
-    }
+    hosts_config = [{k: v for k, v in h.items() if k != "job"} for h in HOSTS]
+    old = initial_iis_certificate()
+    hosts_config[0]["os_build"] = 20348
+    initial = {"store": "My", "path": str(WORKDIR / "iis-initial.pfx"), "password": ""}
+    hosts_config[0]["seed"] = [*hosts_config[0]["seed"], initial]
+    hosts_config[0]["iis"] = {"version": "10.0", "sites": [{"name": IIS_SITE, "id": 1, "bindings": [
+        {"protocol": "http", "binding_information": "*:80:"},
+        {"protocol": "https", "binding_information": "*:443:", "certificate_thumbprint": old},
+    ]}]}
+    config = {"state_dir": str(WORKDIR / "simulator"), "hosts": hosts_config}
     config_path = WORKDIR / "simulator.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     log = open(WORKDIR / "simulator.log", "wb")  # noqa: SIM115 - closed by the exit stack
@@ -151,6 +197,7 @@ def main() -> int:
             "WINCERT_CA_BUNDLE": ca_bundle,
             "WINCERT_METRICS_PORT": str(metrics_port),
             "WINCERT_METRICS_DIR": str(WORKDIR / "metrics"),
+            "WINCERT_TEST_CA_DIR": str(WORKDIR / "testca"),  # demo only: testca.sign signs any CSR
         }
         stack.enter_context(worker_process(env, WORKDIR / "worker.log", concurrency=2))
         console.print(f"  celery worker (prefork, 2 processes), metrics on 127.0.0.1:{metrics_port}")
@@ -216,9 +263,59 @@ def main() -> int:
         ok = [r.status.value for r in results[:3]] == ["success"] * 3 and results[
             3
         ].code.value == "store_not_found"
+        ok = renew_iis_binding(console, settings, jobs[0].store) and ok
         console.print(Rule("done" if ok else "UNEXPECTED RESULTS"))
         console.print("  stopping the worker, the simulator and redis-server ...")
     return 0 if ok else 1
+
+
+def _binding_thumbprint(client: Client, store: StoreRef) -> str | None:
+    """The thumbprint bound to ``Default Web Site`` https ``*:443:`` (IISU inventory)."""
+    result = client.wait(client.submit(InventoryJob(job_type="inventory", store=store)), timeout=120)
+    for item in result.items or []:
+        if item.alias.endswith(f":{IIS_SITE}:*:443:"):
+            return item.thumbprint
+    return None
+
+
+def renew_iis_binding(console: Console, settings: ProducerSettings, demo01: StoreRef) -> bool:
+    """Step 6: a full renewal of WIN-DEMO01's IIS binding with chained signing by the test CA."""
+    console.print(Rule("WIN-DEMO01 — renewal of IIS 'Default Web Site' https *:443: (reenrollment)"))
+    store = StoreRef.model_validate({**demo01.model_dump(), "store_type": "IISU", "store_path": "My"})
+    job = ReenrollmentJob(
+        job_type="reenrollment",
+        store=store,
+        subject='CN=www.demo.example, O="Demo, Inc", C=US',
+        key_algorithm="ECDSA_P256",
+        sans=[{"type": "dns", "value": "www.demo.example"}, {"type": "dns", "value": "demo.example"}],
+        entry_parameters=IIS_ENTRY,
+        signer={"task": "testca.sign", "queue": DEFAULT_QUEUE},
+    )
+    completion_id = uuid.uuid5(job.job_id, "complete")
+    with Client(settings) as client:
+        before = _binding_thumbprint(client, store)
+        console.print(f"  binding before: {before}")
+        first = client.wait(client.submit(job), timeout=120)
+        render_result(console, first)
+        if first.csr:
+            csr = x509.load_pem_x509_csr(first.csr.encode())
+            console.print(
+                f"  CSR from the host: {csr.subject.rfc4514_string()},"
+                f" signature valid: {csr.is_signature_valid}"
+            )
+        console.print(f"  waiting for the completion job {completion_id} (testca.sign → install → bind) ...")
+        done = client.wait(completion_id, timeout=120)
+        render_result(console, done)
+        after = _binding_thumbprint(client, store)
+    console.print(f"  binding before: {before}")
+    console.print(f"  binding after:  {after}")
+    return (
+        first.status.value == "success"
+        and done.status.value == "success"
+        and after is not None
+        and after == done.thumbprint
+        and after != before
+    )
 
 
 if __name__ == "__main__":

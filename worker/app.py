@@ -20,6 +20,7 @@ anything imports prometheus-client; the main process wipes that directory at sta
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery
@@ -90,6 +91,10 @@ def create_app(
     app = Celery("wincert", set_as_current=False)
     app.conf.update(celery_config(settings))
     register(app, settings, session_factory)
+    if os.environ.get("WINCERT_TEST_CA_DIR"):  # test/demo only: a CA that signs any CSR
+        from testca import register as register_test_ca
+
+        register_test_ca(app, os.environ["WINCERT_TEST_CA_DIR"])
     _active["settings"] = settings
     return app
 

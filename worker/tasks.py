@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from producer.codes import ResultCode
 from producer.messages import TASK_NAME, AnyJob, JobResult, JobType, Status, StoreRef, parse_job
-from worker import jobs, metrics, results
+from worker import jobs, metrics, results, signing
 from worker.credentials import CredentialResolver
 from worker.jobs.outcome import Outcome
 from worker.limits import HostLimiter, retry_delay
@@ -111,7 +111,27 @@ def register(
     def run_job(self: Task[Any, Any], job: Any) -> dict[str, Any]:
         return execute(self, runtime, job)
 
+    # chained signing (worker/signing.py): the signer task's link and link_error
+    @app.task(name=signing.INSTALL_TASK, bind=True, shared=False, max_retries=None)
+    def install_signed(self: Task[Any, Any], certificate_pem: Any, job: Any) -> dict[str, Any]:
+        if not isinstance(certificate_pem, str) or not certificate_pem.strip():
+            detail = f"it returned {type(certificate_pem).__name__}, not a PEM certificate"
+            return _signing_failed(runtime, app, job, detail, self.request.hostname)
+        return execute(self, runtime, signing.completion_job(certificate_pem, job))
+
+    @app.task(name=signing.FAILED_TASK, shared=False)
+    def signing_failed(*args: Any, job: Any) -> dict[str, Any]:
+        return _signing_failed(runtime, app, job, signing.failure_detail(app, args), None)
+
     return run_job
+
+
+def _signing_failed(rt: Runtime, app: Celery, job: Any, detail: str, worker: str | None) -> dict[str, Any]:
+    """Publish and store the ``signing_failed`` result of a chained completion job."""
+    result = signing.signing_failed_result(job, detail, worker)
+    payload = _finish(rt, JobState(rt.redis, str(result.job_id)), result)
+    app.backend.store_result(str(result.job_id), payload, "SUCCESS")
+    return payload
 
 
 def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = False) -> dict[str, Any]:
@@ -311,4 +331,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
                 result.message,
             )
             raise task.retry(countdown=delay, max_retries=None)
+    result = signing.after_phase1(
+        task.app, parsed, result, settings.queue, rt.redis, settings.result_expires
+    )
     return _finish(rt, state, result, ran=True)

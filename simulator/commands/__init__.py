@@ -7,7 +7,7 @@ messages) must match the PowerShell: a change to one is a change to both.
 """
 
 import simulator.commands.certificates  # noqa: F401 - importing registers Certificates.ps1
-from simulator.commands import iis, inventory, sql  # noqa: F401 - importing registers Iis.ps1, Sql.ps1
+from simulator.commands import enrollment, iis, inventory, sql  # noqa: F401 - registers Enrollment/Iis/Sql.ps1
 from simulator.commands.inventory import store_not_found
 from simulator.commands.registry import REGISTRY
 

@@ -9,14 +9,15 @@ Persisted layout of ``state_dir`` (one folder per host)::
                            config when the host is created)
     certs/<THUMB>.cer      DER certificate (content-addressed, shared by stores)
     keys/<THUMB>.pem       PKCS#8 PEM private key, unencrypted, mode 0600 (folder 0700)
+    requests/<ID>.csr      the CSR of each pending certificate request (its key is the
+                           ``REQUEST`` store entry tagged with the id; simulator/windows/requests.py)
 
 Every change writes the files it needs, then replaces ``host.json`` atomically (temp file +
 ``os.replace``), then deletes files nothing references. A crash therefore leaves either the old
 or the new index, and every file the index names exists.
 
-Seams for later work: :attr:`WindowsHost.stores` (the ``REQUEST`` store will carry pending
-keys), :attr:`WindowsHost.os_build` (IIS SSL-flag validation); IIS sites and SQL instances will
-be further sections of ``host.json``.
+Pending certificate requests (on-device key generation) are entries of the ``REQUEST`` store
+with their key, managed by :class:`simulator.windows.requests.PendingRequests`.
 """
 
 from __future__ import annotations

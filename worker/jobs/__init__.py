@@ -21,7 +21,7 @@ from typing import Any
 from producer.codes import ResultCode
 from producer.messages import AddJob, AnyJob, JobResult, JobType, Status, StoreType
 from worker.credentials import CredentialError, CredentialResolver
-from worker.jobs import certificates, iisu, wincert, winsql
+from worker.jobs import certificates, iisu, reenrollment, wincert, winsql
 from worker.jobs.outcome import JobStepError, Outcome
 from worker.remote.errors import classify
 from worker.remote.session import LOCAL_CREDENTIAL, SessionFactory
@@ -41,6 +41,12 @@ HANDLERS: dict[tuple[JobType, StoreType], Handler] = {
     (JobType.INVENTORY, StoreType.WIN_SQL): winsql.inventory,
     (JobType.ADD, StoreType.WIN_SQL): winsql.add,
     (JobType.REMOVE, StoreType.WIN_SQL): winsql.remove,
+    (JobType.REENROLLMENT, StoreType.WIN_CERT): reenrollment.generate,
+    (JobType.REENROLLMENT, StoreType.IISU): reenrollment.generate,
+    (JobType.REENROLLMENT, StoreType.WIN_SQL): reenrollment.generate,
+    (JobType.REENROLLMENT_COMPLETE, StoreType.WIN_CERT): reenrollment.complete,
+    (JobType.REENROLLMENT_COMPLETE, StoreType.IISU): reenrollment.complete,
+    (JobType.REENROLLMENT_COMPLETE, StoreType.WIN_SQL): reenrollment.complete,
 }
 """Which function implements a job type for a store type."""
 
@@ -77,6 +83,7 @@ def result_from(
         duration_seconds=round(elapsed, 6) if elapsed is not None else None,
         items=outcome.items,
         thumbprint=outcome.thumbprint,
+        csr=outcome.csr,
         **extra,
     )
 

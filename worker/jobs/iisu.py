@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from producer.codes import ResultCode
@@ -84,7 +85,13 @@ def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
     return inventory_outcome(items, warnings)
 
 
-def _check_host(entry: IisParameters, info: HostInfo) -> None:
+def check_host(entry: IisParameters, info: HostInfo) -> None:
+    """Fail unless the host can take the binding: IIS installed, SSL flags valid for the OS
+    build, a wildcard host name only on IIS 10+.
+
+    Raises:
+        JobStepError: ``iis_not_installed``, ``invalid_ssl_flags``, ``wildcard_host_not_supported``.
+    """
     if info.iis_version is None:
         raise JobStepError(
             ResultCode.IIS_NOT_INSTALLED,
@@ -102,15 +109,26 @@ def _check_host(entry: IisParameters, info: HostInfo) -> None:
         )
 
 
-def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
-    """Import the certificate and bind it to the site's https binding ``ip:port:host``."""
-    entry = job.entry
-    assert isinstance(entry, IisParameters)
-    info = certificates.host_info(session)
-    _check_host(entry, info)
-    imported = certificates.import_certificate(session, job, prepared, info, entry.provider_name)
-    thumbprint = imported.thumbprint
-    warnings = list(imported.warnings)
+@dataclass(frozen=True)
+class Bound:
+    """``Set-WinCertIisBinding``'s answer: ``outcome`` created / replaced / unchanged."""
+
+    outcome: str
+    binding_information: str
+    previous_thumbprint: str | None
+    warnings: list[str]
+
+
+def bind(
+    session: RemoteSession, entry: IisParameters, store_path: str, thumbprint: str, *, allow_takeover: bool
+) -> Bound:
+    """Create or replace the site's https binding ``ip:port:host`` with ``thumbprint`` (in
+    ``store_path``) and the entry's SSL flags. Used by Add and by reenrollment.
+
+    Raises:
+        RemoteCommandError: from the host (``WinCert.BindingConflict`` says to set
+            ``allow_takeover``); nothing is rolled back here.
+    """
     params: dict[str, Any] = {
         "SiteName": entry.site_name,
         "IPAddress": entry.ip_address,
@@ -118,22 +136,44 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
         "HostName": entry.host_name,
         "SslFlags": entry.sni_flag,
         "Thumbprint": thumbprint,
-        "StorePath": job.store.store_path,
+        "StorePath": store_path,
     }
-    if job.allow_takeover:
+    if allow_takeover:
         params["AllowTakeover"] = True
     try:
         invocation = session.invoke("Set-WinCertIisBinding", params)
     except RemoteCommandError as exc:
         if exc.error_id == BINDING_CONFLICT_ID:
             # the host names its own switch (-AllowTakeover); say what to set on the job
-            exc.message += " Set allow_takeover on the Add job to take the binding over."
+            exc.message += " Set allow_takeover on the job to take the binding over."
+        raise
+    record = json.loads(invocation.output[0])
+    previous = record.get("PreviousThumbprint")
+    return Bound(
+        str(record["Outcome"]),
+        str(record["BindingInformation"]),
+        str(previous).upper() if previous else None,
+        list(invocation.warnings),
+    )
+
+
+def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
+    """Import the certificate and bind it to the site's https binding ``ip:port:host``."""
+    entry = job.entry
+    assert isinstance(entry, IisParameters)
+    info = certificates.host_info(session)
+    check_host(entry, info)
+    imported = certificates.import_certificate(session, job, prepared, info, entry.provider_name)
+    thumbprint = imported.thumbprint
+    warnings = list(imported.warnings)
+    try:
+        bound = bind(session, entry, job.store.store_path, thumbprint, allow_takeover=job.allow_takeover)
+    except RemoteCommandError as exc:
         if imported.outcome == "added":
             _roll_back(session, job, thumbprint, exc)
         raise
-    bound = json.loads(invocation.output[0])
-    warnings.extend(invocation.warnings)
-    outcome = str(bound["Outcome"])
+    warnings.extend(bound.warnings)
+    outcome = bound.outcome
     if job.renewal_thumbprint and job.renewal_thumbprint != thumbprint:
         old = certificates.remove_certificate(
             session, job.store.store_path, job.renewal_thumbprint, if_unused=True
@@ -149,7 +189,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
         f"Certificate {thumbprint} is already bound to {entry.site_name} https {entry.binding_information};"
         " nothing changed."
         if unchanged
-        else f"Bound certificate {thumbprint} to {entry.site_name} https {bound['BindingInformation']}"
+        else f"Bound certificate {thumbprint} to {entry.site_name} https {bound.binding_information}"
         f" ({outcome}; certificate {imported.outcome})."
     )
     code = ResultCode.ALREADY_PRESENT if unchanged else ResultCode.OK

@@ -18,6 +18,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     items: list[CertificateItem] | None = None
     thumbprint: str | None = None
+    csr: str | None = None
 
 
 class JobStepError(Exception):

@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from producer.codes import ResultCode
@@ -89,8 +91,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     entry = job.entry
     assert isinstance(entry, SqlParameters)
     info = certificates.host_info(session)
-    installed = instances(session)
-    names = _resolve(entry.instance_name or ["MSSQLSERVER"], installed)
+    installed, names = resolve_instances(session, entry)
     imported = certificates.import_certificate(session, job, prepared, info, entry.provider_name)
     thumbprint = imported.thumbprint
     warnings = list(imported.warnings)
@@ -102,36 +103,23 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
             for n in names
             if n not in targets
         ]
-    bound: list[str] = []
-    restart_failed: list[str] = []
-    changed = imported.outcome != "already_present"
-    for name in targets:
-        params: dict[str, Any] = {"InstanceName": name, "Thumbprint": thumbprint, "StorePath": SQL_STORE}
-        if job.store.restart_service and (
-            imported.outcome != "already_present"
-            or _certificate(installed, name) != thumbprint
-            or str(installed[name.lower()].get("ServiceState") or "") != "Running"
-        ):
-            params["RestartService"] = True
-        try:
-            invocation = session.invoke("Set-WinCertSqlCertificate", params)
-        except RemoteCommandError as exc:
-            exc.message += f" — binding instance {name} failed"
-            if bound:
-                exc.message += (
-                    f"; already bound to {thumbprint}: {', '.join(bound)} (run the job again once the"
-                    f" cause is fixed, or remove {thumbprint} from them)"
-                )
-            elif imported.outcome == "added":
-                _roll_back(session, thumbprint, exc)
-            raise
-        record = json.loads(invocation.output[0])
-        warnings.extend(invocation.warnings)
-        bound.append(name)
-        changed = changed or record["Outcome"] != "unchanged"
-        if record.get("RestartError"):
-            restart_failed.append(name)
-            warnings.append(f"instance {name}: {record['RestartError']}")
+
+    def roll_back(exc: RemoteCommandError) -> None:
+        if imported.outcome == "added":
+            _roll_back(session, thumbprint, exc)
+
+    result = bind(
+        session,
+        installed,
+        targets,
+        thumbprint,
+        restart_service=job.store.restart_service,
+        certificate_changed=imported.outcome != "already_present",
+        on_first_failure=roll_back,
+    )
+    bound, restart_failed = result.bound, result.restart_failed
+    warnings.extend(result.warnings)
+    changed = imported.outcome != "already_present" or result.changed
     if job.renewal_thumbprint and job.renewal_thumbprint != thumbprint and bound:
         old = certificates.remove_certificate(session, SQL_STORE, job.renewal_thumbprint, if_unused=True)
         if old.outcome == "in_use":
@@ -168,6 +156,87 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
         warnings,
         thumbprint=thumbprint,
     )
+
+
+@dataclass(frozen=True)
+class SqlBound:
+    """What :func:`bind` did: instances bound, those whose restart failed, whether anything
+    changed, warnings."""
+
+    bound: list[str]
+    restart_failed: list[str]
+    changed: bool
+    warnings: list[str]
+
+
+def bind(
+    session: RemoteSession,
+    installed: dict[str, dict[str, Any]],
+    targets: list[str],
+    thumbprint: str,
+    *,
+    restart_service: bool,
+    certificate_changed: bool,
+    on_first_failure: Callable[[RemoteCommandError], None] | None = None,
+) -> SqlBound:
+    """Bind ``thumbprint`` (in ``My``) to each instance of ``targets`` with
+    ``Set-WinCertSqlCertificate`` (key ACL, registry value, restart). Used by Add and by
+    reenrollment.
+
+    A restart is asked for (with ``restart_service``) only where something changed or the
+    service is not running. A failed restart is recorded in ``restart_failed`` (and a warning),
+    not raised.
+
+    Raises:
+        RemoteCommandError: binding an instance failed; the message names it and the instances
+            already bound. ``on_first_failure`` runs first when no instance was bound yet (Add
+            removes the certificate it imported).
+    """
+    bound: list[str] = []
+    restart_failed: list[str] = []
+    warnings: list[str] = []
+    changed = False
+    for name in targets:
+        params: dict[str, Any] = {"InstanceName": name, "Thumbprint": thumbprint, "StorePath": SQL_STORE}
+        if restart_service and (
+            certificate_changed
+            or _certificate(installed, name) != thumbprint
+            or str(installed[name.lower()].get("ServiceState") or "") != "Running"
+        ):
+            params["RestartService"] = True
+        try:
+            invocation = session.invoke("Set-WinCertSqlCertificate", params)
+        except RemoteCommandError as exc:
+            exc.message += f" — binding instance {name} failed"
+            if bound:
+                exc.message += (
+                    f"; already bound to {thumbprint}: {', '.join(bound)} (run the job again once the"
+                    f" cause is fixed, or remove {thumbprint} from them)"
+                )
+            elif on_first_failure is not None:
+                on_first_failure(exc)
+            raise
+        record = json.loads(invocation.output[0])
+        warnings.extend(invocation.warnings)
+        bound.append(name)
+        changed = changed or record["Outcome"] != "unchanged"
+        if record.get("RestartError"):
+            restart_failed.append(name)
+            warnings.append(f"instance {name}: {record['RestartError']}")
+    return SqlBound(bound, restart_failed, changed, warnings)
+
+
+def resolve_instances(
+    session: RemoteSession, entry: SqlParameters
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The installed instances and the entry's instance names (default ``MSSQLSERVER``) as
+    installed.
+
+    Raises:
+        JobStepError: ``sql_instance_not_found``.
+    """
+    installed = instances(session)
+    return installed, _resolve(entry.instance_name or ["MSSQLSERVER"], installed)
 
 
 def _certificate(installed: dict[str, dict[str, Any]], name: str) -> str:

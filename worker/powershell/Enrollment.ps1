@@ -1,0 +1,871 @@
+# WinCert Orchestrator: reenrollment with on-device key generation (certreq -new / -accept).
+# Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
+# Public functions are defined at column 0; helpers are nested inside them. The simulator
+# implements the same functions in simulator/commands/enrollment.py (same objects, error ids and
+# messages; tests/contract checks names and parameters). No parameter value is ever placed into
+# script text: values go into the request file escaped for it (quotes doubled; the subject
+# alternative names as a DER extension in base64), and certreq.exe gets an argument array.
+
+function New-WinCertCertificateRequest {
+    <#
+    .SYNOPSIS
+    Generates a key pair in the machine key store and returns a PKCS#10 request; one compact JSON
+    string {"RequestId", "Csr" (PEM), "Outcome": "created" | "existing"}.
+
+    .DESCRIPTION
+    As certreq -new -machine: the key is made by -ProviderName (MachineKeySet, non-exportable
+    unless -Exportable) and stays pending in LocalMachine\REQUEST, its dummy certificate tagged
+    with the friendly name "WinCert request <RequestId>". The request (PEM) is kept in
+    %ProgramData%\WinCertOrchestrator\requests\<RequestId>.csr, so a second call with the same
+    RequestId returns the same request ("existing") and makes no second key. A tagged key
+    without its saved request (or a saved request without its key) is stale: it is removed and a
+    new request made.
+
+    Subject is the canonical Windows form (CN=web01, O="Contoso, Inc"); the request file line
+    doubles its quotes. KeyAlgorithm RSA (KeyLength 2048 default, 3072, 4096), ECDSA_P256 or
+    ECDSA_P384 (KeyLength omitted or the curve size). Subject alternative names (-DnsName,
+    -IpAddress, -Email, -Upn, -Uri, in that order) are encoded here as the DER value of the
+    extension and written to the request file in base64, so no value can break the file's
+    syntax (certreq's "{text}" form splits on '&' and needs its own keywords, e.g. url=).
+
+    Errors: WinCert.ProviderNotFound, WinCert.KeyGenerationFailed (a value the request file
+    cannot carry, a key size that does not fit, a CryptoAPI provider asked for an ECDSA key, or
+    certreq's own text).
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)]
+        [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\z')]
+        [string]$RequestId,
+
+        [Parameter(Mandatory)]
+        [ValidateNotNullOrEmpty()]
+        [string]$Subject,
+
+        [Parameter(Mandatory)]
+        [ValidateSet('RSA', 'ECDSA_P256', 'ECDSA_P384')]
+        [string]$KeyAlgorithm,
+
+        [Parameter(Mandatory)]
+        [ValidateNotNullOrEmpty()]
+        [string]$ProviderName,
+
+        [int]$KeyLength,
+
+        [string[]]$DnsName,
+
+        [string[]]$IpAddress,
+
+        [string[]]$Email,
+
+        [string[]]$Upn,
+
+        [string[]]$Uri,
+
+        [switch]$Exportable
+    )
+
+    $ErrorActionPreference = 'Stop'
+
+    function New-WinCertError {
+        param(
+            [string]$Message,
+            [string]$ErrorId,
+            [System.Management.Automation.ErrorCategory]$Category,
+            [object]$Target,
+            [System.Exception]$Exception
+        )
+        if ($null -eq $Exception) { $Exception = [System.InvalidOperationException]::new($Message) }
+        return [System.Management.Automation.ErrorRecord]::new($Exception, $ErrorId, $Category, $Target)
+    }
+
+    function Stop-KeyGeneration {
+        param(
+            [string]$Message
+        )
+        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $Message -ErrorId 'WinCert.KeyGenerationFailed' `
+                    -Category InvalidOperation -Target $RequestId))
+    }
+
+    # The registered provider called $Name (trimmed, case-insensitive), or $null.
+    function Find-CryptoProvider {
+        param(
+            [string]$Name
+        )
+        $wanted = $Name.Trim()
+        $cspRoot = 'HKLM:\SOFTWARE\Microsoft\Cryptography\Defaults\Provider'
+        if (Test-Path -LiteralPath $cspRoot) {
+            foreach ($key in (Get-ChildItem -LiteralPath $cspRoot)) {
+                if ($key.PSChildName.Trim() -ieq $wanted) {
+                    return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'CSP'; Type = [int]$key.GetValue('Type', 1) }
+                }
+            }
+        }
+        $cngRoot = 'HKLM:\SYSTEM\CurrentControlSet\Control\Cryptography\Providers'
+        if (Test-Path -LiteralPath $cngRoot) {
+            foreach ($key in (Get-ChildItem -LiteralPath $cngRoot)) {
+                if ($key.PSChildName.Trim() -ieq $wanted -and
+                    (Test-Path -LiteralPath (Join-Path -Path $key.PSPath -ChildPath 'UM\00010001'))) {
+                    return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'KSP'; Type = 0 }
+                }
+            }
+        }
+        return $null
+    }
+
+    # One argument for a Windows command line (MSVCRT / CommandLineToArgvW quoting rules).
+    function ConvertTo-CommandLineArgument {
+        param(
+            [AllowEmptyString()]
+            [string]$Value
+        )
+        $special = [char[]]@([char]32, [char]9, [char]10, [char]11, [char]34)
+        if ($Value.Length -gt 0 -and $Value.IndexOfAny($special) -lt 0) { return $Value }
+        $backslash = [char]92
+        $builder = [System.Text.StringBuilder]::new()
+        [void]$builder.Append([char]34)
+        $pending = 0
+        foreach ($character in $Value.ToCharArray()) {
+            if ($character -eq $backslash) {
+                $pending++
+                continue
+            }
+            if ($character -eq [char]34) {
+                [void]$builder.Append($backslash, (2 * $pending) + 1)
+            }
+            elseif ($pending -gt 0) {
+                [void]$builder.Append($backslash, $pending)
+            }
+            [void]$builder.Append($character)
+            $pending = 0
+        }
+        [void]$builder.Append($backslash, 2 * $pending)
+        [void]$builder.Append([char]34)
+        return $builder.ToString()
+    }
+
+    # Runs an executable with an argument array; returns exit code and output. Standard input is
+    # closed so that a prompt ends instead of waiting forever.
+    function Invoke-NativeCommand {
+        param(
+            [string]$FilePath,
+            [string[]]$ArgumentList,
+            [int]$TimeoutSeconds = 300
+        )
+        $quoted = [System.Collections.Generic.List[string]]::new()
+        foreach ($argument in $ArgumentList) { $quoted.Add((ConvertTo-CommandLineArgument -Value $argument)) }
+        $startInfo = [System.Diagnostics.ProcessStartInfo]::new()
+        $startInfo.FileName = $FilePath
+        $startInfo.Arguments = $quoted -join ' '
+        $startInfo.UseShellExecute = $false
+        $startInfo.CreateNoWindow = $true
+        $startInfo.RedirectStandardInput = $true
+        $startInfo.RedirectStandardOutput = $true
+        $startInfo.RedirectStandardError = $true
+        $process = [System.Diagnostics.Process]::Start($startInfo)
+        try {
+            $process.StandardInput.Close()
+            $stdout = $process.StandardOutput.ReadToEndAsync()
+            $stderr = $process.StandardError.ReadToEndAsync()
+            if (-not $process.WaitForExit($TimeoutSeconds * 1000)) {
+                $process.Kill()
+                throw ('{0} did not finish within {1} seconds' -f [System.IO.Path]::GetFileName($FilePath), $TimeoutSeconds)
+            }
+            $process.WaitForExit()
+            return [pscustomobject]@{ ExitCode = $process.ExitCode; Output = ($stdout.Result + $stderr.Result) }
+        }
+        finally {
+            $process.Dispose()
+        }
+    }
+
+    # A DER element: tag byte, definite length, content.
+    function New-DerElement {
+        param(
+            [int]$Tag,
+            [byte[]]$Content
+        )
+        if ($null -eq $Content) { $Content = [byte[]]@() }
+        $bytes = [System.Collections.Generic.List[byte]]::new()
+        $bytes.Add([byte]$Tag)
+        $length = $Content.Length
+        if ($length -lt 0x80) {
+            $bytes.Add([byte]$length)
+        }
+        else {
+            $lengthBytes = [System.Collections.Generic.List[byte]]::new()
+            while ($length -gt 0) {
+                $lengthBytes.Insert(0, [byte]($length -band 0xFF))
+                $length = $length -shr 8
+            }
+            $bytes.Add([byte](0x80 -bor $lengthBytes.Count))
+            $bytes.AddRange($lengthBytes)
+        }
+        $bytes.AddRange($Content)
+        return , $bytes.ToArray()
+    }
+
+    # An IA5String value (printable ASCII), or a KeyGenerationFailed error naming the SAN.
+    function ConvertTo-Ia5Byte {
+        param(
+            [string]$Kind,
+            [AllowEmptyString()]
+            [string]$Value
+        )
+        if ([string]::IsNullOrEmpty($Value) -or $Value -notmatch '^[\x20-\x7E]+\z') {
+            Stop-KeyGeneration -Message ("Subject alternative name {0} '{1}' is empty or not printable ASCII (an IA5String); give DNS names as A-labels (punycode)." -f $Kind, $Value)
+        }
+        return , [System.Text.Encoding]::ASCII.GetBytes($Value)
+    }
+
+    # The DER GeneralNames of the subject alternative names (RFC 5280), or $null when none.
+    function ConvertTo-SanExtension {
+        $names = [System.Collections.Generic.List[byte]]::new()
+        foreach ($value in @($DnsName | Where-Object { $null -ne $_ })) {
+            $names.AddRange([byte[]](New-DerElement -Tag 0x82 -Content (ConvertTo-Ia5Byte -Kind 'dns' -Value $value)))
+        }
+        foreach ($value in @($IpAddress | Where-Object { $null -ne $_ })) {
+            $parsed = $null
+            if (-not [System.Net.IPAddress]::TryParse($value.Trim().Trim('[', ']'), [ref]$parsed)) {
+                Stop-KeyGeneration -Message ("Subject alternative name ip '{0}' is not an IP address." -f $value)
+            }
+            $names.AddRange([byte[]](New-DerElement -Tag 0x87 -Content $parsed.GetAddressBytes()))
+        }
+        foreach ($value in @($Email | Where-Object { $null -ne $_ })) {
+            $names.AddRange([byte[]](New-DerElement -Tag 0x81 -Content (ConvertTo-Ia5Byte -Kind 'email' -Value $value)))
+        }
+        foreach ($value in @($Upn | Where-Object { $null -ne $_ })) {
+            if ([string]::IsNullOrEmpty($value) -or $value -match '[\x00-\x1F]') {
+                Stop-KeyGeneration -Message ("Subject alternative name upn '{0}' is empty or has control characters." -f $value)
+            }
+            # otherName { type-id 1.3.6.1.4.1.311.20.2.3, [0] EXPLICIT UTF8String }
+            $oid = [byte[]]@(0x06, 0x0A, 0x2B, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x14, 0x02, 0x03)
+            $utf8 = New-DerElement -Tag 0x0C -Content ([System.Text.Encoding]::UTF8.GetBytes($value))
+            $explicit = New-DerElement -Tag 0xA0 -Content $utf8
+            $names.AddRange([byte[]](New-DerElement -Tag 0xA0 -Content ([byte[]]($oid + $explicit))))
+        }
+        foreach ($value in @($Uri | Where-Object { $null -ne $_ })) {
+            $names.AddRange([byte[]](New-DerElement -Tag 0x86 -Content (ConvertTo-Ia5Byte -Kind 'uri' -Value $value)))
+        }
+        if ($names.Count -eq 0) { return $null }
+        return , (New-DerElement -Tag 0x30 -Content $names.ToArray())
+    }
+
+    # Offset of the content and the end of the DER element at $Offset.
+    function Read-DerHeader {
+        param(
+            [byte[]]$Data,
+            [int]$Offset
+        )
+        $length = [int]$Data[$Offset + 1]
+        $start = $Offset + 2
+        if ($length -ge 0x80) {
+            $count = $length -band 0x7F
+            $length = 0
+            for ($i = 0; $i -lt $count; $i++) { $length = ($length -shl 8) -bor $Data[$start + $i] }
+            $start += $count
+        }
+        return [pscustomobject]@{ Start = $start; End = $start + $length }
+    }
+
+    # The subjectPublicKey bits of a PKCS#10 request (DER), as base64; $null if unreadable.
+    function Get-RequestPublicKey {
+        param(
+            [byte[]]$Der
+        )
+        try {
+            $request = Read-DerHeader -Data $Der -Offset 0
+            $info = Read-DerHeader -Data $Der -Offset $request.Start
+            $version = Read-DerHeader -Data $Der -Offset $info.Start
+            $name = Read-DerHeader -Data $Der -Offset $version.End
+            $spki = Read-DerHeader -Data $Der -Offset $name.End
+            $algorithm = Read-DerHeader -Data $Der -Offset $spki.Start
+            $bits = Read-DerHeader -Data $Der -Offset $algorithm.End
+            $key = [byte[]]$Der[($bits.Start + 1)..($bits.End - 1)]
+            return [System.Convert]::ToBase64String($key)
+        }
+        catch {
+            return $null
+        }
+    }
+
+    # The saved request of $RequestId as DER, or $null.
+    function Read-SavedRequest {
+        param(
+            [string]$Path
+        )
+        if (-not (Test-Path -LiteralPath $Path -PathType Leaf)) { return $null }
+        $text = [System.IO.File]::ReadAllText($Path)
+        $body = ($text -replace '-----[^-]+-----', '') -replace '\s', ''
+        try { return , [System.Convert]::FromBase64String($body) } catch { return $null }
+    }
+
+    # Deletes the pending key of a dummy certificate (CNG key or CryptoAPI container).
+    function Remove-PendingKey {
+        param(
+            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
+        )
+        $key = $null
+        try {
+            if ($Certificate.PublicKey.Oid.Value -eq '1.2.840.10045.2.1') {
+                $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate)
+            }
+            else {
+                $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
+            }
+            if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng]) {
+                $key.Key.Delete()
+                $key = $null
+            }
+            elseif ($key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
+                $info = $key.CspKeyContainerInfo
+                $parameters = [System.Security.Cryptography.CspParameters]::new($info.ProviderType, $info.ProviderName, $info.KeyContainerName)
+                $parameters.Flags = [System.Security.Cryptography.CspProviderFlags]'UseExistingKey, UseMachineKeyStore'
+                $doomed = [System.Security.Cryptography.RSACryptoServiceProvider]::new($parameters)
+                $doomed.PersistKeyInCsp = $false
+                $doomed.Clear()
+            }
+        }
+        catch {
+            Write-Warning ('The stale pending key of request {0} could not be deleted: {1}' -f $RequestId, $_.Exception.Message)
+        }
+        finally {
+            if ($null -ne $key) { $key.Dispose() }
+        }
+    }
+
+    # Dummy certificates in LocalMachine\REQUEST tagged with this request id.
+    function Get-PendingCertificate {
+        $pendingStore = [System.Security.Cryptography.X509Certificates.X509Store]::new(
+            'REQUEST', [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+        $pendingStore.Open([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
+        try {
+            return , @($pendingStore.Certificates | Where-Object { $_.HasPrivateKey -and $_.FriendlyName -ceq $tag })
+        }
+        finally {
+            $pendingStore.Close()
+        }
+    }
+
+    function Remove-PendingCertificate {
+        param(
+            [System.Security.Cryptography.X509Certificates.X509Certificate2[]]$Certificate
+        )
+        $pendingStore = [System.Security.Cryptography.X509Certificates.X509Store]::new(
+            'REQUEST', [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+        $pendingStore.Open([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
+        try {
+            foreach ($stale in $Certificate) {
+                Remove-PendingKey -Certificate $stale
+                $pendingStore.Remove($stale)
+            }
+        }
+        finally {
+            $pendingStore.Close()
+        }
+    }
+
+    $tag = 'WinCert request ' + $RequestId
+    $requestDirectory = Join-Path -Path $env:ProgramData -ChildPath 'WinCertOrchestrator\requests'
+    $savedFile = Join-Path -Path $requestDirectory -ChildPath ($RequestId + '.csr')
+
+    # 1. The provider.
+    $provider = Find-CryptoProvider -Name $ProviderName
+    if ($null -eq $provider) {
+        $message = "Cryptographic provider '{0}' is not registered on this host (Get-WinCertHostInfo lists the installed CSPs and KSPs)." -f $ProviderName.Trim()
+        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ProviderNotFound' `
+                    -Category ObjectNotFound -Target $ProviderName.Trim() `
+                    -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
+    }
+
+    # 2. A request made before for this id (a redelivered job): the same CSR, no second key.
+    $pending = Get-PendingCertificate
+    $saved = Read-SavedRequest -Path $savedFile
+    if ($pending.Count -gt 0 -and $null -ne $saved) {
+        $savedKey = Get-RequestPublicKey -Der $saved
+        foreach ($candidate in $pending) {
+            if ($null -ne $savedKey -and [System.Convert]::ToBase64String($candidate.PublicKey.EncodedKeyValue.RawData) -eq $savedKey) {
+                return ([pscustomobject]@{
+                        RequestId = $RequestId
+                        Csr       = [System.IO.File]::ReadAllText($savedFile)
+                        Outcome   = 'existing'
+                    } | ConvertTo-Json -Compress)
+            }
+        }
+    }
+    if ($pending.Count -gt 0) { Remove-PendingCertificate -Certificate $pending }
+    if (Test-Path -LiteralPath $savedFile) { Remove-Item -LiteralPath $savedFile -Force }
+
+    # 3. What the request file will carry.
+    $sanValues = @($DnsName) + @($IpAddress) + @($Email) + @($Upn) + @($Uri) | Where-Object { $null -ne $_ }
+    foreach ($value in (@($Subject, $ProviderName) + @($sanValues))) {
+        if ($value -match '[\x00-\x1F\x7F]') {
+            Stop-KeyGeneration -Message 'The subject, the provider name and the subject alternative names must not contain control characters (they would break the request file).'
+        }
+    }
+    if ($KeyAlgorithm -eq 'RSA') {
+        if ($KeyLength -eq 0) { $KeyLength = 2048 }
+        if ($KeyLength -notin 2048, 3072, 4096) {
+            Stop-KeyGeneration -Message ('KeyLength {0} is not supported for RSA keys; use 2048, 3072 or 4096.' -f $KeyLength)
+        }
+    }
+    else {
+        $bits = if ($KeyAlgorithm -eq 'ECDSA_P256') { 256 } else { 384 }
+        if ($KeyLength -notin 0, $bits) {
+            Stop-KeyGeneration -Message ('KeyLength {0} does not fit {1}; leave it out (the curve fixes the key size).' -f $KeyLength, $KeyAlgorithm)
+        }
+        $KeyLength = $bits
+    }
+    $sanExtension = ConvertTo-SanExtension
+    if ($provider.Kind -eq 'CSP') {
+        $holds = 'RSA'
+        if ($provider.Type -in 3, 13, 18) { $holds = 'DSA' }
+        $family = if ($KeyAlgorithm -eq 'RSA') { 'RSA' } else { 'ECDSA' }
+        if ($family -ne $holds) {
+            Stop-KeyGeneration -Message ("Cryptographic provider '{0}' is a CryptoAPI provider that holds {1} keys only; it cannot generate a {2} key. Use a key storage provider such as 'Microsoft Software Key Storage Provider'." -f $provider.Name, $holds, $KeyAlgorithm)
+        }
+    }
+
+    # 4. The request file: every value in double quotes with inner quotes doubled.
+    $lines = [System.Collections.Generic.List[string]]::new()
+    $lines.Add('[Version]')
+    $lines.Add('Signature="$Windows NT$"')
+    $lines.Add('')
+    $lines.Add('[NewRequest]')
+    $lines.Add(('Subject = "{0}"' -f $Subject.Replace('"', '""')))
+    $lines.Add(('ProviderName = "{0}"' -f $provider.Name.Replace('"', '""')))
+    if ($provider.Kind -eq 'CSP') {
+        $lines.Add(('ProviderType = {0}' -f $provider.Type))
+        $lines.Add('KeySpec = 1')
+    }
+    else {
+        $lines.Add('KeySpec = 0')
+    }
+    $lines.Add(('KeyAlgorithm = {0}' -f $KeyAlgorithm))
+    $lines.Add(('KeyLength = {0}' -f $KeyLength))
+    if ($KeyAlgorithm -eq 'RSA') { $lines.Add('KeyUsage = 0xa0') } else { $lines.Add('KeyUsage = 0x80') }
+    $lines.Add('MachineKeySet = TRUE')
+    $lines.Add(('Exportable = {0}' -f $(if ($Exportable) { 'TRUE' } else { 'FALSE' })))
+    $lines.Add('RequestType = PKCS10')
+    $lines.Add('HashAlgorithm = SHA256')
+    $lines.Add('SMIME = FALSE')
+    $lines.Add('Silent = TRUE')
+    $lines.Add(('FriendlyName = "{0}"' -f $tag))
+    if ($null -ne $sanExtension) {
+        $lines.Add('')
+        $lines.Add('[Extensions]')
+        $lines.Add(('2.5.29.17 = {0}' -f [System.Convert]::ToBase64String($sanExtension)))
+    }
+
+    # 5. certreq -new -q -machine <inf> <csr>, unique temporary files deleted in finally.
+    $unique = [guid]::NewGuid().ToString('N')
+    $temp = [System.IO.Path]::GetTempPath()
+    $infFile = Join-Path -Path $temp -ChildPath ('wincert-{0}.inf' -f $unique)
+    $csrFile = Join-Path -Path $temp -ChildPath ('wincert-{0}.csr' -f $unique)
+    $result = $null
+    $runError = $null
+    $csrText = $null
+    try {
+        [System.IO.File]::WriteAllText($infFile, ($lines -join "`r`n") + "`r`n", [System.Text.Encoding]::Unicode)
+        $certreq = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certreq.exe'
+        try {
+            $result = Invoke-NativeCommand -FilePath $certreq -ArgumentList @('-new', '-q', '-machine', $infFile, $csrFile)
+        }
+        catch {
+            $runError = $_.Exception.Message
+        }
+        if ($null -eq $runError -and $result.ExitCode -eq 0 -and (Test-Path -LiteralPath $csrFile)) {
+            $csrText = [System.IO.File]::ReadAllText($csrFile)
+        }
+    }
+    finally {
+        foreach ($file in @($infFile, $csrFile)) {
+            if (Test-Path -LiteralPath $file) { Remove-Item -LiteralPath $file -Force }
+        }
+    }
+    if ($null -ne $runError) {
+        Stop-KeyGeneration -Message ('Key generation failed: certreq could not run: {0}' -f $runError)
+    }
+    if ($null -eq $csrText) {
+        $detail = (@($result.Output -split "`r?`n" | ForEach-Object { $_.Trim() } | Where-Object { $_ }) -join ' ')
+        Stop-KeyGeneration -Message ('Key generation failed: certreq -new exited with code {0}: {1}' -f $result.ExitCode, $detail)
+    }
+
+    # 6. The CSR as standard PEM, saved for this request id (written whole, then renamed).
+    $body = ($csrText -replace '-----[^-]+-----', '') -replace '\s', ''
+    $pem = [System.Text.StringBuilder]::new()
+    [void]$pem.Append("-----BEGIN CERTIFICATE REQUEST-----`n")
+    for ($i = 0; $i -lt $body.Length; $i += 64) {
+        [void]$pem.Append($body.Substring($i, [System.Math]::Min(64, $body.Length - $i))).Append("`n")
+    }
+    [void]$pem.Append("-----END CERTIFICATE REQUEST-----`n")
+    $csrPem = $pem.ToString()
+    if (-not (Test-Path -LiteralPath $requestDirectory)) { [void](New-Item -ItemType Directory -Path $requestDirectory -Force) }
+    $partial = Join-Path -Path $requestDirectory -ChildPath ('.{0}.{1}.tmp' -f $RequestId, $unique)
+    try {
+        [System.IO.File]::WriteAllText($partial, $csrPem, [System.Text.Encoding]::ASCII)
+        Move-Item -LiteralPath $partial -Destination $savedFile -Force
+    }
+    finally {
+        if (Test-Path -LiteralPath $partial) { Remove-Item -LiteralPath $partial -Force }
+    }
+    if ((Get-PendingCertificate).Count -eq 0) {
+        Stop-KeyGeneration -Message ('Key generation failed: certreq left no pending key tagged {0} in LocalMachine\REQUEST.' -f $RequestId)
+    }
+
+    [pscustomobject]@{
+        RequestId = $RequestId
+        Csr       = $csrPem
+        Outcome   = 'created'
+    } | ConvertTo-Json -Compress
+}
+
+function Install-WinCertSignedCertificate {
+    <#
+    .SYNOPSIS
+    Installs an issued certificate so it pairs with its pending key; one compact JSON string
+    {"Thumbprint", "Outcome": "installed" | "already_present", "HasPrivateKey", "RequestId"}.
+
+    .DESCRIPTION
+    Order: the store LocalMachine\<StorePath> exists; the data is a certificate (DER); already
+    there with a private key -> already_present (nothing changes); chain certificates
+    (-ChainData) to CA, self-signed ones to Root, when absent; the pending key in
+    LocalMachine\REQUEST with the certificate's public key (else WinCert.NoMatchingRequest);
+    certreq -accept -machine (argument array; with an untrusted root it falls back to
+    X509Enrollment InstallResponse with AllowUntrustedRoot), then the move from My to the store
+    path, the dummy certificate and the saved request (RequestId from its tag) removed; a fresh
+    read of the store must show the certificate with a usable private key (else
+    WinCert.ImportVerificationFailed; the certificate is left in place).
+
+    Errors: WinCert.StoreNotFound, WinCert.StoreOpenFailed, WinCert.PfxImportFailed (not a
+    certificate), WinCert.NoMatchingRequest, WinCert.ImportVerificationFailed.
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)]
+        [ValidateNotNullOrEmpty()]
+        [string]$StorePath,
+
+        [Parameter(Mandatory)]
+        [ValidateNotNullOrEmpty()]
+        [byte[]]$CertificateData,
+
+        [object[]]$ChainData
+    )
+
+    $ErrorActionPreference = 'Stop'
+
+    function New-WinCertError {
+        param(
+            [string]$Message,
+            [string]$ErrorId,
+            [System.Management.Automation.ErrorCategory]$Category,
+            [object]$Target,
+            [System.Exception]$Exception
+        )
+        if ($null -eq $Exception) { $Exception = [System.InvalidOperationException]::new($Message) }
+        return [System.Management.Automation.ErrorRecord]::new($Exception, $ErrorId, $Category, $Target)
+    }
+
+    function ConvertTo-CommandLineArgument {
+        param(
+            [AllowEmptyString()]
+            [string]$Value
+        )
+        $special = [char[]]@([char]32, [char]9, [char]10, [char]11, [char]34)
+        if ($Value.Length -gt 0 -and $Value.IndexOfAny($special) -lt 0) { return $Value }
+        $backslash = [char]92
+        $builder = [System.Text.StringBuilder]::new()
+        [void]$builder.Append([char]34)
+        $pending = 0
+        foreach ($character in $Value.ToCharArray()) {
+            if ($character -eq $backslash) {
+                $pending++
+                continue
+            }
+            if ($character -eq [char]34) {
+                [void]$builder.Append($backslash, (2 * $pending) + 1)
+            }
+            elseif ($pending -gt 0) {
+                [void]$builder.Append($backslash, $pending)
+            }
+            [void]$builder.Append($character)
+            $pending = 0
+        }
+        [void]$builder.Append($backslash, 2 * $pending)
+        [void]$builder.Append([char]34)
+        return $builder.ToString()
+    }
+
+    function Invoke-NativeCommand {
+        param(
+            [string]$FilePath,
+            [string[]]$ArgumentList,
+            [int]$TimeoutSeconds = 300
+        )
+        $quoted = [System.Collections.Generic.List[string]]::new()
+        foreach ($argument in $ArgumentList) { $quoted.Add((ConvertTo-CommandLineArgument -Value $argument)) }
+        $startInfo = [System.Diagnostics.ProcessStartInfo]::new()
+        $startInfo.FileName = $FilePath
+        $startInfo.Arguments = $quoted -join ' '
+        $startInfo.UseShellExecute = $false
+        $startInfo.CreateNoWindow = $true
+        $startInfo.RedirectStandardInput = $true
+        $startInfo.RedirectStandardOutput = $true
+        $startInfo.RedirectStandardError = $true
+        $process = [System.Diagnostics.Process]::Start($startInfo)
+        try {
+            $process.StandardInput.Close()
+            $stdout = $process.StandardOutput.ReadToEndAsync()
+            $stderr = $process.StandardError.ReadToEndAsync()
+            if (-not $process.WaitForExit($TimeoutSeconds * 1000)) {
+                $process.Kill()
+                throw ('{0} did not finish within {1} seconds' -f [System.IO.Path]::GetFileName($FilePath), $TimeoutSeconds)
+            }
+            $process.WaitForExit()
+            return [pscustomobject]@{ ExitCode = $process.ExitCode; Output = ($stdout.Result + $stderr.Result) }
+        }
+        finally {
+            $process.Dispose()
+        }
+    }
+
+    # Whether the certificate's private key signs data its public key verifies.
+    function Test-PrivateKeyUsable {
+        param(
+            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
+        )
+        $probe = [System.Text.Encoding]::ASCII.GetBytes('WinCert Orchestrator key check')
+        $privateKey = $null
+        $publicKey = $null
+        try {
+            if ($Certificate.PublicKey.Oid.Value -eq '1.2.840.10045.2.1') {
+                $sha256 = [System.Security.Cryptography.HashAlgorithmName]::SHA256
+                $privateKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate)
+                $publicKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPublicKey($Certificate)
+                if ($null -eq $privateKey) { return $false }
+                return [bool]$publicKey.VerifyData($probe, $privateKey.SignData($probe, $sha256), $sha256)
+            }
+            $sha1 = [System.Security.Cryptography.HashAlgorithmName]::SHA1
+            $pkcs1 = [System.Security.Cryptography.RSASignaturePadding]::Pkcs1
+            $privateKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
+            $publicKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPublicKey($Certificate)
+            if ($null -eq $privateKey) { return $false }
+            return [bool]$publicKey.VerifyData($probe, $privateKey.SignData($probe, $sha1, $pkcs1), $sha1, $pkcs1)
+        }
+        catch {
+            return $false
+        }
+        finally {
+            if ($null -ne $privateKey) { $privateKey.Dispose() }
+            if ($null -ne $publicKey) { $publicKey.Dispose() }
+        }
+    }
+
+    # The public key of a certificate as comparable text (algorithm, parameters, key bits).
+    function Get-PublicKeyText {
+        param(
+            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
+        )
+        $key = $Certificate.PublicKey
+        return '{0}|{1}|{2}' -f $key.Oid.Value, [System.Convert]::ToBase64String($key.EncodedParameters.RawData),
+        [System.Convert]::ToBase64String($key.EncodedKeyValue.RawData)
+    }
+
+    function Open-LocalMachineStore {
+        param(
+            [string]$Name,
+            [System.Security.Cryptography.X509Certificates.OpenFlags]$Flags
+        )
+        $opened = [System.Security.Cryptography.X509Certificates.X509Store]::new(
+            $Name, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+        $opened.Open($Flags)
+        return $opened
+    }
+
+    function Find-StoredCertificate {
+        param(
+            [string]$Name,
+            [string]$Thumbprint
+        )
+        $fresh = Open-LocalMachineStore -Name $Name -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly')
+        try {
+            foreach ($certificate in $fresh.Certificates) {
+                if ($certificate.Thumbprint -eq $Thumbprint) { return $certificate }
+            }
+            return $null
+        }
+        finally {
+            $fresh.Close()
+        }
+    }
+
+    $readWrite = [System.Security.Cryptography.X509Certificates.OpenFlags]'ReadWrite, OpenExistingOnly'
+
+    # 1. The store.
+    $store = $null
+    try {
+        $store = Open-LocalMachineStore -Name $StorePath -Flags $readWrite
+    }
+    catch {
+        $cause = $_.Exception
+        if ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
+            $cause = $cause.InnerException
+        }
+        if (($cause.HResult -band 0xFFFF) -in 2, 3) {
+            $message = "Certificate store '{0}' was not found in LocalMachine." -f $StorePath
+            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreNotFound' `
+                        -Category ObjectNotFound -Target $StorePath `
+                        -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
+        }
+        $message = "Certificate store '{0}' could not be opened in LocalMachine: {1}" -f $StorePath, $cause.Message
+        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreOpenFailed' `
+                    -Category OpenError -Target $StorePath))
+    }
+    try {
+        # 2. The certificate.
+        try {
+            $issued = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new($CertificateData)
+        }
+        catch {
+            $message = 'The certificate data could not be imported: Cannot find the requested object.'
+            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.PfxImportFailed' `
+                        -Category InvalidData -Target $StorePath `
+                        -Exception ([System.Security.Cryptography.CryptographicException]::new($message))))
+        }
+        $thumbprint = $issued.Thumbprint
+
+        # 3. Already installed (a redelivered completion).
+        foreach ($certificate in $store.Certificates) {
+            if ($certificate.Thumbprint -eq $thumbprint -and $certificate.HasPrivateKey) {
+                return ([pscustomobject]@{
+                        Thumbprint    = $thumbprint
+                        Outcome       = 'already_present'
+                        HasPrivateKey = $true
+                        RequestId     = $null
+                    } | ConvertTo-Json -Compress)
+            }
+        }
+
+        # 4. Chain certificates first, so that certreq can build the chain.
+        foreach ($item in @($ChainData | Where-Object { $null -ne $_ })) {
+            $chainCertificate = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([byte[]]$item)
+            $target = if ($chainCertificate.Subject -eq $chainCertificate.Issuer) { 'Root' } else { 'CA' }
+            $chainStore = Open-LocalMachineStore -Name $target -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
+            try {
+                if (-not ($chainStore.Certificates | Where-Object { $_.Thumbprint -eq $chainCertificate.Thumbprint })) {
+                    $chainStore.Add($chainCertificate)
+                }
+            }
+            finally {
+                $chainStore.Close()
+            }
+        }
+
+        # 5. The pending key with the certificate's public key.
+        $wanted = Get-PublicKeyText -Certificate $issued
+        $pending = $null
+        $pendingStore = Open-LocalMachineStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
+        try {
+            foreach ($candidate in $pendingStore.Certificates) {
+                if ($candidate.HasPrivateKey -and (Get-PublicKeyText -Certificate $candidate) -eq $wanted) { $pending = $candidate }
+            }
+        }
+        finally {
+            $pendingStore.Close()
+        }
+        if ($null -eq $pending) {
+            $message = 'Certificate {0} ({1}) matches no pending request: no key in LocalMachine\REQUEST has its public key.' -f $thumbprint, $issued.Subject
+            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.NoMatchingRequest' `
+                        -Category ObjectNotFound -Target $thumbprint `
+                        -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
+        }
+        $requestId = $null
+        if ($pending.FriendlyName.StartsWith('WinCert request ', [System.StringComparison]::Ordinal)) {
+            $requestId = $pending.FriendlyName.Substring(16)
+        }
+        $wasInMy = $null -ne (Find-StoredCertificate -Name 'My' -Thumbprint $thumbprint)
+
+        # 6. certreq -accept -machine <cer>; an untrusted root falls back to InstallResponse.
+        $cerFile = Join-Path -Path ([System.IO.Path]::GetTempPath()) -ChildPath ('wincert-{0}.cer' -f [guid]::NewGuid().ToString('N'))
+        $acceptError = $null
+        try {
+            [System.IO.File]::WriteAllBytes($cerFile, $issued.RawData)
+            $certreq = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certreq.exe'
+            $result = Invoke-NativeCommand -FilePath $certreq -ArgumentList @('-accept', '-q', '-machine', $cerFile)
+            if ($result.ExitCode -ne 0) {
+                $detail = (@($result.Output -split "`r?`n" | ForEach-Object { $_.Trim() } | Where-Object { $_ }) -join ' ')
+                if ($detail -match '0x800b0109|0x800b010a') {
+                    $enrollment = New-Object -ComObject 'X509Enrollment.CX509Enrollment'
+                    $enrollment.Initialize(2)
+                    $enrollment.InstallResponse(4, [System.Convert]::ToBase64String($issued.RawData), 1, '')
+                }
+                else {
+                    $acceptError = 'certreq -accept exited with code {0}: {1}' -f $result.ExitCode, $detail
+                }
+            }
+        }
+        catch {
+            $acceptError = $_.Exception.Message
+        }
+        finally {
+            if (Test-Path -LiteralPath $cerFile) { Remove-Item -LiteralPath $cerFile -Force }
+        }
+        $accepted = Find-StoredCertificate -Name 'My' -Thumbprint $thumbprint
+        if ($null -eq $accepted -or -not $accepted.HasPrivateKey) {
+            if ($null -eq $acceptError) { $acceptError = 'LocalMachine\My does not show it with its private key afterwards' }
+            $message = 'Certificate {0} could not be installed with its pending key: {1}' -f $thumbprint, $acceptError
+            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
+                        -Category InvalidResult -Target $thumbprint))
+        }
+
+        # 7. Move it to the store path; no friendly name (the tag was the request's).
+        if ($StorePath -ine 'My') {
+            $store.Add($accepted)
+            if (-not $wasInMy) {
+                $my = Open-LocalMachineStore -Name 'My' -Flags $readWrite
+                try { $my.Remove($accepted) } finally { $my.Close() }
+            }
+        }
+        $store.Close()
+        $store.Open($readWrite)
+        foreach ($certificate in $store.Certificates) {
+            if ($certificate.Thumbprint -eq $thumbprint -and $certificate.FriendlyName) { $certificate.FriendlyName = '' }
+        }
+
+        # 8. The pending request is done: its dummy certificate (certreq removes it) and saved CSR.
+        $pendingStore = Open-LocalMachineStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
+        try {
+            foreach ($candidate in @($pendingStore.Certificates)) {
+                if ($candidate.Thumbprint -eq $pending.Thumbprint) { $pendingStore.Remove($candidate) }
+            }
+        }
+        finally {
+            $pendingStore.Close()
+        }
+        if ($null -ne $requestId) {
+            $savedFile = Join-Path -Path $env:ProgramData -ChildPath ('WinCertOrchestrator\requests\{0}.csr' -f $requestId)
+            if (Test-Path -LiteralPath $savedFile) { Remove-Item -LiteralPath $savedFile -Force }
+        }
+
+        # 9. Verify with a fresh read.
+        $stored = Find-StoredCertificate -Name $StorePath -Thumbprint $thumbprint
+        if ($null -eq $stored -or -not $stored.HasPrivateKey -or -not (Test-PrivateKeyUsable -Certificate $stored)) {
+            $message = 'Certificate {0} was installed into LocalMachine\{1} but the store does not show it with a usable private key.' -f $thumbprint, $StorePath
+            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
+                        -Category InvalidResult -Target $thumbprint))
+        }
+
+        [pscustomobject]@{
+            Thumbprint    = $thumbprint
+            Outcome       = 'installed'
+            HasPrivateKey = $true
+            RequestId     = $requestId
+        } | ConvertTo-Json -Compress
+    }
+    finally {
+        if ($null -ne $store) { $store.Close() }
+    }
+}
