@@ -281,6 +281,22 @@ class StoreRef(_Model):
         return value
 
     @model_validator(mode="after")
+    def _auth_fits_transport(self) -> StoreRef:
+        if self.is_local:
+            return self
+        if self.auth is AuthMethod.BASIC and self.protocol is Protocol.HTTP:
+            raise ValueError(
+                "auth 'basic' over protocol 'http' would send the password unencrypted (WinRM refuses"
+                " it by default); use protocol https, or negotiate/ntlm/kerberos over http"
+            )
+        if self.auth is AuthMethod.CERTIFICATE:
+            raise ValueError(
+                "auth 'certificate' (client certificate mapping) is not supported by this version; use"
+                " negotiate, kerberos, ntlm, credssp, or basic over https"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _local_mode(self) -> StoreRef:
         if self.is_local and self.jea_endpoint is not None:
             raise ValueError(

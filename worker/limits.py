@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,9 +34,23 @@ from typing import Any
 
 import redis
 
+from producer.messages import StoreRef
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "wincert:sem"
+
+
+LOCAL_ALIASES = frozenset({"localhost", "localmachine"})
+
+
+def limit_key(store: StoreRef) -> str:
+    """The host a job's slot belongs to: the real host (``store.host_key``, the part before
+    ``|``), except that a bare ``localhost`` / ``localmachine`` is this worker's own machine
+    (``socket.gethostname()``, lower-case) — otherwise every worker machine would share one
+    fleet-wide ``localhost`` limit."""
+    key = store.host_key
+    return socket.gethostname().lower() if key in LOCAL_ALIASES else key
 
 
 def holders_key(host_key: str) -> str:

@@ -22,28 +22,44 @@ import redis
 from producer.codes import ResultCode
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, JobResult, JobType, Status
 
+_SECRET_WORDS = ("password", "secret", "pfx", "contents", "plaintext", "encrypted")
+
 
 def redact_job(data: Any) -> Any:
-    """A copy of a job payload without secrets: keys containing ``password`` or ``secret`` dropped."""
+    """A copy of a job payload without secrets: every key naming a secret (``password``,
+    ``secret``, ``pfx``, ``contents``, ``plaintext``, ``encrypted`` — so a certificate's sealed or
+    plaintext file and every password, plain or sealed) is dropped, at any depth."""
     if isinstance(data, dict):
         return {
             k: redact_job(v)
             for k, v in data.items()
-            if not any(word in str(k).lower() for word in ("password", "secret", "pfx"))
+            if not any(word in str(k).lower() for word in _SECRET_WORDS)
         }
     if isinstance(data, list):
         return [redact_job(v) for v in data]
     return data
 
 
-def publish_result(client: redis.Redis, result: JobResult, maxlen: int) -> str:
-    """XADD ``result`` to the results stream; return the entry id."""
-    entry: Any = client.xadd(
+def publish_result(
+    client: redis.Redis, result: JobResult, maxlen: int, *, keep_as: str | None = None, expires: int = 0
+) -> str:
+    """XADD ``result`` to the results stream; return the entry id.
+
+    With ``keep_as`` the result JSON is also stored under that key for ``expires`` seconds (what
+    a duplicate delivery returns) in the same MULTI/EXEC, so a worker dying in between can
+    neither publish a result twice nor store one it never published.
+    """
+    payload = result.model_dump_json()
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(
         RESULTS_STREAM,
-        {"result": result.model_dump_json(), "job_id": str(result.job_id), "status": result.status.value},
+        {"result": payload, "job_id": str(result.job_id), "status": result.status.value},
         maxlen=maxlen,
         approximate=True,
     )
+    if keep_as is not None:
+        pipe.set(keep_as, payload, ex=max(1, expires))
+    entry: Any = pipe.execute()[0]
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 

@@ -82,6 +82,8 @@ class JobState:
         """True the first time a slot is granted to this job."""
         return bool(self.client.hsetnx(self.key, "granted", 1))
 
-    def finish(self, result_json: str, expires: int) -> None:
-        """Keep the final result (for duplicate deliveries) for ``expires`` seconds."""
-        self.client.set(f"{self.key}:result", result_json, ex=expires)
+    @property
+    def result_key(self) -> str:
+        """Where the final result is kept for duplicate deliveries (written by
+        :func:`worker.results.publish_result` together with the stream entry)."""
+        return f"{self.key}:result"

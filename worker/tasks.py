@@ -36,7 +36,7 @@ from producer.messages import TASK_NAME, AnyJob, JobResult, JobType, Status, Sto
 from worker import jobs, metrics, results, signing
 from worker.credentials import CredentialResolver
 from worker.jobs.outcome import Outcome
-from worker.limits import HostLimiter, retry_delay
+from worker.limits import HostLimiter, limit_key, retry_delay
 from worker.limits import Outcome as SlotOutcome
 from worker.logging import job_context
 from worker.remote.errors import TRANSIENT_CODES
@@ -140,9 +140,13 @@ def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = 
     ``ran``: the job ran against its host (its duration goes into the histogram).
     """
     payload = result.model_dump(mode="json")
-    results.publish_result(rt.redis, result, rt.settings.results_stream_maxlen)
-    if state is not None:
-        state.finish(result.model_dump_json(), rt.settings.result_expires)
+    results.publish_result(
+        rt.redis,
+        result,
+        rt.settings.results_stream_maxlen,
+        keep_as=state.result_key if state is not None else None,
+        expires=rt.settings.result_expires,
+    )
     store_type = result.store_type.value if result.store_type else "unknown"
     metrics.JOBS.labels(
         job_type=result.job_type.value, store_type=store_type, status=result.status.value
@@ -222,7 +226,7 @@ def execute(task: Task[Any, Any], rt: Runtime, job: Any) -> dict[str, Any]:
 
 def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dict[str, Any]:
     settings = rt.settings
-    job_id, host = str(parsed.job_id), parsed.store.host_key
+    job_id, host = str(parsed.job_id), limit_key(parsed.store)
     job_type = str(parsed.job_type)
     state = JobState(rt.redis, job_id)
     delivery = state.start(task.request.retries or 0)

@@ -424,3 +424,23 @@ def test_checked_in_schema_is_current() -> None:
     checked_in = (REPO / "schema" / "job.schema.json").read_text(encoding="utf-8")
     assert checked_in == export_job_schema(), "run: wincert schema > schema/job.schema.json"
     assert json.loads(checked_in) == job_json_schema()
+
+
+def test_basic_auth_over_http_is_refused_before_enqueue() -> None:
+    data = job_dict()
+    data["store"].update(protocol="http", auth="basic")
+    assert errors(data) == [
+        (
+            ("inventory", "store"),
+            "Value error, auth 'basic' over protocol 'http' would send the password unencrypted (WinRM"
+            " refuses it by default); use protocol https, or negotiate/ntlm/kerberos over http",
+        )
+    ]
+
+
+def test_certificate_auth_is_refused_naming_the_alternatives() -> None:
+    data = job_dict()
+    data["store"].update(auth="certificate")
+    ((loc, message),) = errors(data)
+    assert loc == ("inventory", "store")
+    assert "auth 'certificate'" in message and "not supported by this version" in message

@@ -217,6 +217,20 @@ def test_redact_job_drops_password_fields() -> None:
     assert redact_job(job) == {"store": {"credential": {"username": "u"}}}
 
 
+def test_redact_job_drops_certificate_contents_and_passwords() -> None:
+    job = {
+        "job_type": "add",
+        "certificate": {
+            "contents_plaintext": "MIIKAAI...",
+            "contents_encrypted": "gAAAA...",
+            "password_plaintext": "pw",
+            "password_encrypted": "gAAAA...",
+        },
+        "overwrite": True,
+    }
+    assert redact_job(job) == {"job_type": "add", "certificate": {}, "overwrite": True}
+
+
 def test_json_logs_carry_the_job_fields() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -241,3 +255,16 @@ def test_json_logs_carry_the_job_fields() -> None:
     )
     assert first["holders"] == 2 and "password" not in first
     assert "job_id" not in second
+
+
+def test_local_mode_limit_keys() -> None:
+    import socket
+
+    from producer.messages import StoreRef
+    from worker.limits import limit_key
+
+    def key(machine: str) -> str:
+        return limit_key(StoreRef(store_type="WinCert", client_machine=machine, store_path="My"))
+
+    assert key("web01|LocalMachine") == key("WEB01") == "web01"  # the real host, shared with WinRM jobs
+    assert key("localhost") == key("LocalMachine") == socket.gethostname().lower()  # this worker's machine

@@ -218,7 +218,7 @@ def _import(
     if overwrite:
         params["Overwrite"] = True
     invocation = session.invoke("Import-WinCertCertificate", params)
-    record = json.loads(invocation.output[0])
+    record = invocation.record()
     found = str(record.get("Thumbprint", "")).upper()
     if found != thumbprint:
         raise JobStepError(
@@ -299,5 +299,5 @@ def remove_certificate(
     params: dict[str, Any] = {"StorePath": store_path, "Thumbprint": thumbprint}
     if if_unused:
         params["IfUnused"] = True
-    record = json.loads(session.invoke("Remove-WinCertCertificate", params).output[0])
+    record = session.invoke("Remove-WinCertCertificate", params).record()
     return Removed(thumbprint, str(record["Outcome"]), [str(u) for u in record.get("UsedBy") or []])

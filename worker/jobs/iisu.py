@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +34,7 @@ BINDING_CONFLICT_ID = "WinCert.BindingConflict"
 
 def bindings(session: RemoteSession) -> list[dict[str, Any]]:
     """Every binding of every site (``Get-WinCertIisBinding``), as dicts."""
-    return [json.loads(text) for text in session.invoke("Get-WinCertIisBinding", {}).output]
+    return session.invoke("Get-WinCertIisBinding", {}).records()
 
 
 def _https_with_certificate(binding: dict[str, Any]) -> bool:
@@ -147,7 +146,7 @@ def bind(
             # the host names its own switch (-AllowTakeover); say what to set on the job
             exc.message += " Set allow_takeover on the job to take the binding over."
         raise
-    record = json.loads(invocation.output[0])
+    record = invocation.record()
     previous = record.get("PreviousThumbprint")
     return Bound(
         str(record["Outcome"]),
@@ -239,7 +238,7 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
         }
         invocation = session.invoke("Remove-WinCertIisBinding", params)
         warnings.extend(invocation.warnings)
-        changed = json.loads(invocation.output[0])["Outcome"] == "removed"
+        changed = invocation.record()["Outcome"] == "removed"
     elif current is not None:
         warnings.append(
             f"binding {alias.site_name} {alias.binding_information} was left in place: it now uses"

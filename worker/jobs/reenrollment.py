@@ -24,7 +24,6 @@ import binascii
 import contextlib
 import hashlib
 import ipaddress
-import json
 import uuid
 from typing import Any
 
@@ -188,7 +187,7 @@ def generate(job: ReenrollmentJob, session: RemoteSession) -> Outcome:
                 f"{info.computer_name or job.store.host} could not create the key and request: {exc.message}",
             ) from None
         raise
-    record = json.loads(invocation.output[0])
+    record = invocation.record()
     csr_pem = str(record["Csr"])
     check_csr(job, csr_pem)
     existing = record.get("Outcome") == "existing"
@@ -266,7 +265,7 @@ def complete(job: ReenrollmentCompleteJob, session: RemoteSession) -> Outcome:
                 f" {job.store.host}) that was not completed yet?",
             ) from None
         raise
-    record = json.loads(invocation.output[0])
+    record = invocation.record()
     warnings.extend(invocation.warnings)
     found = str(record.get("Thumbprint") or "").upper()
     if found != thumbprint or not record.get("HasPrivateKey"):

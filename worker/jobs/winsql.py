@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ SQL_STORE = "My"
 
 def instances(session: RemoteSession) -> dict[str, dict[str, Any]]:
     """Installed instances by lower-cased name (``Get-WinCertSqlInstance``)."""
-    found = [json.loads(text) for text in session.invoke("Get-WinCertSqlInstance", {}).output]
+    found = session.invoke("Get-WinCertSqlInstance", {}).records()
     return {str(i["InstanceName"]).lower(): i for i in found}
 
 
@@ -216,7 +215,7 @@ def bind(
             elif on_first_failure is not None:
                 on_first_failure(exc)
             raise
-        record = json.loads(invocation.output[0])
+        record = invocation.record()
         warnings.extend(invocation.warnings)
         bound.append(name)
         changed = changed or record["Outcome"] != "unchanged"
@@ -281,7 +280,7 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
         if job.store.restart_service:
             params["RestartService"] = True
         invocation = session.invoke("Clear-WinCertSqlCertificate", params)
-        record = json.loads(invocation.output[0])
+        record = invocation.record()
         warnings.extend(invocation.warnings)
         if record["Outcome"] == "unbound":
             unbound.append(name)

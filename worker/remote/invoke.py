@@ -9,6 +9,7 @@ record (a non-terminating ``Write-Error``, which pypsrp 0.9.1 does not count in
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,10 +36,51 @@ class SecureString(str):
 
 @dataclass
 class Invocation:
-    """What a function returned: output objects and warning messages."""
+    """What a function returned: output objects and warning messages.
+
+    ``function`` names the function (for error messages). The library's functions write one
+    compact JSON object per output string (docs/powershell-functions.md); :meth:`records` and
+    :meth:`record` parse them.
+    """
 
     output: list[Any]
     warnings: list[str] = field(default_factory=list)
+    function: str = ""
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every output string parsed as a JSON object.
+
+        Raises:
+            RemoteCommandError: ``WinCert.MalformedOutput`` — an output is not a JSON object.
+        """
+        parsed: list[dict[str, Any]] = []
+        for index, text in enumerate(self.output):
+            try:
+                value = json.loads(text) if isinstance(text, str) else None
+            except json.JSONDecodeError:
+                value = None
+            if not isinstance(value, dict):
+                raise RemoteCommandError(
+                    self.function or "the function",
+                    "WinCert.MalformedOutput",
+                    f"output {index + 1} is not the JSON object this worker expects"
+                    f" ({type(text).__name__}); check that the host runs this worker's PowerShell library",
+                )
+            parsed.append(value)
+        return parsed
+
+    def record(self) -> dict[str, Any]:
+        """The single JSON object the function wrote.
+
+        Raises:
+            RemoteCommandError: ``WinCert.MalformedOutput`` — no output, or not a JSON object.
+        """
+        records = self.records()
+        if not records:
+            raise RemoteCommandError(
+                self.function or "the function", "WinCert.MalformedOutput", "it wrote no output object"
+            )
+        return records[0]
 
 
 def _text(record: Any) -> str:
@@ -72,7 +114,7 @@ def run_function(pool: RunspacePool, function: str, parameters: Mapping[str, Any
         ps.add_parameter(name, value)
     output = ps.invoke()
     _raise_on_errors(ps, function)
-    return Invocation(list(output), [_text(w) for w in ps.streams.warning])
+    return Invocation(list(output), [_text(w) for w in ps.streams.warning], function)
 
 
 _KEYED_POOLS: weakref.WeakSet[RunspacePool] = weakref.WeakSet()

@@ -288,7 +288,7 @@ class LocalSession:
         psrp.add_parameters(ps, parameters, secure)
         result = self._run(ps, function)
         _raise_on_errors(result, function)
-        return Invocation(list(result.output), list(result.warnings))
+        return Invocation(list(result.output), list(result.warnings), function)
 
     def load_script(self, name: str, text: str) -> None:
         """Define the functions of one library file in the runspace (``add_script``)."""
