@@ -115,6 +115,10 @@ class WorkerSettings(BaseSettings):
     default_credential: str | None = Field(default=None, description="Credential for jobs that name none")
     secret_keys: SecretStr | None = Field(default=None, description="Comma-separated Fernet keys")
     allow_plaintext_secrets: bool = Field(default=False, description="Accept password_plaintext in jobs")
+    allow_insecure_tls: bool = Field(
+        default=False,
+        description="Run jobs that turn off HTTPS certificate validation (cert_validation false)",
+    )
 
     # --- WinRM -------------------------------------------------------------------------------
     ca_bundle: Path | None = Field(default=None, description="CA bundle for HTTPS listener validation")

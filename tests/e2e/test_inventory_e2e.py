@@ -242,3 +242,23 @@ def test_metrics_count_jobs_by_type_store_and_status(stack: Stack) -> None:
     assert ok and float(ok[0].rsplit(" ", 1)[1]) >= 1
     assert "host=" not in body  # no per-host label
     assert "wincert_sessions_opened_total" in body
+
+
+def test_job_turning_off_tls_validation_is_refused_by_default(stack: Stack) -> None:
+    before = stack.host("E2E-HTTPS").stats.snapshot()["requests_total"]
+    code, result = inventory_json(
+        stack,
+        "E2E-HTTPS",
+        "--store-path",
+        "My",
+        "--protocol",
+        "https",
+        "--auth",
+        "basic",
+        "--no-cert-validation",
+    )
+    assert code == 4, result
+    assert (result["status"], result["code"]) == ("failure", "tls_error")
+    assert "WINCERT_ALLOW_INSECURE_TLS" in result["message"]
+    # refused on the worker: the credential never went to the listener
+    assert stack.host("E2E-HTTPS").stats.snapshot()["requests_total"] == before

@@ -122,6 +122,17 @@ def run(
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra))
     secrets: list[str] = []
     label = "the job's credential"
+    store = job.store
+    insecure = store.protocol.value == "https" and not store.cert_validation and not store.is_local
+    if insecure and not credentials.settings.allow_insecure_tls:
+        outcome = Outcome(
+            Status.FAILURE,
+            ResultCode.TLS_ERROR,
+            "the job turns off HTTPS certificate validation (cert_validation false), which this"
+            " worker refuses: the credential would go to whoever answers. Give the worker the"
+            " listener's CA (WINCERT_CA_BUNDLE), or set WINCERT_ALLOW_INSECURE_TLS=true on it",
+        )
+        return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), "tls")
     try:
         args: tuple[Any, ...] = ()
         if isinstance(job, AddJob):  # checked on the worker before anything is sent
