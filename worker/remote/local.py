@@ -156,12 +156,29 @@ class _Child:
         except (OSError, ValueError):
             pass
 
-    def write(self, line: bytes) -> None:
-        """Raises BrokenPipeError/OSError when the process is gone."""
+    def write(self, line: bytes, timeout: float) -> bool:
+        """Write one packet; False when the child did not take it within ``timeout`` seconds
+        (a pipe whose reader stopped blocks a plain write for ever, on Windows soon after
+        4 KiB). Raises BrokenPipeError/OSError when the process is gone."""
         stdin = self.proc.stdin
         assert stdin is not None
-        stdin.write(line)
-        stdin.flush()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                stdin.write(line)
+                stdin.flush()
+            except BaseException as exc:  # handed to the caller below
+                failure.append(exc)
+
+        writer = threading.Thread(target=run, name="local-psrp-write", daemon=True)
+        writer.start()
+        writer.join(timeout)
+        if writer.is_alive():
+            return False
+        if failure:
+            raise failure[0]
+        return True
 
     def status(self, wait: float) -> int | None:
         try:
@@ -336,10 +353,13 @@ class LocalSession:
     def _send(self, line: bytes) -> None:
         child = self._require_child()
         try:
-            child.write(line)
+            taken = child.write(line, self.read_timeout)
         except OSError as exc:
             self._unclean = True
             raise self._exited("accept input") from exc
+        if not taken:  # the child stopped reading its input: kill it rather than hang
+            self._unclean = True
+            raise self._timed_out("accept input", "read_timeout")
 
     def _flush(self, what: str, deadline: float, limit: str = "read_timeout") -> None:
         """Send everything psrpcore queued, one Data packet per payload, each acknowledged."""
