@@ -18,11 +18,21 @@ from worker.settings import load_settings
 HOST = "web01.contoso.com"
 
 
-def _holder_process(url: str, index: int, jobs: int, limit: int, lease: float, kill_at: int | None) -> None:
-    """Run ``jobs`` fake jobs for HOST; record concurrency; optionally SIGKILL itself while holding."""
+def _holder_process(
+    url: str, index: int, jobs: int, limit: int, lease: float, kill_at: int | None, processes: int
+) -> None:
+    """Run ``jobs`` fake jobs for HOST; record concurrency; optionally SIGKILL itself while holding.
+
+    All processes start together (a barrier in Redis), so they compete for slots however slowly
+    each one was spawned on a loaded machine.
+    """
     client = redis.Redis.from_url(url, decode_responses=True)
     limiter = HostLimiter(client, lease)
     rng = random.Random(index)
+    client.incr("test:ready")
+    deadline = time.monotonic() + 60
+    while int(client.get("test:ready") or 0) < processes and time.monotonic() < deadline:
+        time.sleep(0.005)
     for n in range(jobs):
         job_id = f"p{index}-j{n}"
         while limiter.acquire(HOST, job_id, limit).outcome is not Outcome.GRANTED:
@@ -32,7 +42,7 @@ def _holder_process(url: str, index: int, jobs: int, limit: int, lease: float, k
             os.kill(os.getpid(), signal.SIGKILL)
         active = client.incr("test:active")
         client.rpush("test:samples", active)
-        time.sleep(rng.uniform(0.001, 0.01))
+        time.sleep(rng.uniform(0.01, 0.03))
         client.decr("test:active")
         limiter.release(HOST, job_id)
         client.incr("test:done")
@@ -47,7 +57,7 @@ def _spawn(target: Any, *args: Any) -> multiprocessing.process.BaseProcess:
 def test_limit_holds_across_processes_and_a_killed_holder_returns(redis_url: str, redis_client: Any) -> None:
     processes, jobs, limit, lease = 6, 15, 2, 1.5
     procs = [
-        _spawn(_holder_process, redis_url, i, jobs, limit, lease, 3 if i == 0 else None)
+        _spawn(_holder_process, redis_url, i, jobs, limit, lease, 3 if i == 0 else None, processes)
         for i in range(processes)
     ]
     for proc in procs:
