@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from celery import Celery
@@ -36,7 +37,7 @@ from producer.messages import TASK_NAME
 from worker import logging as job_logging
 from worker import metrics
 from worker.remote.session import SessionFactory
-from worker.settings import WorkerSettings, get_settings
+from worker.settings import SettingsError, WorkerSettings, get_settings
 from worker.tasks import register
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,10 @@ def __getattr__(name: str) -> Celery:
     global _app
     if name == "app":
         if _app is None:
-            _app = create_app()
+            try:
+                _app = create_app()
+            except SettingsError as exc:  # one clear message instead of Celery's traceback
+                sys.stderr.write(f"wincert worker: {exc}\n")
+                raise SystemExit(2) from None
         return _app
     raise AttributeError(f"module 'worker.app' has no attribute {name!r}")
