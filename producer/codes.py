@@ -73,6 +73,15 @@ class ResultCode(StrEnum):
     """The certificate has no private key file the SQL Server service could read."""
     KEY_ACL_FAILED = "key_acl_failed"
     """Granting the SQL Server service account read access to the private key failed."""
+    STORE_OPEN_FAILED = "store_open_failed"
+    """The certificate store exists but could not be opened (access denied, or another error
+    than "not found"); nothing was changed."""
+    USAGE_CHECK_FAILED = "usage_check_failed"
+    """A remove that keeps certificates in use could not read the IIS or SQL Server
+    configuration to tell; nothing was removed."""
+    IIS_COMMIT_FAILED = "iis_commit_failed"
+    """IIS could not save the binding change (ServerManager.CommitChanges failed); the binding
+    is as it was."""
 
     # --- failure: reenrollment -------------------------------------------------------------
     KEY_GENERATION_FAILED = "key_generation_failed"

@@ -9,7 +9,8 @@ functions registered with the same function and parameter names as the real Powe
 Functions exist in a runspace only after they were defined there, exactly as on Windows: the
 worker sends its ``.ps1`` function library once per runspace pool with ``add_script``;
 :meth:`RunspaceState.define_from_script` records the ``function Verb-Noun`` names the text
-defines (no other script text is accepted). A JEA endpoint instead pre-defines the module's
+defines (no other script text is accepted; a file of private ``*-WinCertPrivate*`` helpers only,
+``Common.ps1``, is accepted and records nothing). A JEA endpoint instead pre-defines the module's
 functions and refuses scripts.
 
 Errors: an implementation raises :class:`CommandError` for a terminating error (the pipeline
@@ -198,6 +199,16 @@ class CommandRegistry:
 
 _FUNCTION_DEF = re.compile(r"(?im)^\s*function\s+([A-Za-z][A-Za-z0-9]*-[A-Za-z0-9]+)\b")
 
+PRIVATE_NOUN_PREFIX = "WinCertPrivate"
+"""Noun prefix of the library's private helpers (``worker/powershell/Common.ps1``, e.g.
+``New-WinCertPrivateErrorRecord``): never called by the worker, so the simulator has no
+implementation of them; a script that defines only such helpers is accepted and records nothing."""
+
+
+def is_private_helper(name: str) -> bool:
+    """Whether ``name`` (``Verb-Noun``) follows the private helper naming convention."""
+    return name.partition("-")[2].lower().startswith(PRIVATE_NOUN_PREFIX.lower())
+
 
 @dataclass
 class RunspaceState:
@@ -224,7 +235,7 @@ class RunspaceState:
 
         Raises:
             CommandError: ``ScriptsNotAllowed`` on a JEA endpoint; ``ScriptNotSupported`` for
-                script text that defines no known function.
+                script text that defines no known function (and not only private helpers).
         """
         if self.jea:  # test_psrp_with_jea_configuration.yml: TargetObject is the script text
             raise CommandError(
@@ -237,6 +248,8 @@ class RunspaceState:
             )
         names = _FUNCTION_DEF.findall(text)
         known = [n for n in names if registry.get(n) is not None]
+        if not known and names and all(is_private_helper(n) for n in names):
+            return []  # the library's private helpers (Common.ps1): nothing the worker calls
         if not known:
             raise CommandError(
                 "The simulator does not interpret PowerShell script text; only the function"

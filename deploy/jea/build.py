@@ -5,16 +5,19 @@
 writes::
 
     OUTDIR/WinCertOrchestrator/WinCertOrchestrator.psd1      manifest (FunctionsToExport)
-    OUTDIR/WinCertOrchestrator/WinCertOrchestrator.psm1      worker/powershell/*.ps1, concatenated
+    OUTDIR/WinCertOrchestrator/WinCertOrchestrator.psm1      worker/powershell/*.ps1, Common.ps1 first
     OUTDIR/WinCertOrchestrator/RoleCapabilities/WinCertOrchestrator.psrc   (copied from deploy/jea)
     OUTDIR/WinCertOrchestrator.pssc                          session configuration (copied)
 
 The function code is never copied by hand: the ``.psm1`` is the library files' text, unchanged,
-in file-name order, after a short generated header. The public functions are the ones defined
-at column 0 (the library's convention, :mod:`worker.powershell`); ``FunctionsToExport`` lists
-exactly those, and the build refuses to run when the checked-in ``.psrc``'s
-``VisibleFunctions`` disagrees (a function added to the library must be made visible on
-purpose). ``ModuleVersion`` is the project version from ``pyproject.toml``.
+in the worker's load order (``Common.ps1``, the private helpers, first; then by file name),
+after a short generated header. The public functions are the ones defined at column 0 outside
+``Common.ps1`` (the library's convention, :mod:`worker.powershell`); the private helpers
+(``<Verb>-WinCertPrivate<Noun>``, all in ``Common.ps1``) are module-internal: neither exported
+nor visible. ``FunctionsToExport`` lists exactly the public functions, and the build refuses to
+run when the checked-in ``.psrc``'s ``VisibleFunctions`` disagrees (a function added to the
+library must be made visible on purpose). ``ModuleVersion`` is the project version from
+``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from worker.powershell import list_scripts
+from worker.powershell import COMMON_SCRIPT, is_private_function, list_scripts
 
 MODULE_NAME = "WinCertOrchestrator"
 MODULE_GUID = "689412aa-29f0-4320-827a-bda54a660bb2"  # stable: the module's identity across versions
@@ -76,12 +79,27 @@ def read_library() -> list[tuple[str, str]]:
 
 
 def public_functions(library: list[tuple[str, str]]) -> list[str]:
-    """The column-0 functions of the library, in file order (duplicates are an error)."""
+    """The column-0 functions of the library outside ``Common.ps1``, in file order.
+
+    Raises:
+        BuildError: a function is defined twice, ``Common.ps1`` defines a function that is not a
+            private helper (``<Verb>-WinCertPrivate<Noun>``), or another file defines a private
+            helper at column 0 (it belongs in ``Common.ps1``).
+    """
     names: list[str] = []
+    seen: set[str] = set()
     for file_name, text in library:
         for name in _PUBLIC_FUNCTION.findall(text):
-            if name.lower() in {n.lower() for n in names}:
+            if name.lower() in seen:
                 raise BuildError(f"{name} is defined twice (again in {file_name})")
+            seen.add(name.lower())
+            private = is_private_function(name)
+            if file_name == COMMON_SCRIPT:
+                if not private:
+                    raise BuildError(f"{COMMON_SCRIPT} holds private helpers only, but defines {name}")
+                continue
+            if private:
+                raise BuildError(f"{file_name} defines the private helper {name}; move it to {COMMON_SCRIPT}")
             names.append(name)
     return names
 

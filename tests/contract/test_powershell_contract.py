@@ -1,9 +1,13 @@
 """Contract: the PowerShell in worker/powershell and the simulator's commands agree.
 
 Every ``worker/powershell/*.ps1`` is parsed with tree-sitter-powershell: it must have no
-ERROR/MISSING node; its top-level functions (column 0, the public ones) with their ``param()``
-names, mandatory parameters and switches must be exactly what ``simulator.commands.REGISTRY``
-registers; every function name (helpers included) must use an approved verb.
+ERROR/MISSING node. The top-level functions (column 0) of every file but ``Common.ps1`` are the
+public ones: with their ``param()`` names, mandatory parameters and switches they must be
+exactly what ``simulator.commands.REGISTRY`` registers. ``Common.ps1`` holds only private
+helpers (``<Verb>-WinCertPrivate<Noun>``, top-level, not registered: the worker never calls
+them); no other file defines one, every call of one names a helper that exists with parameters
+it has, and every helper is used (there is no PowerShell here to find a typo at run time).
+Every function name (helpers included) must use an approved verb.
 """
 
 from __future__ import annotations
@@ -16,8 +20,14 @@ import tree_sitter_powershell as tsp
 from tree_sitter import Language, Node, Parser
 
 from simulator.commands import REGISTRY
-from simulator.runtime import RunspaceState
-from worker.powershell import list_scripts, read_script
+from simulator.runtime import RunspaceState, is_private_helper
+from worker.powershell import (
+    COMMON_SCRIPT,
+    PRIVATE_NOUN_PREFIX,
+    is_private_function,
+    list_scripts,
+    read_script,
+)
 
 # `Get-Verb` of Windows PowerShell 5.1 (the target); PowerShell 7 only adds to it.
 APPROVED_VERBS = frozenset({
@@ -133,12 +143,49 @@ def all_function_names(root: Node) -> list[str]:
     return names
 
 
+def walk(node: Node) -> list[Node]:
+    """``node`` and all its descendants, in document order."""
+    found: list[Node] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(reversed(current.children))
+    return found
+
+
+def command_calls(node: Node) -> list[tuple[str, list[str], int]]:
+    """``(command name, its -Parameter names, line)`` of every command below ``node``."""
+    calls: list[tuple[str, list[str], int]] = []
+    for command in (n for n in walk(node) if n.type == "command"):
+        name = _child(command, "command_name")
+        if name is None:
+            continue
+        elements = _child(command, "command_elements")
+        parameters = [
+            _text(e).lstrip("-").rstrip(":")
+            for e in (elements.children if elements is not None else [])
+            if e.type == "command_parameter"
+        ]
+        calls.append((_text(name), parameters, command.start_point[0] + 1))
+    return calls
+
+
+def function_nodes(root: Node) -> dict[str, Node]:
+    """Every function statement (nested too) by name."""
+    return {_text(_child(n, "function_name")): n for n in walk(root) if n.type == "function_statement"}
+
+
 SCRIPTS = list_scripts()
+PUBLIC_SCRIPTS = [s for s in SCRIPTS if s.name != COMMON_SCRIPT]
 
 
 def test_there_are_scripts() -> None:
-    assert [p.name for p in SCRIPTS] == sorted(p.name for p in SCRIPTS)
-    assert "Inventory.ps1" in {p.name for p in SCRIPTS}
+    """Load order: Common.ps1 (the private helpers) first, then the others by file name."""
+    names = [p.name for p in SCRIPTS]
+    assert names[0] == COMMON_SCRIPT
+    assert names[1:] == sorted(names[1:])
+    assert "Inventory.ps1" in names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -176,17 +223,32 @@ def test_parser_reads_parameter_attributes() -> None:
     assert sorted(all_function_names(parse(snippet))) == ["Get-Helper", "Set-Thing"]
 
 
+def test_command_calls_reads_names_and_parameters() -> None:
+    """Self-check of the call extractor (nested calls are calls of their own)."""
+    snippet = b"$x = Get-WinCertPrivateThing -Name 'a' -Flag:$true (Get-Other -Value 1) | Out-Null"
+    assert command_calls(parse(snippet)) == [
+        ("Get-WinCertPrivateThing", ["Name", "Flag"], 1), ("Get-Other", ["Value"], 1), ("Out-Null", [], 1)
+    ]
+
+
 def _library() -> dict[str, PsFunction]:
+    """The public functions: top-level functions of every file but Common.ps1."""
     functions: dict[str, PsFunction] = {}
-    for script in SCRIPTS:
+    for script in PUBLIC_SCRIPTS:
         for function in top_level_functions(parse(script.read_bytes())):
             assert function.name.lower() not in functions, f"{function.name} defined twice"
             functions[function.name.lower()] = function
     return functions
 
 
+def _private_helpers() -> dict[str, PsFunction]:
+    """The top-level functions of Common.ps1."""
+    common = parse((SCRIPTS[0]).read_bytes())
+    return {f.name: f for f in top_level_functions(common)}
+
+
 def test_public_functions_are_at_column_zero_and_helpers_nested() -> None:
-    for script in SCRIPTS:
+    for script in PUBLIC_SCRIPTS:
         root = parse(script.read_bytes())
         public = top_level_functions(root)
         assert public, f"{script.name} defines no public function"
@@ -194,6 +256,44 @@ def test_public_functions_are_at_column_zero_and_helpers_nested() -> None:
         helpers = set(all_function_names(root)) - {f.name for f in public}
         clash = [h for h in helpers if REGISTRY.get(h) is not None]
         assert not clash, f"{script.name}: nested helpers named like public commands: {clash}"
+        private = [n for n in all_function_names(root) if is_private_function(n)]
+        assert not private, f"{script.name}: *-{PRIVATE_NOUN_PREFIX}* go in {COMMON_SCRIPT}: {private}"
+
+
+def test_common_holds_only_private_helpers() -> None:
+    """Common.ps1: top-level ``<Verb>-WinCertPrivate<Noun>`` functions only (no public function,
+    nothing nested, nothing the simulator registers); the simulator's convention is the same."""
+    root = parse(SCRIPTS[0].read_bytes())
+    helpers = top_level_functions(root)
+    assert helpers, f"{COMMON_SCRIPT} defines no helper"
+    assert all(f.column == 1 for f in helpers)
+    assert sorted(all_function_names(root)) == sorted(f.name for f in helpers), "nested functions"
+    for helper in helpers:
+        assert is_private_function(helper.name) and is_private_helper(helper.name), helper.name
+        assert REGISTRY.get(helper.name) is None, helper.name
+    assert not any(is_private_helper(name) for name in REGISTRY.names())
+
+
+def test_private_helper_calls_resolve() -> None:
+    """Every call of a private helper names one Common.ps1 defines, with parameters it
+    declares, and every helper is called."""
+    helpers = _private_helpers()
+    used: set[str] = set()
+    problems: list[str] = []
+    for script in SCRIPTS:
+        for name, parameters, line in command_calls(parse(script.read_bytes())):
+            if not is_private_function(name):
+                continue
+            if name not in helpers:
+                problems.append(f"{script.name}:{line} calls {name}, which {COMMON_SCRIPT} does not define")
+                continue
+            used.add(name)
+            declared = {p.lower() for p in helpers[name].parameters}
+            unknown = [p for p in parameters if p.lower() not in declared]
+            if unknown:
+                problems.append(f"{script.name}:{line} calls {name} with undeclared {unknown}")
+    assert problems == []
+    assert sorted(set(helpers) - used) == [], "helpers nobody calls"
 
 
 def test_simulator_implements_exactly_the_powershell_functions() -> None:
@@ -208,6 +308,7 @@ def test_simulator_implements_exactly_the_powershell_functions() -> None:
 
 
 def test_every_verb_is_approved() -> None:
+    """Private helpers included."""
     for script in SCRIPTS:
         for name in all_function_names(parse(script.read_bytes())):
             verb, _, noun = name.partition("-")
@@ -215,8 +316,10 @@ def test_every_verb_is_approved() -> None:
 
 
 def test_runspace_accepts_each_script_as_the_worker_sends_it() -> None:
-    """What the simulator records for ``add_script(<file text>)`` is the file's public functions."""
+    """What the simulator records for ``add_script(<file text>)`` is the file's public functions
+    (none for Common.ps1, which it accepts all the same)."""
     for script in SCRIPTS:
         state = RunspaceState()
         defined = state.define_from_script(read_script(script.name), REGISTRY)
-        assert sorted(defined) == sorted(f.name for f in top_level_functions(parse(script.read_bytes())))
+        public = [] if script.name == COMMON_SCRIPT else top_level_functions(parse(script.read_bytes()))
+        assert sorted(defined) == sorted(f.name for f in public)

@@ -2,10 +2,12 @@
 with the function library in worker/powershell.
 
 Everything PowerShell is parsed with tree-sitter-powershell through the helpers of
-tests/contract/test_powershell_contract.py: the library's top-level functions are the truth;
-the built ``.psd1`` (FunctionsToExport) and ``.psm1`` and the checked-in ``.psrc``
-(VisibleFunctions) must match them exactly, and the ``.psrc``/``.pssc``/``.psd1`` must be plain
-data (hashtable literals of strings, arrays, booleans) as PowerShell data files are.
+tests/contract/test_powershell_contract.py: the library's top-level functions are the truth.
+The public ones (every file but Common.ps1) and only they are in the built ``.psd1``
+(FunctionsToExport), the ``.psm1``'s Export-ModuleMember and the checked-in ``.psrc``
+(VisibleFunctions); the private helpers of Common.ps1 are in the ``.psm1``, first. The
+``.psrc``/``.pssc``/``.psd1`` must be plain data (hashtable literals of strings, arrays,
+booleans) as PowerShell data files are.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tree_sitter import Node
 from deploy.jea import build as jea_build
 from tests.contract.test_powershell_contract import parse, syntax_problems, top_level_functions
 from tests.support import project_root
-from worker.powershell import list_scripts
+from worker.powershell import COMMON_SCRIPT, is_private_function, list_scripts
 
 JEA_DIR = project_root() / "deploy" / "jea"
 PSRC = JEA_DIR / "RoleCapabilities" / "WinCertOrchestrator.psrc"
@@ -35,12 +37,28 @@ JEA_PROXIES = frozenset({
 })
 
 
-def library_functions() -> list[str]:
-    """Top-level functions of worker/powershell/*.ps1, by tree-sitter, in load order."""
+def all_library_functions() -> list[str]:
+    """Top-level functions of worker/powershell/*.ps1 (private helpers included), by
+    tree-sitter, in load order."""
     names: list[str] = []
     for script in list_scripts():
         names += [f.name for f in top_level_functions(parse(script.read_bytes()))]
     return names
+
+
+def library_functions() -> list[str]:
+    """The public functions: top-level functions of every file but Common.ps1, in load order."""
+    names: list[str] = []
+    for script in list_scripts():
+        if script.name != COMMON_SCRIPT:
+            names += [f.name for f in top_level_functions(parse(script.read_bytes()))]
+    return names
+
+
+def private_helpers() -> list[str]:
+    """The top-level functions of Common.ps1."""
+    common = next(script for script in list_scripts() if script.name == COMMON_SCRIPT)
+    return [f.name for f in top_level_functions(parse(common.read_bytes()))]
 
 
 # ---- a tiny evaluator for PowerShell data files (.psd1/.psrc/.pssc) --------------------------
@@ -131,15 +149,30 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_library_has_the_functions_the_build_finds() -> None:
-    """The build's column-0 rule and tree-sitter's top-level functions agree."""
+    """The build's column-0 rule and tree-sitter's top-level functions agree; the private
+    helpers are not public."""
     library = jea_build.read_library()
+    assert library[0][0] == COMMON_SCRIPT == list_scripts()[0].name
     assert jea_build.public_functions(library) == library_functions()
     assert len(library_functions()) >= 10
+    assert private_helpers() and all(is_private_function(n) for n in private_helpers())
+    assert not any(is_private_function(n) for n in library_functions())
+
+
+def test_build_refuses_misplaced_private_and_public_functions() -> None:
+    common = (COMMON_SCRIPT, "function Get-WinCertPrivateThing {\n}\n")
+    public = ("Extra.ps1", "function Get-WinCertExtra {\n}\n")
+    assert jea_build.public_functions([common, public]) == ["Get-WinCertExtra"]
+    with pytest.raises(jea_build.BuildError, match="private helpers only"):
+        jea_build.public_functions([(COMMON_SCRIPT, "function Get-WinCertExtra {\n}\n"), public])
+    with pytest.raises(jea_build.BuildError, match=r"move it to Common\.ps1"):
+        jea_build.public_functions([common, ("Extra.ps1", "function Get-WinCertPrivateOther {\n}\n")])
 
 
 def test_psrc_makes_exactly_the_library_functions_visible() -> None:
     psrc = load_data_file(PSRC)
     assert sorted(as_list(psrc["VisibleFunctions"])) == sorted(library_functions())
+    assert not set(as_list(psrc["VisibleFunctions"])) & set(private_helpers())
     assert as_list(psrc["ModulesToImport"]) == ["WinCertOrchestrator"]
     # least privilege: nothing but the functions (module code runs what it needs, see the .psrc)
     for key in ("VisibleCmdlets", "VisibleExternalCommands", "VisibleProviders", "VisibleAliases",
@@ -163,6 +196,7 @@ def test_pssc_is_a_restricted_jea_configuration() -> None:
 def test_built_manifest_exports_exactly_the_library_functions(built: Path) -> None:
     psd1 = load_data_file(built / "WinCertOrchestrator" / "WinCertOrchestrator.psd1")
     assert psd1["FunctionsToExport"] == library_functions()
+    assert not set(psd1["FunctionsToExport"]) & set(private_helpers())
     assert psd1["RootModule"] == "WinCertOrchestrator.psm1"
     assert psd1["GUID"] == jea_build.MODULE_GUID
     assert psd1["PowerShellVersion"] == "5.1"
@@ -177,9 +211,14 @@ def test_built_module_is_the_library_text_unchanged(built: Path) -> None:
     text = raw.decode("utf-8-sig").replace("\r\n", "\n")
     for script in list_scripts():
         assert script.read_text(encoding="utf-8-sig").rstrip("\n") in text, script.name
+    # Common.ps1 (the private helpers) comes first, then the other files in load order
+    regions = [line.removeprefix("#region ") for line in text.splitlines() if line.startswith("#region ")]
+    assert regions == [script.name for script in list_scripts()]
+    assert regions[0] == COMMON_SCRIPT
     root = parse(text.encode())
     assert syntax_problems(root) == []
-    assert [f.name for f in top_level_functions(root)] == library_functions()
+    assert [f.name for f in top_level_functions(root)] == all_library_functions()
+    assert all_library_functions()[: len(private_helpers())] == private_helpers()
     export = next(line for line in text.splitlines() if line.startswith("Export-ModuleMember"))
     assert export == "Export-ModuleMember -Function " + ", ".join(f"'{n}'" for n in library_functions())
 

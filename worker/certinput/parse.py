@@ -18,19 +18,11 @@ from cryptography.hazmat.primitives.serialization import (
     pkcs7,
 )
 
+from producer.codes import ResultCode
+
 from . import der, hostcompat
 from . import pkcs12_info as p12
-from .errors import (
-    AMBIGUOUS_LEAF,
-    INVALID_CERTIFICATE_DATA,
-    PFX_ALGORITHM_UNSUPPORTED_BY_HOST,
-    PFX_ITERATIONS_EXCEED_WINDOWS_LIMIT,
-    PFX_KEY_WITHOUT_CERTIFICATE,
-    PFX_MULTIPLE_KEYS,
-    PFX_PASSWORD_INCORRECT,
-    UNSUPPORTED_CERTIFICATE_FORMAT,
-    CertificateInputError,
-)
+from .errors import CertificateInputError
 from .model import WINDOWS_MAX_PBKDF_ITERATIONS, InputFormat, ParsedCertificate, PbeInfo
 from .pkcs12_writer import legacy_pkcs12
 from .sniff import CERT_LABELS, KEY_LABELS, PKCS7_LABELS, PKCS12_LABELS, PemBlock, decode
@@ -125,7 +117,7 @@ def _end_entities(certs: Sequence[_Cert]) -> list[_Cert]:
 def _ambiguous(candidates: Sequence[_Cert], why: str) -> CertificateInputError:
     names = "; ".join(_subject(c.cert) for c in candidates) or "<none>"
     return CertificateInputError(
-        AMBIGUOUS_LEAF,
+        ResultCode.AMBIGUOUS_LEAF,
         f"{why}, so the certificate to install cannot be chosen. Candidates: {names}. "
         "Send a file that holds one end-entity certificate (with its private key, if it has one).",
     )
@@ -157,24 +149,24 @@ def _select(
         unique_keys.setdefault(_spki(key.public_key()), key)
     if len(unique_keys) > 1:
         raise CertificateInputError(
-            PFX_MULTIPLE_KEYS,
+            ResultCode.PFX_MULTIPLE_KEYS,
             f"the {source} holds {len(unique_keys)} different private keys; Windows would import only one "
             "of them. Send a file with exactly one private key and its certificate.",
         )
     if not certs:
         if unique_keys:
             raise CertificateInputError(
-                PFX_KEY_WITHOUT_CERTIFICATE,
+                ResultCode.PFX_KEY_WITHOUT_CERTIFICATE,
                 f"the {source} holds a private key but no certificate. "
                 "Send the key together with its certificate.",
             )
-        raise CertificateInputError(INVALID_CERTIFICATE_DATA, f"the {source} holds no certificate")
+        raise CertificateInputError(ResultCode.INVALID_CERTIFICATE_DATA, f"the {source} holds no certificate")
     if unique_keys:
         spki, key = next(iter(unique_keys.items()))
         matching = [c for c in certs if _cert_spki(c.cert) == spki]
         if not matching:
             raise CertificateInputError(
-                PFX_KEY_WITHOUT_CERTIFICATE,
+                ResultCode.PFX_KEY_WITHOUT_CERTIFICATE,
                 f"the {source} holds a private key that matches none of its {len(certs)} certificate(s) "
                 f"({'; '.join(_subject(c.cert) for c in certs)}). Send the key with its own certificate.",
             )
@@ -222,7 +214,7 @@ def _load_certs(ders: Sequence[tuple[bytes, str | None]], source: str) -> list[_
             out.append(_Cert(data, x509.load_der_x509_certificate(data), name))
         except ValueError as exc:
             raise CertificateInputError(
-                INVALID_CERTIFICATE_DATA,
+                ResultCode.INVALID_CERTIFICATE_DATA,
                 f"certificate {n + 1} in the {source} is not a valid X.509 certificate ({exc})",
             ) from exc
     return _dedupe_certs(out)
@@ -244,7 +236,7 @@ class _Budget:
         self.total += iterations
         if self.total > MAX_TOTAL_ITERATIONS:
             raise CertificateInputError(
-                PFX_ITERATIONS_EXCEED_WINDOWS_LIMIT,
+                ResultCode.PFX_ITERATIONS_EXCEED_WINDOWS_LIMIT,
                 f"the PKCS#12 file needs more than {MAX_TOTAL_ITERATIONS} key-derivation iterations in total "
                 f"(limit per item {WINDOWS_MAX_PBKDF_ITERATIONS}); re-export it with fewer items or "
                 "iterations.",
@@ -254,19 +246,19 @@ class _Budget:
 def _check_iterations(what: str, iterations: int) -> None:
     if iterations > WINDOWS_MAX_PBKDF_ITERATIONS:
         raise CertificateInputError(
-            PFX_ITERATIONS_EXCEED_WINDOWS_LIMIT,
+            ResultCode.PFX_ITERATIONS_EXCEED_WINDOWS_LIMIT,
             f"the PKCS#12 {what} uses {iterations} key-derivation iterations; Windows refuses more than "
             f"{WINDOWS_MAX_PBKDF_ITERATIONS}. Re-export the file with fewer iterations (2048 is common).",
         )
     if iterations < 1:
         raise CertificateInputError(
-            INVALID_CERTIFICATE_DATA, f"the PKCS#12 {what} has an iteration count of {iterations}"
+            ResultCode.INVALID_CERTIFICATE_DATA, f"the PKCS#12 {what} has an iteration count of {iterations}"
         )
 
 
 def _password_error(detail: str, hint: str = "") -> CertificateInputError:
     return CertificateInputError(
-        PFX_PASSWORD_INCORRECT,
+        ResultCode.PFX_PASSWORD_INCORRECT,
         f"the PKCS#12 password is incorrect ({detail}); check the password sent with the job.{hint}",
     )
 
@@ -311,11 +303,11 @@ def _open_pkcs12(data: bytes, password: str | None) -> _Opened:
         structure = p12.read_structure(data)
     except p12.Pkcs12FormatError as exc:
         raise CertificateInputError(
-            INVALID_CERTIFICATE_DATA, f"the PKCS#12 file is malformed: {exc}"
+            ResultCode.INVALID_CERTIFICATE_DATA, f"the PKCS#12 file is malformed: {exc}"
         ) from exc
     except p12.Pkcs12UnsupportedError as exc:
         raise CertificateInputError(
-            UNSUPPORTED_CERTIFICATE_FORMAT,
+            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
             f"the PKCS#12 file uses {exc}, which this worker cannot read. Re-export it with password "
             "protection (e.g. AES-256 or 3DES) and an HMAC integrity check.",
         ) from exc
@@ -348,11 +340,12 @@ def _open_pkcs12(data: bytes, password: str | None) -> _Opened:
         raise _password_error(detail, _none_empty_hint(password, works)) from exc
     except p12.Pkcs12FormatError as exc:
         raise CertificateInputError(
-            INVALID_CERTIFICATE_DATA, f"the PKCS#12 file is malformed: {exc}"
+            ResultCode.INVALID_CERTIFICATE_DATA, f"the PKCS#12 file is malformed: {exc}"
         ) from exc
     except p12.Pkcs12UnsupportedError as exc:
         raise CertificateInputError(
-            UNSUPPORTED_CERTIFICATE_FORMAT, f"the PKCS#12 file uses {exc}, which this worker cannot read"
+            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
+            f"the PKCS#12 file uses {exc}, which this worker cannot read",
         ) from exc
 
     keys: list[PrivateKeyTypes] = []
@@ -361,7 +354,7 @@ def _open_pkcs12(data: bytes, password: str | None) -> _Opened:
             keys.append(load_der_private_key(bag.pkcs8_der, password=None))
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
             raise CertificateInputError(
-                UNSUPPORTED_CERTIFICATE_FORMAT,
+                ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
                 f"private key {n + 1} in the PKCS#12 file cannot be read ({type(exc).__name__}); "
                 "use an RSA, ECDSA, DSA or EdDSA key",
             ) from exc
@@ -386,7 +379,7 @@ def _parse_pkcs12(
             ]
         )
         raise CertificateInputError(
-            PFX_ALGORITHM_UNSUPPORTED_BY_HOST,
+            ResultCode.PFX_ALGORITHM_UNSUPPORTED_BY_HOST,
             f"the PKCS#12 file is protected with {algs}, which {hostcompat.windows_name(os_build)} cannot "
             "import (PBES2/AES needs Windows Server 2019, build 17763, or later). Re-export it with "
             "pbeWithSHA1And3-KeyTripleDES-CBC and an HMAC-SHA1 MAC, or let the worker re-wrap it.",
@@ -396,7 +389,9 @@ def _parse_pkcs12(
     check = _open_pkcs12(new_bytes, password)
     new_leaf, _ = _select(check.certs, check.keys, "re-wrapped PKCS#12 file")
     if new_leaf.der != leaf.der:  # pragma: no cover - defensive
-        raise CertificateInputError(INVALID_CERTIFICATE_DATA, "re-wrapping changed the certificate")
+        raise CertificateInputError(
+            ResultCode.INVALID_CERTIFICATE_DATA, "re-wrapping changed the certificate"
+        )
     return replace(parsed, pkcs12_bytes=new_bytes, pbe=check.pbe, rewrapped=True)
 
 
@@ -406,7 +401,8 @@ def _pkcs7_certs(data: bytes, source: str) -> list[_Cert]:
         loaded = pkcs7.load_der_pkcs7_certificates(data)
     except ValueError as exc:
         raise CertificateInputError(
-            INVALID_CERTIFICATE_DATA, f"the {source} is not a readable PKCS#7 certificate bundle ({exc})"
+            ResultCode.INVALID_CERTIFICATE_DATA,
+            f"the {source} is not a readable PKCS#7 certificate bundle ({exc})",
         ) from exc
     return _dedupe_certs([_Cert(c.public_bytes(Encoding.DER), c) for c in loaded])
 
@@ -438,7 +434,7 @@ def _parse_binary(
         first = der.children(top)[0] if top.constructed and top.value else None
     except der.DerError as exc:
         raise CertificateInputError(
-            INVALID_CERTIFICATE_DATA, f"the certificate input is not well-formed DER ({exc})"
+            ResultCode.INVALID_CERTIFICATE_DATA, f"the certificate input is not well-formed DER ({exc})"
         ) from exc
     if p12.looks_like_pkcs12(top):
         return _parse_pkcs12(data, password, os_build, rewrap_legacy)
@@ -449,14 +445,14 @@ def _parse_binary(
             leaf, _ = _select(certs, [], "PKCS#7 bundle")
             return _build(leaf, certs, None, "pkcs7", None, None)
         raise CertificateInputError(
-            UNSUPPORTED_CERTIFICATE_FORMAT,
+            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
             f"the input is a CMS/PKCS#7 object of type {kind}, not a certificate bundle (signedData)",
         )
     try:
         cert = x509.load_der_x509_certificate(data)
     except ValueError:
         raise CertificateInputError(
-            UNSUPPORTED_CERTIFICATE_FORMAT,
+            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
             f"the input is {_what_is(data)}. Send a certificate (DER/PEM), a PKCS#7 bundle, or a PKCS#12 "
             "file holding the certificate and its private key.",
         ) from None
@@ -468,7 +464,7 @@ def _load_pem_key(block: PemBlock, password: str | None) -> PrivateKeyTypes:
     encrypted = block.label == "ENCRYPTED PRIVATE KEY" or block.has_headers
     if encrypted and not password:
         raise CertificateInputError(
-            PFX_PASSWORD_INCORRECT,
+            ResultCode.PFX_PASSWORD_INCORRECT,
             "the PEM private key is encrypted but no password was given; send its password",
         )
     try:
@@ -478,15 +474,16 @@ def _load_pem_key(block: PemBlock, password: str | None) -> PrivateKeyTypes:
     except ValueError as exc:
         if encrypted:
             raise CertificateInputError(
-                PFX_PASSWORD_INCORRECT,
+                ResultCode.PFX_PASSWORD_INCORRECT,
                 "the PEM private key does not decrypt; check the password sent with the job",
             ) from exc
         raise CertificateInputError(
-            INVALID_CERTIFICATE_DATA, f"the PEM block {block.label!r} is not a readable private key"
+            ResultCode.INVALID_CERTIFICATE_DATA,
+            f"the PEM block {block.label!r} is not a readable private key",
         ) from exc
     except (TypeError, UnsupportedAlgorithm) as exc:
         raise CertificateInputError(
-            UNSUPPORTED_CERTIFICATE_FORMAT,
+            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
             f"the PEM block {block.label!r} holds a private key this worker cannot read",
         ) from exc
 
@@ -498,7 +495,8 @@ def _parse_pem(
     if any(label in PKCS12_LABELS for label in labels):
         if len(blocks) != 1:
             raise CertificateInputError(
-                UNSUPPORTED_CERTIFICATE_FORMAT, "a PEM-armoured PKCS#12 must be the only block in the input"
+                ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
+                "a PEM-armoured PKCS#12 must be the only block in the input",
             )
         return _parse_pkcs12(blocks[0].der, password, os_build, rewrap_legacy)
     certs: list[_Cert] = []
@@ -515,7 +513,7 @@ def _parse_pem(
             keys.append(_load_pem_key(block, password))
     if not certs and not keys:
         raise CertificateInputError(
-            UNSUPPORTED_CERTIFICATE_FORMAT,
+            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
             f"the PEM input holds no certificate (blocks: {', '.join(labels)}). Send a certificate, a PKCS#7 "
             "bundle or a PKCS#12 file.",
         )

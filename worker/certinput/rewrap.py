@@ -5,7 +5,9 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from .errors import PFX_KEY_WITHOUT_CERTIFICATE, CertificateInputError
+from producer.codes import ResultCode
+
+from .errors import CertificateInputError
 from .model import ParsedCertificate
 from .parse import _open_pkcs12, _select, _spki
 from .pkcs12_writer import legacy_pkcs12
@@ -39,6 +41,6 @@ def to_pkcs12_for_host(parsed: ParsedCertificate, key: PrivateKeyTypes, password
     leaf = x509.load_der_x509_certificate(parsed.leaf_der)
     if _spki(leaf.public_key()) != _spki(key.public_key()):
         raise CertificateInputError(
-            PFX_KEY_WITHOUT_CERTIFICATE, "the private key does not belong to the certificate"
+            ResultCode.PFX_KEY_WITHOUT_CERTIFICATE, "the private key does not belong to the certificate"
         )
     return legacy_pkcs12(parsed.leaf_der, key, parsed.chain_der, password)

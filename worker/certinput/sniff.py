@@ -7,7 +7,9 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
-from .errors import INVALID_CERTIFICATE_DATA, CertificateInputError
+from producer.codes import ResultCode
+
+from .errors import CertificateInputError
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9][A-Z0-9 #]*)-----\s*(.*?)\s*-----END \1-----", re.DOTALL)
 _B64_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
@@ -48,7 +50,7 @@ def describe_prefix(data: bytes) -> str:
 
 
 def _fail(message: str) -> CertificateInputError:
-    return CertificateInputError(INVALID_CERTIFICATE_DATA, message)
+    return CertificateInputError(ResultCode.INVALID_CERTIFICATE_DATA, message)
 
 
 def _der_extent(data: bytes) -> int | None:

@@ -45,8 +45,6 @@ DEFAULT_PROVIDER = "Microsoft Software Key Storage Provider"
 """The provider keys are generated in when the job names none (the peer defaults to the legacy
 CryptoAPI 'Microsoft Strong Cryptographic Provider', which cannot hold ECDSA keys)."""
 
-KEY_GENERATION_FAILED_ID = "WinCert.KeyGenerationFailed"
-NO_MATCHING_REQUEST_ID = "WinCert.NoMatchingRequest"
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 
 _SAN_PARAMETERS = {"dns": "DnsName", "ip": "IpAddress", "email": "Email", "upn": "Upn", "uri": "Uri"}
@@ -178,15 +176,8 @@ def generate(job: ReenrollmentJob, session: RemoteSession) -> Outcome:
         values = [s.value for s in job.sans if s.type == kind]
         if values:
             params[parameter] = values
-    try:
-        invocation = session.invoke("New-WinCertCertificateRequest", params)
-    except RemoteCommandError as exc:
-        if exc.error_id == KEY_GENERATION_FAILED_ID:
-            raise JobStepError(
-                ResultCode.KEY_GENERATION_FAILED,
-                f"{info.computer_name or job.store.host} could not create the key and request: {exc.message}",
-            ) from None
-        raise
+    # WinCert.KeyGenerationFailed -> key_generation_failed (worker.remote.errors.ERROR_ID_CODES)
+    invocation = session.invoke("New-WinCertCertificateRequest", params)
     record = invocation.record()
     csr_pem = str(record["Csr"])
     check_csr(job, csr_pem)
@@ -255,16 +246,8 @@ def complete(job: ReenrollmentCompleteJob, session: RemoteSession) -> Outcome:
     params: dict[str, Any] = {"StorePath": store_path, "CertificateData": leaf.public_bytes(Encoding.DER)}
     if job.include_chain and chain:
         params["ChainData"] = [c.public_bytes(Encoding.DER) for c in chain]
-    try:
-        invocation = session.invoke("Install-WinCertSignedCertificate", params)
-    except RemoteCommandError as exc:
-        if exc.error_id == NO_MATCHING_REQUEST_ID:
-            raise JobStepError(
-                ResultCode.NO_MATCHING_REQUEST,
-                f"{exc.message} Was it issued for a request of this host (a reenrollment job on"
-                f" {job.store.host}) that was not completed yet?",
-            ) from None
-        raise
+    # WinCert.NoMatchingRequest -> no_matching_request (worker.remote.errors.ERROR_ID_CODES)
+    invocation = session.invoke("Install-WinCertSignedCertificate", params)
     record = invocation.record()
     warnings.extend(invocation.warnings)
     found = str(record.get("Thumbprint") or "").upper()

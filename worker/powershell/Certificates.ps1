@@ -1,10 +1,11 @@
 # WinCert Orchestrator: host facts, certificate import and removal for LocalMachine stores.
 # Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
-# Loaded once per runspace (or pre-installed as a module for JEA endpoints). Public functions
-# are defined at column 0; helpers are nested inside them so that only public functions are
-# top-level. The simulator implements the same functions in simulator/commands/certificates.py;
-# both must produce the same objects, warnings and errors (tests/contract checks names and
-# parameters). No parameter value is ever placed into script text: values are used as .NET
+# Loaded once per runspace after Common.ps1 (or pre-installed as a module for JEA endpoints).
+# Public functions are defined at column 0; helpers shared with other functions are the private
+# *-WinCertPrivate* functions of Common.ps1, the others are nested inside the function that uses
+# them. The simulator implements the same functions in simulator/commands/certificates.py; both
+# must produce the same objects, warnings and errors (tests/contract checks names, parameters
+# and error ids). No parameter value is ever placed into script text: values are used as .NET
 # arguments, -LiteralPath paths, or elements of an external tool's argument list.
 
 function Get-WinCertHostInfo {
@@ -91,7 +92,9 @@ function Import-WinCertCertificate {
 
     Keys go to the machine key store and persist (MachineKeySet | PersistKeySet, plus Exportable
     only with -Exportable). With -ProviderName (a registered CSP or KSP, matched trimmed and
-    case-insensitively) the key is placed by certutil -importPFX -csp into that provider.
+    case-insensitively) the key is placed by certutil -importPFX -csp into that provider; certutil
+    never sees the caller's password (the key is handed over re-exported under a random one-time
+    password).
 
     Outcome: added | replaced | already_present (the thumbprint was there with a key, or the
     input has no key, and -Overwrite was not given: nothing changes). After the change the store
@@ -129,224 +132,6 @@ function Import-WinCertCertificate {
 
     $ErrorActionPreference = 'Stop'
 
-    function New-WinCertError {
-        param(
-            [string]$Message,
-            [string]$ErrorId,
-            [System.Management.Automation.ErrorCategory]$Category,
-            [object]$Target,
-            [System.Exception]$Exception
-        )
-        if ($null -eq $Exception) { $Exception = [System.InvalidOperationException]::new($Message) }
-        return [System.Management.Automation.ErrorRecord]::new($Exception, $ErrorId, $Category, $Target)
-    }
-
-    # The innermost useful exception message of a caught error.
-    function Get-CauseMessage {
-        param(
-            [System.Management.Automation.ErrorRecord]$Record
-        )
-        $cause = $Record.Exception
-        while ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-            $cause = $cause.InnerException
-        }
-        return $cause.Message
-    }
-
-    # The registered provider called $Name (trimmed, case-insensitive), or $null.
-    function Find-CryptoProvider {
-        param(
-            [string]$Name
-        )
-        $wanted = $Name.Trim()
-        $cspRoot = 'HKLM:\SOFTWARE\Microsoft\Cryptography\Defaults\Provider'
-        if (Test-Path -LiteralPath $cspRoot) {
-            foreach ($key in (Get-ChildItem -LiteralPath $cspRoot)) {
-                if ($key.PSChildName.Trim() -ieq $wanted) {
-                    return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'CSP'; Type = [int]$key.GetValue('Type', 1) }
-                }
-            }
-        }
-        $cngRoot = 'HKLM:\SYSTEM\CurrentControlSet\Control\Cryptography\Providers'
-        if (Test-Path -LiteralPath $cngRoot) {
-            foreach ($key in (Get-ChildItem -LiteralPath $cngRoot)) {
-                if ($key.PSChildName.Trim() -ieq $wanted -and
-                    (Test-Path -LiteralPath (Join-Path -Path $key.PSPath -ChildPath 'UM\00010001'))) {
-                    return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'KSP'; Type = 0 }
-                }
-            }
-        }
-        return $null
-    }
-
-    function Get-KeyAlgorithmName {
-        param(
-            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
-        )
-        $oid = $Certificate.PublicKey.Oid.Value
-        switch ($oid) {
-            '1.2.840.113549.1.1.1' { return 'RSA' }
-            '1.2.840.10045.2.1' { return 'ECDSA' }
-            '1.2.840.10040.4.1' { return 'DSA' }
-            default { return $oid }
-        }
-    }
-
-    # Whether the certificate's private key signs data its public key verifies.
-    function Test-PrivateKeyUsable {
-        param(
-            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
-        )
-        $probe = [System.Text.Encoding]::ASCII.GetBytes('WinCert Orchestrator key check')
-        $sha256 = [System.Security.Cryptography.HashAlgorithmName]::SHA256
-        $privateKey = $null
-        $publicKey = $null
-        try {
-            switch (Get-KeyAlgorithmName -Certificate $Certificate) {
-                'RSA' {
-                    # SHA-1: keys in a PROV_RSA_FULL CSP (where a PKCS#12 import without a provider
-                    # puts RSA keys) cannot sign SHA-256 through RSACryptoServiceProvider
-                    # ("Invalid algorithm specified"); this is a usability probe, not a signature.
-                    $privateKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
-                    $publicKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPublicKey($Certificate)
-                    if ($null -eq $privateKey) { return $false }
-                    $sha1 = [System.Security.Cryptography.HashAlgorithmName]::SHA1
-                    $pkcs1 = [System.Security.Cryptography.RSASignaturePadding]::Pkcs1
-                    $signature = $privateKey.SignData($probe, $sha1, $pkcs1)
-                    return [bool]$publicKey.VerifyData($probe, $signature, $sha1, $pkcs1)
-                }
-                'ECDSA' {
-                    $privateKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate)
-                    $publicKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPublicKey($Certificate)
-                    if ($null -eq $privateKey) { return $false }
-                    $signature = $privateKey.SignData($probe, $sha256)
-                    return [bool]$publicKey.VerifyData($probe, $signature, $sha256)
-                }
-                'DSA' {
-                    # FIPS 186-2 DSA keys sign only SHA-1 digests; opening the key is the check.
-                    $privateKey = [System.Security.Cryptography.X509Certificates.DSACertificateExtensions]::GetDSAPrivateKey($Certificate)
-                    return ($null -ne $privateKey)
-                }
-                default { return [bool]$Certificate.HasPrivateKey }
-            }
-        }
-        catch {
-            return $false
-        }
-        finally {
-            if ($null -ne $privateKey) { $privateKey.Dispose() }
-            if ($null -ne $publicKey) { $publicKey.Dispose() }
-        }
-    }
-
-    # Deletes the key container of a certificate this call imported (rollback, extra certutil
-    # imports). Each PKCS#12 import creates a new container, so nothing else refers to it.
-    function Remove-ImportedKey {
-        param(
-            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
-        )
-        $key = $null
-        try {
-            switch (Get-KeyAlgorithmName -Certificate $Certificate) {
-                'RSA' { $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate) }
-                'ECDSA' { $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate) }
-                'DSA' { $key = [System.Security.Cryptography.X509Certificates.DSACertificateExtensions]::GetDSAPrivateKey($Certificate) }
-            }
-            if ($null -eq $key) { return }
-            if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng] -or
-                $key -is [System.Security.Cryptography.DSACng]) {
-                $key.Key.Delete()
-                $key = $null
-            }
-            elseif ($key -is [System.Security.Cryptography.ICspAsymmetricAlgorithm]) {
-                $info = $key.CspKeyContainerInfo
-                $parameters = [System.Security.Cryptography.CspParameters]::new($info.ProviderType, $info.ProviderName, $info.KeyContainerName)
-                $parameters.Flags = [System.Security.Cryptography.CspProviderFlags]'UseExistingKey, UseMachineKeyStore'
-                if ($key -is [System.Security.Cryptography.RSA]) {
-                    $doomed = [System.Security.Cryptography.RSACryptoServiceProvider]::new($parameters)
-                }
-                else {
-                    $doomed = [System.Security.Cryptography.DSACryptoServiceProvider]::new($parameters)
-                }
-                $doomed.PersistKeyInCsp = $false
-                $doomed.Clear()
-            }
-        }
-        finally {
-            if ($null -ne $key) { $key.Dispose() }
-        }
-    }
-
-    # One argument for a Windows command line, quoted and escaped by the MSVCRT / CommandLineToArgvW
-    # rules (backslashes before a quote doubled, quotes escaped, empty = ""). Used instead of
-    # `& certutil.exe @args` because Windows PowerShell 5.1 drops empty arguments and does not
-    # escape embedded quotes, which would mangle passwords such as a"b or an empty password.
-    function ConvertTo-CommandLineArgument {
-        param(
-            [AllowEmptyString()]
-            [string]$Value
-        )
-        $special = [char[]]@([char]32, [char]9, [char]10, [char]11, [char]34)
-        if ($Value.Length -gt 0 -and $Value.IndexOfAny($special) -lt 0) { return $Value }
-        $backslash = [char]92
-        $builder = [System.Text.StringBuilder]::new()
-        [void]$builder.Append([char]34)
-        $pending = 0
-        foreach ($character in $Value.ToCharArray()) {
-            if ($character -eq $backslash) {
-                $pending++
-                continue
-            }
-            if ($character -eq [char]34) {
-                [void]$builder.Append($backslash, (2 * $pending) + 1)
-            }
-            elseif ($pending -gt 0) {
-                [void]$builder.Append($backslash, $pending)
-            }
-            [void]$builder.Append($character)
-            $pending = 0
-        }
-        [void]$builder.Append($backslash, 2 * $pending)
-        [void]$builder.Append([char]34)
-        return $builder.ToString()
-    }
-
-    # Runs an executable with an argument array (each element one argv entry); returns exit code
-    # and output. Standard input is closed so that a prompt ends instead of waiting forever.
-    function Invoke-NativeCommand {
-        param(
-            [string]$FilePath,
-            [AllowEmptyString()]
-            [string[]]$ArgumentList,
-            [int]$TimeoutSeconds = 300
-        )
-        $quoted = [System.Collections.Generic.List[string]]::new()
-        foreach ($argument in $ArgumentList) { $quoted.Add((ConvertTo-CommandLineArgument -Value $argument)) }
-        $startInfo = [System.Diagnostics.ProcessStartInfo]::new()
-        $startInfo.FileName = $FilePath
-        $startInfo.Arguments = $quoted -join ' '
-        $startInfo.UseShellExecute = $false
-        $startInfo.CreateNoWindow = $true
-        $startInfo.RedirectStandardInput = $true
-        $startInfo.RedirectStandardOutput = $true
-        $startInfo.RedirectStandardError = $true
-        $process = [System.Diagnostics.Process]::Start($startInfo)
-        try {
-            $process.StandardInput.Close()
-            $stdout = $process.StandardOutput.ReadToEndAsync()
-            $stderr = $process.StandardError.ReadToEndAsync()
-            if (-not $process.WaitForExit($TimeoutSeconds * 1000)) {
-                $process.Kill()
-                throw ('{0} did not finish within {1} seconds' -f [System.IO.Path]::GetFileName($FilePath), $TimeoutSeconds)
-            }
-            $process.WaitForExit()
-            return [pscustomobject]@{ ExitCode = $process.ExitCode; Output = ($stdout.Result + $stderr.Result) }
-        }
-        finally {
-            $process.Dispose()
-        }
-    }
-
     function Get-StoreThumbprint {
         param(
             [System.Security.Cryptography.X509Certificates.X509Store]$Store
@@ -354,26 +139,6 @@ function Import-WinCertCertificate {
         $set = [System.Collections.Generic.HashSet[string]]::new([System.StringComparer]::OrdinalIgnoreCase)
         foreach ($certificate in $Store.Certificates) { [void]$set.Add($certificate.Thumbprint) }
         return , $set
-    }
-
-    # A fresh read of LocalMachine\<StorePath> (not the handle used for the change): the
-    # certificate with $Thumbprint, or $null.
-    function Find-StoredCertificate {
-        param(
-            [string]$Thumbprint
-        )
-        $fresh = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-            $StorePath, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-        try {
-            $fresh.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly')
-            foreach ($certificate in $fresh.Certificates) {
-                if ($certificate.Thumbprint -eq $Thumbprint) { return $certificate }
-            }
-            return $null
-        }
-        finally {
-            $fresh.Close()
-        }
     }
 
     $x509 = 'System.Security.Cryptography.X509Certificates'
@@ -384,30 +149,7 @@ function Import-WinCertCertificate {
     # $null must reach X509Certificate2 as a null string, not "" ([string]$null is "").
     $nullPassword = [System.Management.Automation.Language.NullString]::Value
 
-    $store = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-        $StorePath, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-    $openError = $null
-    try {
-        $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadWrite, OpenExistingOnly')
-    }
-    catch {
-        $openError = $_
-    }
-    if ($null -ne $openError) {
-        $cause = $openError.Exception
-        if ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-            $cause = $cause.InnerException
-        }
-        if (($cause.HResult -band 0xFFFF) -in 2, 3) {
-            $message = "Certificate store '{0}' was not found in LocalMachine." -f $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreNotFound' `
-                        -Category ObjectNotFound -Target $StorePath `
-                        -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
-        }
-        $message = "Certificate store '{0}' could not be opened in LocalMachine: {1}" -f $StorePath, $cause.Message
-        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreOpenFailed' `
-                    -Category OpenError -Target $StorePath))
-    }
+    $store = Open-WinCertPrivateTargetStore -StorePath $StorePath -Flags 'ReadWrite, OpenExistingOnly' -Cmdlet $PSCmdlet
 
     $probe = $null
     $collection = $null
@@ -417,13 +159,7 @@ function Import-WinCertCertificate {
         # 1. The provider, if one is asked for (blank = none).
         $provider = $null
         if (-not [string]::IsNullOrWhiteSpace($ProviderName)) {
-            $provider = Find-CryptoProvider -Name $ProviderName
-            if ($null -eq $provider) {
-                $message = "Cryptographic provider '{0}' is not registered on this host (Get-WinCertHostInfo lists the installed CSPs and KSPs)." -f $ProviderName.Trim()
-                $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ProviderNotFound' `
-                            -Category ObjectNotFound -Target $ProviderName.Trim() `
-                            -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
-            }
+            $provider = Resolve-WinCertPrivateCryptoProvider -Name $ProviderName -Cmdlet $PSCmdlet
         }
 
         # 2. Read the data; find the expected certificate without persisting any key yet
@@ -480,14 +216,14 @@ function Import-WinCertCertificate {
             }
         }
         catch {
-            $readError = 'The certificate data could not be imported: {0}' -f (Get-CauseMessage -Record $_)
+            $readError = 'The certificate data could not be imported: {0}' -f (Get-WinCertPrivateInnerException -Exception $_.Exception).Message
         }
         if ($null -eq $readError -and $null -eq $selected) {
             if ($null -ne $probe -and $contained.Count -eq 0) { $contained = @($probe.Thumbprint) }
             $readError = "The certificate data does not contain the certificate '{0}' (it contains {1})." -f $expected, ($contained -join ', ')
         }
         if ($null -ne $readError) {
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $readError -ErrorId 'WinCert.PfxImportFailed' `
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $readError -ErrorId 'WinCert.PfxImportFailed' `
                         -Category InvalidData -Target $expected `
                         -Exception ([System.Security.Cryptography.CryptographicException]::new($readError))))
         }
@@ -496,12 +232,12 @@ function Import-WinCertCertificate {
         # 3. Can the provider hold the key? (CryptoAPI CSPs have no elliptic curves; the CSP's
         #    registered Type says RSA or DSS. KSP limits - TPM, smart card - are certutil's.)
         if ($hasKey -and $null -ne $provider -and $provider.Kind -eq 'CSP') {
-            $algorithm = Get-KeyAlgorithmName -Certificate $selected
+            $algorithm = Get-WinCertPrivateKeyAlgorithm -Certificate $selected
             $holds = 'RSA'
             if ($provider.Type -in 3, 13, 18) { $holds = 'DSA' }
             if ($algorithm -ne $holds) {
                 $message = "The certificate data could not be imported into provider '{0}': This CryptoAPI provider holds {1} keys only; the certificate's key is {2}." -f $provider.Name, $holds, $algorithm
-                $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.PfxImportFailed' `
+                $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.PfxImportFailed' `
                             -Category InvalidData -Target $expected `
                             -Exception ([System.Security.Cryptography.CryptographicException]::new($message))))
             }
@@ -535,40 +271,70 @@ function Import-WinCertCertificate {
             $store.Add($imported)
         }
         else {
-            # certutil -importPFX places the key into the named provider. Known caveat: certutil
-            # takes the password only as a command-line argument (-p), so while it runs the
-            # password is visible in this host's process list to local administrators, and in
-            # process-creation audit events if command-line auditing is enabled. The PFX is
-            # written to a uniquely named file in the caller's %TEMP% (no GetTempFileName
-            # leftovers) and deleted in finally.
+            # certutil -importPFX places the key into the named provider. certutil takes a PKCS#12
+            # password only on its command line (-p), where this host's process list and
+            # process-creation audit events (4688, with command-line auditing) show it, so the
+            # caller's password never reaches certutil: the data is read once more into a
+            # temporary key that is exportable but not persisted (MachineKeySet | Exportable
+            # without PersistKeySet, like the probe of step 2: the container goes with Reset() in
+            # finally) and exported again, this certificate and its key only, under a random
+            # one-time password (32 bytes from RNGCryptoServiceProvider as 64 hex digits, so that
+            # certutil cannot take it for an option). Only that password is on certutil's command
+            # line; it opens nothing but the re-exported file, which is written to a uniquely
+            # named file in the caller's %TEMP% (no GetTempFileName leftovers) and deleted in
+            # finally. EphemeralKeySet (.NET 4.7.2+) is not used: a PKCS#12 export of an
+            # ephemeral key is not dependable on .NET Framework.
             $before = Get-StoreThumbprint -Store $store
             $result = $null
             $runError = $null
+            $prepareError = $null
             $pfxFile = Join-Path -Path ([System.IO.Path]::GetTempPath()) -ChildPath ('wincert-{0}.pfx' -f [guid]::NewGuid().ToString('N'))
-            $plain = ''
-            $bstr = [System.IntPtr]::Zero
+            $transfer = $null
+            $transferData = $null
+            $oneTimePassword = $null
+            $certutilArgs = $null
             try {
-                $stream = [System.IO.FileStream]::new($pfxFile, [System.IO.FileMode]::CreateNew, [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
-                try { $stream.Write($CertificateData, 0, $CertificateData.Length) } finally { $stream.Dispose() }
-                if ($null -ne $Password) {
-                    $bstr = [System.Runtime.InteropServices.Marshal]::SecureStringToBSTR($Password)
-                    $plain = [System.Runtime.InteropServices.Marshal]::PtrToStringBSTR($bstr)
-                }
-                $modifiers = 'NoChain'
-                if (-not $Exportable) { $modifiers = 'NoChain,NoExport' }
-                $certutilArgs = [string[]]@('-f', '-p', $plain, '-csp', $provider.Name, '-importPFX', $StorePath, $pfxFile, $modifiers)
-                $certutil = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certutil.exe'
                 try {
-                    $result = Invoke-NativeCommand -FilePath $certutil -ArgumentList $certutilArgs
+                    $transferFlags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, Exportable'
+                    if ($null -eq $Password) {
+                        $transfer = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new($CertificateData, $nullPassword, $transferFlags)
+                    }
+                    else {
+                        $transfer = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new($CertificateData, $Password, $transferFlags)
+                    }
+                    if ($transfer.Thumbprint -ne $thumbprint) {
+                        throw ('the data read again holds {0} first, not {1}' -f $transfer.Thumbprint, $thumbprint)
+                    }
+                    $random = [byte[]]::new(32)
+                    $generator = [System.Security.Cryptography.RNGCryptoServiceProvider]::new()
+                    try { $generator.GetBytes($random) } finally { $generator.Dispose() }
+                    $oneTimePassword = [System.BitConverter]::ToString($random).Replace('-', '')
+                    [System.Array]::Clear($random, 0, $random.Length)
+                    $transferData = $transfer.Export([System.Security.Cryptography.X509Certificates.X509ContentType]::Pfx, $oneTimePassword)
+                    $stream = [System.IO.FileStream]::new($pfxFile, [System.IO.FileMode]::CreateNew, [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+                    try { $stream.Write($transferData, 0, $transferData.Length) } finally { $stream.Dispose() }
                 }
                 catch {
-                    $runError = Get-CauseMessage -Record $_
+                    $prepareError = (Get-WinCertPrivateInnerException -Exception $_.Exception).Message
+                }
+                if ($null -eq $prepareError) {
+                    $modifiers = 'NoChain'
+                    if (-not $Exportable) { $modifiers = 'NoChain,NoExport' }
+                    $certutilArgs = [string[]]@('-f', '-p', $oneTimePassword, '-csp', $provider.Name, '-importPFX', $StorePath, $pfxFile, $modifiers)
+                    $certutil = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certutil.exe'
+                    try {
+                        $result = Invoke-WinCertPrivateNativeCommand -FilePath $certutil -ArgumentList $certutilArgs
+                    }
+                    catch {
+                        $runError = (Get-WinCertPrivateInnerException -Exception $_.Exception).Message
+                    }
                 }
             }
             finally {
-                $plain = $null
+                $oneTimePassword = $null
                 $certutilArgs = $null
-                if ($bstr -ne [System.IntPtr]::Zero) { [System.Runtime.InteropServices.Marshal]::ZeroFreeBSTR($bstr) }
+                if ($null -ne $transferData) { [System.Array]::Clear($transferData, 0, $transferData.Length) }
+                if ($null -ne $transfer) { $transfer.Reset() }
                 if (Test-Path -LiteralPath $pfxFile) { Remove-Item -LiteralPath $pfxFile -Force }
             }
             # Anything else certutil added (a second key-bearing certificate) is removed again.
@@ -576,12 +342,15 @@ function Import-WinCertCertificate {
             $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadWrite, OpenExistingOnly')
             foreach ($certificate in @($store.Certificates)) {
                 if (-not $before.Contains($certificate.Thumbprint) -and $certificate.Thumbprint -ne $thumbprint) {
-                    if ($certificate.HasPrivateKey) { Remove-ImportedKey -Certificate $certificate }
+                    if ($certificate.HasPrivateKey) { Remove-WinCertPrivateCertificateKey -Certificate $certificate }
                     $store.Remove($certificate)
                 }
             }
-            if ($null -ne $runError -or $result.ExitCode -ne 0) {
-                if ($null -ne $runError) {
+            if ($null -ne $prepareError -or $null -ne $runError -or $result.ExitCode -ne 0) {
+                if ($null -ne $prepareError) {
+                    $message = "The certificate data could not be imported into provider '{0}': its key could not be prepared for certutil: {1}" -f $provider.Name, $prepareError
+                }
+                elseif ($null -ne $runError) {
                     $message = "The certificate data could not be imported into provider '{0}': certutil could not run: {1}" -f $provider.Name, $runError
                 }
                 else {
@@ -589,7 +358,7 @@ function Import-WinCertCertificate {
                     $detail = if ($lines.Count -gt 0) { $lines[-1].Trim() } else { '' }
                     $message = "The certificate data could not be imported into provider '{0}': certutil exit code 0x{1:X8}: {2}" -f $provider.Name, $result.ExitCode, $detail
                 }
-                $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.PfxImportFailed' `
+                $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.PfxImportFailed' `
                             -Category InvalidData -Target $expected `
                             -Exception ([System.Security.Cryptography.CryptographicException]::new($message))))
             }
@@ -597,14 +366,14 @@ function Import-WinCertCertificate {
 
         # 6. Verify with a fresh read of the store; undo on failure.
         $problem = $null
-        $stored = Find-StoredCertificate -Thumbprint $thumbprint
+        $stored = Find-WinCertPrivateStoredCertificate -StorePath $StorePath -Thumbprint $thumbprint
         if ($null -eq $stored) {
             $problem = 'the store does not list it afterwards'
         }
         elseif ($hasKey -and -not $stored.HasPrivateKey) {
             $problem = 'the store shows it without a private key'
         }
-        elseif ($hasKey -and -not (Test-PrivateKeyUsable -Certificate $stored)) {
+        elseif ($hasKey -and -not (Test-WinCertPrivateKeyUsable -Certificate $stored)) {
             $problem = 'its private key cannot be used'
         }
         if ($null -ne $problem) {
@@ -612,17 +381,17 @@ function Import-WinCertCertificate {
             try {
                 foreach ($certificate in @($store.Certificates)) {
                     if ($certificate.Thumbprint -eq $thumbprint) {
-                        if ($hasKey -and $certificate.HasPrivateKey) { Remove-ImportedKey -Certificate $certificate }
+                        if ($hasKey -and $certificate.HasPrivateKey) { Remove-WinCertPrivateCertificateKey -Certificate $certificate }
                         $store.Remove($certificate)
                     }
                 }
                 if ($null -ne $previous) { $store.Add($previous) }
             }
             catch {
-                $rollbackNote = ' Rolling back failed: {0}' -f (Get-CauseMessage -Record $_)
+                $rollbackNote = ' Rolling back failed: {0}' -f (Get-WinCertPrivateInnerException -Exception $_.Exception).Message
             }
             $message = 'Certificate {0} was imported into LocalMachine\{1} but {2}; the import was rolled back.{3}' -f $thumbprint, $StorePath, $problem, $rollbackNote
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
                         -Category InvalidResult -Target $thumbprint))
         }
 
@@ -676,18 +445,6 @@ function Remove-WinCertCertificate {
 
     $ErrorActionPreference = 'Stop'
 
-    function New-WinCertError {
-        param(
-            [string]$Message,
-            [string]$ErrorId,
-            [System.Management.Automation.ErrorCategory]$Category,
-            [object]$Target,
-            [System.Exception]$Exception
-        )
-        if ($null -eq $Exception) { $Exception = [System.InvalidOperationException]::new($Message) }
-        return [System.Management.Automation.ErrorRecord]::new($Exception, $ErrorId, $Category, $Target)
-    }
-
     # Who uses the thumbprint: IIS https bindings of every site, then SQL Server instances.
     function Get-CertificateUsage {
         param(
@@ -730,25 +487,12 @@ function Remove-WinCertCertificate {
         return , $usedBy.ToArray()
     }
 
-    # The private key object of a certificate (CNG or CryptoAPI), or $null.
-    function Get-CertificatePrivateKey {
-        param(
-            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
-        )
-        switch ($Certificate.PublicKey.Oid.Value) {
-            '1.2.840.113549.1.1.1' { return [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate) }
-            '1.2.840.10045.2.1' { return [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate) }
-            '1.2.840.10040.4.1' { return [System.Security.Cryptography.X509Certificates.DSACertificateExtensions]::GetDSAPrivateKey($Certificate) }
-        }
-        return $null
-    }
-
     # The key container's unique name (CNG UniqueName or CryptoAPI UniqueKeyContainerName).
     function Get-KeyUniqueName {
         param(
             [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
         )
-        $key = Get-CertificatePrivateKey -Certificate $Certificate
+        $key = Get-WinCertPrivateCertificateKey -Certificate $Certificate
         if ($null -eq $key) { return $null }
         try {
             if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng] -or
@@ -771,6 +515,7 @@ function Remove-WinCertCertificate {
         param(
             [string]$UniqueName,
             [byte[]]$PublicKey,
+            [string]$StorePath,
             [string]$Thumbprint
         )
         $wanted = [System.Convert]::ToBase64String($PublicKey)
@@ -798,63 +543,9 @@ function Remove-WinCertCertificate {
         return $false
     }
 
-    function Remove-CertificateKey {
-        param(
-            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
-        )
-        $key = Get-CertificatePrivateKey -Certificate $Certificate
-        if ($null -eq $key) { return }
-        try {
-            if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng] -or
-                $key -is [System.Security.Cryptography.DSACng]) {
-                $key.Key.Delete()
-                $key = $null
-            }
-            elseif ($key -is [System.Security.Cryptography.ICspAsymmetricAlgorithm]) {
-                $info = $key.CspKeyContainerInfo
-                $parameters = [System.Security.Cryptography.CspParameters]::new($info.ProviderType, $info.ProviderName, $info.KeyContainerName)
-                $parameters.Flags = [System.Security.Cryptography.CspProviderFlags]'UseExistingKey, UseMachineKeyStore'
-                if ($key -is [System.Security.Cryptography.RSA]) {
-                    $doomed = [System.Security.Cryptography.RSACryptoServiceProvider]::new($parameters)
-                }
-                else {
-                    $doomed = [System.Security.Cryptography.DSACryptoServiceProvider]::new($parameters)
-                }
-                $doomed.PersistKeyInCsp = $false
-                $doomed.Clear()
-            }
-        }
-        finally {
-            if ($null -ne $key) { $key.Dispose() }
-        }
-    }
-
     $normalized = ($Thumbprint -replace '[\s\u200E\u200F]', '').ToUpperInvariant()
 
-    $store = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-        $StorePath, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-    $openError = $null
-    try {
-        $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadWrite, OpenExistingOnly')
-    }
-    catch {
-        $openError = $_
-    }
-    if ($null -ne $openError) {
-        $cause = $openError.Exception
-        if ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-            $cause = $cause.InnerException
-        }
-        if (($cause.HResult -band 0xFFFF) -in 2, 3) {
-            $message = "Certificate store '{0}' was not found in LocalMachine." -f $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreNotFound' `
-                        -Category ObjectNotFound -Target $StorePath `
-                        -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
-        }
-        $message = "Certificate store '{0}' could not be opened in LocalMachine: {1}" -f $StorePath, $cause.Message
-        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreOpenFailed' `
-                    -Category OpenError -Target $StorePath))
-    }
+    $store = Open-WinCertPrivateTargetStore -StorePath $StorePath -Flags 'ReadWrite, OpenExistingOnly' -Cmdlet $PSCmdlet
 
     try {
         $target = $null
@@ -877,7 +568,7 @@ function Remove-WinCertCertificate {
             }
             if ($null -ne $usageError) {
                 $message = 'Could not check whether certificate {0} is in use (IIS / SQL Server configuration): {1}' -f $normalized, $usageError
-                $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.UsageCheckFailed' `
+                $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.UsageCheckFailed' `
                             -Category ReadError -Target $normalized))
             }
             if ($usage.Count -gt 0) {
@@ -898,8 +589,8 @@ function Remove-WinCertCertificate {
         $store.Remove($target)
         if (-not [string]::IsNullOrEmpty($uniqueName)) {
             try {
-                if (-not (Test-KeyReferenced -UniqueName $uniqueName -PublicKey $target.PublicKey.EncodedKeyValue.RawData -Thumbprint $normalized)) {
-                    Remove-CertificateKey -Certificate $target
+                if (-not (Test-KeyReferenced -UniqueName $uniqueName -PublicKey $target.PublicKey.EncodedKeyValue.RawData -StorePath $StorePath -Thumbprint $normalized)) {
+                    Remove-WinCertPrivateCertificateKey -Certificate $target
                 }
             }
             catch {

@@ -1,10 +1,12 @@
 # WinCert Orchestrator: reenrollment with on-device key generation (certreq -new / -accept).
 # Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
-# Public functions are defined at column 0; helpers are nested inside them. The simulator
-# implements the same functions in simulator/commands/enrollment.py (same objects, error ids and
-# messages; tests/contract checks names and parameters). No parameter value is ever placed into
-# script text: values go into the request file escaped for it (quotes doubled; the subject
-# alternative names as a DER extension in base64), and certreq.exe gets an argument array.
+# Public functions are defined at column 0; helpers shared with other functions are the private
+# *-WinCertPrivate* functions of Common.ps1 (loaded first), the others are nested inside the
+# function that uses them. The simulator implements the same functions in
+# simulator/commands/enrollment.py (same objects, error ids and messages; tests/contract checks
+# names, parameters and error ids). No parameter value is ever placed into script text: values
+# go into the request file escaped for it (quotes doubled; the subject alternative names as a DER
+# extension in base64), and certreq.exe gets an argument array.
 
 function New-WinCertCertificateRequest {
     <#
@@ -68,116 +70,12 @@ function New-WinCertCertificateRequest {
 
     $ErrorActionPreference = 'Stop'
 
-    function New-WinCertError {
-        param(
-            [string]$Message,
-            [string]$ErrorId,
-            [System.Management.Automation.ErrorCategory]$Category,
-            [object]$Target,
-            [System.Exception]$Exception
-        )
-        if ($null -eq $Exception) { $Exception = [System.InvalidOperationException]::new($Message) }
-        return [System.Management.Automation.ErrorRecord]::new($Exception, $ErrorId, $Category, $Target)
-    }
-
     function Stop-KeyGeneration {
         param(
             [string]$Message
         )
-        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $Message -ErrorId 'WinCert.KeyGenerationFailed' `
+        $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $Message -ErrorId 'WinCert.KeyGenerationFailed' `
                     -Category InvalidOperation -Target $RequestId))
-    }
-
-    # The registered provider called $Name (trimmed, case-insensitive), or $null.
-    function Find-CryptoProvider {
-        param(
-            [string]$Name
-        )
-        $wanted = $Name.Trim()
-        $cspRoot = 'HKLM:\SOFTWARE\Microsoft\Cryptography\Defaults\Provider'
-        if (Test-Path -LiteralPath $cspRoot) {
-            foreach ($key in (Get-ChildItem -LiteralPath $cspRoot)) {
-                if ($key.PSChildName.Trim() -ieq $wanted) {
-                    return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'CSP'; Type = [int]$key.GetValue('Type', 1) }
-                }
-            }
-        }
-        $cngRoot = 'HKLM:\SYSTEM\CurrentControlSet\Control\Cryptography\Providers'
-        if (Test-Path -LiteralPath $cngRoot) {
-            foreach ($key in (Get-ChildItem -LiteralPath $cngRoot)) {
-                if ($key.PSChildName.Trim() -ieq $wanted -and
-                    (Test-Path -LiteralPath (Join-Path -Path $key.PSPath -ChildPath 'UM\00010001'))) {
-                    return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'KSP'; Type = 0 }
-                }
-            }
-        }
-        return $null
-    }
-
-    # One argument for a Windows command line (MSVCRT / CommandLineToArgvW quoting rules).
-    function ConvertTo-CommandLineArgument {
-        param(
-            [AllowEmptyString()]
-            [string]$Value
-        )
-        $special = [char[]]@([char]32, [char]9, [char]10, [char]11, [char]34)
-        if ($Value.Length -gt 0 -and $Value.IndexOfAny($special) -lt 0) { return $Value }
-        $backslash = [char]92
-        $builder = [System.Text.StringBuilder]::new()
-        [void]$builder.Append([char]34)
-        $pending = 0
-        foreach ($character in $Value.ToCharArray()) {
-            if ($character -eq $backslash) {
-                $pending++
-                continue
-            }
-            if ($character -eq [char]34) {
-                [void]$builder.Append($backslash, (2 * $pending) + 1)
-            }
-            elseif ($pending -gt 0) {
-                [void]$builder.Append($backslash, $pending)
-            }
-            [void]$builder.Append($character)
-            $pending = 0
-        }
-        [void]$builder.Append($backslash, 2 * $pending)
-        [void]$builder.Append([char]34)
-        return $builder.ToString()
-    }
-
-    # Runs an executable with an argument array; returns exit code and output. Standard input is
-    # closed so that a prompt ends instead of waiting forever.
-    function Invoke-NativeCommand {
-        param(
-            [string]$FilePath,
-            [string[]]$ArgumentList,
-            [int]$TimeoutSeconds = 300
-        )
-        $quoted = [System.Collections.Generic.List[string]]::new()
-        foreach ($argument in $ArgumentList) { $quoted.Add((ConvertTo-CommandLineArgument -Value $argument)) }
-        $startInfo = [System.Diagnostics.ProcessStartInfo]::new()
-        $startInfo.FileName = $FilePath
-        $startInfo.Arguments = $quoted -join ' '
-        $startInfo.UseShellExecute = $false
-        $startInfo.CreateNoWindow = $true
-        $startInfo.RedirectStandardInput = $true
-        $startInfo.RedirectStandardOutput = $true
-        $startInfo.RedirectStandardError = $true
-        $process = [System.Diagnostics.Process]::Start($startInfo)
-        try {
-            $process.StandardInput.Close()
-            $stdout = $process.StandardOutput.ReadToEndAsync()
-            $stderr = $process.StandardError.ReadToEndAsync()
-            if (-not $process.WaitForExit($TimeoutSeconds * 1000)) {
-                $process.Kill()
-                throw ('{0} did not finish within {1} seconds' -f [System.IO.Path]::GetFileName($FilePath), $TimeoutSeconds)
-            }
-            $process.WaitForExit()
-            return [pscustomobject]@{ ExitCode = $process.ExitCode; Output = ($stdout.Result + $stderr.Result) }
-        }
-        finally {
-            $process.Dispose()
-        }
     }
 
     # A DER element: tag byte, definite length, content.
@@ -301,45 +199,9 @@ function New-WinCertCertificateRequest {
         try { return , [System.Convert]::FromBase64String($body) } catch { return $null }
     }
 
-    # Deletes the pending key of a dummy certificate (CNG key or CryptoAPI container).
-    function Remove-PendingKey {
-        param(
-            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
-        )
-        $key = $null
-        try {
-            if ($Certificate.PublicKey.Oid.Value -eq '1.2.840.10045.2.1') {
-                $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate)
-            }
-            else {
-                $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
-            }
-            if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng]) {
-                $key.Key.Delete()
-                $key = $null
-            }
-            elseif ($key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
-                $info = $key.CspKeyContainerInfo
-                $parameters = [System.Security.Cryptography.CspParameters]::new($info.ProviderType, $info.ProviderName, $info.KeyContainerName)
-                $parameters.Flags = [System.Security.Cryptography.CspProviderFlags]'UseExistingKey, UseMachineKeyStore'
-                $doomed = [System.Security.Cryptography.RSACryptoServiceProvider]::new($parameters)
-                $doomed.PersistKeyInCsp = $false
-                $doomed.Clear()
-            }
-        }
-        catch {
-            Write-Warning ('The stale pending key of request {0} could not be deleted: {1}' -f $RequestId, $_.Exception.Message)
-        }
-        finally {
-            if ($null -ne $key) { $key.Dispose() }
-        }
-    }
-
     # Dummy certificates in LocalMachine\REQUEST tagged with this request id.
     function Get-PendingCertificate {
-        $pendingStore = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-            'REQUEST', [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-        $pendingStore.Open([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
+        $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
         try {
             return , @($pendingStore.Certificates | Where-Object { $_.HasPrivateKey -and $_.FriendlyName -ceq $tag })
         }
@@ -352,12 +214,12 @@ function New-WinCertCertificateRequest {
         param(
             [System.Security.Cryptography.X509Certificates.X509Certificate2[]]$Certificate
         )
-        $pendingStore = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-            'REQUEST', [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-        $pendingStore.Open([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
+        $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
         try {
             foreach ($stale in $Certificate) {
-                Remove-PendingKey -Certificate $stale
+                # Its pending key (CNG key or CryptoAPI container) first.
+                try { Remove-WinCertPrivateCertificateKey -Certificate $stale }
+                catch { Write-Warning ('The stale pending key of request {0} could not be deleted: {1}' -f $RequestId, $_.Exception.Message) }
                 $pendingStore.Remove($stale)
             }
         }
@@ -371,13 +233,7 @@ function New-WinCertCertificateRequest {
     $savedFile = Join-Path -Path $requestDirectory -ChildPath ($RequestId + '.csr')
 
     # 1. The provider.
-    $provider = Find-CryptoProvider -Name $ProviderName
-    if ($null -eq $provider) {
-        $message = "Cryptographic provider '{0}' is not registered on this host (Get-WinCertHostInfo lists the installed CSPs and KSPs)." -f $ProviderName.Trim()
-        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ProviderNotFound' `
-                    -Category ObjectNotFound -Target $ProviderName.Trim() `
-                    -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
-    }
+    $provider = Resolve-WinCertPrivateCryptoProvider -Name $ProviderName -Cmdlet $PSCmdlet
 
     # 2. A request made before for this id (a redelivered job): the same CSR, no second key.
     $pending = Get-PendingCertificate
@@ -470,7 +326,7 @@ function New-WinCertCertificateRequest {
         [System.IO.File]::WriteAllText($infFile, ($lines -join "`r`n") + "`r`n", [System.Text.Encoding]::Unicode)
         $certreq = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certreq.exe'
         try {
-            $result = Invoke-NativeCommand -FilePath $certreq -ArgumentList @('-new', '-q', '-machine', $infFile, $csrFile)
+            $result = Invoke-WinCertPrivateNativeCommand -FilePath $certreq -ArgumentList @('-new', '-q', '-machine', $infFile, $csrFile)
         }
         catch {
             $runError = $_.Exception.Message
@@ -557,113 +413,6 @@ function Install-WinCertSignedCertificate {
 
     $ErrorActionPreference = 'Stop'
 
-    function New-WinCertError {
-        param(
-            [string]$Message,
-            [string]$ErrorId,
-            [System.Management.Automation.ErrorCategory]$Category,
-            [object]$Target,
-            [System.Exception]$Exception
-        )
-        if ($null -eq $Exception) { $Exception = [System.InvalidOperationException]::new($Message) }
-        return [System.Management.Automation.ErrorRecord]::new($Exception, $ErrorId, $Category, $Target)
-    }
-
-    function ConvertTo-CommandLineArgument {
-        param(
-            [AllowEmptyString()]
-            [string]$Value
-        )
-        $special = [char[]]@([char]32, [char]9, [char]10, [char]11, [char]34)
-        if ($Value.Length -gt 0 -and $Value.IndexOfAny($special) -lt 0) { return $Value }
-        $backslash = [char]92
-        $builder = [System.Text.StringBuilder]::new()
-        [void]$builder.Append([char]34)
-        $pending = 0
-        foreach ($character in $Value.ToCharArray()) {
-            if ($character -eq $backslash) {
-                $pending++
-                continue
-            }
-            if ($character -eq [char]34) {
-                [void]$builder.Append($backslash, (2 * $pending) + 1)
-            }
-            elseif ($pending -gt 0) {
-                [void]$builder.Append($backslash, $pending)
-            }
-            [void]$builder.Append($character)
-            $pending = 0
-        }
-        [void]$builder.Append($backslash, 2 * $pending)
-        [void]$builder.Append([char]34)
-        return $builder.ToString()
-    }
-
-    function Invoke-NativeCommand {
-        param(
-            [string]$FilePath,
-            [string[]]$ArgumentList,
-            [int]$TimeoutSeconds = 300
-        )
-        $quoted = [System.Collections.Generic.List[string]]::new()
-        foreach ($argument in $ArgumentList) { $quoted.Add((ConvertTo-CommandLineArgument -Value $argument)) }
-        $startInfo = [System.Diagnostics.ProcessStartInfo]::new()
-        $startInfo.FileName = $FilePath
-        $startInfo.Arguments = $quoted -join ' '
-        $startInfo.UseShellExecute = $false
-        $startInfo.CreateNoWindow = $true
-        $startInfo.RedirectStandardInput = $true
-        $startInfo.RedirectStandardOutput = $true
-        $startInfo.RedirectStandardError = $true
-        $process = [System.Diagnostics.Process]::Start($startInfo)
-        try {
-            $process.StandardInput.Close()
-            $stdout = $process.StandardOutput.ReadToEndAsync()
-            $stderr = $process.StandardError.ReadToEndAsync()
-            if (-not $process.WaitForExit($TimeoutSeconds * 1000)) {
-                $process.Kill()
-                throw ('{0} did not finish within {1} seconds' -f [System.IO.Path]::GetFileName($FilePath), $TimeoutSeconds)
-            }
-            $process.WaitForExit()
-            return [pscustomobject]@{ ExitCode = $process.ExitCode; Output = ($stdout.Result + $stderr.Result) }
-        }
-        finally {
-            $process.Dispose()
-        }
-    }
-
-    # Whether the certificate's private key signs data its public key verifies.
-    function Test-PrivateKeyUsable {
-        param(
-            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
-        )
-        $probe = [System.Text.Encoding]::ASCII.GetBytes('WinCert Orchestrator key check')
-        $privateKey = $null
-        $publicKey = $null
-        try {
-            if ($Certificate.PublicKey.Oid.Value -eq '1.2.840.10045.2.1') {
-                $sha256 = [System.Security.Cryptography.HashAlgorithmName]::SHA256
-                $privateKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate)
-                $publicKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPublicKey($Certificate)
-                if ($null -eq $privateKey) { return $false }
-                return [bool]$publicKey.VerifyData($probe, $privateKey.SignData($probe, $sha256), $sha256)
-            }
-            $sha1 = [System.Security.Cryptography.HashAlgorithmName]::SHA1
-            $pkcs1 = [System.Security.Cryptography.RSASignaturePadding]::Pkcs1
-            $privateKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
-            $publicKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPublicKey($Certificate)
-            if ($null -eq $privateKey) { return $false }
-            return [bool]$publicKey.VerifyData($probe, $privateKey.SignData($probe, $sha1, $pkcs1), $sha1, $pkcs1)
-        }
-        catch {
-            return $false
-        }
-        finally {
-            if ($null -ne $privateKey) { $privateKey.Dispose() }
-            if ($null -ne $publicKey) { $publicKey.Dispose() }
-        }
-    }
-
     # The public key of a certificate as comparable text (algorithm, parameters, key bits).
     function Get-PublicKeyText {
         param(
@@ -674,56 +423,10 @@ function Install-WinCertSignedCertificate {
         [System.Convert]::ToBase64String($key.EncodedKeyValue.RawData)
     }
 
-    function Open-LocalMachineStore {
-        param(
-            [string]$Name,
-            [System.Security.Cryptography.X509Certificates.OpenFlags]$Flags
-        )
-        $opened = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-            $Name, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-        $opened.Open($Flags)
-        return $opened
-    }
-
-    function Find-StoredCertificate {
-        param(
-            [string]$Name,
-            [string]$Thumbprint
-        )
-        $fresh = Open-LocalMachineStore -Name $Name -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly')
-        try {
-            foreach ($certificate in $fresh.Certificates) {
-                if ($certificate.Thumbprint -eq $Thumbprint) { return $certificate }
-            }
-            return $null
-        }
-        finally {
-            $fresh.Close()
-        }
-    }
-
     $readWrite = [System.Security.Cryptography.X509Certificates.OpenFlags]'ReadWrite, OpenExistingOnly'
 
     # 1. The store.
-    $store = $null
-    try {
-        $store = Open-LocalMachineStore -Name $StorePath -Flags $readWrite
-    }
-    catch {
-        $cause = $_.Exception
-        if ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-            $cause = $cause.InnerException
-        }
-        if (($cause.HResult -band 0xFFFF) -in 2, 3) {
-            $message = "Certificate store '{0}' was not found in LocalMachine." -f $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreNotFound' `
-                        -Category ObjectNotFound -Target $StorePath `
-                        -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
-        }
-        $message = "Certificate store '{0}' could not be opened in LocalMachine: {1}" -f $StorePath, $cause.Message
-        $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.StoreOpenFailed' `
-                    -Category OpenError -Target $StorePath))
-    }
+    $store = Open-WinCertPrivateTargetStore -StorePath $StorePath -Flags $readWrite -Cmdlet $PSCmdlet
     try {
         # 2. The certificate.
         try {
@@ -731,7 +434,7 @@ function Install-WinCertSignedCertificate {
         }
         catch {
             $message = 'The certificate data could not be imported: Cannot find the requested object.'
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.PfxImportFailed' `
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.PfxImportFailed' `
                         -Category InvalidData -Target $StorePath `
                         -Exception ([System.Security.Cryptography.CryptographicException]::new($message))))
         }
@@ -753,7 +456,7 @@ function Install-WinCertSignedCertificate {
         foreach ($item in @($ChainData | Where-Object { $null -ne $_ })) {
             $chainCertificate = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new([byte[]]$item)
             $target = if ($chainCertificate.Subject -eq $chainCertificate.Issuer) { 'Root' } else { 'CA' }
-            $chainStore = Open-LocalMachineStore -Name $target -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
+            $chainStore = Open-WinCertPrivateStore -Name $target -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
             try {
                 if (-not ($chainStore.Certificates | Where-Object { $_.Thumbprint -eq $chainCertificate.Thumbprint })) {
                     $chainStore.Add($chainCertificate)
@@ -767,7 +470,7 @@ function Install-WinCertSignedCertificate {
         # 5. The pending key with the certificate's public key.
         $wanted = Get-PublicKeyText -Certificate $issued
         $pending = $null
-        $pendingStore = Open-LocalMachineStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
+        $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
         try {
             foreach ($candidate in $pendingStore.Certificates) {
                 if ($candidate.HasPrivateKey -and (Get-PublicKeyText -Certificate $candidate) -eq $wanted) { $pending = $candidate }
@@ -778,7 +481,7 @@ function Install-WinCertSignedCertificate {
         }
         if ($null -eq $pending) {
             $message = 'Certificate {0} ({1}) matches no pending request: no key in LocalMachine\REQUEST has its public key.' -f $thumbprint, $issued.Subject
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.NoMatchingRequest' `
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.NoMatchingRequest' `
                         -Category ObjectNotFound -Target $thumbprint `
                         -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
@@ -786,7 +489,7 @@ function Install-WinCertSignedCertificate {
         if ($pending.FriendlyName.StartsWith('WinCert request ', [System.StringComparison]::Ordinal)) {
             $requestId = $pending.FriendlyName.Substring(16)
         }
-        $wasInMy = $null -ne (Find-StoredCertificate -Name 'My' -Thumbprint $thumbprint)
+        $wasInMy = $null -ne (Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint)
 
         # 6. certreq -accept -machine <cer>; an untrusted root falls back to InstallResponse.
         $cerFile = Join-Path -Path ([System.IO.Path]::GetTempPath()) -ChildPath ('wincert-{0}.cer' -f [guid]::NewGuid().ToString('N'))
@@ -794,7 +497,7 @@ function Install-WinCertSignedCertificate {
         try {
             [System.IO.File]::WriteAllBytes($cerFile, $issued.RawData)
             $certreq = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certreq.exe'
-            $result = Invoke-NativeCommand -FilePath $certreq -ArgumentList @('-accept', '-q', '-machine', $cerFile)
+            $result = Invoke-WinCertPrivateNativeCommand -FilePath $certreq -ArgumentList @('-accept', '-q', '-machine', $cerFile)
             if ($result.ExitCode -ne 0) {
                 $detail = (@($result.Output -split "`r?`n" | ForEach-Object { $_.Trim() } | Where-Object { $_ }) -join ' ')
                 if ($detail -match '0x800b0109|0x800b010a') {
@@ -813,11 +516,11 @@ function Install-WinCertSignedCertificate {
         finally {
             if (Test-Path -LiteralPath $cerFile) { Remove-Item -LiteralPath $cerFile -Force }
         }
-        $accepted = Find-StoredCertificate -Name 'My' -Thumbprint $thumbprint
+        $accepted = Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint
         if ($null -eq $accepted -or -not $accepted.HasPrivateKey) {
             if ($null -eq $acceptError) { $acceptError = 'LocalMachine\My does not show it with its private key afterwards' }
             $message = 'Certificate {0} could not be installed with its pending key: {1}' -f $thumbprint, $acceptError
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
                         -Category InvalidResult -Target $thumbprint))
         }
 
@@ -825,7 +528,7 @@ function Install-WinCertSignedCertificate {
         if ($StorePath -ine 'My') {
             $store.Add($accepted)
             if (-not $wasInMy) {
-                $my = Open-LocalMachineStore -Name 'My' -Flags $readWrite
+                $my = Open-WinCertPrivateStore -Name 'My' -Flags $readWrite
                 try { $my.Remove($accepted) } finally { $my.Close() }
             }
         }
@@ -836,7 +539,7 @@ function Install-WinCertSignedCertificate {
         }
 
         # 8. The pending request is done: its dummy certificate (certreq removes it) and saved CSR.
-        $pendingStore = Open-LocalMachineStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
+        $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
         try {
             foreach ($candidate in @($pendingStore.Certificates)) {
                 if ($candidate.Thumbprint -eq $pending.Thumbprint) { $pendingStore.Remove($candidate) }
@@ -851,10 +554,10 @@ function Install-WinCertSignedCertificate {
         }
 
         # 9. Verify with a fresh read.
-        $stored = Find-StoredCertificate -Name $StorePath -Thumbprint $thumbprint
-        if ($null -eq $stored -or -not $stored.HasPrivateKey -or -not (Test-PrivateKeyUsable -Certificate $stored)) {
+        $stored = Find-WinCertPrivateStoredCertificate -StorePath $StorePath -Thumbprint $thumbprint
+        if ($null -eq $stored -or -not $stored.HasPrivateKey -or -not (Test-WinCertPrivateKeyUsable -Certificate $stored)) {
             $message = 'Certificate {0} was installed into LocalMachine\{1} but the store does not show it with a usable private key.' -f $thumbprint, $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-WinCertError -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
                         -Category InvalidResult -Target $thumbprint))
         }
 

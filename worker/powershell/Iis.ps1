@@ -1,10 +1,11 @@
 # WinCert Orchestrator: IIS https bindings.
 # Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
-# Loaded once per runspace (or pre-installed as a module for JEA endpoints). Public functions
-# are defined at column 0; helpers are nested inside them so that only public functions are
-# top-level. The simulator implements the same functions in simulator/commands/iis.py; both
-# must produce the same objects, warnings and errors (tests/contract checks names and
-# parameters).
+# Loaded once per runspace after Common.ps1 (or pre-installed as a module for JEA endpoints).
+# Public functions are defined at column 0; helpers shared with other functions are the private
+# *-WinCertPrivate* functions of Common.ps1, the others are nested inside the function that uses
+# them. The simulator implements the same functions in simulator/commands/iis.py; both must
+# produce the same objects, warnings and errors (tests/contract checks names, parameters and
+# error ids).
 #
 # IIS is driven only through Microsoft.Web.Administration (ServerManager, loaded from
 # %windir%\System32\inetsrv): no appcmd, no netsh, no WebAdministration drive, and no text is
@@ -30,19 +31,6 @@ function Get-WinCertIisBinding {
 
     $ErrorActionPreference = 'Stop'
 
-    # ServerManager from %windir%\System32\inetsrv, or $null when IIS is not installed.
-    function Open-ServerManager {
-        $inetsrv = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv'
-        $assembly = Join-Path -Path $inetsrv -ChildPath 'Microsoft.Web.Administration.dll'
-        $config = Join-Path -Path $inetsrv -ChildPath 'config\applicationHost.config'
-        if (-not (Test-Path -LiteralPath $assembly -PathType Leaf) -or
-            -not (Test-Path -LiteralPath $config -PathType Leaf)) {
-            return $null
-        }
-        $null = [System.Reflection.Assembly]::LoadFrom($assembly)
-        return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
-    }
-
     # ip:port:host -> @(ip, port, host), bracket-aware (the host never contains ':'); $null
     # when the text is not of that form. Mirrors simulator/windows/iis.py.
     function Split-BindingInformation {
@@ -61,31 +49,19 @@ function Get-WinCertIisBinding {
         return , @($ip, [int]$portText, $hostName)
     }
 
-    $manager = Open-ServerManager
-    if ($null -eq $manager) {
-        $record = [System.Management.Automation.ErrorRecord]::new(
-            [System.IO.FileNotFoundException]::new('IIS is not installed on this host (Microsoft.Web.Administration is not available).'),
-            'WinCert.IisNotInstalled',
-            [System.Management.Automation.ErrorCategory]::NotInstalled,
-            $null)
-        $PSCmdlet.ThrowTerminatingError($record)
-    }
+    $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet
     try {
         foreach ($site in $manager.Sites) {
             foreach ($binding in $site.Bindings) {
                 $information = [string]$binding.BindingInformation
                 $parts = Split-BindingInformation -Information $information
                 if ($null -eq $parts) { $parts = @('', $null, '') }
-                $sslFlags = 0
-                try { $sslFlags = [int]$binding.GetAttributeValue('sslFlags') } catch { $sslFlags = 0 }
+                $sslFlags = Get-WinCertPrivateBindingSslFlags -Binding $binding
                 $hash = ''
                 $storeName = ''
                 if ($binding.Protocol -eq 'https') {
-                    $bytes = $binding.CertificateHash
-                    if ($null -ne $bytes -and $bytes.Length -gt 0) {
-                        $hash = [System.BitConverter]::ToString($bytes).Replace('-', '').ToUpperInvariant()
-                        $storeName = [string]$binding.CertificateStoreName
-                    }
+                    $hash = Get-WinCertPrivateBindingThumbprint -Binding $binding
+                    if ($hash) { $storeName = [string]$binding.CertificateStoreName }
                 }
                 [pscustomobject]@{
                     SiteName             = [string]$site.Name
@@ -167,30 +143,6 @@ function Set-WinCertIisBinding {
 
     $ErrorActionPreference = 'Stop'
 
-    function New-ErrorRecord {
-        param(
-            [string]$Message,
-            [string]$ErrorId,
-            [System.Management.Automation.ErrorCategory]$Category,
-            [object]$Target,
-            [string]$ExceptionType = 'System.InvalidOperationException'
-        )
-        $exception = New-Object -TypeName $ExceptionType -ArgumentList $Message
-        return [System.Management.Automation.ErrorRecord]::new($exception, $ErrorId, $Category, $Target)
-    }
-
-    function Open-ServerManager {
-        $inetsrv = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv'
-        $assembly = Join-Path -Path $inetsrv -ChildPath 'Microsoft.Web.Administration.dll'
-        $config = Join-Path -Path $inetsrv -ChildPath 'config\applicationHost.config'
-        if (-not (Test-Path -LiteralPath $assembly -PathType Leaf) -or
-            -not (Test-Path -LiteralPath $config -PathType Leaf)) {
-            return $null
-        }
-        $null = [System.Reflection.Assembly]::LoadFrom($assembly)
-        return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
-    }
-
     # "MAJOR.MINOR" of IIS from HKLM\SOFTWARE\Microsoft\InetStp (64-bit view); '0.0' if unknown.
     function Get-IisVersion {
         $hklm = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
@@ -206,55 +158,6 @@ function Set-WinCertIisBinding {
         finally { $hklm.Close() }
     }
 
-    # The http.sys mapping an https binding uses (mirrors endpoint_of in simulator/windows/iis.py):
-    # 'hostnameport=<host>:<port>' with SNI, else 'ipport=<ip>:<port>' ('*' = 0.0.0.0, IPv6 in
-    # brackets, canonical text); $null when the binding information is not ip:port:host.
-    function Get-EndpointKey {
-        param(
-            [string]$Information,
-            [int]$Flags
-        )
-        $hostSep = $Information.LastIndexOf(':')
-        if ($hostSep -lt 1) { return $null }
-        $portSep = $Information.LastIndexOf(':', $hostSep - 1)
-        if ($portSep -lt 1) { return $null }
-        $ip = $Information.Substring(0, $portSep)
-        $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
-        $hostName = $Information.Substring($hostSep + 1)
-        if ($portText -notmatch '^[0-9]+\z') { return $null }
-        $portNumber = [int]$portText
-        if (($Flags -band 1) -ne 0) {
-            return ('hostnameport={0}:{1}' -f $hostName.ToLowerInvariant(), $portNumber)
-        }
-        if ($ip -eq '*') { return ('ipport=0.0.0.0:{0}' -f $portNumber) }
-        $inner = $ip
-        if ($ip.StartsWith('[') -and $ip.EndsWith(']')) { $inner = $ip.Substring(1, $ip.Length - 2) }
-        $address = $null
-        if ([System.Net.IPAddress]::TryParse($inner, [ref]$address)) {
-            if ($address.AddressFamily -eq [System.Net.Sockets.AddressFamily]::InterNetworkV6) {
-                return ('ipport=[{0}]:{1}' -f $address.ToString(), $portNumber)
-            }
-            return ('ipport={0}:{1}' -f $address.ToString(), $portNumber)
-        }
-        return ('ipport={0}:{1}' -f $ip.ToLowerInvariant(), $portNumber)
-    }
-
-    function Get-BindingSslFlags {
-        param(
-            [object]$Binding
-        )
-        try { return [int]$Binding.GetAttributeValue('sslFlags') } catch { return 0 }
-    }
-
-    function Get-BindingThumbprint {
-        param(
-            [object]$Binding
-        )
-        $bytes = $Binding.CertificateHash
-        if ($null -eq $bytes -or $bytes.Length -eq 0) { return '' }
-        return [System.BitConverter]::ToString($bytes).Replace('-', '').ToUpperInvariant()
-    }
-
     # 'IP:port 0.0.0.0:443' / 'host:port www.contoso.com:443' for messages.
     function Format-Endpoint {
         param(
@@ -268,10 +171,7 @@ function Set-WinCertIisBinding {
     $Thumbprint = $Thumbprint.ToUpperInvariant()
     $information = '{0}:{1}:{2}' -f $IPAddress, $Port, $HostName
 
-    $manager = Open-ServerManager
-    if ($null -eq $manager) {
-        $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message 'IIS is not installed on this host (Microsoft.Web.Administration is not available).' -ErrorId 'WinCert.IisNotInstalled' -Category NotInstalled -Target $null -ExceptionType 'System.IO.FileNotFoundException'))
-    }
+    $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet
     try {
         # SSL flags for this OS build (the peer's table), then the SNI host rule.
         $build = [System.Environment]::OSVersion.Version.Build
@@ -292,14 +192,14 @@ function Set-WinCertIisBinding {
             $flagsProblem = 'SslFlags {0} sets bit 1 (SNI), which requires a HostName.' -f $SslFlags
         }
         if ($null -ne $flagsProblem) {
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $flagsProblem -ErrorId 'WinCert.InvalidSslFlags' -Category InvalidArgument -Target ([string]$SslFlags) -ExceptionType 'System.ArgumentException'))
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $flagsProblem -ErrorId 'WinCert.InvalidSslFlags' -Category InvalidArgument -Target ([string]$SslFlags) -Exception ([System.ArgumentException]::new($flagsProblem))))
         }
 
         if ($HostName.Contains('*')) {
             $version = Get-IisVersion
             if ([int]($version.Split('.')[0]) -lt 10) {
                 $message = "Wildcard host name '{0}' requires IIS 10.0 or later (this host has IIS {1})." -f $HostName, $version
-                $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.WildcardHostNotSupported' -Category InvalidArgument -Target $HostName -ExceptionType 'System.ArgumentException'))
+                $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.WildcardHostNotSupported' -Category InvalidArgument -Target $HostName -Exception ([System.ArgumentException]::new($message))))
             }
         }
 
@@ -308,34 +208,13 @@ function Set-WinCertIisBinding {
             if ($candidate.Name -eq $SiteName) { $site = $candidate; break }
         }
         if ($null -eq $site) {
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message ("IIS site '{0}' was not found." -f $SiteName) -ErrorId 'WinCert.SiteNotFound' -Category ObjectNotFound -Target $SiteName -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
+            $message = "IIS site '{0}' was not found." -f $SiteName
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.SiteNotFound' -Category ObjectNotFound -Target $SiteName -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
 
         # The certificate must be in LocalMachine\<StorePath> with its private key.
-        $certificate = $null
-        $store = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-            $StorePath, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-        try {
-            $opened = $true
-            try {
-                $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly')
-            }
-            catch { $opened = $false }
-            if ($opened) {
-                $found = $store.Certificates.Find(
-                    [System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $Thumbprint, $false)
-                if ($found.Count -gt 0) { $certificate = $found[0] }
-            }
-        }
-        finally { $store.Close() }
-        if ($null -eq $certificate) {
-            $message = 'Certificate {0} was not found in LocalMachine\{1}.' -f $Thumbprint, $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.CertificateNotFound' -Category ObjectNotFound -Target $Thumbprint -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
-        }
-        if (-not $certificate.HasPrivateKey) {
-            $message = 'Certificate {0} in LocalMachine\{1} has no private key.' -f $Thumbprint, $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.CertificateNotFound' -Category ObjectNotFound -Target $Thumbprint -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
-        }
+        $certificate = Get-WinCertPrivateKeyedCertificate -StorePath $StorePath -Thumbprint $Thumbprint `
+            -NoKeyErrorId 'WinCert.CertificateNotFound' -Cmdlet $PSCmdlet
 
         $existing = $null
         foreach ($binding in $site.Bindings) {
@@ -343,9 +222,9 @@ function Set-WinCertIisBinding {
         }
         $previous = $null
         if ($null -ne $existing) {
-            $oldHash = Get-BindingThumbprint -Binding $existing
+            $oldHash = Get-WinCertPrivateBindingThumbprint -Binding $existing
             if ($oldHash) { $previous = $oldHash }
-            if ((Get-BindingSslFlags -Binding $existing) -eq $SslFlags -and $oldHash -eq $Thumbprint -and
+            if ((Get-WinCertPrivateBindingSslFlags -Binding $existing) -eq $SslFlags -and $oldHash -eq $Thumbprint -and
                 [string]$existing.CertificateStoreName -eq $StorePath) {
                 return ([pscustomobject]@{
                         Outcome            = 'unchanged'
@@ -356,15 +235,15 @@ function Set-WinCertIisBinding {
         }
 
         # Conflicts with other sites (same binding, or same http.sys endpoint with another cert).
-        $endpoint = Get-EndpointKey -Information $information -Flags $SslFlags
+        $endpoint = Get-WinCertPrivateEndpointKey -Information $information -Flags $SslFlags
         $conflicts = [System.Collections.Generic.List[object]]::new()
         foreach ($other in $manager.Sites) {
             if ($other.Id -eq $site.Id) { continue }
             foreach ($binding in $other.Bindings) {
                 if ($binding.Protocol -ne 'https') { continue }
                 $otherInformation = [string]$binding.BindingInformation
-                $otherHash = Get-BindingThumbprint -Binding $binding
-                $otherEndpoint = Get-EndpointKey -Information $otherInformation -Flags (Get-BindingSslFlags -Binding $binding)
+                $otherHash = Get-WinCertPrivateBindingThumbprint -Binding $binding
+                $otherEndpoint = Get-WinCertPrivateEndpointKey -Information $otherInformation -Flags (Get-WinCertPrivateBindingSslFlags -Binding $binding)
                 if ($otherInformation -eq $information -or ($otherEndpoint -eq $endpoint -and $otherHash -ne $Thumbprint)) {
                     $conflicts.Add([pscustomobject]@{ Site = [string]$other.Name; Information = $otherInformation; Hash = $otherHash })
                 }
@@ -374,7 +253,7 @@ function Set-WinCertIisBinding {
             $first = $conflicts[0]
             $served = if ($first.Hash) { ' (certificate {0})' -f $first.Hash } else { '' }
             $message = "Binding '{0}' conflicts with site '{1}': its https binding '{2}' uses the same {3}{4}. Use -AllowTakeover to bind anyway." -f $information, $first.Site, $first.Information, (Format-Endpoint -Key $endpoint), $served
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.BindingConflict' -Category ResourceExists -Target $information))
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.BindingConflict' -Category ResourceExists -Target $information))
         }
 
         # One commit: certificate, store and the full sslFlags value (no second appcmd step).
@@ -396,12 +275,9 @@ function Set-WinCertIisBinding {
             $manager.CommitChanges()
         }
         catch {
-            $cause = $_.Exception
-            if ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-                $cause = $cause.InnerException
-            }
+            $cause = Get-WinCertPrivateInnerException -Exception $_.Exception
             $message = "IIS could not save binding '{0}' of site '{1}': {2}" -f $information, $SiteName, $cause.Message
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.IisCommitFailed' -Category WriteError -Target $information))
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.IisCommitFailed' -Category WriteError -Target $information))
         }
         foreach ($conflict in $conflicts) {
             Write-Warning ("Binding '{0}' takes over the {1} from site '{2}' (binding '{3}')." -f $information, (Format-Endpoint -Key $endpoint), $conflict.Site, $conflict.Information)
@@ -451,67 +327,9 @@ function Remove-WinCertIisBinding {
 
     $ErrorActionPreference = 'Stop'
 
-    function Open-ServerManager {
-        $inetsrv = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv'
-        $assembly = Join-Path -Path $inetsrv -ChildPath 'Microsoft.Web.Administration.dll'
-        $config = Join-Path -Path $inetsrv -ChildPath 'config\applicationHost.config'
-        if (-not (Test-Path -LiteralPath $assembly -PathType Leaf) -or
-            -not (Test-Path -LiteralPath $config -PathType Leaf)) {
-            return $null
-        }
-        $null = [System.Reflection.Assembly]::LoadFrom($assembly)
-        return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
-    }
-
-    # Same as in Set-WinCertIisBinding: the http.sys mapping of an https binding.
-    function Get-EndpointKey {
-        param(
-            [string]$Information,
-            [int]$Flags
-        )
-        $hostSep = $Information.LastIndexOf(':')
-        if ($hostSep -lt 1) { return $null }
-        $portSep = $Information.LastIndexOf(':', $hostSep - 1)
-        if ($portSep -lt 1) { return $null }
-        $ip = $Information.Substring(0, $portSep)
-        $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
-        $hostName = $Information.Substring($hostSep + 1)
-        if ($portText -notmatch '^[0-9]+\z') { return $null }
-        $portNumber = [int]$portText
-        if (($Flags -band 1) -ne 0) {
-            return ('hostnameport={0}:{1}' -f $hostName.ToLowerInvariant(), $portNumber)
-        }
-        if ($ip -eq '*') { return ('ipport=0.0.0.0:{0}' -f $portNumber) }
-        $inner = $ip
-        if ($ip.StartsWith('[') -and $ip.EndsWith(']')) { $inner = $ip.Substring(1, $ip.Length - 2) }
-        $address = $null
-        if ([System.Net.IPAddress]::TryParse($inner, [ref]$address)) {
-            if ($address.AddressFamily -eq [System.Net.Sockets.AddressFamily]::InterNetworkV6) {
-                return ('ipport=[{0}]:{1}' -f $address.ToString(), $portNumber)
-            }
-            return ('ipport={0}:{1}' -f $address.ToString(), $portNumber)
-        }
-        return ('ipport={0}:{1}' -f $ip.ToLowerInvariant(), $portNumber)
-    }
-
-    function Get-BindingSslFlags {
-        param(
-            [object]$Binding
-        )
-        try { return [int]$Binding.GetAttributeValue('sslFlags') } catch { return 0 }
-    }
-
     $information = '{0}:{1}:{2}' -f $IPAddress, $Port, $HostName
 
-    $manager = Open-ServerManager
-    if ($null -eq $manager) {
-        $record = [System.Management.Automation.ErrorRecord]::new(
-            [System.IO.FileNotFoundException]::new('IIS is not installed on this host (Microsoft.Web.Administration is not available).'),
-            'WinCert.IisNotInstalled',
-            [System.Management.Automation.ErrorCategory]::NotInstalled,
-            $null)
-        $PSCmdlet.ThrowTerminatingError($record)
-    }
+    $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet
     try {
         $site = $null
         foreach ($candidate in $manager.Sites) {
@@ -528,20 +346,17 @@ function Remove-WinCertIisBinding {
         if ($null -eq $target) {
             return ([pscustomobject]@{ Outcome = 'already_absent'; Thumbprint = $null } | ConvertTo-Json -Compress)
         }
-        $thumbprint = $null
-        $bytes = $target.CertificateHash
-        if ($null -ne $bytes -and $bytes.Length -gt 0) {
-            $thumbprint = [System.BitConverter]::ToString($bytes).Replace('-', '').ToUpperInvariant()
-        }
+        $thumbprint = Get-WinCertPrivateBindingThumbprint -Binding $target
+        if (-not $thumbprint) { $thumbprint = $null }
         # Keep the http.sys mapping (remove the configuration only) while another https binding
         # still uses the same endpoint.
-        $endpoint = Get-EndpointKey -Information $information -Flags (Get-BindingSslFlags -Binding $target)
+        $endpoint = Get-WinCertPrivateEndpointKey -Information $information -Flags (Get-WinCertPrivateBindingSslFlags -Binding $target)
         $shared = $false
         foreach ($other in $manager.Sites) {
             foreach ($binding in $other.Bindings) {
                 if ([object]::ReferenceEquals($binding, $target) -or $binding.Protocol -ne 'https') { continue }
                 if ($other.Id -eq $site.Id -and $binding.BindingInformation -eq $information) { continue }
-                if ((Get-EndpointKey -Information ([string]$binding.BindingInformation) -Flags (Get-BindingSslFlags -Binding $binding)) -eq $endpoint) {
+                if ((Get-WinCertPrivateEndpointKey -Information ([string]$binding.BindingInformation) -Flags (Get-WinCertPrivateBindingSslFlags -Binding $binding)) -eq $endpoint) {
                     $shared = $true
                 }
             }

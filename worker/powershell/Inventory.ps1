@@ -1,9 +1,11 @@
 # WinCert Orchestrator: inventory of a LocalMachine certificate store.
 # Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
-# Loaded once per runspace (or pre-installed as a module for JEA endpoints). Public functions
-# are defined at column 0; helpers are nested inside them so that only public functions are
-# top-level. The simulator implements the same function in simulator/commands.py; both must
-# produce the same objects, warnings and errors (tests/contract checks names and parameters).
+# Loaded once per runspace after Common.ps1 (or pre-installed as a module for JEA endpoints).
+# Public functions are defined at column 0; helpers shared with other functions are the private
+# *-WinCertPrivate* functions of Common.ps1, the others are nested inside the function that uses
+# them. The simulator implements the same function in simulator/commands/inventory.py; both must
+# produce the same objects, warnings and errors (tests/contract checks names, parameters and
+# error ids).
 
 function Get-WinCertInventory {
     <#
@@ -18,7 +20,8 @@ function Get-WinCertInventory {
     {Type, Value}; Type is dns, ip, email, upn, uri, dn or other) and RawData (base64 DER).
     A certificate that cannot be read is skipped with "Skipped certificate <thumbprint>: <reason>".
     A certificate whose subject alternative name extension cannot be decoded is reported with
-    no SANs and a warning. A missing store is a terminating error with id WinCert.StoreNotFound.
+    no SANs and a warning. A missing store is a terminating error with id WinCert.StoreNotFound;
+    a store that exists but cannot be opened (e.g. access denied), WinCert.StoreOpenFailed.
     #>
     [CmdletBinding()]
     [OutputType([string])]
@@ -324,37 +327,8 @@ function Get-WinCertInventory {
     $invariant = [System.Globalization.CultureInfo]::InvariantCulture
     $timeFormat = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 
-    $store = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-        $StorePath, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+    $store = Open-WinCertPrivateTargetStore -StorePath $StorePath -Flags 'ReadOnly, OpenExistingOnly' -Cmdlet $PSCmdlet
     try {
-        try {
-            $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly')
-        }
-        catch {
-            $cause = $_.Exception
-            if ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-                $cause = $cause.InnerException
-            }
-            # ERROR_FILE_NOT_FOUND / ERROR_PATH_NOT_FOUND, as a Win32 code or an HRESULT.
-            if (($cause.HResult -band 0xFFFF) -in 2, 3) {
-                $message = "Certificate store '{0}' was not found in LocalMachine." -f $StorePath
-                $record = [System.Management.Automation.ErrorRecord]::new(
-                    [System.Management.Automation.ItemNotFoundException]::new($message),
-                    'WinCert.StoreNotFound',
-                    [System.Management.Automation.ErrorCategory]::ObjectNotFound,
-                    $StorePath)
-            }
-            else {
-                $message = "Certificate store '{0}' could not be opened in LocalMachine: {1}" -f $StorePath, $cause.Message
-                $record = [System.Management.Automation.ErrorRecord]::new(
-                    [System.InvalidOperationException]::new($message, $cause),
-                    'WinCert.StoreOpenFailed',
-                    [System.Management.Automation.ErrorCategory]::OpenError,
-                    $StorePath)
-            }
-            $PSCmdlet.ThrowTerminatingError($record)
-        }
-
         foreach ($certificate in $store.Certificates) {
             $thumbprint = '<unknown>'
             try {

@@ -1,10 +1,11 @@
 # WinCert Orchestrator: the TLS certificate of SQL Server instances.
 # Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
-# Loaded once per runspace (or pre-installed as a module for JEA endpoints). Public functions
-# are defined at column 0; helpers are nested inside them so that only public functions are
-# top-level. The simulator implements the same functions in simulator/commands/sql.py; both
-# must produce the same objects, warnings and errors (tests/contract checks names and
-# parameters).
+# Loaded once per runspace after Common.ps1 (or pre-installed as a module for JEA endpoints).
+# Public functions are defined at column 0; helpers shared with other functions are the private
+# *-WinCertPrivate* functions of Common.ps1, the others are nested inside the function that uses
+# them. The simulator implements the same functions in simulator/commands/sql.py; both must
+# produce the same objects, warnings and errors (tests/contract checks names, parameters and
+# error ids).
 #
 # Registry (64-bit view): HKLM\SOFTWARE\Microsoft\Microsoft SQL Server\Instance Names\SQL maps
 # an instance name to its id; ...\<id>\MSSQLServer\SuperSocketNetLib value Certificate holds the
@@ -29,16 +30,6 @@ function Get-WinCertSqlInstance {
 
     $ErrorActionPreference = 'Stop'
 
-    function ConvertTo-AccountName {
-        param(
-            [string]$StartName
-        )
-        $name = ([string]$StartName).Trim()
-        if ($name -eq 'LocalSystem') { return 'NT AUTHORITY\SYSTEM' }
-        if ($name.StartsWith('.\')) { return ('{0}\{1}' -f $env:COMPUTERNAME, $name.Substring(2)) }
-        return $name
-    }
-
     $hklm = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
         [Microsoft.Win32.RegistryHive]::LocalMachine, [Microsoft.Win32.RegistryView]::Registry64)
     try {
@@ -55,14 +46,14 @@ function Get-WinCertSqlInstance {
                     try { $certificate = ([string]$netLib.GetValue('Certificate', '')).Trim().ToUpperInvariant() }
                     finally { $netLib.Close() }
                 }
-                $serviceName = if ($instanceName -eq 'MSSQLSERVER') { 'MSSQLSERVER' } else { 'MSSQL$' + $instanceName }
+                $serviceName = Get-WinCertPrivateSqlServiceName -InstanceName $instanceName
                 $service = $services[$serviceName]
                 [pscustomobject]@{
                     InstanceName   = [string]$instanceName
                     InstanceId     = $instanceId
                     Certificate    = $certificate
                     ServiceName    = $serviceName
-                    ServiceAccount = if ($null -ne $service) { ConvertTo-AccountName -StartName $service.StartName } else { '' }
+                    ServiceAccount = if ($null -ne $service) { ConvertTo-WinCertPrivateAccountName -StartName $service.StartName } else { '' }
                     ServiceState   = if ($null -ne $service) { [string]$service.State } else { '' }
                 } | ConvertTo-Json -Compress
             }
@@ -112,47 +103,6 @@ function Set-WinCertSqlCertificate {
 
     $ErrorActionPreference = 'Stop'
 
-    function New-ErrorRecord {
-        param(
-            [string]$Message,
-            [string]$ErrorId,
-            [System.Management.Automation.ErrorCategory]$Category,
-            [object]$Target,
-            [string]$ExceptionType = 'System.InvalidOperationException'
-        )
-        $exception = New-Object -TypeName $ExceptionType -ArgumentList $Message
-        return [System.Management.Automation.ErrorRecord]::new($exception, $ErrorId, $Category, $Target)
-    }
-
-    function ConvertTo-AccountName {
-        param(
-            [string]$StartName
-        )
-        $name = ([string]$StartName).Trim()
-        if ($name -eq 'LocalSystem') { return 'NT AUTHORITY\SYSTEM' }
-        if ($name.StartsWith('.\')) { return ('{0}\{1}' -f $env:COMPUTERNAME, $name.Substring(2)) }
-        return $name
-    }
-
-    # The instance name as registered and its id, or $null.
-    function Find-Instance {
-        param(
-            [Microsoft.Win32.RegistryKey]$Root,
-            [string]$Name
-        )
-        $names = $Root.OpenSubKey('SOFTWARE\Microsoft\Microsoft SQL Server\Instance Names\SQL')
-        if ($null -eq $names) { return $null }
-        try {
-            foreach ($valueName in $names.GetValueNames()) {
-                if ($valueName -eq $Name) {
-                    return [pscustomobject]@{ Name = [string]$valueName; Id = [string]$names.GetValue($valueName) }
-                }
-            }
-            return $null
-        }
-        finally { $names.Close() }
-    }
-
     # Full path of the certificate's private-key file, or $null. CNG keys (RSA and ECDSA) by
     # UniqueName, CAPI keys by UniqueKeyContainerName; the folder is searched, never guessed.
     function Find-PrivateKeyFile {
@@ -192,77 +142,29 @@ function Set-WinCertSqlCertificate {
         return $null
     }
 
-    # Stops and starts a service; returns $null or the reason it did not restart.
-    function Restart-InstanceService {
-        param(
-            [string]$Name
-        )
-        try {
-            $service = [System.ServiceProcess.ServiceController]::new($Name)
-            $dependents = @($service.DependentServices | Where-Object { $_.Status -eq 'Running' })
-            if ($service.Status -ne [System.ServiceProcess.ServiceControllerStatus]::Stopped) {
-                if ($service.Status -ne [System.ServiceProcess.ServiceControllerStatus]::StopPending) { $service.Stop() }
-                $service.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Stopped, [TimeSpan]::FromSeconds(60))
-            }
-            $service.Start()
-            $service.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Running, [TimeSpan]::FromSeconds(90))
-            foreach ($dependent in $dependents) {
-                try { $dependent.Start() }
-                catch { Write-Warning ("Dependent service '{0}' of '{1}' was not started again: {2}" -f $dependent.ServiceName, $Name, $_.Exception.Message) }
-            }
-            return $null
-        }
-        catch {
-            $cause = $_.Exception
-            while ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-                $cause = $cause.InnerException
-            }
-            return ("Service '{0}' did not restart: {1}" -f $Name, $cause.Message)
-        }
-    }
-
     $Thumbprint = $Thumbprint.ToUpperInvariant()
     $hklm = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
         [Microsoft.Win32.RegistryHive]::LocalMachine, [Microsoft.Win32.RegistryView]::Registry64)
     try {
-        $instance = Find-Instance -Root $hklm -Name $InstanceName
+        $instance = Find-WinCertPrivateSqlInstance -Root $hklm -Name $InstanceName
         if ($null -eq $instance) {
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message ("SQL Server instance '{0}' was not found." -f $InstanceName) -ErrorId 'WinCert.SqlInstanceNotFound' -Category ObjectNotFound -Target $InstanceName -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
+            $message = "SQL Server instance '{0}' was not found." -f $InstanceName
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.SqlInstanceNotFound' -Category ObjectNotFound -Target $InstanceName -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
         $netLibPath = 'SOFTWARE\Microsoft\Microsoft SQL Server\{0}\MSSQLServer\SuperSocketNetLib' -f $instance.Id
-        $serviceName = if ($instance.Name -eq 'MSSQLSERVER') { 'MSSQLSERVER' } else { 'MSSQL$' + $instance.Name }
+        $serviceName = Get-WinCertPrivateSqlServiceName -InstanceName $instance.Name
 
-        $certificate = $null
-        $store = [System.Security.Cryptography.X509Certificates.X509Store]::new(
-            $StorePath, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
-        try {
-            $opened = $true
-            try { $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]'ReadOnly, OpenExistingOnly') }
-            catch { $opened = $false }
-            if ($opened) {
-                $found = $store.Certificates.Find(
-                    [System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $Thumbprint, $false)
-                if ($found.Count -gt 0) { $certificate = $found[0] }
-            }
-        }
-        finally { $store.Close() }
-        if ($null -eq $certificate) {
-            $message = 'Certificate {0} was not found in LocalMachine\{1}.' -f $Thumbprint, $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.CertificateNotFound' -Category ObjectNotFound -Target $Thumbprint -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
-        }
-        if (-not $certificate.HasPrivateKey) {
-            $message = 'Certificate {0} in LocalMachine\{1} has no private key.' -f $Thumbprint, $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.PrivateKeyNotFound' -Category ObjectNotFound -Target $Thumbprint -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
-        }
+        $certificate = Get-WinCertPrivateKeyedCertificate -StorePath $StorePath -Thumbprint $Thumbprint `
+            -NoKeyErrorId 'WinCert.PrivateKeyNotFound' -Cmdlet $PSCmdlet
         $keyFile = Find-PrivateKeyFile -Certificate $certificate
         if ($null -eq $keyFile) {
             $message = 'The private key file of certificate {0} in LocalMachine\{1} was not found.' -f $Thumbprint, $StorePath
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.PrivateKeyNotFound' -Category ObjectNotFound -Target $Thumbprint -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.PrivateKeyNotFound' -Category ObjectNotFound -Target $Thumbprint -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
 
         # 1. Read access for the service account (nothing else has changed if this fails).
         $service = @(Get-CimInstance -ClassName Win32_Service | Where-Object { $_.Name -eq $serviceName })[0]
-        $account = if ($null -ne $service) { ConvertTo-AccountName -StartName $service.StartName } else { '' }
+        $account = if ($null -ne $service) { ConvertTo-WinCertPrivateAccountName -StartName $service.StartName } else { '' }
         $aclProblem = $null
         $granted = $false
         if (-not $account) {
@@ -296,7 +198,7 @@ function Set-WinCertSqlCertificate {
         }
         if ($null -ne $aclProblem) {
             $message = 'Cannot grant Read on the private key of certificate {0} ({1}): {2}.' -f $Thumbprint, $keyFile, $aclProblem.TrimEnd('.')
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message $message -ErrorId 'WinCert.KeyAclFailed' -Category PermissionDenied -Target $Thumbprint))
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.KeyAclFailed' -Category PermissionDenied -Target $Thumbprint))
         }
         if ($granted) { Write-Verbose ('Granted Read on {0} to {1}.' -f $keyFile, $account) }
         else { Write-Verbose ('{0} can already read {1}.' -f $account, $keyFile) }
@@ -304,7 +206,8 @@ function Set-WinCertSqlCertificate {
         # 2. The registry value.
         $netLib = $hklm.OpenSubKey($netLibPath, $true)
         if ($null -eq $netLib) {
-            $PSCmdlet.ThrowTerminatingError((New-ErrorRecord -Message ("SQL Server instance '{0}' was not found." -f $InstanceName) -ErrorId 'WinCert.SqlInstanceNotFound' -Category ObjectNotFound -Target $InstanceName -ExceptionType 'System.Management.Automation.ItemNotFoundException'))
+            $message = "SQL Server instance '{0}' was not found." -f $InstanceName
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.SqlInstanceNotFound' -Category ObjectNotFound -Target $InstanceName -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
         try {
             $current = ([string]$netLib.GetValue('Certificate', '')).Trim()
@@ -321,7 +224,7 @@ function Set-WinCertSqlCertificate {
         $restarted = $false
         $restartError = $null
         if ($RestartService) {
-            $restartError = Restart-InstanceService -Name $serviceName
+            $restartError = Restart-WinCertPrivateSqlService -Name $serviceName
             $restarted = $null -eq $restartError
         }
         [pscustomobject]@{
@@ -362,68 +265,18 @@ function Clear-WinCertSqlCertificate {
 
     $ErrorActionPreference = 'Stop'
 
-    function Find-Instance {
-        param(
-            [Microsoft.Win32.RegistryKey]$Root,
-            [string]$Name
-        )
-        $names = $Root.OpenSubKey('SOFTWARE\Microsoft\Microsoft SQL Server\Instance Names\SQL')
-        if ($null -eq $names) { return $null }
-        try {
-            foreach ($valueName in $names.GetValueNames()) {
-                if ($valueName -eq $Name) {
-                    return [pscustomobject]@{ Name = [string]$valueName; Id = [string]$names.GetValue($valueName) }
-                }
-            }
-            return $null
-        }
-        finally { $names.Close() }
-    }
-
-    function Restart-InstanceService {
-        param(
-            [string]$Name
-        )
-        try {
-            $service = [System.ServiceProcess.ServiceController]::new($Name)
-            $dependents = @($service.DependentServices | Where-Object { $_.Status -eq 'Running' })
-            if ($service.Status -ne [System.ServiceProcess.ServiceControllerStatus]::Stopped) {
-                if ($service.Status -ne [System.ServiceProcess.ServiceControllerStatus]::StopPending) { $service.Stop() }
-                $service.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Stopped, [TimeSpan]::FromSeconds(60))
-            }
-            $service.Start()
-            $service.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Running, [TimeSpan]::FromSeconds(90))
-            foreach ($dependent in $dependents) {
-                try { $dependent.Start() }
-                catch { Write-Warning ("Dependent service '{0}' of '{1}' was not started again: {2}" -f $dependent.ServiceName, $Name, $_.Exception.Message) }
-            }
-            return $null
-        }
-        catch {
-            $cause = $_.Exception
-            while ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
-                $cause = $cause.InnerException
-            }
-            return ("Service '{0}' did not restart: {1}" -f $Name, $cause.Message)
-        }
-    }
-
     $Thumbprint = $Thumbprint.ToUpperInvariant()
     $hklm = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
         [Microsoft.Win32.RegistryHive]::LocalMachine, [Microsoft.Win32.RegistryView]::Registry64)
     try {
-        $instance = Find-Instance -Root $hklm -Name $InstanceName
+        $instance = Find-WinCertPrivateSqlInstance -Root $hklm -Name $InstanceName
         $netLib = $null
         if ($null -ne $instance) {
             $netLib = $hklm.OpenSubKey(('SOFTWARE\Microsoft\Microsoft SQL Server\{0}\MSSQLServer\SuperSocketNetLib' -f $instance.Id), $true)
         }
         if ($null -eq $netLib) {
-            $record = [System.Management.Automation.ErrorRecord]::new(
-                [System.Management.Automation.ItemNotFoundException]::new(("SQL Server instance '{0}' was not found." -f $InstanceName)),
-                'WinCert.SqlInstanceNotFound',
-                [System.Management.Automation.ErrorCategory]::ObjectNotFound,
-                $InstanceName)
-            $PSCmdlet.ThrowTerminatingError($record)
+            $message = "SQL Server instance '{0}' was not found." -f $InstanceName
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.SqlInstanceNotFound' -Category ObjectNotFound -Target $InstanceName -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
         try {
             $current = ([string]$netLib.GetValue('Certificate', '')).Trim().ToUpperInvariant()
@@ -436,8 +289,8 @@ function Clear-WinCertSqlCertificate {
         $restarted = $false
         $restartError = $null
         if ($bound -and $RestartService) {
-            $serviceName = if ($instance.Name -eq 'MSSQLSERVER') { 'MSSQLSERVER' } else { 'MSSQL$' + $instance.Name }
-            $restartError = Restart-InstanceService -Name $serviceName
+            $serviceName = Get-WinCertPrivateSqlServiceName -InstanceName $instance.Name
+            $restartError = Restart-WinCertPrivateSqlService -Name $serviceName
             $restarted = $null -eq $restartError
         }
         [pscustomobject]@{

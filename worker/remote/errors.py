@@ -28,6 +28,9 @@ STORE_NOT_FOUND_ID = "WinCert.StoreNotFound"
 """FullyQualifiedErrorId prefix of the terminating error for a missing store."""
 
 ERROR_ID_CODES: dict[str, ResultCode] = {
+    STORE_NOT_FOUND_ID: ResultCode.STORE_NOT_FOUND,  # classify() words this one itself
+    "WinCert.StoreOpenFailed": ResultCode.STORE_OPEN_FAILED,
+    "WinCert.UsageCheckFailed": ResultCode.USAGE_CHECK_FAILED,
     "WinCert.ProviderNotFound": ResultCode.PROVIDER_NOT_FOUND,
     "WinCert.PfxImportFailed": ResultCode.PFX_IMPORT_FAILED,
     "WinCert.ImportVerificationFailed": ResultCode.IMPORT_VERIFICATION_FAILED,
@@ -40,8 +43,24 @@ ERROR_ID_CODES: dict[str, ResultCode] = {
     "WinCert.SqlInstanceNotFound": ResultCode.SQL_INSTANCE_NOT_FOUND,
     "WinCert.PrivateKeyNotFound": ResultCode.PRIVATE_KEY_NOT_FOUND,
     "WinCert.KeyAclFailed": ResultCode.KEY_ACL_FAILED,
+    "WinCert.IisCommitFailed": ResultCode.IIS_COMMIT_FAILED,
+    "WinCert.KeyGenerationFailed": ResultCode.KEY_GENERATION_FAILED,
+    "WinCert.NoMatchingRequest": ResultCode.NO_MATCHING_REQUEST,
 }
-"""Terminating error ids of ``worker/powershell/*.ps1`` (docs/powershell-functions.md) → codes."""
+"""Terminating error ids of ``worker/powershell/*.ps1`` (docs/powershell-functions.md) → codes.
+``tests/contract/test_error_ids.py`` checks that every id the library throws is here."""
+
+_ERROR_ID_HINTS: dict[str, str] = {
+    "WinCert.StoreOpenFailed": "the store exists but the account cannot open it; check the account's"
+    " rights on {host} (an administrator, or the JEA virtual account)",
+    "WinCert.UsageCheckFailed": "nothing was removed; check that the account can read the IIS configuration"
+    " and the SQL Server registry keys on {host}",
+    "WinCert.IisCommitFailed": "the binding is unchanged; check applicationHost.config on {host} (locked by"
+    " another writer, read-only or invalid)",
+    "WinCert.NoMatchingRequest": "was it issued for a request of this host (a reenrollment job on {host})"
+    " that was not completed yet?",
+}
+"""What to check, appended to the message of a mapped error id (``{host}``: the client machine)."""
 
 TRANSIENT_CODES = frozenset({ResultCode.HOST_UNREACHABLE, ResultCode.TIMEOUT})
 """Codes worth retrying (``WINCERT_TRANSIENT_RETRIES``)."""
@@ -180,7 +199,9 @@ def classify(
             )
         known = ERROR_ID_CODES.get(exc.error_id)
         if known is not None:
-            return Classified(known, f"{exc.function} on {host}: {detail}", known.value)
+            hint = _ERROR_ID_HINTS.get(exc.error_id)
+            suffix = f" ({hint.format(host=store.host)})" if hint else ""
+            return Classified(known, f"{exc.function} on {host}: {detail}{suffix}", known.value)
         return Classified(
             ResultCode.REMOTE_ERROR,
             f"{exc.function} failed on {host}: {detail} (error id {exc.fq_error or 'none'})",

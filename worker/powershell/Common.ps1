@@ -1,0 +1,500 @@
+# WinCert Orchestrator: PRIVATE helpers shared by the public functions of the other library files.
+# Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
+#
+# Nothing here is public. Every function of this file is named <ApprovedVerb>-WinCertPrivate<Noun>
+# and only that naming marks a private helper: the worker never calls one, the simulator has no
+# counterpart (tests/contract), and the JEA module (deploy/jea/build.py) neither exports them nor
+# makes them visible. Public functions are defined in the other files; a helper used by one public
+# function only stays nested inside it.
+#
+# Load order: the worker sends this file first (worker/powershell list_scripts, used by
+# worker/remote/library.py), and the JEA module puts it first in the .psm1. PowerShell resolves a
+# function name when the call runs, so any order works as long as every file is loaded before the
+# first call, which the worker guarantees (all files are loaded when the session opens).
+#
+# Scope: the helpers are called only from public functions, which set $ErrorActionPreference =
+# 'Stop'. A called function runs in a child scope of its caller (in a JEA module too: caller and
+# helper share the module's session state), so helpers inherit that preference exactly as the
+# nested helpers they replace did. Everything else a helper needs is a parameter: helpers that end
+# the call with a terminating error take the caller's $PSCmdlet as -Cmdlet.
+
+# An ErrorRecord for $PSCmdlet.ThrowTerminatingError; the exception defaults to an
+# InvalidOperationException with $Message.
+function New-WinCertPrivateErrorRecord {
+    param(
+        [string]$Message,
+        [string]$ErrorId,
+        [System.Management.Automation.ErrorCategory]$Category,
+        [object]$Target,
+        [System.Exception]$Exception
+    )
+    if ($null -eq $Exception) { $Exception = [System.InvalidOperationException]::new($Message) }
+    return [System.Management.Automation.ErrorRecord]::new($Exception, $ErrorId, $Category, $Target)
+}
+
+# The exception a .NET method threw, without PowerShell's MethodInvocationException wrappers.
+function Get-WinCertPrivateInnerException {
+    param(
+        [System.Exception]$Exception
+    )
+    $cause = $Exception
+    while ($cause -is [System.Management.Automation.MethodInvocationException] -and $null -ne $cause.InnerException) {
+        $cause = $cause.InnerException
+    }
+    return $cause
+}
+
+# LocalMachine\<Name> opened with $Flags; an error opening it is the caller's to handle.
+function Open-WinCertPrivateStore {
+    param(
+        [string]$Name,
+        [System.Security.Cryptography.X509Certificates.OpenFlags]$Flags
+    )
+    $store = [System.Security.Cryptography.X509Certificates.X509Store]::new(
+        $Name, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
+    $store.Open($Flags)
+    return $store
+}
+
+# LocalMachine\<StorePath>, the store a public function works on, opened with $Flags. A store
+# that cannot be opened ends the caller's call: WinCert.StoreNotFound for ERROR_FILE_NOT_FOUND /
+# ERROR_PATH_NOT_FOUND (as a Win32 code or an HRESULT), else WinCert.StoreOpenFailed (the store
+# exists but cannot be opened, e.g. access denied).
+function Open-WinCertPrivateTargetStore {
+    param(
+        [string]$StorePath,
+        [System.Security.Cryptography.X509Certificates.OpenFlags]$Flags,
+        [System.Management.Automation.PSCmdlet]$Cmdlet
+    )
+    $store = $null
+    $openError = $null
+    try {
+        $store = Open-WinCertPrivateStore -Name $StorePath -Flags $Flags
+    }
+    catch {
+        $openError = $_
+    }
+    if ($null -eq $openError) { return $store }
+    $cause = Get-WinCertPrivateInnerException -Exception $openError.Exception
+    if (($cause.HResult -band 0xFFFF) -in 2, 3) {
+        $message = "Certificate store '{0}' was not found in LocalMachine." -f $StorePath
+        $Cmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.StoreNotFound' `
+                    -Category ObjectNotFound -Target $StorePath `
+                    -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
+    }
+    $message = "Certificate store '{0}' could not be opened in LocalMachine: {1}" -f $StorePath, $cause.Message
+    $Cmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.StoreOpenFailed' `
+                -Category OpenError -Target $StorePath `
+                -Exception ([System.InvalidOperationException]::new($message, $cause))))
+}
+
+# A fresh read of LocalMachine\<StorePath> (not a handle the caller changed): the certificate
+# with $Thumbprint, or $null.
+function Find-WinCertPrivateStoredCertificate {
+    param(
+        [string]$StorePath,
+        [string]$Thumbprint
+    )
+    $fresh = Open-WinCertPrivateStore -Name $StorePath -Flags 'ReadOnly, OpenExistingOnly'
+    try {
+        foreach ($certificate in $fresh.Certificates) {
+            if ($certificate.Thumbprint -eq $Thumbprint) { return $certificate }
+        }
+        return $null
+    }
+    finally {
+        $fresh.Close()
+    }
+}
+
+# The certificate $Thumbprint of LocalMachine\<StorePath>, which must have its private key (to be
+# bound to IIS or SQL Server). A store that cannot be opened or a certificate that is not there
+# ends the caller's call with WinCert.CertificateNotFound; a certificate without a private key
+# with $NoKeyErrorId.
+function Get-WinCertPrivateKeyedCertificate {
+    param(
+        [string]$StorePath,
+        [string]$Thumbprint,
+        [string]$NoKeyErrorId,
+        [System.Management.Automation.PSCmdlet]$Cmdlet
+    )
+    $certificate = $null
+    $store = $null
+    try {
+        $store = Open-WinCertPrivateStore -Name $StorePath -Flags 'ReadOnly, OpenExistingOnly'
+    }
+    catch {
+        $store = $null
+    }
+    if ($null -ne $store) {
+        try {
+            $found = $store.Certificates.Find(
+                [System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint, $Thumbprint, $false)
+            if ($found.Count -gt 0) { $certificate = $found[0] }
+        }
+        finally { $store.Close() }
+    }
+    if ($null -eq $certificate) {
+        $message = 'Certificate {0} was not found in LocalMachine\{1}.' -f $Thumbprint, $StorePath
+        $Cmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.CertificateNotFound' `
+                    -Category ObjectNotFound -Target $Thumbprint `
+                    -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
+    }
+    if (-not $certificate.HasPrivateKey) {
+        $message = 'Certificate {0} in LocalMachine\{1} has no private key.' -f $Thumbprint, $StorePath
+        $Cmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId $NoKeyErrorId `
+                    -Category ObjectNotFound -Target $Thumbprint `
+                    -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
+    }
+    return $certificate
+}
+
+# The registered provider called $Name (trimmed, case-insensitive) as {Name, Kind: CSP | KSP,
+# Type}. CSPs are the subkeys of HKLM:\SOFTWARE\Microsoft\Cryptography\Defaults\Provider, KSPs the
+# CNG providers that register the key storage interface (UM\00010001). A name that is not
+# registered ends the caller's call with WinCert.ProviderNotFound.
+function Resolve-WinCertPrivateCryptoProvider {
+    param(
+        [string]$Name,
+        [System.Management.Automation.PSCmdlet]$Cmdlet
+    )
+    $wanted = $Name.Trim()
+    $cspRoot = 'HKLM:\SOFTWARE\Microsoft\Cryptography\Defaults\Provider'
+    if (Test-Path -LiteralPath $cspRoot) {
+        foreach ($key in (Get-ChildItem -LiteralPath $cspRoot)) {
+            if ($key.PSChildName.Trim() -ieq $wanted) {
+                return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'CSP'; Type = [int]$key.GetValue('Type', 1) }
+            }
+        }
+    }
+    $cngRoot = 'HKLM:\SYSTEM\CurrentControlSet\Control\Cryptography\Providers'
+    if (Test-Path -LiteralPath $cngRoot) {
+        foreach ($key in (Get-ChildItem -LiteralPath $cngRoot)) {
+            if ($key.PSChildName.Trim() -ieq $wanted -and
+                (Test-Path -LiteralPath (Join-Path -Path $key.PSPath -ChildPath 'UM\00010001'))) {
+                return [pscustomobject]@{ Name = $key.PSChildName; Kind = 'KSP'; Type = 0 }
+            }
+        }
+    }
+    $message = "Cryptographic provider '{0}' is not registered on this host (Get-WinCertHostInfo lists the installed CSPs and KSPs)." -f $wanted
+    $Cmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.ProviderNotFound' `
+                -Category ObjectNotFound -Target $wanted `
+                -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
+}
+
+# RSA, ECDSA, DSA or the public key's OID.
+function Get-WinCertPrivateKeyAlgorithm {
+    param(
+        [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
+    )
+    $oid = $Certificate.PublicKey.Oid.Value
+    switch ($oid) {
+        '1.2.840.113549.1.1.1' { return 'RSA' }
+        '1.2.840.10045.2.1' { return 'ECDSA' }
+        '1.2.840.10040.4.1' { return 'DSA' }
+        default { return $oid }
+    }
+}
+
+# The private key object of a certificate (CNG or CryptoAPI; RSA, ECDSA or DSA), or $null. The
+# caller disposes it.
+function Get-WinCertPrivateCertificateKey {
+    param(
+        [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
+    )
+    switch (Get-WinCertPrivateKeyAlgorithm -Certificate $Certificate) {
+        'RSA' { return [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate) }
+        'ECDSA' { return [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate) }
+        'DSA' { return [System.Security.Cryptography.X509Certificates.DSACertificateExtensions]::GetDSAPrivateKey($Certificate) }
+    }
+    return $null
+}
+
+# Whether the certificate's private key signs data its public key verifies.
+function Test-WinCertPrivateKeyUsable {
+    param(
+        [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
+    )
+    $probe = [System.Text.Encoding]::ASCII.GetBytes('WinCert Orchestrator key check')
+    $sha256 = [System.Security.Cryptography.HashAlgorithmName]::SHA256
+    $privateKey = $null
+    $publicKey = $null
+    try {
+        switch (Get-WinCertPrivateKeyAlgorithm -Certificate $Certificate) {
+            'RSA' {
+                # SHA-1: keys in a PROV_RSA_FULL CSP (where a PKCS#12 import without a provider
+                # puts RSA keys) cannot sign SHA-256 through RSACryptoServiceProvider
+                # ("Invalid algorithm specified"); this is a usability probe, not a signature.
+                $privateKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate)
+                $publicKey = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPublicKey($Certificate)
+                if ($null -eq $privateKey) { return $false }
+                $sha1 = [System.Security.Cryptography.HashAlgorithmName]::SHA1
+                $pkcs1 = [System.Security.Cryptography.RSASignaturePadding]::Pkcs1
+                $signature = $privateKey.SignData($probe, $sha1, $pkcs1)
+                return [bool]$publicKey.VerifyData($probe, $signature, $sha1, $pkcs1)
+            }
+            'ECDSA' {
+                $privateKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate)
+                $publicKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPublicKey($Certificate)
+                if ($null -eq $privateKey) { return $false }
+                $signature = $privateKey.SignData($probe, $sha256)
+                return [bool]$publicKey.VerifyData($probe, $signature, $sha256)
+            }
+            'DSA' {
+                # FIPS 186-2 DSA keys sign only SHA-1 digests; opening the key is the check.
+                $privateKey = [System.Security.Cryptography.X509Certificates.DSACertificateExtensions]::GetDSAPrivateKey($Certificate)
+                return ($null -ne $privateKey)
+            }
+            default { return [bool]$Certificate.HasPrivateKey }
+        }
+    }
+    catch {
+        return $false
+    }
+    finally {
+        if ($null -ne $privateKey) { $privateKey.Dispose() }
+        if ($null -ne $publicKey) { $publicKey.Dispose() }
+    }
+}
+
+# Deletes the key container of a certificate's private key (CNG key or CryptoAPI container, found
+# through the certificate); nothing when it has none. The caller decides that nothing else refers
+# to the container.
+function Remove-WinCertPrivateCertificateKey {
+    param(
+        [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
+    )
+    $key = Get-WinCertPrivateCertificateKey -Certificate $Certificate
+    if ($null -eq $key) { return }
+    try {
+        if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng] -or
+            $key -is [System.Security.Cryptography.DSACng]) {
+            $key.Key.Delete()
+            $key = $null
+        }
+        elseif ($key -is [System.Security.Cryptography.ICspAsymmetricAlgorithm]) {
+            $info = $key.CspKeyContainerInfo
+            $parameters = [System.Security.Cryptography.CspParameters]::new($info.ProviderType, $info.ProviderName, $info.KeyContainerName)
+            $parameters.Flags = [System.Security.Cryptography.CspProviderFlags]'UseExistingKey, UseMachineKeyStore'
+            if ($key -is [System.Security.Cryptography.RSA]) {
+                $doomed = [System.Security.Cryptography.RSACryptoServiceProvider]::new($parameters)
+            }
+            else {
+                $doomed = [System.Security.Cryptography.DSACryptoServiceProvider]::new($parameters)
+            }
+            $doomed.PersistKeyInCsp = $false
+            $doomed.Clear()
+        }
+    }
+    finally {
+        if ($null -ne $key) { $key.Dispose() }
+    }
+}
+
+# One argument for a Windows command line, quoted and escaped by the MSVCRT / CommandLineToArgvW
+# rules (backslashes before a quote doubled, quotes escaped, empty = ""). Used instead of
+# `& tool.exe @args` because Windows PowerShell 5.1 drops empty arguments and does not escape
+# embedded quotes.
+function ConvertTo-WinCertPrivateCommandLineArgument {
+    param(
+        [AllowEmptyString()]
+        [string]$Value
+    )
+    $special = [char[]]@([char]32, [char]9, [char]10, [char]11, [char]34)
+    if ($Value.Length -gt 0 -and $Value.IndexOfAny($special) -lt 0) { return $Value }
+    $backslash = [char]92
+    $builder = [System.Text.StringBuilder]::new()
+    [void]$builder.Append([char]34)
+    $pending = 0
+    foreach ($character in $Value.ToCharArray()) {
+        if ($character -eq $backslash) {
+            $pending++
+            continue
+        }
+        if ($character -eq [char]34) {
+            [void]$builder.Append($backslash, (2 * $pending) + 1)
+        }
+        elseif ($pending -gt 0) {
+            [void]$builder.Append($backslash, $pending)
+        }
+        [void]$builder.Append($character)
+        $pending = 0
+    }
+    [void]$builder.Append($backslash, 2 * $pending)
+    [void]$builder.Append([char]34)
+    return $builder.ToString()
+}
+
+# Runs an executable with an argument array (each element one argv entry); returns {ExitCode,
+# Output}. Standard input is closed so that a prompt ends instead of waiting forever.
+function Invoke-WinCertPrivateNativeCommand {
+    param(
+        [string]$FilePath,
+        [AllowEmptyString()]
+        [string[]]$ArgumentList,
+        [int]$TimeoutSeconds = 300
+    )
+    $quoted = [System.Collections.Generic.List[string]]::new()
+    foreach ($argument in $ArgumentList) { $quoted.Add((ConvertTo-WinCertPrivateCommandLineArgument -Value $argument)) }
+    $startInfo = [System.Diagnostics.ProcessStartInfo]::new()
+    $startInfo.FileName = $FilePath
+    $startInfo.Arguments = $quoted -join ' '
+    $startInfo.UseShellExecute = $false
+    $startInfo.CreateNoWindow = $true
+    $startInfo.RedirectStandardInput = $true
+    $startInfo.RedirectStandardOutput = $true
+    $startInfo.RedirectStandardError = $true
+    $process = [System.Diagnostics.Process]::Start($startInfo)
+    try {
+        $process.StandardInput.Close()
+        $stdout = $process.StandardOutput.ReadToEndAsync()
+        $stderr = $process.StandardError.ReadToEndAsync()
+        if (-not $process.WaitForExit($TimeoutSeconds * 1000)) {
+            $process.Kill()
+            throw ('{0} did not finish within {1} seconds' -f [System.IO.Path]::GetFileName($FilePath), $TimeoutSeconds)
+        }
+        $process.WaitForExit()
+        return [pscustomobject]@{ ExitCode = $process.ExitCode; Output = ($stdout.Result + $stderr.Result) }
+    }
+    finally {
+        $process.Dispose()
+    }
+}
+
+# ServerManager from %windir%\System32\inetsrv. Without IIS the caller's call ends with
+# WinCert.IisNotInstalled.
+function Open-WinCertPrivateServerManager {
+    param(
+        [System.Management.Automation.PSCmdlet]$Cmdlet
+    )
+    $inetsrv = Join-Path -Path $env:windir -ChildPath 'System32\inetsrv'
+    $assembly = Join-Path -Path $inetsrv -ChildPath 'Microsoft.Web.Administration.dll'
+    $config = Join-Path -Path $inetsrv -ChildPath 'config\applicationHost.config'
+    if (-not (Test-Path -LiteralPath $assembly -PathType Leaf) -or
+        -not (Test-Path -LiteralPath $config -PathType Leaf)) {
+        $message = 'IIS is not installed on this host (Microsoft.Web.Administration is not available).'
+        $Cmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.IisNotInstalled' `
+                    -Category NotInstalled -Target $null -Exception ([System.IO.FileNotFoundException]::new($message))))
+    }
+    $null = [System.Reflection.Assembly]::LoadFrom($assembly)
+    return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
+}
+
+# The http.sys mapping an https binding uses (mirrors endpoint_of in simulator/windows/iis.py):
+# 'hostnameport=<host>:<port>' with SNI (bit 1 of $Flags), else 'ipport=<ip>:<port>' ('*' =
+# 0.0.0.0, IPv6 in brackets, canonical text); $null when the binding information is not
+# ip:port:host.
+function Get-WinCertPrivateEndpointKey {
+    param(
+        [string]$Information,
+        [int]$Flags
+    )
+    $hostSep = $Information.LastIndexOf(':')
+    if ($hostSep -lt 1) { return $null }
+    $portSep = $Information.LastIndexOf(':', $hostSep - 1)
+    if ($portSep -lt 1) { return $null }
+    $ip = $Information.Substring(0, $portSep)
+    $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
+    $hostName = $Information.Substring($hostSep + 1)
+    if ($portText -notmatch '^[0-9]+\z') { return $null }
+    $portNumber = [int]$portText
+    if (($Flags -band 1) -ne 0) {
+        return ('hostnameport={0}:{1}' -f $hostName.ToLowerInvariant(), $portNumber)
+    }
+    if ($ip -eq '*') { return ('ipport=0.0.0.0:{0}' -f $portNumber) }
+    $inner = $ip
+    if ($ip.StartsWith('[') -and $ip.EndsWith(']')) { $inner = $ip.Substring(1, $ip.Length - 2) }
+    $address = $null
+    if ([System.Net.IPAddress]::TryParse($inner, [ref]$address)) {
+        if ($address.AddressFamily -eq [System.Net.Sockets.AddressFamily]::InterNetworkV6) {
+            return ('ipport=[{0}]:{1}' -f $address.ToString(), $portNumber)
+        }
+        return ('ipport={0}:{1}' -f $address.ToString(), $portNumber)
+    }
+    return ('ipport={0}:{1}' -f $ip.ToLowerInvariant(), $portNumber)
+}
+
+# The sslFlags attribute of an IIS binding (0 when it has none).
+function Get-WinCertPrivateBindingSslFlags {
+    param(
+        [object]$Binding
+    )
+    try { return [int]$Binding.GetAttributeValue('sslFlags') } catch { return 0 }
+}
+
+# The certificate hash of an IIS binding as upper-case hex ('' when it has none).
+function Get-WinCertPrivateBindingThumbprint {
+    param(
+        [object]$Binding
+    )
+    $bytes = $Binding.CertificateHash
+    if ($null -eq $bytes -or $bytes.Length -eq 0) { return '' }
+    return [System.BitConverter]::ToString($bytes).Replace('-', '').ToUpperInvariant()
+}
+
+# A service's StartName as an account name: LocalSystem -> NT AUTHORITY\SYSTEM,
+# .\user -> COMPUTERNAME\user.
+function ConvertTo-WinCertPrivateAccountName {
+    param(
+        [string]$StartName
+    )
+    $name = ([string]$StartName).Trim()
+    if ($name -eq 'LocalSystem') { return 'NT AUTHORITY\SYSTEM' }
+    if ($name.StartsWith('.\')) { return ('{0}\{1}' -f $env:COMPUTERNAME, $name.Substring(2)) }
+    return $name
+}
+
+# The SQL Server instance $Name as registered {Name, Id} (64-bit registry view $Root), or $null.
+function Find-WinCertPrivateSqlInstance {
+    param(
+        [Microsoft.Win32.RegistryKey]$Root,
+        [string]$Name
+    )
+    $names = $Root.OpenSubKey('SOFTWARE\Microsoft\Microsoft SQL Server\Instance Names\SQL')
+    if ($null -eq $names) { return $null }
+    try {
+        foreach ($valueName in $names.GetValueNames()) {
+            if ($valueName -eq $Name) {
+                return [pscustomobject]@{ Name = [string]$valueName; Id = [string]$names.GetValue($valueName) }
+            }
+        }
+        return $null
+    }
+    finally { $names.Close() }
+}
+
+# The service of a SQL Server instance: MSSQLSERVER or MSSQL$<name>.
+function Get-WinCertPrivateSqlServiceName {
+    param(
+        [string]$InstanceName
+    )
+    if ($InstanceName -eq 'MSSQLSERVER') { return 'MSSQLSERVER' }
+    return ('MSSQL$' + $InstanceName)
+}
+
+# Stops a service (and its dependents) and starts it again, then the dependents that were
+# running; returns $null or the reason it did not restart (never throws).
+function Restart-WinCertPrivateSqlService {
+    param(
+        [string]$Name
+    )
+    try {
+        $service = [System.ServiceProcess.ServiceController]::new($Name)
+        $dependents = @($service.DependentServices | Where-Object { $_.Status -eq 'Running' })
+        if ($service.Status -ne [System.ServiceProcess.ServiceControllerStatus]::Stopped) {
+            if ($service.Status -ne [System.ServiceProcess.ServiceControllerStatus]::StopPending) { $service.Stop() }
+            $service.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Stopped, [TimeSpan]::FromSeconds(60))
+        }
+        $service.Start()
+        $service.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Running, [TimeSpan]::FromSeconds(90))
+        foreach ($dependent in $dependents) {
+            try { $dependent.Start() }
+            catch { Write-Warning ("Dependent service '{0}' of '{1}' was not started again: {2}" -f $dependent.ServiceName, $Name, $_.Exception.Message) }
+        }
+        return $null
+    }
+    catch {
+        $cause = Get-WinCertPrivateInnerException -Exception $_.Exception
+        return ("Service '{0}' did not restart: {1}" -f $Name, $cause.Message)
+    }
+}
