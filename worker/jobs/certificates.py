@@ -119,7 +119,7 @@ def prepare(job: AddJob, settings: WorkerSettings) -> PreparedCertificate:
     try:
         parsed = parse_certificate_input(contents, password)
     except CertificateInputError as exc:
-        raise JobStepError(ResultCode(exc.code), exc.message) from None
+        raise JobStepError(exc.code, exc.message) from None
     return PreparedCertificate(parsed, contents, password)
 
 
@@ -158,7 +158,7 @@ def for_host(prepared: PreparedCertificate, job: AddJob, info: HostInfo) -> Pars
             prepared.raw, prepared.password, os_build=info.os_build, rewrap_legacy=job.rewrap_legacy_pfx
         )
     except CertificateInputError as exc:
-        raise JobStepError(ResultCode(exc.code), exc.message) from None
+        raise JobStepError(exc.code, exc.message) from None
 
 
 def check_provider(info: HostInfo, provider: str | None, key_algorithm: str | None = None) -> None:

@@ -223,6 +223,13 @@ def classify(
     if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(e, ssl.SSLError) for e in _chain(exc)):
         bundle = f"WINCERT_CA_BUNDLE={ca_bundle}" if ca_bundle else "WINCERT_CA_BUNDLE (not set: system CAs)"
         reason = next((str(e) for e in _chain(exc) if isinstance(e, ssl.SSLError)), "handshake failed")
+        if "WRONG_VERSION_NUMBER" in reason or "wrong version number" in reason.lower():
+            return Classified(
+                ResultCode.TLS_ERROR,
+                f"{where} did not answer TLS ({redact(reason, secrets)[:200]}): it is probably a plain"
+                " HTTP listener; use protocol http (port 5985), or the HTTPS listener's port (5986)",
+                "tls",
+            )
         return Classified(
             ResultCode.TLS_ERROR,
             f"TLS with {where} failed ({redact(reason, secrets)[:300]}): check that the WinRM HTTPS"
