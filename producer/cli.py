@@ -6,18 +6,24 @@ Exit codes (also in ``wincert --help``): see :class:`ExitCode`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import getpass
+import io
 import json
+import os
+import re
 import sys
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, Protocol
 
 import click
 import typer
+from cryptography import x509
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -45,11 +51,13 @@ from producer.messages import (
     CertificateItem,
     InventoryJob,
     JobResult,
+    ReenrollmentCompleteJob,
     ReenrollmentJob,
     RemoveJob,
     Status,
     StoreType,
     parse_job,
+    parse_legacy_sans,
 )
 from producer.secrets import SecretKeyError, generate_key
 from producer.settings import ENV_PREFIX, ProducerSettings
@@ -111,6 +119,18 @@ _FIELD_OPTIONS = {
     "entry_parameters.SniFlag": "--sni-flag",
     "entry_parameters.ProviderName": "--provider-name",
     "entry_parameters.InstanceName": "--instance-name",
+    "allow_takeover": "--allow-takeover",
+    "include_chain": "--include-chain",
+    "subject": "--subject",
+    "key_algorithm": "--key-algorithm",
+    "key_length": "--key-length",
+    "provider_name": "--provider-name",
+    "sans": "--san / --sans",
+    "signer": "--signer",
+    "signer.task": "--signer",
+    "signer.queue": "--signer-queue",
+    "chain": "--chain",
+    "request_job_id": "--request-job-id",
 }
 # Names in messages of whole-object errors (no field in the loc) -> the option to change.
 _MESSAGE_NAMES = {
@@ -161,6 +181,15 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(parts)
 
 
+def _before_index(field: str) -> str:
+    """``field`` up to its first list index: ``sans.0.type`` -> ``sans``."""
+    parts = field.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[:i])
+    return field
+
+
 def validation_lines(exc: ValidationError, prefix: str = "") -> list[str]:
     """One line per error: ``field (option): what is wrong and how to fix it``.
 
@@ -173,6 +202,9 @@ def validation_lines(exc: ValidationError, prefix: str = "") -> list[str]:
         message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if not field and ": " in message and message.split(": ", 1)[0] in _FIELD_OPTIONS:
             field, message = message.split(": ", 1)
+        elif not field and message.split(" ", 1)[0] in _FIELD_OPTIONS:
+            field = message.split(" ", 1)[0]  # "key_length applies to RSA only; ..."
+        message = message.removeprefix(f"{field.rsplit('.', 1)[-1]}: ") if field else message
         shown_input = error.get("input")
         if (
             error["type"] not in {"value_error", "missing", "extra_forbidden"}
@@ -181,7 +213,7 @@ def validation_lines(exc: ValidationError, prefix: str = "") -> list[str]:
             and not isinstance(shown_input, bool)
         ):
             message = f"{message} (got {shown_input!r})"
-        option = _FIELD_OPTIONS.get(field)
+        option = _FIELD_OPTIONS.get(field) or _FIELD_OPTIONS.get(_before_index(field))
         if option is None and field in {"", "store", "entry_parameters"}:
             named = [flag for name, flag in _MESSAGE_NAMES.items() if name in message]
             option = " / ".join(named) or None
@@ -331,13 +363,17 @@ def _exit_for(result: JobResult) -> NoReturn:
     raise typer.Exit(int(_STATUS_EXIT[result.status]))
 
 
-def _show_result(result: JobResult, fmt: OutputFormat, job_history_id: int | None = None) -> NoReturn:
+def _print_result(result: JobResult, fmt: OutputFormat, job_history_id: int | None = None) -> None:
     if fmt is OutputFormat.JSON:
         sys.stdout.write(result.model_dump_json() + "\n")
     elif fmt is OutputFormat.KEYFACTOR:
         _print_json(keyfactor_output(result, job_history_id))
     else:
         render_result(_console(), result)
+
+
+def _show_result(result: JobResult, fmt: OutputFormat, job_history_id: int | None = None) -> NoReturn:
+    _print_result(result, fmt, job_history_id)
     _exit_for(result)
 
 
@@ -378,7 +414,8 @@ def _check_timeout(timeout: float) -> None:
 
 
 # --- options shared by the job commands -------------------------------------------------------
-# Defined once and used by inventory, add and remove; _Connection and _Output gather them.
+# Defined once and used by inventory, add, remove, reenroll and complete; _Connection and
+# _Output gather them.
 
 TargetArg = Annotated[
     str | None,
@@ -454,6 +491,40 @@ RestartServiceOpt = Annotated[
     bool,
     typer.Option("--restart-service", help="WinSQL: restart the SQL Server service after (un)binding."),
 ]
+SiteNameOpt = Annotated[
+    str | None, typer.Option("--site-name", help="IISU: the IIS site (default 'Default Web Site').")
+]
+IpAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ip-address", help="IISU: binding IP: * (default), IPv4 or IPv6 (brackets optional)."),
+]
+PortBindingOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--port-binding",
+        metavar="PORT",
+        help="IISU: the HTTPS binding's port (default 443); not the WinRM --port.",
+    ),
+]
+HostNameOpt = Annotated[
+    str | None, typer.Option("--host-name", help="IISU: binding host name (SNI); empty by default.")
+]
+SniFlagOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sni-flag",
+        metavar="FLAGS",
+        help="IISU: IIS sslFlags bitmask 0-127 (1 = SNI, needs --host-name).",
+    ),
+]
+AllowTakeoverOpt = Annotated[
+    bool,
+    typer.Option("--allow-takeover", help="IISU: take over a binding another site owns."),
+]
+IncludeChainOpt = Annotated[
+    bool,
+    typer.Option("--include-chain", help="Also add intermediates to CA and self-signed roots to Root."),
+]
 
 
 @dataclass(frozen=True)
@@ -528,12 +599,25 @@ class _Connection:
         return store
 
 
+class _Extras(Protocol):
+    """What a command adds to the standard report of :func:`_send` (reenroll: CSR, completion job)."""
+
+    def submitted(self, job: AnyJob) -> tuple[dict[str, str], list[str]]:
+        """Extra JSON fields and extra text lines for the job-id report (without ``--wait``)."""
+        ...
+
+    def finished(self, result: JobResult, fmt: OutputFormat) -> None:
+        """Called after the result was printed, before the exit code is chosen."""
+        ...
+
+
 @dataclass(frozen=True)
 class _Output:
     wait: bool
     timeout: float
     fmt: OutputFormat
     job_history_id: int | None = None
+    extras: _Extras | None = None
 
 
 @dataclass(frozen=True)
@@ -565,6 +649,9 @@ def _describe(job: AnyJob) -> str:
         return f"remove of {job.alias} from {where}"
     if isinstance(job, ReenrollmentJob):
         return f"reenrollment ({job.subject}) for {where}"
+    if isinstance(job, ReenrollmentCompleteJob):
+        request = f" of request {job.request_job_id}" if job.request_job_id else ""
+        return f"reenrollment completion{request} for {where}"
     if isinstance(job, InventoryJob):
         return f"inventory of {where}"
     return f"{job.job_type} for {where}"
@@ -639,6 +726,7 @@ def _send(client: Client, settings: ProducerSettings, prepared: AnyJob, out: _Ou
     def submit_and_show() -> None:
         submitted = client.submit(prepared)
         if not out.wait:
+            fields, lines = out.extras.submitted(prepared) if out.extras else ({}, [])
             if out.fmt is not OutputFormat.TABLE:
                 submitted_at = prepared.submitted_at
                 _print_json(
@@ -646,13 +734,20 @@ def _send(client: Client, settings: ProducerSettings, prepared: AnyJob, out: _Ou
                         "job_id": str(submitted),
                         "queue": settings.queue,
                         "submitted_at": submitted_at.isoformat() if submitted_at else None,
+                        **fields,
                     }
                 )
             else:
                 typer.echo(f"submitted job {submitted} ({_describe(prepared)}) to queue {settings.queue}")
                 typer.echo(f"result: wincert result {submitted} --wait")
+                for line in lines:
+                    typer.echo(line)
             return
-        _show_result(client.wait(submitted, out.timeout), out.fmt, out.job_history_id)
+        found = client.wait(submitted, out.timeout)
+        _print_result(found, out.fmt, out.job_history_id)
+        if out.extras is not None:
+            out.extras.finished(found, out.fmt)
+        _exit_for(found)
 
     _run(submit_and_show, settings)
 
@@ -731,16 +826,96 @@ def _read_secret_file(path: str, option: str) -> str:
     return _strip_line_end(text)
 
 
-def _read_certificate_file(path: str) -> bytes:
+@dataclass(frozen=True)
+class _Binding:
+    """The entry-parameter options of add, reenroll and complete (IISU binding, WinSQL instances)."""
+
+    store_type: str
+    site_name: str | None
+    ip_address: str | None
+    port_binding: int | None
+    host_name: str | None
+    sni_flag: str | None
+    instance_name: list[str] | None
+    restart_service: bool
+    allow_takeover: bool
+    provider_name: str | None = None
+    """``entry_parameters.ProviderName`` (add); reenroll's --provider-name is a job field."""
+
+    def entry_parameters(self) -> dict[str, Any] | None:
+        """Entry parameters by peer name; raises :class:`UsageProblemError` for an option the
+        store type does not take."""
+        entry = _entry_parameters(
+            self.store_type,
+            {
+                "--site-name": self.site_name,
+                "--ip-address": self.ip_address,
+                "--port-binding": self.port_binding,
+                "--host-name": self.host_name,
+                "--sni-flag": self.sni_flag,
+                "--provider-name": self.provider_name,
+                "--instance-name": _instance_names(self.instance_name),
+            },
+        )
+        _check_applicable(
+            self.store_type,
+            {"--restart-service": self.restart_service, "--allow-takeover": self.allow_takeover},
+        )
+        return entry
+
+
+def _read_certificate_file(path: str, field: str = "certificate", option: str = "--certificate") -> bytes:
     try:
         with open(path, "rb") as handle:
             contents = handle.read()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise UsageProblemError(f"certificate (--certificate): cannot read {path!r}: {reason}") from None
+        raise UsageProblemError(f"{field} ({option}): cannot read {path!r}: {reason}") from None
     if not contents.strip(b"\x00 \t\r\n"):
-        raise UsageProblemError(f"certificate (--certificate): {path!r} is empty")
+        raise UsageProblemError(f"{field} ({option}): {path!r} is empty")
     return contents
+
+
+def _signed_certificate_text(path: str, field: str, option: str) -> str:
+    """A reenrollment_complete certificate field from a file: PEM text as it is (one or more
+    certificates), base64 DER as it is, binary DER as base64.
+
+    The file is parsed here, so a file that is not an X.509 certificate (PKCS#12, PKCS#7, a CSR)
+    fails before anything is sent; a PEM file holding a private key is refused (the key of a
+    reenrolled certificate stays on the host, and this field travels unencrypted).
+    """
+    contents = _read_certificate_file(path, field, option)
+    expected = "; give the issued X.509 certificate as PEM or DER (.cer, .crt, .pem)"
+    if b"-----BEGIN" in contents:
+        try:
+            text = contents.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise UsageProblemError(f"{field} ({option}): {path!r} is not PEM text{expected}") from None
+        if "PRIVATE KEY-----" in text:
+            raise UsageProblemError(
+                f"{field} ({option}): {path!r} contains a private key; give the certificate alone"
+                " (the pending key is already on the host)"
+            )
+        try:
+            x509.load_pem_x509_certificates(text.encode("utf-8"))
+        except ValueError:
+            raise UsageProblemError(
+                f"{field} ({option}): {path!r} has no PEM CERTIFICATE block{expected}"
+            ) from None
+        return text
+    der = contents
+    text_form: str | None = None
+    try:
+        ascii_text = contents.decode("ascii")
+        der = base64.b64decode("".join(ascii_text.split()), validate=True)
+        text_form = ascii_text.strip()
+    except (UnicodeDecodeError, binascii.Error, ValueError):
+        der = contents
+    try:
+        x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise UsageProblemError(f"{field} ({option}): {path!r} is not a certificate{expected}") from None
+    return text_form if text_form is not None else base64.b64encode(der).decode("ascii")
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -831,32 +1006,11 @@ def add(
     host: HostOpt = None,
     store_path: StorePathOpt = None,
     store_type: StoreTypeOpt = "WinCert",
-    site_name: Annotated[
-        str | None, typer.Option("--site-name", help="IISU: the IIS site (default 'Default Web Site').")
-    ] = None,
-    ip_address: Annotated[
-        str | None,
-        typer.Option("--ip-address", help="IISU: binding IP: * (default), IPv4 or IPv6 (brackets optional)."),
-    ] = None,
-    port_binding: Annotated[
-        int | None,
-        typer.Option(
-            "--port-binding",
-            metavar="PORT",
-            help="IISU: the HTTPS binding's port (default 443); not the WinRM --port.",
-        ),
-    ] = None,
-    host_name: Annotated[
-        str | None, typer.Option("--host-name", help="IISU: binding host name (SNI); empty by default.")
-    ] = None,
-    sni_flag: Annotated[
-        str | None,
-        typer.Option(
-            "--sni-flag",
-            metavar="FLAGS",
-            help="IISU: IIS sslFlags bitmask 0-127 (1 = SNI, needs --host-name).",
-        ),
-    ] = None,
+    site_name: SiteNameOpt = None,
+    ip_address: IpAddressOpt = None,
+    port_binding: PortBindingOpt = None,
+    host_name: HostNameOpt = None,
+    sni_flag: SniFlagOpt = None,
     provider_name: Annotated[
         str | None, typer.Option("--provider-name", help="CSP/KSP to import the private key into.")
     ] = None,
@@ -865,10 +1019,7 @@ def add(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the certificate if it is already in the store.")
     ] = False,
-    include_chain: Annotated[
-        bool,
-        typer.Option("--include-chain", help="Also add intermediates to CA and self-signed roots to Root."),
-    ] = False,
+    include_chain: IncludeChainOpt = False,
     exportable: Annotated[
         bool, typer.Option("--exportable", help="Import the private key as exportable.")
     ] = False,
@@ -879,10 +1030,7 @@ def add(
             help="Re-wrap PBES2/AES PKCS#12 files with 3DES/SHA1 for hosts older than Server 2019.",
         ),
     ] = False,
-    allow_takeover: Annotated[
-        bool,
-        typer.Option("--allow-takeover", help="IISU: take over a binding another site owns."),
-    ] = False,
+    allow_takeover: AllowTakeoverOpt = False,
     renewal_thumbprint: Annotated[
         str | None,
         typer.Option(
@@ -944,21 +1092,10 @@ def add(
                 " (--password-stdin); give the PKCS#12 password with --pfx-password-file FILE, or the"
                 " WinRM credential with --credential NAME"
             )
-        entry = _entry_parameters(
-            store_type,
-            {
-                "--site-name": site_name,
-                "--ip-address": ip_address,
-                "--port-binding": port_binding,
-                "--host-name": host_name,
-                "--sni-flag": sni_flag,
-                "--provider-name": provider_name,
-                "--instance-name": _instance_names(instance_name),
-            },
-        )
-        _check_applicable(
-            store_type, {"--restart-service": restart_service, "--allow-takeover": allow_takeover}
-        )
+        entry = _Binding(
+            store_type, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
+            restart_service, allow_takeover, provider_name,
+        ).entry_parameters()  # fmt: skip
         if certificate is None:
             raise UsageProblemError(
                 "certificate (--certificate): missing; give the certificate file (.pfx, .p12, .cer,"
@@ -1073,6 +1210,353 @@ def remove(
         fields,
         _Output(wait, timeout, _output_format(as_json, fmt)),
         restart_service=restart_service,
+    )
+
+
+_SAN_TYPES = ("dns", "ip", "email", "upn", "uri")
+
+
+def _subject_alt_names(san: list[str] | None, legacy: str | None) -> list[dict[str, str]]:
+    """``--san TYPE:VALUE`` (repeatable) and the legacy ``--sans "dns=a&ip=b"``, in that order."""
+    entries: list[dict[str, str]] = []
+    for given in san or []:
+        kind, sep, value = given.partition(":")
+        kind = kind.strip().lower()
+        if not sep:
+            raise UsageProblemError(
+                f"sans (--san): {given!r} is not TYPE:VALUE; e.g. --san dns:www.contoso.com --san ip:10.0.0.1"
+            )
+        if kind not in _SAN_TYPES:
+            raise UsageProblemError(
+                f"sans (--san): unknown SAN type {kind!r} in {given!r}; use {', '.join(_SAN_TYPES)}"
+            )
+        entries.append({"type": kind, "value": value.strip()})
+    if legacy is not None:
+        try:
+            entries.extend(parse_legacy_sans(legacy))
+        except ValueError as exc:
+            raise UsageProblemError(
+                f"sans (--sans): {exc}; e.g. --sans 'dns=www.contoso.com&ip=10.0.0.1'"
+            ) from None
+    return entries
+
+
+_COMPLETION_IN_MESSAGE = re.compile(r"completion job ([0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12})")
+
+
+def _check_csr_out(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise UsageProblemError(
+            f"--csr-out: cannot write {path!r}: "
+            + ("it is a directory" if os.path.isdir(path) else f"no directory {folder!r}")
+        )
+
+
+def csr_subject(csr_pem: str) -> str:
+    """The subject of a PEM PKCS#10 request (RFC 4514, in the order it was written).
+
+    Raises:
+        ValueError: ``csr_pem`` is not a PEM certificate request.
+    """
+    return x509.load_pem_x509_csr(csr_pem.encode("ascii")).subject.rfc4514_string()
+
+
+def render_reenrollment(
+    console: Console, result: JobResult, csr_out: str | None, *, err_console: Console | None = None
+) -> None:
+    """After a reenrollment result: write the CSR to ``csr_out`` and show its subject, where it
+    went and the completion job chained signing runs (``wincert result ID --wait``).
+
+    Raises:
+        OSError: ``csr_out`` could not be written.
+    """
+    err = err_console or Console(stderr=True, highlight=False, soft_wrap=False)
+    if result.csr is not None:
+        try:
+            console.print(Text(f"CSR subject: {csr_subject(result.csr)}"))
+        except ValueError as exc:
+            err.print(Text(f"warning: the result's csr is not a PEM certificate request ({exc})"))
+        if csr_out is not None:
+            with open(csr_out, "w", encoding="ascii", newline="\n") as handle:
+                handle.write(result.csr if result.csr.endswith("\n") else result.csr + "\n")
+            console.print(Text(f"CSR written to {csr_out}"))
+        else:
+            console.print(
+                Text(f"CSR: give --csr-out FILE, or read 'csr' from `wincert result {result.job_id} --json`")
+            )
+    elif csr_out is not None:
+        err.print(Text(f"warning: the result has no CSR; {csr_out} not written"))
+    named = _COMPLETION_IN_MESSAGE.search(result.message)
+    if named is not None:
+        completion = named.group(1).lower()
+        console.print(Text(f"completion job {completion}: wincert result {completion} --wait"))
+
+
+@dataclass(frozen=True)
+class _ReenrollExtras:
+    """reenroll's additions to the standard report (see :class:`_Extras`)."""
+
+    csr_out: str | None
+
+    def submitted(self, job: AnyJob) -> tuple[dict[str, str], list[str]]:
+        if not isinstance(job, ReenrollmentJob) or job.signer is None:
+            return {}, []
+        completion = job.completion_job_id
+        line = (
+            f"completion job {completion} (signed by {job.signer.task}): wincert result {completion} --wait"
+        )
+        return {"completion_job_id": str(completion)}, [line]
+
+    def finished(self, result: JobResult, fmt: OutputFormat) -> None:
+        # json / keyfactor: stdout stays one JSON document; the file is still written
+        console = _console() if fmt is OutputFormat.TABLE else Console(file=io.StringIO())
+        try:
+            render_reenrollment(console, result, self.csr_out)
+        except OSError as exc:
+            _fail(
+                f"--csr-out: cannot write {self.csr_out!r}: {exc.strerror or exc}; the CSR is in"
+                f" `wincert result {result.job_id} --json`",
+                ExitCode.ERROR,
+            )
+
+
+ProviderNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--provider-name",
+        help="KSP/CSP the key is generated in (default Microsoft Software Key Storage Provider).",
+    ),
+]
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def reenroll(
+    target: TargetArg = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            "--subject",
+            help="X.500 subject (required), e.g. 'CN=web01.contoso.com, O=\"Contoso, Inc\"'.",
+        ),
+    ] = None,
+    key_algorithm: Annotated[
+        str, typer.Option("--key-algorithm", help="RSA (default), ECDSA_P256 or ECDSA_P384.")
+    ] = "RSA",
+    key_length: Annotated[
+        int | None,
+        typer.Option("--key-length", help="RSA key size: 2048 (default), 3072 or 4096; not for ECDSA."),
+    ] = None,
+    provider_name: ProviderNameOpt = None,
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--san",
+            metavar="TYPE:VALUE",
+            help="Subject alternative name; repeatable. TYPE: dns, ip, email, upn or uri"
+            " (e.g. dns:www.contoso.com, ip:10.0.0.1).",
+        ),
+    ] = None,
+    legacy_sans: Annotated[
+        str | None,
+        typer.Option(
+            "--sans", metavar="'dns=A&ip=B'", help="SANs in the peer's legacy form (with --san: added after)."
+        ),
+    ] = None,
+    signer: Annotated[
+        str | None,
+        typer.Option(
+            "--signer",
+            metavar="TASK",
+            help="Celery task that signs the CSR; the worker then installs the certificate itself"
+            " (the completion job is named in the result).",
+        ),
+    ] = None,
+    signer_queue: Annotated[
+        str | None, typer.Option("--signer-queue", metavar="QUEUE", help="The --signer task's queue.")
+    ] = None,
+    csr_out: Annotated[
+        str | None,
+        typer.Option("--csr-out", metavar="FILE", help="With --wait: write the CSR (PEM) to FILE."),
+    ] = None,
+    host: HostOpt = None,
+    store_path: StorePathOpt = None,
+    store_type: StoreTypeOpt = "WinCert",
+    site_name: SiteNameOpt = None,
+    ip_address: IpAddressOpt = None,
+    port_binding: PortBindingOpt = None,
+    host_name: HostNameOpt = None,
+    sni_flag: SniFlagOpt = None,
+    instance_name: InstanceNameOpt = None,
+    restart_service: RestartServiceOpt = False,
+    allow_takeover: AllowTakeoverOpt = False,
+    protocol: ProtocolOpt = "https",
+    port: PortOpt = None,
+    auth: AuthOpt = "negotiate",
+    credential: CredentialOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    no_cert_validation: NoCertValidationOpt = False,
+    spn_with_port: SpnWithPortOpt = False,
+    jea_endpoint: JeaEndpointOpt = None,
+    job_id: JobIdOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Submit a reenrollment job: the host generates a key pair and returns a CSR (PKCS#10).
+
+    The key stays pending on the host. Sign the CSR and install the certificate with
+    `wincert complete`, or give --signer TASK to have the worker chain signing and installation
+    (binding with the entry parameters given here). Without --wait, prints the job id (exit 0);
+    with --wait, the result, the CSR's subject and (--csr-out) where the CSR was written.
+    """
+    _check_timeout(timeout)
+    output = _output_format(as_json, fmt)
+    settings = _load_settings()
+    conn = _Connection(
+        target, host, store_path, store_type, protocol, port, auth, credential, username,
+        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
+    )  # fmt: skip
+    try:
+        address = conn.check("reenroll")
+        entry = _Binding(
+            store_type, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
+            restart_service, allow_takeover,
+        ).entry_parameters()  # fmt: skip
+        if subject is None:
+            raise UsageProblemError(
+                "subject (--subject): missing; give the X.500 subject, e.g. --subject"
+                " 'CN=web01.contoso.com, O=\"Contoso, Inc\"'"
+            )
+        sans = _subject_alt_names(san, legacy_sans)
+        if signer_queue is not None and signer is None:
+            raise UsageProblemError("signer.queue (--signer-queue): also give --signer TASK")
+        if csr_out is not None:
+            if not wait:
+                raise UsageProblemError(
+                    "--csr-out: the CSR comes with the result; add --wait (or read 'csr' from"
+                    " `wincert result ID --json` later)"
+                )
+            _check_csr_out(csr_out)
+    except UsageProblemError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    fields = _job_fields(
+        "reenrollment",
+        job_id,
+        subject=subject,
+        key_algorithm=key_algorithm.strip().upper(),
+        key_length=key_length,
+        provider_name=provider_name,
+        sans=sans,
+        entry_parameters=entry,
+        signer=None if signer is None else {"task": signer, "queue": signer_queue},
+        allow_takeover=allow_takeover,
+    )
+    _submit_command(
+        settings,
+        conn,
+        address,
+        fields,
+        _Output(wait, timeout, output, extras=_ReenrollExtras(csr_out)),
+        restart_service=restart_service,
+    )
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def complete(
+    target: TargetArg = None,
+    certificate: Annotated[
+        str | None,
+        typer.Option(
+            "--certificate",
+            metavar="FILE",
+            help="The issued certificate (required): PEM (its chain may follow) or DER.",
+        ),
+    ] = None,
+    chain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--chain",
+            metavar="FILE",
+            help="Issuer certificates, PEM (one or more) or DER; repeatable. Installed with --include-chain.",
+        ),
+    ] = None,
+    request_job_id: Annotated[
+        str | None,
+        typer.Option(
+            "--request-job-id",
+            metavar="UUID",
+            help="The reenroll job that made the key (a certificate pairing with another is a warning).",
+        ),
+    ] = None,
+    host: HostOpt = None,
+    store_path: StorePathOpt = None,
+    store_type: StoreTypeOpt = "WinCert",
+    site_name: SiteNameOpt = None,
+    ip_address: IpAddressOpt = None,
+    port_binding: PortBindingOpt = None,
+    host_name: HostNameOpt = None,
+    sni_flag: SniFlagOpt = None,
+    instance_name: InstanceNameOpt = None,
+    restart_service: RestartServiceOpt = False,
+    allow_takeover: AllowTakeoverOpt = False,
+    include_chain: IncludeChainOpt = False,
+    protocol: ProtocolOpt = "https",
+    port: PortOpt = None,
+    auth: AuthOpt = "negotiate",
+    credential: CredentialOpt = None,
+    username: UsernameOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    no_cert_validation: NoCertValidationOpt = False,
+    spn_with_port: SpnWithPortOpt = False,
+    jea_endpoint: JeaEndpointOpt = None,
+    job_id: JobIdOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 60.0,
+    as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
+) -> None:
+    """Submit a reenrollment completion job: install the signed certificate with its pending key.
+
+    Then binds it (IISU with the entry parameters, WinSQL honouring --restart-service). A
+    certificate whose key no pending request holds fails with no_matching_request. Without
+    --wait, prints the job id (exit 0); with --wait, the result and the thumbprint installed.
+    """
+    _check_timeout(timeout)
+    output = _output_format(as_json, fmt)
+    settings = _load_settings()
+    conn = _Connection(
+        target, host, store_path, store_type, protocol, port, auth, credential, username,
+        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
+    )  # fmt: skip
+    try:
+        address = conn.check("complete")
+        entry = _Binding(
+            store_type, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
+            restart_service, allow_takeover,
+        ).entry_parameters()  # fmt: skip
+        if certificate is None:
+            raise UsageProblemError(
+                "certificate (--certificate): missing; give the issued certificate file (PEM or DER)"
+            )
+        leaf = _signed_certificate_text(certificate, "certificate", "--certificate")
+        issuers = [_signed_certificate_text(path, "chain", "--chain") for path in chain or []]
+    except UsageProblemError as exc:
+        _fail(str(exc), ExitCode.USAGE)
+    fields = _job_fields(
+        "reenrollment_complete",
+        job_id,
+        certificate=leaf,
+        chain=issuers,
+        request_job_id=request_job_id,
+        entry_parameters=entry,
+        include_chain=include_chain,
+        allow_takeover=allow_takeover,
+    )
+    _submit_command(
+        settings, conn, address, fields, _Output(wait, timeout, output), restart_service=restart_service
     )
 
 
@@ -1290,8 +1774,10 @@ __all__ = [
     "ExitCode",
     "OutputFormat",
     "app",
+    "csr_subject",
     "main",
     "parse_target",
+    "render_reenrollment",
     "render_result",
     "validation_lines",
 ]

@@ -570,6 +570,13 @@ def parse_legacy_sans(text: str) -> list[dict[str, str]]:
     return entries
 
 
+def completion_job_id(job_id: uuid.UUID) -> uuid.UUID:
+    """The id of the ``reenrollment_complete`` job that chained signing runs for the phase-1
+    ``job_id``: ``uuid5(job_id, "complete")`` (deterministic, so producers, workers and
+    redeliveries agree on it)."""
+    return uuid.uuid5(job_id, "complete")
+
+
 class SignerRef(_Model):
     """A Celery task that signs a CSR: called as ``task(csr_pem: str, job_id: str) -> str`` (the
     issued certificate as PEM, optionally followed by its chain). Chained signing: the worker
@@ -613,6 +620,15 @@ class ReenrollmentJob(_JobBase):
             data = {**data, "sans": parse_legacy_sans(data["sans"])}
         return _typed_entry_parameters(cls.__name__, data)
 
+    @field_validator("provider_name")
+    @classmethod
+    def _provider_name(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if CONTROL_CHARS.search(value) or len(value) > 256:
+            raise ValueError("must be a CSP/KSP name of at most 256 characters without control characters")
+        return value.strip()
+
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
@@ -650,6 +666,11 @@ class ReenrollmentJob(_JobBase):
     def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
         """The entry parameters, or the store type's defaults."""
         return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()
+
+    @property
+    def completion_job_id(self) -> uuid.UUID:
+        """The id of the ``reenrollment_complete`` job chained signing runs for this job."""
+        return completion_job_id(self.job_id)
 
 
 class ReenrollmentCompleteJob(_JobBase):

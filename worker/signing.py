@@ -8,7 +8,7 @@ the worker publishes (:func:`publish_chain`)::
       link_error → wincert.signing_failed(..., job=job)
 
 * The completion job id is ``uuid5(phase-1 job_id, "complete")``
-  (:func:`worker.jobs.reenrollment.completion_job_id`); the phase-1 result message names it.
+  (:func:`producer.messages.completion_job_id`); the phase-1 result message names it.
 * ``wincert.install_signed`` (:func:`completion_job`) builds a ``reenrollment_complete`` job
   with the phase-1 job's store and entry parameters (``request_job_id`` = the phase-1 id) and
   runs it exactly as ``wincert.run_job`` runs any job, under the completion id, so
@@ -37,8 +37,7 @@ import redis
 from celery import Celery
 
 from producer.codes import ResultCode
-from producer.messages import JobResult, JobType, ReenrollmentJob, Status
-from worker.jobs.reenrollment import completion_job_id
+from producer.messages import JobResult, JobType, ReenrollmentJob, Status, completion_job_id
 
 log = logging.getLogger(__name__)
 

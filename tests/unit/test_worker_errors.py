@@ -117,7 +117,7 @@ def test_http_401_is_auth_failed_naming_the_credential(http_401: int) -> None:
 def test_https_to_a_plain_http_listener_is_tls_error(http_401: int) -> None:
     result = _run(_job(http_401, protocol="https", auth="negotiate")).result
     assert result.code is ResultCode.TLS_ERROR, result.message
-    assert "WINCERT_CA_BUNDLE" in result.message
+    assert "plain HTTP listener; use protocol http" in result.message
     assert PASSWORD not in result.message
 
 

@@ -24,7 +24,6 @@ import binascii
 import contextlib
 import hashlib
 import ipaddress
-import uuid
 from typing import Any
 
 from cryptography import x509
@@ -34,7 +33,7 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from producer.codes import ResultCode
 from producer.entry_parameters import IisParameters, SqlParameters
-from producer.messages import ReenrollmentCompleteJob, ReenrollmentJob, Status, StoreType
+from producer.messages import ReenrollmentCompleteJob, ReenrollmentJob, Status, StoreType, completion_job_id
 from producer.subject import canonical_subject, parse_subject
 from worker.jobs import certificates, iisu, winsql
 from worker.jobs.outcome import JobStepError, Outcome
@@ -50,17 +49,22 @@ UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 _SAN_PARAMETERS = {"dns": "DnsName", "ip": "IpAddress", "email": "Email", "upn": "Upn", "uri": "Uri"}
 # Attribute OID -> the short name producer.subject writes (CertStrToName's names).
 _SHORT_NAMES = {
-    "2.5.4.3": "CN", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.7": "L", "2.5.4.8": "S", "2.5.4.6": "C",
-    "1.2.840.113549.1.9.1": "E", "0.9.2342.19200300.100.1.25": "DC", "2.5.4.9": "STREET",
-    "2.5.4.5": "SERIALNUMBER", "2.5.4.42": "G", "2.5.4.4": "SN", "2.5.4.12": "T", "2.5.4.17": "PostalCode",
+    "2.5.4.3": "CN",
+    "2.5.4.10": "O",
+    "2.5.4.11": "OU",
+    "2.5.4.7": "L",
+    "2.5.4.8": "S",
+    "2.5.4.6": "C",
+    "1.2.840.113549.1.9.1": "E",
+    "0.9.2342.19200300.100.1.25": "DC",
+    "2.5.4.9": "STREET",
+    "2.5.4.5": "SERIALNUMBER",
+    "2.5.4.42": "G",
+    "2.5.4.4": "SN",
+    "2.5.4.12": "T",
+    "2.5.4.17": "PostalCode",
     "2.5.4.13": "Description",
 }
-
-
-def completion_job_id(job_id: uuid.UUID) -> uuid.UUID:
-    """The id of the ``reenrollment_complete`` job chained signing runs for phase-1 ``job_id``:
-    ``uuid5(job_id, "complete")`` (deterministic, so redeliveries agree on it)."""
-    return uuid.uuid5(job_id, "complete")
 
 
 # -- phase 1 ---------------------------------------------------------------------------------
@@ -270,12 +274,11 @@ def complete(job: ReenrollmentCompleteJob, session: RemoteSession) -> Outcome:
             for c in chain
         )
     installed = str(record["Outcome"])
-    what = (
-        f"Certificate {thumbprint} ({leaf.subject.rfc4514_string()}) "
-        + (f"was already in {store_path} with its private key"
-           if installed == "already_present"
-           else f"was installed in {store_path} with its pending private key"
-           + (f" (request {request_id})" if request_id else ""))
+    what = f"Certificate {thumbprint} ({leaf.subject.rfc4514_string()}) " + (
+        f"was already in {store_path} with its private key"
+        if installed == "already_present"
+        else f"was installed in {store_path} with its pending private key"
+        + (f" (request {request_id})" if request_id else "")
     )
     kept = f"the certificate {thumbprint} stays installed in {store_path} with its private key"
 
