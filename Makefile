@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv redis-server clean
+.PHONY: demo test lint typecheck unit venv redis-server bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ unit: $(STAMP)
 
 demo: $(STAMP) redis-server
 	$(PY) scripts/demo.py
+
+# Session pooling benchmark: ratios measured in one run (bench/results.json)
+bench: $(STAMP) redis-server
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

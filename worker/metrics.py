@@ -16,6 +16,7 @@ Metrics:
 ``wincert_host_slot_wait_seconds``         histogram  job_type (first attempt → slot granted)
 ``wincert_remote_errors_total``            counter    kind (auth, connect, tls, timeout, ...)
 ``wincert_sessions_opened_total``          counter    protocol, auth
+``wincert_sessions_reused_total``          counter    protocol (pooled sessions checked out again)
 ``wincert_host_slots_in_use``              gauge      (livesum across processes)
 ``wincert_jobs_dead_lettered_total``       counter    reason
 =========================================  =========  =====================================
@@ -56,6 +57,11 @@ SLOT_WAIT = Histogram(
 REMOTE_ERRORS = Counter("wincert_remote_errors_total", "Failed remote jobs by error kind.", ["kind"])
 SESSIONS_OPENED = Counter(
     "wincert_sessions_opened_total", "PowerShell Remoting sessions opened.", ["protocol", "auth"]
+)
+SESSIONS_REUSED = Counter(
+    "wincert_sessions_reused_total",
+    "Open PowerShell Remoting sessions reused by a job instead of opening one.",
+    ["protocol"],
 )
 SLOTS_IN_USE = Gauge(
     "wincert_host_slots_in_use", "Host slots held by this worker's processes.", multiprocess_mode="livesum"

@@ -125,6 +125,15 @@ class WorkerSettings(BaseSettings):
     connection_timeout: int = Field(default=30, ge=1, description="TCP connect timeout (s)")
     read_timeout: int = Field(default=30, ge=1, description="HTTP read timeout (s); > operation_timeout")
     operation_timeout: int = Field(default=20, ge=1, description="WS-Man OperationTimeout (s)")
+    session_idle_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="Seconds an idle WinRM session stays open for the next job to the same host and"
+        " credential (below Windows' ~120 s keep-alive drop); 0 disables session reuse",
+    )
+    session_max_age_seconds: float = Field(
+        default=600, gt=0, description="Seconds after opening when a reused WinRM session is closed"
+    )
 
     # --- local mode --------------------------------------------------------------------------
     local_powershell: str | None = Field(

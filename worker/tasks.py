@@ -29,6 +29,7 @@ from typing import Any
 import redis
 from celery import Celery, Task
 from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.signals import worker_process_shutdown, worker_shutdown
 from pydantic import ValidationError
 
 from producer.codes import ResultCode
@@ -40,6 +41,7 @@ from worker.limits import HostLimiter, limit_key, retry_delay
 from worker.limits import Outcome as SlotOutcome
 from worker.logging import job_context
 from worker.remote.errors import TRANSIENT_CODES
+from worker.remote.pool import close_all_pools
 from worker.remote.session import SessionFactory, SessionOptions, make_session_factory
 from worker.settings import WorkerSettings
 from worker.state import JobState
@@ -52,6 +54,17 @@ def _count_session(store: StoreRef) -> None:
         metrics.SESSIONS_OPENED.labels(protocol="local", auth="none").inc()
     else:
         metrics.SESSIONS_OPENED.labels(protocol=store.protocol.value, auth=store.auth.value).inc()
+
+
+def _count_reuse(store: StoreRef) -> None:
+    metrics.SESSIONS_REUSED.labels(protocol=store.protocol.value).inc()
+
+
+@worker_process_shutdown.connect(dispatch_uid="wincert-close-sessions")
+@worker_shutdown.connect(dispatch_uid="wincert-close-sessions-main")
+def _close_sessions(**_: Any) -> None:
+    """Close this process's idle pooled WinRM sessions (prefork children; solo/threads pools)."""
+    close_all_pools()
 
 
 @dataclass
@@ -74,8 +87,12 @@ class Runtime:
                 operation_timeout=self.settings.operation_timeout,
                 local_powershell=self.settings.local_powershell_argv,
                 call_timeout=self.settings.task_soft_time_limit,
+                session_idle_seconds=self.settings.session_idle_seconds,
+                session_max_age_seconds=self.settings.session_max_age_seconds,
             )
-            self.session_factory = make_session_factory(options, on_open=_count_session)
+            self.session_factory = make_session_factory(
+                options, on_open=_count_session, on_reuse=_count_reuse
+            )
 
     @property
     def redis(self) -> redis.Redis:

@@ -117,7 +117,10 @@ def _hosts() -> list[HostConfig]:
 @pytest.fixture(scope="module")
 def hstack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     workdir = Path(tmp_path_factory.mktemp("hostile-e2e"))
-    with start_stack(workdir, redis_url, _hosts(), WINCERT_HOST_LIMIT="4") as running:
+    # one session per job (no reuse), so each job's library loads show up in the journal
+    with start_stack(
+        workdir, redis_url, _hosts(), WINCERT_HOST_LIMIT="4", WINCERT_SESSION_IDLE_SECONDS="0"
+    ) as running:
         yield running
 
 

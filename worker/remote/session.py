@@ -10,8 +10,14 @@ Local mode (``store.is_local``: ``HOST|LocalMachine``, ``localhost``, ``localmac
 use WinRM: :func:`open_local_session` starts ``WINCERT_LOCAL_POWERSHELL`` and speaks
 out-of-process PSRP with it (:mod:`worker.remote.local`); :func:`make_session_factory` chooses.
 
+WinRM sessions are pooled per worker process (:mod:`worker.remote.pool`) when
+``SessionOptions.session_idle_seconds`` > 0 (``WINCERT_SESSION_IDLE_SECONDS``, default 60): a
+job checks an open session out exclusively and gives it back, so the NTLM handshake, the shell
+``Create`` and the library load happen once per (host, port, protocol, auth, user, credential,
+TLS validation, JEA endpoint) instead of once per job. 0 opens and closes a session per job.
+
 The factory is injectable: :func:`worker.jobs.run` takes any callable with the
-:data:`SessionFactory` shape, so tests and future pooled sessions plug in without touching jobs.
+:data:`SessionFactory` shape, so tests plug in without touching jobs.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 from pypsrp.complex_objects import RunspacePoolState
 from pypsrp.powershell import DEFAULT_CONFIGURATION_NAME, RunspacePool
-from pypsrp.wsman import WSMan
+from pypsrp.wsman import SelectorSet, WSMan
 
 from producer.codes import ResultCode
 from producer.messages import AuthMethod, StoreRef
@@ -36,6 +42,7 @@ from worker.remote.errors import TransportFailureError
 from worker.remote.invoke import Invocation, load_script, run_function
 from worker.remote.library import library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
+from worker.remote.pool import DEFAULT_MAX_SIZE, SessionPool
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,14 @@ class SessionOptions:
     """Local mode's command (``WINCERT_LOCAL_POWERSHELL`` split); None: local mode unavailable."""
     call_timeout: float = 600
     """Local mode: seconds one function call may run (the worker passes its soft time limit)."""
+    session_idle_seconds: float = 60
+    """Seconds an idle WinRM session stays open for reuse (keep below Windows' ~120 s
+    keep-alive drop); 0: no pool, one session per job (``WINCERT_SESSION_IDLE_SECONDS``)."""
+    session_max_age_seconds: float = 600
+    """Seconds after opening when a pooled session is closed instead of reused
+    (``WINCERT_SESSION_MAX_AGE_SECONDS``)."""
+    session_pool_size: int = DEFAULT_MAX_SIZE
+    """Idle sessions one worker process keeps at most (all hosts); the least recently used is closed."""
 
 
 def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOptions) -> dict[str, Any]:
@@ -114,14 +129,82 @@ def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOption
 
 
 class PsrpSession:
-    """An open runspace pool with the function library loaded."""
+    """An open runspace pool with the function library loaded (``wsman``: its transport)."""
 
-    def __init__(self, pool: RunspacePool) -> None:
+    def __init__(self, pool: RunspacePool, wsman: WSMan | None = None) -> None:
         self.pool = pool
+        self.wsman = wsman
 
     def invoke(self, function: str, parameters: Mapping[str, Any]) -> Invocation:
         """Run one library function (see :func:`worker.remote.invoke.run_function`)."""
         return run_function(self.pool, function, parameters)
+
+    def close(self) -> None:
+        """Close the runspace pool (WS-Man ``Delete``) and the transport; best effort, never raises."""
+        try:
+            if self.pool.state != RunspacePoolState.BEFORE_OPEN:  # never reached the host: nothing to delete
+                self.pool.close()
+        except Exception:  # closing a broken pool must not hide the job's own error
+            log.debug("closing the runspace pool failed", exc_info=True)
+        self._close_transport()
+
+    def close_orphan(self, orphan: object) -> None:
+        """Close ``orphan`` (a broken session to the same host as the same user) through this
+        session's connection; best effort, never raises.
+
+        A session whose encrypted keep-alive connection was dropped cannot send its own
+        ``Delete`` (pypsrp re-authenticates but encrypts with the old context: HTTP 400), so its
+        shell would stay open on the host until the shell's idle timeout (2 h by default on
+        Windows) and count against ``MaxShellsPerUser``. The host accepts the ``Delete`` for that
+        ShellId from any connection of the same user.
+        """
+        if not isinstance(orphan, PsrpSession):
+            return
+        shell_id = orphan.pool.id
+        if orphan.pool.state in (RunspacePoolState.OPENED, RunspacePoolState.BROKEN) and self.wsman:
+            try:
+                selectors = SelectorSet()
+                selectors.add_option("ShellId", shell_id)
+                self.wsman.delete(orphan.pool.shell.resource_uri, selector_set=selectors)
+            except Exception:  # e.g. shell not found: the host already forgot it
+                log.debug("deleting an orphaned shell failed", exc_info=True)
+            orphan.pool.state = RunspacePoolState.CLOSED
+        orphan._close_transport()
+
+    def _close_transport(self) -> None:
+        if self.wsman is not None:
+            try:
+                self.wsman.close()
+            except Exception:
+                log.debug("closing the WSMan transport failed", exc_info=True)
+
+
+def connect(
+    store: StoreRef,
+    credential: Credential,
+    options: SessionOptions,
+    on_open: Callable[[StoreRef], None] | None = None,
+) -> PsrpSession:
+    """Open a session to ``store``'s host and load the library (not for JEA endpoints).
+
+    The caller closes it (:meth:`PsrpSession.close`); on failure it is closed here.
+    ``on_open`` is called once the runspace pool is open (``wincert_sessions_opened_total``).
+
+    Raises whatever pypsrp/requests raise; :func:`worker.remote.errors.classify` maps it.
+    """
+    wsman = WSMan(**wsman_kwargs(store, credential, options))
+    session = PsrpSession(RunspacePool(wsman, configuration_name=_configuration_name(store)), wsman)
+    try:
+        session.pool.open()
+        if on_open is not None:
+            on_open(store)
+        if store.jea_endpoint is None:
+            for name, text in library_scripts():
+                load_script(session.pool, name, text)
+    except BaseException:
+        session.close()
+        raise
+    return session
 
 
 @contextmanager
@@ -135,26 +218,11 @@ def open_session(
 
     Raises whatever pypsrp/requests raise; :func:`worker.remote.errors.classify` maps it.
     """
-    wsman = WSMan(**wsman_kwargs(store, credential, options))
-    pool = RunspacePool(wsman, configuration_name=_configuration_name(store))
+    session = connect(store, credential, options, on_open)
     try:
-        pool.open()
-        if on_open is not None:
-            on_open(store)
-        if store.jea_endpoint is None:
-            for name, text in library_scripts():
-                load_script(pool, name, text)
-        yield PsrpSession(pool)
+        yield session
     finally:
-        try:
-            if pool.state != RunspacePoolState.BEFORE_OPEN:  # never reached the host: nothing to delete
-                pool.close()
-        except Exception:  # closing a broken pool must not hide the job's own error
-            log.debug("closing the runspace pool failed", exc_info=True)
-        try:
-            wsman.close()
-        except Exception:
-            log.debug("closing the WSMan transport failed", exc_info=True)
+        session.close()
 
 
 def _configuration_name(store: StoreRef) -> str:
@@ -203,18 +271,60 @@ def open_local_session(
         session.close()
 
 
-def make_session_factory(
-    options: SessionOptions, on_open: Callable[[StoreRef], None] | None = None
-) -> SessionFactory:
-    """The production :data:`SessionFactory` bound to ``options`` (and an ``on_open`` hook for metrics).
+class WorkerSessionFactory:
+    """The production :data:`SessionFactory`: local, pooled WinRM, or one WinRM session per job.
 
-    Local stores (``store.is_local``) get a local session and ignore ``credential``; every other
-    store a WinRM session.
+    Local stores (``store.is_local``) get a local session (never pooled) and ignore
+    ``credential``. Other stores are checked out of :attr:`pool` when
+    ``options.session_idle_seconds`` > 0, else opened and closed per job.
+    ``on_open(store)`` is called for every session really opened, ``on_reuse(store)`` for every
+    pooled session reused (metrics).
     """
 
-    def factory(store: StoreRef, credential: Credential) -> AbstractContextManager[RemoteSession]:
-        if store.is_local:
-            return open_local_session(store, options, on_open)
-        return open_session(store, credential, options, on_open)
+    def __init__(
+        self,
+        options: SessionOptions,
+        on_open: Callable[[StoreRef], None] | None = None,
+        on_reuse: Callable[[StoreRef], None] | None = None,
+    ) -> None:
+        self.options = options
+        self._on_open = on_open
+        self.pool: SessionPool | None = None
+        if options.session_idle_seconds > 0:
+            self.pool = SessionPool(
+                self._connect,
+                idle_seconds=options.session_idle_seconds,
+                max_age_seconds=options.session_max_age_seconds,
+                max_size=options.session_pool_size,
+                ca_bundle=str(options.ca_bundle) if options.ca_bundle is not None else None,
+                on_reuse=on_reuse,
+            )
 
-    return factory
+    def _connect(self, store: StoreRef, credential: Credential) -> PsrpSession:
+        return connect(store, credential, self.options, self._on_open)
+
+    def __call__(self, store: StoreRef, credential: Credential) -> AbstractContextManager[RemoteSession]:
+        """A context manager holding a session for ``store`` (see the class docstring)."""
+        if store.is_local:
+            return open_local_session(store, self.options, self._on_open)
+        if self.pool is None:
+            return open_session(store, credential, self.options, self._on_open)
+        return self.pool.checkout(store, credential)
+
+    def close(self) -> None:
+        """Close the pool's idle sessions (best effort; nothing to do without a pool)."""
+        if self.pool is not None:
+            self.pool.close()
+
+
+def make_session_factory(
+    options: SessionOptions,
+    on_open: Callable[[StoreRef], None] | None = None,
+    on_reuse: Callable[[StoreRef], None] | None = None,
+) -> WorkerSessionFactory:
+    """The production :data:`SessionFactory` bound to ``options`` (and metrics hooks).
+
+    See :class:`WorkerSessionFactory`: local stores get a local session; WinRM sessions are
+    pooled when ``options.session_idle_seconds`` > 0.
+    """
+    return WorkerSessionFactory(options, on_open, on_reuse)

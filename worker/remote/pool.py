@@ -1,0 +1,446 @@
+"""A per-process cache of open WinRM sessions (runspace pool + function library loaded).
+
+Opening a session over HTTP/NTLM with message encryption costs the NTLM handshake, the shell
+``Create``/``Receive`` and one pipeline per library file (``Common.ps1`` first); a function
+call on an open pool costs 2 requests (``bench/``: ``python -m bench`` measures both). The
+:class:`SessionPool` keeps sessions open between jobs of the same worker process:
+
+* **Key** (:class:`SessionKey`): host, port, protocol, auth method, user name, a credential
+  fingerprint (HMAC-SHA-256 of the password under a random per-process key: never the password
+  itself), certificate validation and CA bundle, SPN-with-port and the JEA endpoint. Jobs with
+  different credentials never share a session.
+* **Exclusive checkout**: :meth:`SessionPool.checkout` takes an idle session out of the cache
+  (or opens one) and gives it back when the job is done, so two jobs never use one runspace pool
+  at once. Several idle sessions may exist for one key (concurrent jobs for one host).
+* **Discard on transport errors**: a session whose call raised anything but a
+  :class:`~worker.remote.errors.RemoteCommandError` (the function's own failure) is closed, not
+  returned.
+* **Reopen once**: if a *reused* session fails at the job's *first* call with a connection-level
+  error (:func:`is_connection_error`: a dropped keep-alive connection kills an encrypted pypsrp
+  session; Windows drops idle connections after ~120 s), a fresh session is opened and that call
+  is retried once. Jobs are idempotent; nothing is retried after a RemoteCommandError.
+* **Expiry**: an idle session older than ``idle_seconds`` since its last use, or
+  ``max_age_seconds`` since it was opened, is closed (best effort) at the next checkout, when it
+  would be returned, and at :meth:`SessionPool.close` (worker process shutdown, ``atexit``).
+* **Bounded**: at most ``max_size`` idle sessions; returning one more closes the least recently
+  used.
+* **Fork-safe**: a child process forgets (never closes) the sessions its parent held.
+
+Local-mode sessions are not pooled (:mod:`worker.remote.session` decides).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import requests
+from pypsrp.exceptions import WinRMTransportError, WSManFaultError
+
+from producer.messages import StoreRef
+from worker.credentials import Credential
+from worker.remote.errors import RemoteCommandError
+from worker.remote.invoke import Invocation
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIZE = 32
+"""Idle sessions one process keeps at most (all hosts together)."""
+
+SHUTDOWN_CLOSE_SECONDS = 5.0
+"""How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
+
+SHELL_NOT_FOUND = "2150858843"
+"""WS-Management fault 0x8033805B: the host no longer knows the shell (WinRM restarted, or the
+shell's own idle timeout closed it). Reopening is the fix."""
+
+
+class PooledSession(Protocol):
+    """What the pool keeps: a session that calls functions and can be closed."""
+
+    def invoke(self, function: str, parameters: Mapping[str, Any]) -> Invocation:
+        """Run ``function``; raise RemoteCommandError when the function itself failed."""
+        ...
+
+    def close(self) -> None:
+        """Close the runspace pool and its transport; never raises."""
+        ...
+
+    def close_orphan(self, orphan: PooledSession) -> None:
+        """Close ``orphan`` (broken, same host and user) through this session's connection;
+        never raises."""
+        ...
+
+
+Opener = Callable[[StoreRef, Credential], PooledSession]
+"""``opener(store, credential)`` opens a session with the library loaded (and counts it in
+``wincert_sessions_opened_total``); on failure it closes what it opened and raises."""
+
+_FINGERPRINT_KEY = secrets.token_bytes(32)
+"""Per-process HMAC key: fingerprints cannot be compared with precomputed password hashes."""
+
+
+def credential_fingerprint(credential: Credential) -> str:
+    """HMAC-SHA-256 (hex) of the credential's user name and password under a per-process key.
+
+    The cache key holds this, never the password; it differs for every password, so jobs with
+    different credentials never share a session.
+    """
+    material = credential.username.encode("utf-8") + b"\0" + credential.password.get_secret_value().encode()
+    return hmac.new(_FINGERPRINT_KEY, material, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """Everything that makes two sessions interchangeable (no secret values)."""
+
+    host: str
+    port: int
+    protocol: str
+    auth: str
+    username: str
+    credential_fingerprint: str
+    cert_validation: bool
+    ca_bundle: str | None
+    spn_with_port: bool
+    jea_endpoint: str | None
+
+    @classmethod
+    def of(cls, store: StoreRef, credential: Credential, ca_bundle: str | None = None) -> SessionKey:
+        """The key of a job's ``store`` and resolved ``credential`` (``ca_bundle``: worker-wide)."""
+        return cls(
+            host=store.client_machine.strip().lower(),
+            port=store.effective_port,
+            protocol=store.protocol.value,
+            auth=store.auth.value,
+            username=credential.username.lower(),
+            credential_fingerprint=credential_fingerprint(credential),
+            cert_validation=store.cert_validation,
+            ca_bundle=ca_bundle if store.cert_validation else None,
+            spn_with_port=store.spn_with_port,
+            jea_endpoint=store.jea_endpoint,
+        )
+
+    def __str__(self) -> str:  # for logs: no fingerprint
+        endpoint = f" endpoint {self.jea_endpoint}" if self.jea_endpoint else ""
+        return f"{self.protocol}://{self.host}:{self.port} {self.auth} {self.username}{endpoint}"
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for failures of the connection rather than of the host's answer or the function.
+
+    These are worth one retry on a fresh session: an HTTP error status other than 401 (pypsrp's
+    symptom of a dropped encrypted keep-alive connection is ``WinRMTransportError`` 400), a
+    connection reset / refused / closed, or the shell-not-found fault. Authentication failures,
+    timeouts (the call may still be running; a retry would double the wait) and every other
+    fault are not.
+    """
+    if isinstance(exc, WSManFaultError):
+        return str(exc.code) == SHELL_NOT_FOUND
+    if isinstance(exc, WinRMTransportError):
+        return bool(exc.code != 401)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return False
+    return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
+
+
+@dataclass
+class _Entry:
+    key: SessionKey
+    session: PooledSession
+    opened_at: float
+    """``time.monotonic()`` seconds when the session was opened."""
+    last_used: float
+    """``time.monotonic()`` seconds when the session was last given back."""
+
+
+@dataclass
+class PoolStats:
+    """Counters of one pool (this process): sessions opened, reused, retried, closed."""
+
+    opened: int = 0
+    reused: int = 0
+    retried: int = 0
+    """Reused sessions that failed at their first call and were reopened."""
+    discarded: int = 0
+    """Sessions closed after a transport error."""
+    expired: int = 0
+    """Sessions closed for idle time or age."""
+    evicted: int = 0
+    """Sessions closed because the cache was full."""
+
+
+@dataclass
+class _Lease:
+    """The session a job holds: one pooled session, reopened once if its first call drops."""
+
+    pool: SessionPool
+    key: SessionKey
+    store: StoreRef
+    credential: Credential
+    entry: _Entry | None
+    reused: bool
+    called: bool = False
+    broken: bool = False
+    _reopened: bool = field(default=False, repr=False)
+
+    def invoke(self, function: str, parameters: Mapping[str, Any]) -> Invocation:
+        """Run ``function`` on the held session (see the module docstring for the retry).
+
+        Raises:
+            RemoteCommandError: the function failed (the session stays usable).
+            Exception: whatever pypsrp/requests raised (the session is discarded).
+        """
+        entry = self._held()
+        first, self.called = not self.called, True
+        try:
+            return entry.session.invoke(function, parameters)
+        except RemoteCommandError:
+            raise
+        except BaseException as exc:
+            self.broken = True
+            if not (first and self.reused and is_connection_error(exc)):
+                raise
+            log.info(
+                "a reused session to %s failed at its first call (%s); reopening it once",
+                self.key,
+                type(exc).__name__,
+            )
+        # the idle-drop failure: a fresh session, then the same call once more
+        self.entry = None
+        try:
+            self.entry = self.pool._open(self.key, self.store, self.credential)
+        finally:
+            # the broken session cannot delete its own shell over its dead connection
+            self.pool._discard(entry, retried=True, via=self.entry)
+        self.reused, self.broken = False, False
+        try:
+            return self.entry.session.invoke(function, parameters)
+        except RemoteCommandError:
+            raise
+        except BaseException:
+            self.broken = True
+            raise
+
+    def _held(self) -> _Entry:
+        if self.entry is None:
+            raise RuntimeError("the session was already given back or discarded")
+        return self.entry
+
+
+class SessionPool:
+    """Open sessions of one worker process, reused across jobs (see the module docstring).
+
+    Args:
+        opener: opens a session for ``(store, credential)`` (:data:`Opener`).
+        idle_seconds: close a session idle this long (seconds since it was given back); must be
+            > 0 (0 means "no pool": the factory does not build one) and below the hosts'
+            keep-alive drop (~120 s on Windows).
+        max_age_seconds: close a session this long after it was opened (seconds).
+        max_size: idle sessions kept at most; the least recently used is closed beyond it.
+        ca_bundle: the worker's CA bundle path (part of the key).
+        on_reuse: called with the store each time a session is reused (metrics).
+        clock: monotonic seconds (``time.monotonic``).
+    """
+
+    def __init__(
+        self,
+        opener: Opener,
+        *,
+        idle_seconds: float,
+        max_age_seconds: float,
+        max_size: int = DEFAULT_MAX_SIZE,
+        ca_bundle: str | None = None,
+        on_reuse: Callable[[StoreRef], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if idle_seconds <= 0 or max_age_seconds <= 0 or max_size < 1:
+            raise ValueError("idle_seconds and max_age_seconds must be > 0 and max_size >= 1")
+        self._opener = opener
+        self.idle_seconds = idle_seconds
+        self.max_age_seconds = max_age_seconds
+        self.max_size = max_size
+        self._ca_bundle = ca_bundle
+        self._on_reuse = on_reuse
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[int, _Entry] = OrderedDict()  # id(entry) → entry, LRU first
+        self._stats = PoolStats()
+        _POOLS.add(self)
+
+    # --- what jobs use -------------------------------------------------------------------------
+    @contextmanager
+    def checkout(self, store: StoreRef, credential: Credential) -> Iterator[_Lease]:
+        """Hold a session for ``store`` exclusively: a reused idle one, or a newly opened one.
+
+        Given back at the end unless a call broke it; closed instead when it is too old.
+
+        Raises:
+            whatever opening raises (pypsrp, requests, CredentialError, RemoteCommandError while
+            loading the library).
+        """
+        key = SessionKey.of(store, credential, self._ca_bundle)
+        entry = self._take(key)
+        if entry is None:
+            entry = self._open(key, store, credential)
+            reused = False
+        else:
+            reused = True
+            with self._lock:
+                self._stats.reused += 1
+            if self._on_reuse is not None:
+                self._on_reuse(store)
+        lease = _Lease(self, key, store, credential, entry, reused)
+        try:
+            yield lease
+        finally:
+            held, lease.entry = lease.entry, None
+            if held is not None:
+                if lease.broken:
+                    self._discard(held)
+                else:
+                    self._give_back(held)
+
+    def close(self, timeout: float = SHUTDOWN_CLOSE_SECONDS) -> None:
+        """Close every idle session (best effort, in parallel, waiting at most ``timeout`` seconds).
+
+        Sessions checked out now are closed when they are given back (expired at once).
+        """
+        with self._lock:
+            entries = list(self._idle.values())
+            self._idle.clear()
+        _close_all([e.session for e in entries], timeout)
+
+    # --- introspection (tests, bench, logs) ----------------------------------------------------
+    @property
+    def stats(self) -> PoolStats:
+        """A copy of the counters."""
+        with self._lock:
+            return PoolStats(**vars(self._stats))
+
+    def idle_count(self) -> int:
+        """Idle sessions held now."""
+        with self._lock:
+            return len(self._idle)
+
+    # --- internals -----------------------------------------------------------------------------
+    def _expired(self, entry: _Entry, now: float) -> bool:
+        return now - entry.last_used >= self.idle_seconds or now - entry.opened_at >= self.max_age_seconds
+
+    def _take(self, key: SessionKey) -> _Entry | None:
+        """Remove expired sessions (closing them) and take the newest idle one for ``key``."""
+        now = self._clock()
+        found: _Entry | None = None
+        with self._lock:
+            expired = [e for e in self._idle.values() if self._expired(e, now)]
+            for entry in expired:
+                del self._idle[id(entry)]
+            self._stats.expired += len(expired)
+            for entry in reversed(self._idle.values()):  # most recently used first
+                if entry.key == key:
+                    found = entry
+                    break
+            if found is not None:
+                del self._idle[id(found)]
+        for entry in expired:
+            log.debug("closing a session to %s idle for %.0f s", entry.key, now - entry.last_used)
+            _close_quietly(entry.session)
+        return found
+
+    def _open(self, key: SessionKey, store: StoreRef, credential: Credential) -> _Entry:
+        session = self._opener(store, credential)
+        now = self._clock()
+        with self._lock:
+            self._stats.opened += 1
+        return _Entry(key, session, opened_at=now, last_used=now)
+
+    def _give_back(self, entry: _Entry) -> None:
+        now = self._clock()
+        entry.last_used = now
+        closing: list[_Entry] = []
+        with self._lock:
+            if now - entry.opened_at >= self.max_age_seconds:
+                self._stats.expired += 1
+                closing.append(entry)
+            else:
+                self._idle[id(entry)] = entry
+                while len(self._idle) > self.max_size:
+                    _, oldest = self._idle.popitem(last=False)
+                    self._stats.evicted += 1
+                    closing.append(oldest)
+        for old in closing:
+            _close_quietly(old.session)
+
+    def _discard(self, entry: _Entry, retried: bool = False, via: _Entry | None = None) -> None:
+        """Close a broken session: through ``via``'s connection when given, else its own."""
+        with self._lock:
+            self._stats.discarded += 1
+            if retried:
+                self._stats.retried += 1
+        if via is None:
+            _close_quietly(entry.session)
+            return
+        try:
+            via.session.close_orphan(entry.session)
+        except Exception:
+            log.debug("closing an orphaned session failed", exc_info=True)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's sessions without closing them (they are the
+        parent's shells and sockets) and replace a lock another thread may have held."""
+        self._lock = threading.Lock()
+        self._idle = OrderedDict()
+
+
+def _close_quietly(session: PooledSession) -> None:
+    try:
+        session.close()
+    except Exception:  # close() should not raise; a failing close must not fail a job
+        log.debug("closing a pooled session failed", exc_info=True)
+
+
+def _close_all(sessions: list[PooledSession], timeout: float) -> None:
+    """Close ``sessions`` in parallel daemon threads; wait at most ``timeout`` seconds in all."""
+    if not sessions:
+        return
+    threads = [
+        threading.Thread(target=_close_quietly, args=(s,), name="wincert-session-close", daemon=True)
+        for s in sessions
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+_POOLS: weakref.WeakSet[SessionPool] = weakref.WeakSet()
+
+
+def close_all_pools(timeout: float = SHUTDOWN_CLOSE_SECONDS) -> None:
+    """Close the idle sessions of every pool of this process (worker process shutdown, atexit)."""
+    pools = list(_POOLS)
+    deadline = time.monotonic() + timeout
+    for pool in pools:
+        pool.close(max(0.0, deadline - time.monotonic()))
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_POOLS):
+        pool._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(close_all_pools)
