@@ -368,3 +368,16 @@ def test_measured_cost_of_a_local_session(local_host: LocalHost) -> None:
     }
     print(json.dumps(report))
     assert report["per_call_ms"] < 1000
+
+
+def test_a_child_that_stops_reading_is_killed_not_waited_on() -> None:
+    """A write the child never reads times out, and stopping the session kills the child
+    instead of blocking on stdin (the pytest timeout bounds this test)."""
+    import signal as _signal
+
+    from worker.remote.local import _Child
+
+    child = _Child(["sleep", "300"])
+    assert child.write(b"x" * (1 << 20), 1.0) is False  # more than any pipe buffer holds
+    child.stop(2.0)
+    assert child.proc.returncode == -_signal.SIGKILL

@@ -119,6 +119,7 @@ class _Child:
             creationflags=flags,
         )
         self.packets: queue.Queue[Packet | ValueError | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
         self.stderr_tail: deque[str] = deque(maxlen=_STDERR_LINES)
         self._threads = [
             threading.Thread(target=self._read_stdout, name=f"local-psrp-out-{self.proc.pid}", daemon=True),
@@ -172,6 +173,7 @@ class _Child:
                 failure.append(exc)
 
         writer = threading.Thread(target=run, name="local-psrp-write", daemon=True)
+        self._writer = writer
         writer.start()
         writer.join(timeout)
         if writer.is_alive():
@@ -190,7 +192,14 @@ class _Child:
         return " | ".join(self.stderr_tail)[-limit:]
 
     def stop(self, grace: float) -> None:
-        """Close stdin, give the process ``grace`` seconds to exit, then kill it; reap it."""
+        """Close stdin, give the process ``grace`` seconds to exit, then kill it; reap it.
+
+        A write still blocked in its thread holds stdin's lock, so closing stdin would wait for
+        the child to read: then the child is killed first (which unblocks the writer).
+        """
+        if self._writer is not None and self._writer.is_alive():
+            self.proc.kill()
+            self._writer.join(5)
         _close_quietly(self.proc.stdin)  # PowerShell (and the simulator) exit at end of input
         if self.status(grace) is None:
             self.proc.kill()
