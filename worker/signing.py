@@ -4,8 +4,8 @@ When a successful ``reenrollment`` job names a ``signer`` (:class:`producer.mess
 the worker publishes (:func:`publish_chain`)::
 
     <signer.task>(csr_pem, job_id)            on signer.queue (an upstream CA integration)
-      link       → wincert.install_signed(certificate_pem, job)   task id = completion job id
-      link_error → wincert.signing_failed(..., job=job)
+      link       → wincert.install_signed(certificate_pem, job_id)   task id = completion job id
+      link_error → wincert.signing_failed(..., job_id=job_id)
 
 * The completion job id is ``uuid5(phase-1 job_id, "complete")``
   (:func:`producer.messages.completion_job_id`); the phase-1 result message names it.
@@ -13,7 +13,8 @@ the worker publishes (:func:`publish_chain`)::
   with the phase-1 job's store and entry parameters (``request_job_id`` = the phase-1 id) and
   runs it exactly as ``wincert.run_job`` runs any job, under the completion id, so
   ``Client.wait(completion_id)`` and the results stream see it like any other job. The signer's
-  answer is PEM: the issued certificate first, then its chain (passed on as ``chain``).
+  answer is PEM: the issued certificate first, then its chain; intermediates are installed in
+  ``CA`` (``include_chain``), a self-signed root is never installed on a signer's word.
 * A failing signer gives a ``signing_failed`` result for the completion job id
   (:func:`signing_failed_result`), published to the stream and stored under that id.
 
@@ -23,18 +24,22 @@ member's task id, i.e. for the completion id, before the errback could store its
 ``signing_failed`` result there.
 
 A phase-1 job is redelivered if its worker dies before it finishes; a marker in Redis
-(``wincert:signing:<job_id>``, set once the chain is published) keeps such a redelivery from
-signing twice.
+(``wincert:signing:<job_id>``, taken with SET NX before the signer task is sent) keeps such a
+redelivery from signing twice. The marker's value is the phase-1 job: the callbacks travel
+through the signer's queue with only the job id, so the host's credential never reaches the
+signer's side.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
 
 import redis
 from celery import Celery
+from cryptography import x509
 
 from producer.codes import ResultCode
 from producer.messages import JobResult, JobType, ReenrollmentJob, Status, completion_job_id
@@ -42,9 +47,9 @@ from producer.messages import JobResult, JobType, ReenrollmentJob, Status, compl
 log = logging.getLogger(__name__)
 
 INSTALL_TASK = "wincert.install_signed"
-"""``install_signed(certificate_pem: str, job: dict)``: phase 2 for a chained signer's answer."""
+"""``install_signed(certificate_pem: str, job_id: str)``: phase 2 for a chained signer's answer."""
 FAILED_TASK = "wincert.signing_failed"
-"""The error callback of the signer task (``job=`` the phase-1 job as a JSON-mode dict)."""
+"""The error callback of the signer task (``job_id=`` the phase-1 job id)."""
 _MARKER = "wincert:signing:{}"
 
 
@@ -53,24 +58,49 @@ def publish_chain(
 ) -> uuid.UUID | None:
     """Send the signer task with its callbacks (see the module docstring); once per job.
 
+    The phase-1 job (which names the host's credential) stays in this worker's Redis under the
+    marker key for ``ttl`` seconds; the callbacks the signer's worker receives carry only the
+    job id. The marker is taken (``SET NX``) *before* the signer task is sent, so a redelivered
+    phase 1 can never have the CSR signed twice; it is released again if sending fails.
+
     Returns the completion job id, or None when this job's chain was already published.
     """
     assert job.signer is not None
     marker = _MARKER.format(job.job_id)
     completion = completion_job_id(job.job_id)
-    if client.exists(marker):
+    if not client.set(marker, job.model_dump_json(), nx=True, ex=ttl):
         log.info("chained signing for job %s was published before; not again", job.job_id)
         return None
-    job_dict = job.model_dump(mode="json")
-    install = app.signature(INSTALL_TASK, args=(job_dict,), queue=queue, task_id=str(completion))
-    failed = app.signature(FAILED_TASK, kwargs={"job": job_dict}, queue=queue)
+    job_id = str(job.job_id)
+    install = app.signature(INSTALL_TASK, args=(job_id,), queue=queue, task_id=str(completion))
+    failed = app.signature(FAILED_TASK, kwargs={"job_id": job_id}, queue=queue)
     options: dict[str, Any] = {"link": install, "link_error": failed}
     if job.signer.queue:
         options["queue"] = job.signer.queue
-    app.send_task(job.signer.task, args=(csr_pem, str(job.job_id)), **options)
-    client.set(marker, str(completion), ex=ttl)
+    try:
+        app.send_task(job.signer.task, args=(csr_pem, job_id), **options)
+    except Exception:
+        client.delete(marker)
+        raise
     log.info("chained signing: %s → %s (completion job %s)", job.signer.task, INSTALL_TASK, completion)
     return completion
+
+
+def phase1_job(client: redis.Redis, job_id: Any) -> dict[str, Any] | None:
+    """The phase-1 job :func:`publish_chain` kept for the callbacks (None once it expired)."""
+    raw: Any = client.get(_MARKER.format(job_id))
+    if raw is None:
+        return None
+    value: dict[str, Any] = json.loads(raw)
+    return value
+
+
+def _self_signed(pem: str) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except ValueError:
+        return False
+    return cert.issuer == cert.subject
 
 
 def completion_job(certificate_pem: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -87,12 +117,15 @@ def completion_job(certificate_pem: Any, job: dict[str, Any]) -> dict[str, Any]:
         blocks = [b for b in certificate_pem.split("-----END CERTIFICATE-----") if "-----BEGIN" in b]
         pems = [b[b.index("-----BEGIN") :] + "-----END CERTIFICATE-----\n" for b in blocks]
         certificate, chain = pems[0], pems[1:]
+    # intermediates from the signer go to CA; a root is never installed on a signer's word
+    intermediates = [pem for pem in chain if not _self_signed(pem)]
     return {
         "job_type": "reenrollment_complete",
         "job_id": str(completion_job_id(phase1.job_id)),
         "store": phase1.store.model_dump(mode="json"),
         "certificate": certificate,
-        "chain": chain,
+        "chain": intermediates,
+        "include_chain": bool(intermediates),
         "request_job_id": str(phase1.job_id),
         "entry_parameters": (
             phase1.entry_parameters.model_dump(mode="json", by_alias=True)

@@ -130,14 +130,22 @@ def register(
 
     # chained signing (worker/signing.py): the signer task's link and link_error
     @app.task(name=signing.INSTALL_TASK, bind=True, shared=False, max_retries=None)
-    def install_signed(self: Task[Any, Any], certificate_pem: Any, job: Any) -> dict[str, Any]:
+    def install_signed(self: Task[Any, Any], certificate_pem: Any, job_id: Any) -> dict[str, Any]:
+        job = signing.phase1_job(runtime.redis, job_id)
+        if job is None:
+            log.error("chained signing: phase-1 job %s is no longer known; certificate dropped", job_id)
+            return {}
         if not isinstance(certificate_pem, str) or not certificate_pem.strip():
             detail = f"it returned {type(certificate_pem).__name__}, not a PEM certificate"
             return _signing_failed(runtime, app, job, detail, self.request.hostname)
         return execute(self, runtime, signing.completion_job(certificate_pem, job))
 
     @app.task(name=signing.FAILED_TASK, shared=False)
-    def signing_failed(*args: Any, job: Any) -> dict[str, Any]:
+    def signing_failed(*args: Any, job_id: Any) -> dict[str, Any]:
+        job = signing.phase1_job(runtime.redis, job_id)
+        if job is None:
+            log.error("chained signing for phase-1 job %s failed, and that job is no longer known", job_id)
+            return {}
         return _signing_failed(runtime, app, job, signing.failure_detail(app, args), None)
 
     return run_job
