@@ -319,9 +319,13 @@ def _client_machine(details: _Keys, notes: list[str]) -> str:
         return text.strip()
     # The peer: local when the part before '|' is localhost/localmachine; otherwise it connects
     # to the part before '|' and the rest only keeps the store's identity unique.
+    where = (
+        "local mode (the worker's own machine)"
+        if host.strip().lower() in ("localhost", "localmachine")
+        else f"connecting to {host.strip()!r}"
+    )
     notes.append(
-        f"{path} {text!r}: the part after '|' is ignored (only '|LocalMachine' means local mode);"
-        f" connecting to {host.strip()!r}"
+        f"{path} {text!r}: the part after '|' is ignored (only '|LocalMachine' means local mode); {where}"
     )
     return host.strip()
 
