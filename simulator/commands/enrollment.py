@@ -188,11 +188,15 @@ def install_wincert_signed_certificate(ctx: CommandContext, params: dict[str, An
 
     Order: store exists (``WinCert.StoreNotFound``); the data is a certificate
     (``WinCert.PfxImportFailed``); already in the store with a key → ``already_present``
-    (nothing changes: a redelivered completion); chain certificates to ``CA`` / ``Root``
-    (self-signed) when absent; the pending key with the certificate's public key
-    (``WinCert.NoMatchingRequest``); accept (into ``My`` with the key, then moved to the store
-    path), the dummy certificate and the saved CSR removed; the store re-read: the certificate
-    must be listed with a usable key (``WinCert.ImportVerificationFailed``).
+    (a redelivered completion: nothing changes, except that a copy with the key still in ``My``
+    when the store path is not ``My``, the leftover of an interrupted move, is removed with the
+    rest of its request; ``RequestId`` is then its tag's); chain certificates to ``CA`` /
+    ``Root`` (self-signed) when absent; when the store path is not ``My`` and ``My`` already
+    holds the certificate with its key (a completion interrupted after the accept), no accept:
+    moved from there (``installed``); else the pending key with the certificate's public key
+    (``WinCert.NoMatchingRequest``) and the accept (into ``My`` with the key, then moved to the
+    store path); the dummy certificate and the saved CSR removed; the store re-read: the
+    certificate must be listed with a usable key (``WinCert.ImportVerificationFailed``).
     """
     store_path = validate_not_null_or_empty(INSTALL, "StorePath", params.get("StorePath"))
     data = _bytes_parameter(INSTALL, "CertificateData", params.get("CertificateData"))
@@ -212,10 +216,12 @@ def install_wincert_signed_certificate(ctx: CommandContext, params: dict[str, An
         cert = _certificate(data, store_path)
         der = cert.public_bytes(Encoding.DER)
         thumbprint = StoredCertificate(der).thumbprint
+        requests = PendingRequests(host)
         present = store.get(thumbprint)
         if present is not None and present.has_private_key:
+            leftover_id = requests.drop_leftover(cert, thumbprint, store_path)
             ctx.write_output(_json({"Thumbprint": thumbprint, "Outcome": "already_present",
-                                    "HasPrivateKey": True, "RequestId": None}))
+                                    "HasPrivateKey": True, "RequestId": leftover_id}))
             return
         for item in chain:
             chain_cert = _certificate(item, store_path)
@@ -224,11 +230,14 @@ def install_wincert_signed_certificate(ctx: CommandContext, params: dict[str, An
             target_store = host.get_store(target)
             if target_store is None or target_store.get(StoredCertificate(chain_der).thumbprint) is None:
                 host.add_certificate(target, chain_der, create_store=True)
-        requests = PendingRequests(host)
+        accepted = requests.accepted(thumbprint, store_path)
         pending = requests.match(cert)
-        if pending is None:
+        if accepted is not None:
+            entry, request_id = requests.move_accepted(accepted, pending, store.name)
+        elif pending is None:
             raise no_matching_request(thumbprint, cert.subject.rfc4514_string())
-        entry = requests.complete(pending, der, store.name)
+        else:
+            entry, request_id = requests.complete(pending, der, store.name), pending.request_id
         fresh = host.get_store(store.name)
         listed = fresh.get(thumbprint) if fresh is not None else None
         if listed is None or not listed.has_private_key or not key_is_usable(listed):
@@ -238,4 +247,4 @@ def install_wincert_signed_certificate(ctx: CommandContext, params: dict[str, An
                 thumbprint,
             )
         ctx.write_output(_json({"Thumbprint": entry.thumbprint, "Outcome": "installed", "HasPrivateKey": True,
-                                "RequestId": pending.request_id}))
+                                "RequestId": request_id}))

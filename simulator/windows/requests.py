@@ -14,7 +14,13 @@ How Windows keeps a pending request, and how this model does the same:
   ``<state_dir>/requests/<RequestId>.csr`` (PEM), so a second call with the same id returns
   the very same CSR (ECDSA signatures are randomised; re-signing would give other bytes).
 * ``certreq -accept`` finds the dummy certificate whose public key equals the issued
-  certificate's, attaches that key to the issued certificate in ``My`` and deletes the dummy.
+  certificate's, attaches that key to the issued certificate in ``My`` (with the dummy's
+  friendly name, the tag) and deletes the dummy. The PowerShell then moves it to the store path
+  (``Add`` there, ``Remove`` from ``My``), clears the tag and deletes the saved CSR. A worker
+  that dies in between leaves one of two states, which a redelivered completion finishes
+  (:meth:`PendingRequests.move_accepted`, :meth:`PendingRequests.drop_leftover`): the
+  certificate with its key in ``My`` only (after the accept), or in the store path *and* in
+  ``My`` (after the ``Add``).
 
 The subject is the canonical Windows form the worker sends (``CN=web01, O="Contoso, Inc"``):
 parsed here by :func:`parse_subject` (the simulator never imports ``producer``), encoded as
@@ -87,6 +93,11 @@ class RequestError(Exception):
 def request_tag(request_id: str) -> str:
     """The friendly name that tags a pending request's dummy certificate with its request id."""
     return TAG_PREFIX + request_id
+
+
+def _tagged(friendly_name: str) -> str | None:
+    """The request id of a :func:`request_tag` friendly name, or None."""
+    return friendly_name.removeprefix(TAG_PREFIX) if friendly_name.startswith(TAG_PREFIX) else None
 
 
 def certreq_failed(text: str, code: int = -2146885597) -> RequestError:
@@ -320,8 +331,7 @@ class PendingRequests:
             if store is None:
                 return []
             return [
-                PendingRequest(e, e.friendly_name.removeprefix(TAG_PREFIX)
-                               if e.friendly_name.startswith(TAG_PREFIX) else None)
+                PendingRequest(e, _tagged(e.friendly_name))
                 for e in store.list()
                 if e.has_private_key
             ]
@@ -421,6 +431,72 @@ class PendingRequests:
             if pending.request_id is not None:
                 self.forget(pending.request_id)
             return entry
+
+    def accepted(self, thumbprint: str, store_path: str) -> StoredCertificate | None:
+        """The certificate ``thumbprint`` with its private key and a request tag in ``My`` when
+        ``store_path`` is not ``My`` (accepted by a completion that did not get to the move), else
+        None."""
+        if store_path.lower() == "my":
+            return None
+        with self.host.lock:
+            my = self.host.get_store("My")
+            entry = my.get(thumbprint) if my is not None else None
+            # only a copy certreq tagged for a request counts; any other copy in My stays
+            tagged = entry is not None and _tagged(entry.friendly_name) is not None
+            return entry if entry is not None and entry.has_private_key and tagged else None
+
+    def move_accepted(self, accepted: StoredCertificate, pending: PendingRequest | None,
+                      store_path: str) -> tuple[StoredCertificate, str | None]:
+        """Finish a completion interrupted after ``certreq -accept`` (``accepted`` is the copy in
+        ``My``, see :meth:`accepted`): no second accept; the move to ``store_path`` (without the
+        tag), the ``My`` copy removed, the dummy certificate (if still there) and the saved CSR
+        removed. Returns the entry in ``store_path`` and the request id (the tag of the ``My``
+        copy, else of the dummy; None without a tag)."""
+        host = self.host
+        with host.lock:
+            request_id = _tagged(accepted.friendly_name)
+            if request_id is None and pending is not None:
+                request_id = pending.request_id
+            info = host.key_info(accepted.thumbprint)
+            host.remove_certificate(store_path, accepted.thumbprint)  # step 7 clears any friendly name
+            entry = host.add_certificate(store_path, accepted.der, accepted.private_key, "", key_info=info)
+            host.remove_certificate("My", accepted.thumbprint)
+            self._finish(pending, request_id)
+            return entry, request_id
+
+    def drop_leftover(self, certificate: x509.Certificate, thumbprint: str, store_path: str) -> str | None:
+        """Finish a completion interrupted between the ``Add`` to ``store_path`` (which holds the
+        certificate with its key) and the ``Remove`` from ``My``: when ``store_path`` is not ``My``
+        and ``My`` still holds it with its key, that copy goes, the tag in ``store_path`` is
+        cleared, the dummy certificate (if still there) and the saved CSR are removed. Returns the
+        request id (from the tag in the store path, of the ``My`` copy, or of the dummy), None
+        when there was no leftover or no tag."""
+        host = self.host
+        with host.lock:
+            leftover = self.accepted(thumbprint, store_path)
+            if leftover is None:
+                return None
+            store = host.get_store(store_path)
+            present = store.get(thumbprint) if store is not None else None
+            assert present is not None and present.private_key is not None
+            request_id = _tagged(present.friendly_name) or _tagged(leftover.friendly_name)
+            host.remove_certificate("My", thumbprint)
+            if _tagged(present.friendly_name) is not None:
+                info = host.key_info(thumbprint)
+                host.remove_certificate(store_path, thumbprint)
+                host.add_certificate(store_path, present.der, present.private_key, "", key_info=info)
+            pending = self.match(certificate)
+            if request_id is None and pending is not None:
+                request_id = pending.request_id
+            self._finish(pending, request_id)
+            return request_id
+
+    def _finish(self, pending: PendingRequest | None, request_id: str | None) -> None:
+        """The pending request is done: its dummy certificate (if still there) and saved CSR go."""
+        if pending is not None:
+            self.host.remove_certificate(REQUEST_STORE, pending.entry.thumbprint)
+        if request_id is not None:
+            self.forget(request_id)
 
     def discard(self, request_id: str) -> None:
         """Remove what is left of a request for ``request_id`` (its pending key, its saved CSR)."""

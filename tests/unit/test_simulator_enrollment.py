@@ -301,3 +301,112 @@ def test_pairing_survives_a_restart(tmp_path: Path, ca: CA) -> None:
     again = WindowsHost.open(tmp_path / "host", config)
     [entry] = again.certificates("My")
     assert entry.has_private_key and again.certificates("REQUEST") == []
+
+
+# -- a redelivered completion after the worker died mid-way (Install-WinCertSignedCertificate) --
+#
+# The intermediate states are built through the host model as certreq -accept and the move leave
+# them on Windows: after the accept, the issued certificate with the pending key in My (tagged
+# with the request's friendly name), the dummy gone from REQUEST, the saved CSR still there.
+
+
+def _accepted_into_my(host: WindowsHost, ca: CA, request_id: str = "req-1") -> tuple[x509.Certificate, Any]:
+    """The state a completion leaves when it dies right after ``certreq -accept``."""
+    csr_pem = request(host, request_id=request_id, algorithm="ECDSA_P256")["Csr"]
+    issued = ca.sign_csr(csr_pem)
+    [pending] = host.certificates("REQUEST")
+    info = host.key_info(pending.thumbprint)
+    host.add_certificate("My", issued.public_bytes(DER), pending.private_key, TAG_PREFIX + request_id,
+                         create_store=True, key_info=info)
+    host.remove_certificate("REQUEST", pending.thumbprint)
+    assert PendingRequests(host).saved_csr(request_id) is not None
+    return issued, pending.private_key
+
+
+def _assert_installed_once(host: WindowsHost, issued: x509.Certificate, store_path: str) -> None:
+    [entry] = host.certificates(store_path)
+    assert entry.thumbprint == thumb(issued) and entry.has_private_key and entry.friendly_name == ""
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    assert entry.private_key is not None
+    paired = entry.private_key.public_key().public_bytes(DER, spki)
+    assert paired == issued.public_key().public_bytes(DER, spki)
+    assert host.key_info(entry.thumbprint).provider == KSP  # type: ignore[union-attr]
+    assert host.certificates("My") == []  # no stranded or duplicate copy
+    assert host.certificates("REQUEST") == []
+    assert PendingRequests(host).saved_csr("req-1") is None
+
+
+def test_redelivery_after_accept_before_move_finishes_the_move(host: WindowsHost, ca: CA) -> None:
+    issued, _ = _accepted_into_my(host, ca)
+    host.create_store("WebHosting")
+    record = call(host, INSTALL, StorePath="WebHosting", CertificateData=issued.public_bytes(DER),
+                  ChainData=[ca.cert.public_bytes(DER)])
+    # this call put it into the store path: installed (not already_present), request id from the tag
+    assert record == {"Thumbprint": thumb(issued), "Outcome": "installed", "HasPrivateKey": True,
+                      "RequestId": "req-1"}
+    _assert_installed_once(host, issued, "WebHosting")
+    again = call(host, INSTALL, StorePath="WebHosting", CertificateData=issued.public_bytes(DER))
+    assert again == {"Thumbprint": thumb(issued), "Outcome": "already_present", "HasPrivateKey": True,
+                     "RequestId": None}
+    _assert_installed_once(host, issued, "WebHosting")
+
+
+def test_redelivery_after_add_before_my_remove_drops_the_duplicate(host: WindowsHost, ca: CA) -> None:
+    issued, key = _accepted_into_my(host, ca)
+    info = host.key_info(thumb(issued))
+    # the move's Add ran (X509Store.Add copies the tag too), My's Remove did not
+    host.add_certificate("WebHosting", issued.public_bytes(DER), key, TAG_PREFIX + "req-1", create_store=True,
+                         key_info=info)
+    record = call(host, INSTALL, StorePath="WebHosting", CertificateData=issued.public_bytes(DER))
+    # the store already had it with its key: already_present; the leftover's request id is reported
+    assert record == {"Thumbprint": thumb(issued), "Outcome": "already_present", "HasPrivateKey": True,
+                      "RequestId": "req-1"}
+    _assert_installed_once(host, issued, "WebHosting")
+
+
+def test_my_copy_is_kept_when_the_store_path_is_my(host: WindowsHost, ca: CA) -> None:
+    issued, _ = _accepted_into_my(host, ca)
+    record = call(host, INSTALL, StorePath="my", CertificateData=issued.public_bytes(DER))
+    assert record["Outcome"] == "already_present" and record["RequestId"] is None
+    [entry] = host.certificates("My")
+    assert entry.thumbprint == thumb(issued) and entry.has_private_key
+
+
+def test_a_keyless_copy_in_my_is_not_taken_for_an_accepted_one(host: WindowsHost, ca: CA) -> None:
+    issued = ca.sign_csr(request(host)["Csr"])
+    host.add_certificate("My", issued.public_bytes(DER), create_store=True)  # no key: accept as before
+    host.create_store("WebHosting")
+    record = call(host, INSTALL, StorePath="WebHosting", CertificateData=issued.public_bytes(DER))
+    assert record["Outcome"] == "installed" and record["RequestId"] == "req-1"
+    [entry] = host.certificates("WebHosting")
+    assert entry.has_private_key and host.certificates("REQUEST") == []
+
+
+def test_an_untagged_copy_in_my_is_never_removed(host: WindowsHost, ca: CA) -> None:
+    issued, key = _accepted_into_my(host, ca)
+    info = host.key_info(thumb(issued))
+    # somebody's own copy in My (no request tag) next to a finished install in WebHosting
+    host.remove_certificate("My", thumb(issued))
+    host.add_certificate("My", issued.public_bytes(DER), key, "", key_info=info)
+    assert [e.friendly_name for e in host.certificates("My")] == [""]
+    host.add_certificate("WebHosting", issued.public_bytes(DER), key, "", create_store=True, key_info=info)
+    record = call(host, INSTALL, StorePath="WebHosting", CertificateData=issued.public_bytes(DER))
+    assert record["Outcome"] == "already_present"
+    assert [e.thumbprint for e in host.certificates("My")] == [thumb(issued)]  # kept
+
+
+def test_subject_with_percent_round_trips(host: WindowsHost, ca: CA) -> None:
+    # the PowerShell writes it to the INF as %% (INF files substitute %key%); the CSR holds one %
+    subject = 'CN=100%.example.test, O="50% off %TEMP% Inc", OU=%%'
+    csr = x509.load_pem_x509_csr(request(host, subject=subject)["Csr"].encode())
+    got = [(a.oid, a.value) for rdn in reversed(csr.subject.rdns) for a in rdn]
+    assert got == [
+        (NameOID.COMMON_NAME, "100%.example.test"),
+        (NameOID.ORGANIZATION_NAME, "50% off %TEMP% Inc"),
+        (NameOID.ORGANIZATIONAL_UNIT_NAME, "%%"),
+    ]
+    issued = ca.sign_csr(request(host, subject=subject)["Csr"])
+    record = call(host, INSTALL, StorePath="My", CertificateData=issued.public_bytes(DER))
+    assert record["Outcome"] == "installed"
+    [entry] = host.certificates("My")
+    assert entry.certificate().subject == csr.subject

@@ -1,5 +1,11 @@
 # WinCert Orchestrator: PRIVATE helpers shared by the public functions of the other library files.
-# Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7).
+# Target: Windows PowerShell 5.1 on .NET Framework 4.7+ (also runs on PowerShell 7). One part
+# needs 4.7.2: DSA private keys are opened through DSACertificateExtensions (.NET Framework
+# 4.7.2+). The DSA branches look that type up when they run (Get-WinCertPrivateDsaExtension)
+# and degrade clearly on 4.7 / 4.7.1: opening a DSA key (to delete it, or to name its
+# container) fails with a PlatformNotSupportedException saying so, which the callers report as
+# a warning; the usability check of a DSA key warns and relies on HasPrivateKey. RSA and ECDSA
+# keys (RSA/ECDsaCertificateExtensions, .NET 4.6+) and everything else need only 4.7.
 #
 # Nothing here is public. Every function of this file is named <ApprovedVerb>-WinCertPrivate<Noun>
 # and only that naming marks a private helper: the worker never calls one, the simulator has no
@@ -182,6 +188,12 @@ function Resolve-WinCertPrivateCryptoProvider {
                 -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
 }
 
+# [System.Security.Cryptography.X509Certificates.DSACertificateExtensions] (.NET Framework
+# 4.7.2+, and PowerShell 7), or $null on .NET Framework 4.7 / 4.7.1 (see the header).
+function Get-WinCertPrivateDsaExtension {
+    return ('System.Security.Cryptography.X509Certificates.DSACertificateExtensions' -as [type])
+}
+
 # RSA, ECDSA, DSA or the public key's OID.
 function Get-WinCertPrivateKeyAlgorithm {
     param(
@@ -197,7 +209,8 @@ function Get-WinCertPrivateKeyAlgorithm {
 }
 
 # The private key object of a certificate (CNG or CryptoAPI; RSA, ECDSA or DSA), or $null. The
-# caller disposes it.
+# caller disposes it. A DSA key on .NET Framework before 4.7.2 throws a
+# PlatformNotSupportedException that says so.
 function Get-WinCertPrivateCertificateKey {
     param(
         [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
@@ -205,7 +218,13 @@ function Get-WinCertPrivateCertificateKey {
     switch (Get-WinCertPrivateKeyAlgorithm -Certificate $Certificate) {
         'RSA' { return [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Certificate) }
         'ECDSA' { return [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Certificate) }
-        'DSA' { return [System.Security.Cryptography.X509Certificates.DSACertificateExtensions]::GetDSAPrivateKey($Certificate) }
+        'DSA' {
+            $dsaExtension = Get-WinCertPrivateDsaExtension
+            if ($null -eq $dsaExtension) {
+                throw [System.PlatformNotSupportedException]::new(('The DSA private key of certificate {0} cannot be opened: that needs .NET Framework 4.7.2 or later (DSACertificateExtensions), and this host has an older version.' -f $Certificate.Thumbprint))
+            }
+            return $dsaExtension::GetDSAPrivateKey($Certificate)
+        }
     }
     return $null
 }
@@ -241,8 +260,14 @@ function Test-WinCertPrivateKeyUsable {
                 return [bool]$publicKey.VerifyData($probe, $signature, $sha256)
             }
             'DSA' {
-                # FIPS 186-2 DSA keys sign only SHA-1 digests; opening the key is the check.
-                $privateKey = [System.Security.Cryptography.X509Certificates.DSACertificateExtensions]::GetDSAPrivateKey($Certificate)
+                # FIPS 186-2 DSA keys sign only SHA-1 digests; opening the key is the check. Before
+                # .NET Framework 4.7.2 it cannot be opened: a warning, and HasPrivateKey decides.
+                $dsaExtension = Get-WinCertPrivateDsaExtension
+                if ($null -eq $dsaExtension) {
+                    Write-Warning ('The DSA private key of certificate {0} was not checked: opening it needs .NET Framework 4.7.2 or later (DSACertificateExtensions), and this host has an older version.' -f $Certificate.Thumbprint)
+                    return [bool]$Certificate.HasPrivateKey
+                }
+                $privateKey = $dsaExtension::GetDSAPrivateKey($Certificate)
                 return ($null -ne $privateKey)
             }
             default { return [bool]$Certificate.HasPrivateKey }

@@ -5,8 +5,9 @@
 # function that uses them. The simulator implements the same functions in
 # simulator/commands/enrollment.py (same objects, error ids and messages; tests/contract checks
 # names, parameters and error ids). No parameter value is ever placed into script text: values
-# go into the request file escaped for it (quotes doubled; the subject alternative names as a DER
-# extension in base64), and certreq.exe gets an argument array.
+# go into the request file escaped for it (quotes and percent signs doubled, as INF string values
+# need; the subject alternative names as a DER extension in base64), and certreq.exe gets an
+# argument array.
 
 function New-WinCertCertificateRequest {
     <#
@@ -24,8 +25,10 @@ function New-WinCertCertificateRequest {
     new request made.
 
     Subject is the canonical Windows form (CN=web01, O="Contoso, Inc"); the request file line
-    doubles its quotes. KeyAlgorithm RSA (KeyLength 2048 default, 3072, 4096), ECDSA_P256 or
-    ECDSA_P384 (KeyLength omitted or the curve size). Subject alternative names (-DnsName,
+    doubles its quotes and its percent signs (INF files read %key% as a string substitution;
+    %% is a literal %), as for every string value the request file carries. KeyAlgorithm RSA
+    (KeyLength 2048 default, 3072, 4096), ECDSA_P256 or ECDSA_P384 (KeyLength omitted or the
+    curve size). Subject alternative names (-DnsName,
     -IpAddress, -Email, -Upn, -Uri, in that order) are encoded here as the DER value of the
     extension and written to the request file in base64, so no value can break the file's
     syntax (certreq's "{text}" form splits on '&' and needs its own keywords, e.g. url=).
@@ -167,6 +170,15 @@ function New-WinCertCertificateRequest {
         return [pscustomobject]@{ Start = $start; End = $start + $length }
     }
 
+    # A string value of the request file: in double quotes, inner quotes doubled, and percent
+    # signs doubled (an INF file substitutes %key% from its [Strings] section; %% is one %).
+    function ConvertTo-InfString {
+        param(
+            [string]$Value
+        )
+        return '"{0}"' -f $Value.Replace('"', '""').Replace('%', '%%')
+    }
+
     # The subjectPublicKey bits of a PKCS#10 request (DER), as base64; $null if unreadable.
     function Get-RequestPublicKey {
         param(
@@ -283,14 +295,14 @@ function New-WinCertCertificateRequest {
         }
     }
 
-    # 4. The request file: every value in double quotes with inner quotes doubled.
+    # 4. The request file: every string value in double quotes, inner quotes and % doubled.
     $lines = [System.Collections.Generic.List[string]]::new()
     $lines.Add('[Version]')
     $lines.Add('Signature="$Windows NT$"')
     $lines.Add('')
     $lines.Add('[NewRequest]')
-    $lines.Add(('Subject = "{0}"' -f $Subject.Replace('"', '""')))
-    $lines.Add(('ProviderName = "{0}"' -f $provider.Name.Replace('"', '""')))
+    $lines.Add(('Subject = {0}' -f (ConvertTo-InfString -Value $Subject)))
+    $lines.Add(('ProviderName = {0}' -f (ConvertTo-InfString -Value $provider.Name)))
     if ($provider.Kind -eq 'CSP') {
         $lines.Add(('ProviderType = {0}' -f $provider.Type))
         $lines.Add('KeySpec = 1')
@@ -307,7 +319,7 @@ function New-WinCertCertificateRequest {
     $lines.Add('HashAlgorithm = SHA256')
     $lines.Add('SMIME = FALSE')
     $lines.Add('Silent = TRUE')
-    $lines.Add(('FriendlyName = "{0}"' -f $tag))
+    $lines.Add(('FriendlyName = {0}' -f (ConvertTo-InfString -Value $tag)))
     if ($null -ne $sanExtension) {
         $lines.Add('')
         $lines.Add('[Extensions]')
@@ -385,14 +397,20 @@ function Install-WinCertSignedCertificate {
 
     .DESCRIPTION
     Order: the store LocalMachine\<StorePath> exists; the data is a certificate (DER); already
-    there with a private key -> already_present (nothing changes); chain certificates
-    (-ChainData) to CA, self-signed ones to Root, when absent; the pending key in
-    LocalMachine\REQUEST with the certificate's public key (else WinCert.NoMatchingRequest);
-    certreq -accept -machine (argument array; with an untrusted root it falls back to
-    X509Enrollment InstallResponse with AllowUntrustedRoot), then the move from My to the store
-    path, the dummy certificate and the saved request (RequestId from its tag) removed; a fresh
-    read of the store must show the certificate with a usable private key (else
-    WinCert.ImportVerificationFailed; the certificate is left in place).
+    there with a private key -> already_present (nothing else changes, except that the leftover
+    of a move interrupted after the store's Add, a copy with the private key still in My when
+    StorePath is not My, is removed with what was left of its request: the tag friendly name in
+    the store, the pending dummy, the saved request; RequestId is then the tag's, else $null);
+    chain certificates (-ChainData) to CA, self-signed ones to Root, when absent; when StorePath
+    is not My and My already holds the certificate with its private key (a completion
+    interrupted after certreq -accept), no accept: it is moved from there (continue below, the My
+    copy removed; installed); else the pending key in LocalMachine\REQUEST with the
+    certificate's public key (else WinCert.NoMatchingRequest) and certreq -accept -machine
+    (argument array; with an untrusted root it falls back to X509Enrollment InstallResponse with
+    AllowUntrustedRoot); then the move from My to the store path, the dummy certificate and the
+    saved request (RequestId from its tag) removed; a fresh read of the store must show the
+    certificate with a usable private key (else WinCert.ImportVerificationFailed; the
+    certificate is left in place).
 
     Errors: WinCert.StoreNotFound, WinCert.StoreOpenFailed, WinCert.PfxImportFailed (not a
     certificate), WinCert.NoMatchingRequest, WinCert.ImportVerificationFailed.
@@ -423,7 +441,77 @@ function Install-WinCertSignedCertificate {
         [System.Convert]::ToBase64String($key.EncodedKeyValue.RawData)
     }
 
+    # The request id of a 'WinCert request <RequestId>' friendly name, or $null.
+    function Get-RequestTag {
+        param(
+            [string]$FriendlyName
+        )
+        if ($FriendlyName -and $FriendlyName.StartsWith('WinCert request ', [System.StringComparison]::Ordinal)) {
+            return $FriendlyName.Substring(16)
+        }
+        return $null
+    }
+
+    # The pending key (dummy certificate in LocalMachine\REQUEST) with $Wanted's public key, or $null.
+    function Find-PendingKey {
+        param(
+            [string]$Wanted
+        )
+        $found = $null
+        $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
+        try {
+            foreach ($candidate in $pendingStore.Certificates) {
+                if ($candidate.HasPrivateKey -and (Get-PublicKeyText -Certificate $candidate) -eq $Wanted) { $found = $candidate }
+            }
+        }
+        finally {
+            $pendingStore.Close()
+        }
+        return $found
+    }
+
+    # The pending request is done: its dummy certificate (certreq removes it) and its saved CSR.
+    function Complete-PendingRequest {
+        param(
+            [System.Security.Cryptography.X509Certificates.X509Certificate2]$Pending,
+            [string]$Id
+        )
+        if ($null -ne $Pending) {
+            $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
+            try {
+                foreach ($candidate in @($pendingStore.Certificates)) {
+                    if ($candidate.Thumbprint -eq $Pending.Thumbprint) { $pendingStore.Remove($candidate) }
+                }
+            }
+            finally {
+                $pendingStore.Close()
+            }
+        }
+        if ($Id) {
+            $savedFile = Join-Path -Path $env:ProgramData -ChildPath ('WinCertOrchestrator\requests\{0}.csr' -f $Id)
+            if (Test-Path -LiteralPath $savedFile) { Remove-Item -LiteralPath $savedFile -Force }
+        }
+    }
+
+    # Removes the certificate $Thumbprint from LocalMachine\My (the store entry only, not its key,
+    # which the copy in the store path shares).
+    function Remove-MyCopy {
+        param(
+            [string]$Thumbprint
+        )
+        $my = Open-WinCertPrivateStore -Name 'My' -Flags $readWrite
+        try {
+            foreach ($certificate in @($my.Certificates)) {
+                if ($certificate.Thumbprint -eq $Thumbprint) { $my.Remove($certificate) }
+            }
+        }
+        finally {
+            $my.Close()
+        }
+    }
+
     $readWrite = [System.Security.Cryptography.X509Certificates.OpenFlags]'ReadWrite, OpenExistingOnly'
+    $intoMy = $StorePath -ieq 'My'
 
     # 1. The store.
     $store = Open-WinCertPrivateTargetStore -StorePath $StorePath -Flags $readWrite -Cmdlet $PSCmdlet
@@ -439,15 +527,31 @@ function Install-WinCertSignedCertificate {
                         -Exception ([System.Security.Cryptography.CryptographicException]::new($message))))
         }
         $thumbprint = $issued.Thumbprint
+        $wanted = Get-PublicKeyText -Certificate $issued
 
-        # 3. Already installed (a redelivered completion).
+        # 3. Already installed (a redelivered completion). A copy with the key still in My is the
+        # leftover of a move interrupted between the store's Add and My's Remove: it goes, with
+        # what the interrupted completion had not removed yet (tag, dummy, saved request).
         foreach ($certificate in $store.Certificates) {
             if ($certificate.Thumbprint -eq $thumbprint -and $certificate.HasPrivateKey) {
+                $requestId = $null
+                $leftover = $null
+                if (-not $intoMy) { $leftover = Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint }
+                # only this request's own leftover (still tagged), never a copy someone else put in My
+                if ($null -ne $leftover -and $leftover.HasPrivateKey -and $null -ne (Get-RequestTag -FriendlyName $leftover.FriendlyName)) {
+                    $requestId = Get-RequestTag -FriendlyName $certificate.FriendlyName
+                    if ($null -eq $requestId) { $requestId = Get-RequestTag -FriendlyName $leftover.FriendlyName }
+                    Remove-MyCopy -Thumbprint $thumbprint
+                    if ($null -ne (Get-RequestTag -FriendlyName $certificate.FriendlyName)) { $certificate.FriendlyName = '' }
+                    $pending = Find-PendingKey -Wanted $wanted
+                    if ($null -eq $requestId -and $null -ne $pending) { $requestId = Get-RequestTag -FriendlyName $pending.FriendlyName }
+                    Complete-PendingRequest -Pending $pending -Id $requestId
+                }
                 return ([pscustomobject]@{
                         Thumbprint    = $thumbprint
                         Outcome       = 'already_present'
                         HasPrivateKey = $true
-                        RequestId     = $null
+                        RequestId     = $requestId
                     } | ConvertTo-Json -Compress)
             }
         }
@@ -467,70 +571,72 @@ function Install-WinCertSignedCertificate {
             }
         }
 
-        # 5. The pending key with the certificate's public key.
-        $wanted = Get-PublicKeyText -Certificate $issued
-        $pending = $null
-        $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly)
-        try {
-            foreach ($candidate in $pendingStore.Certificates) {
-                if ($candidate.HasPrivateKey -and (Get-PublicKeyText -Certificate $candidate) -eq $wanted) { $pending = $candidate }
-            }
+        # 5. Accepted before (a completion interrupted between certreq -accept and the move): My
+        # already holds it with its key, so no accept; it is moved from there (steps 7 to 9) and
+        # the request id is the tag certreq gave it. Else the pending key with the certificate's
+        # public key (WinCert.NoMatchingRequest without one).
+        $accepted = $null
+        if (-not $intoMy) {
+            $accepted = Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint
+            # only a copy certreq tagged for a request counts as accepted; any other copy in My stays
+            if ($null -ne $accepted -and (-not $accepted.HasPrivateKey -or $null -eq (Get-RequestTag -FriendlyName $accepted.FriendlyName))) { $accepted = $null }
         }
-        finally {
-            $pendingStore.Close()
+        $pending = Find-PendingKey -Wanted $wanted
+        if ($null -ne $accepted) {
+            $requestId = Get-RequestTag -FriendlyName $accepted.FriendlyName
+            if ($null -eq $requestId -and $null -ne $pending) { $requestId = Get-RequestTag -FriendlyName $pending.FriendlyName }
+            $wasInMy = $false  # the copy in My is this completion's own: removed after the move
         }
-        if ($null -eq $pending) {
+        elseif ($null -eq $pending) {
             $message = 'Certificate {0} ({1}) matches no pending request: no key in LocalMachine\REQUEST has its public key.' -f $thumbprint, $issued.Subject
             $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.NoMatchingRequest' `
                         -Category ObjectNotFound -Target $thumbprint `
                         -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
-        $requestId = $null
-        if ($pending.FriendlyName.StartsWith('WinCert request ', [System.StringComparison]::Ordinal)) {
-            $requestId = $pending.FriendlyName.Substring(16)
+        else {
+            $requestId = Get-RequestTag -FriendlyName $pending.FriendlyName
+            $wasInMy = $null -ne (Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint)
         }
-        $wasInMy = $null -ne (Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint)
 
         # 6. certreq -accept -machine <cer>; an untrusted root falls back to InstallResponse.
-        $cerFile = Join-Path -Path ([System.IO.Path]::GetTempPath()) -ChildPath ('wincert-{0}.cer' -f [guid]::NewGuid().ToString('N'))
-        $acceptError = $null
-        try {
-            [System.IO.File]::WriteAllBytes($cerFile, $issued.RawData)
-            $certreq = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certreq.exe'
-            $result = Invoke-WinCertPrivateNativeCommand -FilePath $certreq -ArgumentList @('-accept', '-q', '-machine', $cerFile)
-            if ($result.ExitCode -ne 0) {
-                $detail = (@($result.Output -split "`r?`n" | ForEach-Object { $_.Trim() } | Where-Object { $_ }) -join ' ')
-                if ($detail -match '0x800b0109|0x800b010a') {
-                    $enrollment = New-Object -ComObject 'X509Enrollment.CX509Enrollment'
-                    $enrollment.Initialize(2)
-                    $enrollment.InstallResponse(4, [System.Convert]::ToBase64String($issued.RawData), 1, '')
-                }
-                else {
-                    $acceptError = 'certreq -accept exited with code {0}: {1}' -f $result.ExitCode, $detail
+        if ($null -eq $accepted) {
+            $cerFile = Join-Path -Path ([System.IO.Path]::GetTempPath()) -ChildPath ('wincert-{0}.cer' -f [guid]::NewGuid().ToString('N'))
+            $acceptError = $null
+            try {
+                [System.IO.File]::WriteAllBytes($cerFile, $issued.RawData)
+                $certreq = Join-Path -Path $env:SystemRoot -ChildPath 'System32\certreq.exe'
+                $result = Invoke-WinCertPrivateNativeCommand -FilePath $certreq -ArgumentList @('-accept', '-q', '-machine', $cerFile)
+                if ($result.ExitCode -ne 0) {
+                    $detail = (@($result.Output -split "`r?`n" | ForEach-Object { $_.Trim() } | Where-Object { $_ }) -join ' ')
+                    if ($detail -match '0x800b0109|0x800b010a') {
+                        $enrollment = New-Object -ComObject 'X509Enrollment.CX509Enrollment'
+                        $enrollment.Initialize(2)
+                        $enrollment.InstallResponse(4, [System.Convert]::ToBase64String($issued.RawData), 1, '')
+                    }
+                    else {
+                        $acceptError = 'certreq -accept exited with code {0}: {1}' -f $result.ExitCode, $detail
+                    }
                 }
             }
-        }
-        catch {
-            $acceptError = $_.Exception.Message
-        }
-        finally {
-            if (Test-Path -LiteralPath $cerFile) { Remove-Item -LiteralPath $cerFile -Force }
-        }
-        $accepted = Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint
-        if ($null -eq $accepted -or -not $accepted.HasPrivateKey) {
-            if ($null -eq $acceptError) { $acceptError = 'LocalMachine\My does not show it with its private key afterwards' }
-            $message = 'Certificate {0} could not be installed with its pending key: {1}' -f $thumbprint, $acceptError
-            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
-                        -Category InvalidResult -Target $thumbprint))
+            catch {
+                $acceptError = $_.Exception.Message
+            }
+            finally {
+                if (Test-Path -LiteralPath $cerFile) { Remove-Item -LiteralPath $cerFile -Force }
+            }
+            $accepted = Find-WinCertPrivateStoredCertificate -StorePath 'My' -Thumbprint $thumbprint
+            if ($null -eq $accepted -or -not $accepted.HasPrivateKey) {
+                if ($null -eq $acceptError) { $acceptError = 'LocalMachine\My does not show it with its private key afterwards' }
+                $message = 'Certificate {0} could not be installed with its pending key: {1}' -f $thumbprint, $acceptError
+                $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.ImportVerificationFailed' `
+                            -Category InvalidResult -Target $thumbprint))
+            }
         }
 
         # 7. Move it to the store path; no friendly name (the tag was the request's).
-        if ($StorePath -ine 'My') {
+        if (-not $intoMy) {
             $store.Add($accepted)
-            if (-not $wasInMy) {
-                $my = Open-WinCertPrivateStore -Name 'My' -Flags $readWrite
-                try { $my.Remove($accepted) } finally { $my.Close() }
-            }
+            if (-not $wasInMy) { Remove-MyCopy -Thumbprint $thumbprint }
         }
         $store.Close()
         $store.Open($readWrite)
@@ -539,19 +645,7 @@ function Install-WinCertSignedCertificate {
         }
 
         # 8. The pending request is done: its dummy certificate (certreq removes it) and saved CSR.
-        $pendingStore = Open-WinCertPrivateStore -Name 'REQUEST' -Flags ([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite)
-        try {
-            foreach ($candidate in @($pendingStore.Certificates)) {
-                if ($candidate.Thumbprint -eq $pending.Thumbprint) { $pendingStore.Remove($candidate) }
-            }
-        }
-        finally {
-            $pendingStore.Close()
-        }
-        if ($null -ne $requestId) {
-            $savedFile = Join-Path -Path $env:ProgramData -ChildPath ('WinCertOrchestrator\requests\{0}.csr' -f $requestId)
-            if (Test-Path -LiteralPath $savedFile) { Remove-Item -LiteralPath $savedFile -Force }
-        }
+        Complete-PendingRequest -Pending $pending -Id $requestId
 
         # 9. Verify with a fresh read.
         $stored = Find-WinCertPrivateStoredCertificate -StorePath $StorePath -Thumbprint $thumbprint
