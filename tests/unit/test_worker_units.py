@@ -22,8 +22,9 @@ from worker.credentials import CredentialError, CredentialResolver, env_name
 from worker.jobs import HANDLERS, wincert
 from worker.jobs.wincert import RecordError, parse_record, parse_time
 from worker.logging import JobContextFilter, JsonFormatter, job_context
+from worker.powershell import read_script
 from worker.remote.invoke import Invocation
-from worker.remote.library import library_scripts, read_script
+from worker.remote.library import library_scripts
 from worker.results import redact_job
 from worker.settings import SettingsError, load_settings
 
