@@ -6,7 +6,6 @@ enqueued" is checked as an empty database (no list, not even kombu's binding key
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import subprocess
@@ -14,14 +13,13 @@ import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 import redis
 from cryptography.fernet import Fernet
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from producer.cli import app, parse_target
+from producer.cli import parse_target
 from producer.messages import (
     DEFAULT_QUEUE,
     RESULTS_STREAM,
@@ -32,16 +30,9 @@ from producer.messages import (
 )
 from producer.secrets import decrypt_secret, generate_key
 from tests.support import free_port
+from tests.unit.cli_support import invoke_cli, queued
 
 Invoke = Callable[..., Result]
-_SETTINGS = (
-    "WINCERT_BROKER_URL",
-    "WINCERT_RESULT_BACKEND",
-    "WINCERT_QUEUE",
-    "WINCERT_SECRET_KEYS",
-    "WINCERT_ALLOW_PLAINTEXT_SECRETS",
-    "WINCERT_VISIBILITY_TIMEOUT",
-)
 
 
 @pytest.fixture
@@ -49,22 +40,9 @@ def cli(redis_url: str, redis_client: redis.Redis) -> Invoke:
     """Run ``wincert ARGS`` in-process with WINCERT_* pointing at the test Redis only."""
 
     def invoke(args: list[str], input: str | None = None, **env: str | None) -> Result:
-        environment: dict[str, str | None] = dict.fromkeys(_SETTINGS)
-        environment.update({"WINCERT_BROKER_URL": redis_url, "COLUMNS": "80"})
-        environment.update(env)
-        return CliRunner().invoke(app, args, input=input, env=environment)
+        return invoke_cli(redis_url, args, input, columns="80", **env)
 
     return invoke
-
-
-def queued(client: redis.Redis, queue: str = DEFAULT_QUEUE) -> list[dict[str, Any]]:
-    """The Celery messages in ``queue``, oldest first, each with its decoded ``body``."""
-    messages = []
-    for raw in reversed(client.lrange(queue, 0, -1)):  # kombu LPUSHes, workers BRPOP
-        envelope = json.loads(raw)
-        envelope["decoded"] = json.loads(base64.b64decode(envelope["body"]))
-        messages.append(envelope)
-    return messages
 
 
 def make_result(

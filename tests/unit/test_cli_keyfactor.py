@@ -6,7 +6,6 @@ secret of the Keyfactor configuration is in the raw message text.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Callable
@@ -16,24 +15,16 @@ from typing import Any
 
 import pytest
 import redis
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from producer.cli import app
-from producer.messages import DEFAULT_QUEUE, RESULTS_STREAM, TASK_NAME, CertificateItem, JobResult
+from producer.messages import RESULTS_STREAM, TASK_NAME, CertificateItem, JobResult
 from producer.secrets import decrypt_secret, generate_key
+from tests.unit.cli_support import invoke_cli, queued
 
 Invoke = Callable[..., Result]
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "keyfactor"
 KEY = generate_key()
 THUMB = "DE09CEFD8AC81B4F6B6B71011A65A0B9987A3832"
-_SETTINGS = (
-    "WINCERT_BROKER_URL",
-    "WINCERT_RESULT_BACKEND",
-    "WINCERT_QUEUE",
-    "WINCERT_SECRET_KEYS",
-    "WINCERT_ALLOW_PLAINTEXT_SECRETS",
-    "WINCERT_VISIBILITY_TIMEOUT",
-)
 
 
 @pytest.fixture
@@ -41,22 +32,9 @@ def cli(redis_url: str, redis_client: redis.Redis) -> Invoke:
     """Run ``wincert ARGS`` in-process with WINCERT_* pointing at the test Redis; a secret key set."""
 
     def invoke(args: list[str], input: str | None = None, **env: str | None) -> Result:
-        environment: dict[str, str | None] = dict.fromkeys(_SETTINGS)
-        environment.update({"WINCERT_BROKER_URL": redis_url, "WINCERT_SECRET_KEYS": KEY, "COLUMNS": "100"})
-        environment.update(env)
-        return CliRunner().invoke(app, args, input=input, env=environment)
+        return invoke_cli(redis_url, args, input, columns="100", **{"WINCERT_SECRET_KEYS": KEY, **env})
 
     return invoke
-
-
-def queued(client: redis.Redis) -> list[dict[str, Any]]:
-    messages = []
-    for raw in reversed(client.lrange(DEFAULT_QUEUE, 0, -1)):
-        envelope = json.loads(raw)
-        envelope["decoded"] = json.loads(base64.b64decode(envelope["body"]))
-        envelope["raw"] = raw
-        messages.append(envelope)
-    return messages
 
 
 def fixture(name: str) -> str:

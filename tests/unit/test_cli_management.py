@@ -21,21 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from producer.cli import app
-from producer.messages import DEFAULT_QUEUE, RESULTS_STREAM, TASK_NAME, JobResult, parse_job
+from producer.messages import RESULTS_STREAM, TASK_NAME, JobResult, parse_job
 from producer.secrets import decrypt_secret, generate_key
+from tests.unit.cli_support import invoke_cli, queued
 
 Invoke = Callable[..., Result]
-_SETTINGS = (
-    "WINCERT_BROKER_URL",
-    "WINCERT_RESULT_BACKEND",
-    "WINCERT_QUEUE",
-    "WINCERT_SECRET_KEYS",
-    "WINCERT_ALLOW_PLAINTEXT_SECRETS",
-    "WINCERT_VISIBILITY_TIMEOUT",
-)
 PFX_PASSWORD = "Pfx-Pa55!wörd"
 THUMB = "AB" * 20
 KEY = generate_key()
@@ -46,23 +38,9 @@ def cli(redis_url: str, redis_client: redis.Redis) -> Invoke:
     """Run ``wincert ARGS`` in-process with WINCERT_* pointing at the test Redis; a secret key set."""
 
     def invoke(args: list[str], input: str | None = None, **env: str | None) -> Result:
-        environment: dict[str, str | None] = dict.fromkeys(_SETTINGS)
-        environment.update({"WINCERT_BROKER_URL": redis_url, "WINCERT_SECRET_KEYS": KEY, "COLUMNS": "100"})
-        environment.update(env)
-        return CliRunner().invoke(app, args, input=input, env=environment)
+        return invoke_cli(redis_url, args, input, columns="100", **{"WINCERT_SECRET_KEYS": KEY, **env})
 
     return invoke
-
-
-def queued(client: redis.Redis) -> list[dict[str, Any]]:
-    """The Celery messages in the default queue, oldest first, each with its decoded ``body``."""
-    messages = []
-    for raw in reversed(client.lrange(DEFAULT_QUEUE, 0, -1)):
-        envelope = json.loads(raw)
-        envelope["raw"] = raw
-        envelope["decoded"] = json.loads(base64.b64decode(envelope["body"]))
-        messages.append(envelope)
-    return messages
 
 
 def the_job(client: redis.Redis) -> dict[str, Any]:

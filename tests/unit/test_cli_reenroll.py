@@ -22,21 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from rich.console import Console
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from producer.cli import app, csr_subject, render_reenrollment
+from producer.cli import csr_subject, render_reenrollment
 from producer.messages import DEFAULT_QUEUE, RESULTS_STREAM, TASK_NAME, JobResult, parse_job
 from producer.secrets import generate_key
+from tests.unit.cli_support import invoke_cli
 
 Invoke = Callable[..., Result]
-_SETTINGS = (
-    "WINCERT_BROKER_URL",
-    "WINCERT_RESULT_BACKEND",
-    "WINCERT_QUEUE",
-    "WINCERT_SECRET_KEYS",
-    "WINCERT_ALLOW_PLAINTEXT_SECRETS",
-    "WINCERT_VISIBILITY_TIMEOUT",
-)
 KEY = generate_key()
 SUBJECT = 'CN=www.contoso.com, O="Contoso, Inc"'
 
@@ -46,10 +39,7 @@ def cli(redis_url: str, redis_client: redis.Redis) -> Invoke:
     """Run ``wincert ARGS`` in-process with WINCERT_* pointing at the test Redis."""
 
     def invoke(args: list[str], input: str | None = None, **env: str | None) -> Result:
-        environment: dict[str, str | None] = dict.fromkeys(_SETTINGS)
-        environment.update({"WINCERT_BROKER_URL": redis_url, "WINCERT_SECRET_KEYS": KEY, "COLUMNS": "200"})
-        environment.update(env)
-        return CliRunner().invoke(app, args, input=input, env=environment)
+        return invoke_cli(redis_url, args, input, columns="200", **{"WINCERT_SECRET_KEYS": KEY, **env})
 
     return invoke
 
