@@ -24,6 +24,7 @@ from producer.messages import AddJob, CertificateData
 from producer.secrets import SecretKeyError, decrypt_secret
 from worker.certinput import CertificateInputError, ParsedCertificate, parse_certificate_input, thumbprint_of
 from worker.jobs.outcome import JobStepError
+from worker.remote.errors import RemoteCommandError
 from worker.remote.invoke import SecureString
 from worker.remote.session import RemoteSession
 from worker.settings import WorkerSettings
@@ -301,3 +302,26 @@ def remove_certificate(
         params["IfUnused"] = True
     record = session.invoke("Remove-WinCertCertificate", params).record()
     return Removed(thumbprint, str(record["Outcome"]), [str(u) for u in record.get("UsedBy") or []])
+
+
+def roll_back_import(
+    session: RemoteSession, store_path: str, thumbprint: str, cause: RemoteCommandError
+) -> None:
+    """Remove the certificate this job imported because the step after the import failed, and
+    say what happened in ``cause``'s message: removed again, kept because something started
+    using it meanwhile, or the removal failed too. Never hides ``cause``."""
+    try:
+        removed = remove_certificate(session, store_path, thumbprint, if_unused=True)
+    except Exception as exc:
+        cause.message += (
+            f" — and removing the certificate {thumbprint} this job imported failed too"
+            f" ({type(exc).__name__}); remove it from {store_path} by hand"
+        )
+        return
+    if removed.outcome == "in_use":
+        cause.message += (
+            f" (the certificate {thumbprint} this job imported was kept in {store_path}: it is"
+            f" used by {'; '.join(removed.used_by)})"
+        )
+    else:
+        cause.message += f" (the certificate {thumbprint} this job imported was removed again)"

@@ -169,7 +169,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
         bound = bind(session, entry, job.store.store_path, thumbprint, allow_takeover=job.allow_takeover)
     except RemoteCommandError as exc:
         if imported.outcome == "added":
-            _roll_back(session, job, thumbprint, exc)
+            certificates.roll_back_import(session, job.store.store_path, thumbprint, exc)
         raise
     warnings.extend(bound.warnings)
     outcome = bound.outcome
@@ -193,25 +193,6 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     )
     code = ResultCode.ALREADY_PRESENT if unchanged else ResultCode.OK
     return Outcome(Status.SUCCESS, code, message, warnings, thumbprint=thumbprint)
-
-
-def _roll_back(session: RemoteSession, job: AddJob, thumbprint: str, cause: RemoteCommandError) -> None:
-    """Remove the certificate this job imported because binding it failed; never hide a failure."""
-    try:
-        removed = certificates.remove_certificate(session, job.store.store_path, thumbprint, if_unused=True)
-    except Exception as exc:
-        cause.message += (
-            f" — and removing the certificate {thumbprint} this job imported failed too"
-            f" ({type(exc).__name__}); remove it from {job.store.store_path} by hand"
-        )
-        return
-    if removed.outcome == "in_use":  # something else started using it meanwhile: keep it
-        cause.message += (
-            f" (the certificate {thumbprint} this job imported was kept in {job.store.store_path}: it is"
-            f" used by {'; '.join(removed.used_by)})"
-        )
-    else:
-        cause.message += f" (the certificate {thumbprint} this job imported was removed again)"
 
 
 def remove(job: RemoveJob, session: RemoteSession) -> Outcome:

@@ -105,7 +105,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
 
     def roll_back(exc: RemoteCommandError) -> None:
         if imported.outcome == "added":
-            _roll_back(session, thumbprint, exc)
+            certificates.roll_back_import(session, SQL_STORE, thumbprint, exc)
 
     result = bind(
         session,
@@ -241,23 +241,6 @@ def resolve_instances(
 def _certificate(installed: dict[str, dict[str, Any]], name: str) -> str:
     """The thumbprint instance ``name`` is bound to (upper hex, "" for none)."""
     return str(installed[name.lower()].get("Certificate") or "").strip().upper()
-
-
-def _roll_back(session: RemoteSession, thumbprint: str, cause: RemoteCommandError) -> None:
-    """Remove the certificate this job imported because no instance took it; never hide a failure."""
-    try:
-        removed = certificates.remove_certificate(session, SQL_STORE, thumbprint, if_unused=True)
-    except Exception as exc:
-        cause.message += (
-            f"; removing the certificate {thumbprint} this job imported failed too"
-            f" ({type(exc).__name__}); remove it from {SQL_STORE} by hand"
-        )
-        return
-    if removed.outcome == "in_use":
-        users = "; ".join(removed.used_by)
-        cause.message += f" (the certificate {thumbprint} this job imported was kept: used by {users})"
-    else:
-        cause.message += f" (the certificate {thumbprint} this job imported was removed again)"
 
 
 def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
