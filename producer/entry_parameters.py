@@ -36,7 +36,12 @@ class _Entry(BaseModel):
     )
 
 
-def _provider(value: str | None) -> str | None:
+def validate_provider_name(value: str | None) -> str | None:
+    """A CSP/KSP name: None for blank, else trimmed; at most 256 characters, no control characters.
+
+    Raises:
+        ValueError: saying what a provider name may contain.
+    """
     if value is None or not value.strip():
         return None
     if CONTROL_CHARS.search(value) or len(value) > 256:
@@ -51,7 +56,7 @@ class WinCertParameters(_Entry):
         default=None, alias="ProviderName", description="CSP/KSP to import the key into; checked on the host"
     )
 
-    _provider = field_validator("provider_name")(classmethod(lambda cls, v: _provider(v)))
+    _provider = field_validator("provider_name")(classmethod(lambda cls, v: validate_provider_name(v)))
 
 
 def normalize_ip(value: str) -> str:
@@ -168,7 +173,7 @@ class IisParameters(_Entry):
             raise ValueError(f"{value} is not a TCP port; give 1-65535 (443 for https)")
         return value
 
-    _provider = field_validator("provider_name")(classmethod(lambda cls, v: _provider(v)))
+    _provider = field_validator("provider_name")(classmethod(lambda cls, v: validate_provider_name(v)))
 
     @model_validator(mode="after")
     def _sni_needs_host(self) -> IisParameters:
@@ -213,7 +218,7 @@ class SqlParameters(_Entry):
     provider_name: str | None = Field(default=None, alias="ProviderName")
 
     _names = field_validator("instance_name", mode="before")(classmethod(lambda cls, v: _instances(v)))
-    _provider = field_validator("provider_name")(classmethod(lambda cls, v: _provider(v)))
+    _provider = field_validator("provider_name")(classmethod(lambda cls, v: validate_provider_name(v)))
 
 
 EntryParameters = WinCertParameters | IisParameters | SqlParameters

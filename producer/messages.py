@@ -48,6 +48,7 @@ from producer.entry_parameters import (
     WinCertParameters,
     parse_iis_alias,
     thumbprint_alias,
+    validate_provider_name,
 )
 from producer.subject import parse_subject
 from producer.validation import CONTROL_CHARS, validate_host
@@ -623,11 +624,7 @@ class ReenrollmentJob(_JobBase):
     @field_validator("provider_name")
     @classmethod
     def _provider_name(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        if CONTROL_CHARS.search(value) or len(value) > 256:
-            raise ValueError("must be a CSP/KSP name of at most 256 characters without control characters")
-        return value.strip()
+        return validate_provider_name(value)
 
     @field_validator("subject")
     @classmethod
