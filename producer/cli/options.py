@@ -1,0 +1,290 @@
+"""Options shared by the job commands (store, WinRM, output) and the entry-parameter options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from producer.cli.base import OutputFormat, UsageProblemError, parse_target
+from producer.messages import (
+    StoreType,
+)
+
+TargetArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="HOST[:PORT]", help="Windows host: name, IPv4, [IPv6], optionally :PORT (the WinRM port)."
+    ),
+]
+HostOpt = Annotated[str | None, typer.Option("--host", help="Same as the HOST[:PORT] argument.")]
+StorePathOpt = Annotated[
+    str | None,
+    typer.Option("--store-path", help="LocalMachine store: My, Root, WebHosting, ... (required)"),
+]
+StoreTypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--store-type", help="WinCert (any store), IISU (store path My or WebHosting) or WinSQL (My)."
+    ),
+]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", help="WinRM transport: http or https.")]
+PortOpt = Annotated[
+    int | None, typer.Option("--port", help="WinRM port 1-65535; default 5985 (http) / 5986 (https).")
+]
+AuthOpt = Annotated[
+    str, typer.Option("--auth", help="negotiate, ntlm, kerberos, basic, credssp or certificate.")
+]
+CredentialOpt = Annotated[
+    str | None, typer.Option("--credential", help="Named credential the worker resolves.")
+]
+UsernameOpt = Annotated[
+    str | None, typer.Option("--username", help="Inline WinRM credential user (with --password-stdin).")
+]
+PasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the WinRM password (for --username) from stdin; encrypted with WINCERT_SECRET_KEYS"
+        " before sending.",
+    ),
+]
+NoCertValidationOpt = Annotated[
+    bool, typer.Option("--no-cert-validation", help="Do not validate the HTTPS listener certificate.")
+]
+SpnWithPortOpt = Annotated[bool, typer.Option("--spn-with-port", help="Kerberos SPN HTTP/host:port.")]
+JeaEndpointOpt = Annotated[
+    str | None, typer.Option("--jea-endpoint", help="PSRP configuration (JEA endpoint) name.")
+]
+JobIdOpt = Annotated[
+    str | None, typer.Option("--job-id", help="Job id (UUID, the idempotency key); default: new.")
+]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the result and show it.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds --wait waits.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text (= --format json).")]
+FormatOpt = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--format",
+        case_sensitive=False,
+        help="table (default), json (the JobResult JSON) or keyfactor (Keyfactor's JobResult and,"
+        " for inventory, CurrentInventoryItem list). Without --wait, json and keyfactor print the"
+        " job id as JSON.",
+    ),
+]
+InstanceNameOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--instance-name",
+        metavar="NAME[,NAME...]",
+        help="WinSQL: SQL Server instance name; repeat it or give a comma list. Add default: MSSQLSERVER;"
+        " remove default: every instance bound to the certificate.",
+    ),
+]
+RestartServiceOpt = Annotated[
+    bool,
+    typer.Option("--restart-service", help="WinSQL: restart the SQL Server service after (un)binding."),
+]
+SiteNameOpt = Annotated[
+    str | None, typer.Option("--site-name", help="IISU: the IIS site (default 'Default Web Site').")
+]
+IpAddressOpt = Annotated[
+    str | None,
+    typer.Option("--ip-address", help="IISU: binding IP: * (default), IPv4 or IPv6 (brackets optional)."),
+]
+PortBindingOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--port-binding",
+        metavar="PORT",
+        help="IISU: the HTTPS binding's port (default 443); not the WinRM --port.",
+    ),
+]
+HostNameOpt = Annotated[
+    str | None, typer.Option("--host-name", help="IISU: binding host name (SNI); empty by default.")
+]
+SniFlagOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sni-flag",
+        metavar="FLAGS",
+        help="IISU: IIS sslFlags bitmask 0-127 (1 = SNI, needs --host-name).",
+    ),
+]
+AllowTakeoverOpt = Annotated[
+    bool,
+    typer.Option("--allow-takeover", help="IISU: take over a binding another site owns."),
+]
+IncludeChainOpt = Annotated[
+    bool,
+    typer.Option("--include-chain", help="Also add intermediates to CA and self-signed roots to Root."),
+]
+
+
+@dataclass(frozen=True)
+class _Connection:
+    """The store and WinRM options every job command takes."""
+
+    target: str | None
+    host: str | None
+    store_path: str | None
+    store_type: str
+    protocol: str
+    port: int | None
+    auth: str
+    credential: str | None
+    username: str | None
+    password_stdin: bool
+    no_cert_validation: bool
+    spn_with_port: bool
+    jea_endpoint: str | None
+
+    def check(self, command: str) -> tuple[str, int | None]:
+        """The host and WinRM port; raises :class:`UsageProblemError` for missing or doubled options."""
+        if self.target is not None and self.host is not None:
+            raise UsageProblemError("store.client_machine: give the host once, as HOST[:PORT] or --host")
+        given = self.target if self.target is not None else self.host
+        if given is None:
+            raise UsageProblemError(
+                "store.client_machine (HOST or --host): missing; give the Windows host, e.g."
+                f" `wincert {command} web01.contoso.com --store-path My ...`"
+            )
+        host_name, target_port = parse_target(given)
+        if target_port is not None and self.port is not None and target_port != self.port:
+            raise UsageProblemError(
+                f"store.port: given twice ({target_port} in HOST:PORT, {self.port} in --port); give it once"
+            )
+        if self.store_path is None:
+            raise UsageProblemError(
+                "store.store_path (--store-path): missing; name a store such as My or WebHosting"
+            )
+        if self.credential is not None and (self.username is not None or self.password_stdin):
+            raise UsageProblemError(
+                "store.credential: give either --credential NAME or --username with --password-stdin"
+            )
+        if self.username is not None and not self.password_stdin:
+            raise UsageProblemError(
+                "store.credential (--username): also give --password-stdin and pipe the password in"
+                " (there is no --password flag, so it never appears in the process list)"
+            )
+        if self.password_stdin and self.username is None:
+            raise UsageProblemError("store.credential (--password-stdin): also give --username")
+        return host_name, target_port if target_port is not None else self.port
+
+    def store(self, host_name: str, port: int | None, *, restart_service: bool = False) -> dict[str, Any]:
+        """The ``store`` fields; an inline credential is a placeholder (see :func:`_submit_command`)."""
+        store: dict[str, Any] = {
+            "store_type": self.store_type,
+            "client_machine": host_name,
+            "store_path": self.store_path,
+            "protocol": self.protocol,
+            "port": port,
+            "auth": self.auth,
+            "cert_validation": not self.no_cert_validation,
+            "spn_with_port": self.spn_with_port,
+            "jea_endpoint": self.jea_endpoint,
+        }
+        if restart_service:
+            store["restart_service"] = True
+        if self.credential is not None:
+            store["credential"] = {"kind": "named", "name": self.credential}
+        elif self.username is not None:
+            store["credential"] = {"kind": "inline", "username": self.username, "password_plaintext": "-"}
+        return store
+
+
+def _instance_names(values: list[str] | None) -> list[str] | None:
+    """``--instance-name`` values, each possibly a comma list, flattened (the model checks them)."""
+    if not values:
+        return None
+    return [part for value in values for part in value.split(",")]
+
+
+# Entry-parameter options: option -> (peer name, store types it applies to).
+_ENTRY_OPTIONS: dict[str, tuple[str, tuple[StoreType, ...]]] = {
+    "--site-name": ("SiteName", (StoreType.IISU,)),
+    "--ip-address": ("IPAddress", (StoreType.IISU,)),
+    "--port-binding": ("Port", (StoreType.IISU,)),
+    "--host-name": ("HostName", (StoreType.IISU,)),
+    "--sni-flag": ("SniFlag", (StoreType.IISU,)),
+    "--instance-name": ("InstanceName", (StoreType.WIN_SQL,)),
+    "--provider-name": ("ProviderName", (StoreType.WIN_CERT, StoreType.IISU, StoreType.WIN_SQL)),
+}
+# Job options that only mean something for some store types: option -> (field, store types).
+_STORE_TYPE_OPTIONS: dict[str, tuple[str, tuple[StoreType, ...]]] = {
+    "--restart-service": ("store.restart_service", (StoreType.WIN_SQL,)),
+    "--allow-takeover": ("allow_takeover", (StoreType.IISU,)),
+}
+
+
+def _store_type_or_none(value: str) -> StoreType | None:
+    try:
+        return StoreType(value)
+    except ValueError:
+        return None  # the job model names the bad --store-type
+
+
+def _check_applicable(store_type: str, given: dict[str, Any]) -> None:
+    """Refuse options (``given``: option -> value or None) that do not apply to the store type."""
+    kind = _store_type_or_none(store_type)
+    if kind is None:
+        return
+    for option, value in given.items():
+        if value is None or value is False:
+            continue
+        if option in _ENTRY_OPTIONS:
+            name, kinds = _ENTRY_OPTIONS[option]
+            field = f"entry_parameters.{name}"
+        else:
+            field, kinds = _STORE_TYPE_OPTIONS[option]
+        if kind not in kinds:
+            raise UsageProblemError(
+                f"{field} ({option}): applies to {' and '.join(k.value for k in kinds)} stores only,"
+                f" not {kind.value}; leave it out or change --store-type"
+            )
+
+
+def _entry_parameters(store_type: str, options: dict[str, Any]) -> dict[str, Any] | None:
+    """Entry parameters by peer name from the options given (None when none was)."""
+    _check_applicable(store_type, options)
+    entry = {_ENTRY_OPTIONS[o][0]: v for o, v in options.items() if v is not None}
+    return entry or None
+
+
+@dataclass(frozen=True)
+class _Binding:
+    """The entry-parameter options of add, reenroll and complete (IISU binding, WinSQL instances)."""
+
+    store_type: str
+    site_name: str | None
+    ip_address: str | None
+    port_binding: int | None
+    host_name: str | None
+    sni_flag: str | None
+    instance_name: list[str] | None
+    restart_service: bool
+    allow_takeover: bool
+    provider_name: str | None = None
+    """``entry_parameters.ProviderName`` (add); reenroll's --provider-name is a job field."""
+
+    def entry_parameters(self) -> dict[str, Any] | None:
+        """Entry parameters by peer name; raises :class:`UsageProblemError` for an option the
+        store type does not take."""
+        entry = _entry_parameters(
+            self.store_type,
+            {
+                "--site-name": self.site_name,
+                "--ip-address": self.ip_address,
+                "--port-binding": self.port_binding,
+                "--host-name": self.host_name,
+                "--sni-flag": self.sni_flag,
+                "--provider-name": self.provider_name,
+                "--instance-name": _instance_names(self.instance_name),
+            },
+        )
+        _check_applicable(
+            self.store_type,
+            {"--restart-service": self.restart_service, "--allow-takeover": self.allow_takeover},
+        )
+        return entry
