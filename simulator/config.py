@@ -45,6 +45,11 @@ class SeedSpec(_Model):
     path: Path
     password: str | None = None
     recursive: bool = False
+    key_container: str | None = Field(
+        default=None,
+        description="Key container name for the seeded keys (default: a GUID per certificate);"
+        " tools that reuse PFX friendly names as container names give several keys one name",
+    )
 
 
 class IisBindingSpec(_Model):
@@ -157,6 +162,11 @@ class HostConfig(_Model):
     providers: list[ProviderSpec] = Field(
         default_factory=lambda: [ProviderSpec(name=n, kind=k) for n, k in DEFAULT_PROVIDERS],
         description="Registered CSPs/KSPs; default: those of Windows Server 2022",
+    )
+    locked_key_containers: list[str] = Field(
+        default_factory=list,
+        description="Key containers whose deletion fails with 'Access is denied' (another"
+        " account's ACL): Remove-WinCertCertificate warns and keeps the key",
     )
     iis: IisSpec | None = Field(default=None, description="IIS sites and bindings; None = not installed")
     sql_instances: list[SqlInstanceSpec] = Field(default_factory=list, description="SQL Server instances")

@@ -28,6 +28,7 @@ from simulator.commands.inventory import store_not_found, validate_not_null_or_e
 from simulator.commands.registry import REGISTRY
 from simulator.runtime import CommandContext, CommandError, SecureText
 from simulator.windows.certstore import StoredCertificate
+from simulator.windows.host import KeyContainerError
 from simulator.windows.pfx import PfxImportError, ReadCertificate, read_certificate_data
 from simulator.windows.providers import (
     KeyInfo,
@@ -334,9 +335,11 @@ REMOVE = "Remove-WinCertCertificate"
 def remove_wincert_certificate(ctx: CommandContext, params: dict[str, Any]) -> None:
     """Remove one certificate from ``LocalMachine\\<StorePath>`` (idempotent).
 
-    ``removed`` also deletes the private key once no LocalMachine store lists the thumbprint any
-    more (the host model keeps one key per thumbprint; the PowerShell deletes the key container
-    when no other LocalMachine certificate references it). ``already_absent`` when the thumbprint
+    ``removed`` also deletes the entry's key container unless another certificate in any
+    LocalMachine store names the same container, whatever its public key (the host models key
+    containers by name; see :meth:`WindowsHost.delete_key_container`). A container that cannot
+    be deleted is the warning ``Certificate <T> was removed but its private key could not be
+    deleted: <reason>`` (the certificate stays removed). ``already_absent`` when the thumbprint
     is not in the store; with ``-IfUnused``, ``in_use`` (nothing changed) when an IIS https
     binding or a SQL Server instance uses the thumbprint, ``UsedBy`` naming each user.
     """
@@ -360,4 +363,11 @@ def remove_wincert_certificate(ctx: CommandContext, params: dict[str, Any]) -> N
                                         "UsedBy": used_by}))
                 return
         host.remove_certificate(store.name, entry.thumbprint)
+        container = entry.key_container
+        if container and not host.key_container_users(container):
+            try:
+                host.delete_key_container(container)
+            except KeyContainerError as exc:
+                ctx.write_warning(f"Certificate {entry.thumbprint} was removed but its private key could not"
+                                  f" be deleted: {exc}")
         ctx.write_output(_json({"Thumbprint": entry.thumbprint, "Outcome": "removed", "UsedBy": []}))

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+
+def default_key_container(thumbprint: str) -> str:
+    """The container name a PFX import gives a key: a GUID in braces, as Windows does (derived
+    from the thumbprint here so it is stable across restarts)."""
+    return "{" + str(uuid.uuid5(uuid.NAMESPACE_OID, thumbprint.upper())).upper() + "}"
 
 
 def store_key(name: str) -> str:
@@ -31,11 +38,20 @@ class StoredCertificate:
     der: bytes
     private_key: PrivateKeyTypes | None = None
     friendly_name: str = ""
+    key_container: str = ""
+    """The key container the entry's key provider information names ("" without a key; by
+    default :func:`default_key_container` of the thumbprint). Several entries may name one
+    container (the same certificate in two stores; or, as some tools do with PFX friendly
+    names, certificates with different keys)."""
     thumbprint: str = field(init=False)
 
     def __post_init__(self) -> None:
         digest = hashlib.sha1(self.der).hexdigest().upper()  # noqa: S324 - Windows thumbprint
         object.__setattr__(self, "thumbprint", digest)
+        if self.private_key is None:
+            object.__setattr__(self, "key_container", "")
+        elif not self.key_container:
+            object.__setattr__(self, "key_container", default_key_container(digest))
 
     @property
     def has_private_key(self) -> bool:

@@ -9,6 +9,8 @@ Persisted layout of ``state_dir`` (one folder per host)::
                            config when the host is created)
     certs/<THUMB>.cer      DER certificate (content-addressed, shared by stores)
     keys/<THUMB>.pem       PKCS#8 PEM private key, unencrypted, mode 0600 (folder 0700)
+                           (key material is kept per certificate; the key *containers* the
+                           entries name are modelled by name: "key_containers" in host.json)
     requests/<ID>.csr      the CSR of each pending certificate request (its key is the
                            ``REQUEST`` store entry tagged with the id; simulator/windows/requests.py)
 
@@ -50,6 +52,10 @@ STATE_FORMAT = 1
 
 class HostStateError(RuntimeError):
     """The persisted state cannot be read (names the file and the problem); never silently reset."""
+
+
+class KeyContainerError(RuntimeError):
+    """Deleting a key container failed (``HostConfig.locked_key_containers``: access denied)."""
 
 
 class StoreNotFoundError(KeyError):
@@ -98,6 +104,7 @@ class WindowsHost:
         self._stores: dict[str, CertificateStore] = {}
         self._written: set[str] = set()
         self._key_info: dict[str, KeyInfo] = {}  # thumbprint -> provider / exportable of its key
+        self._key_containers: dict[str, str] = {}  # casefolded name -> name of each key container
         self.iis: IisServer | None = None  # IIS sites/bindings/http.sys; None = not installed
         self.sql = SqlServer(config.name, self.lock, self._persist)  # SQL Server instances, key ACLs
 
@@ -182,6 +189,7 @@ class WindowsHost:
         *,
         create_store: bool = False,
         key_info: KeyInfo | None = None,
+        key_container: str = "",
     ) -> StoredCertificate:
         """Add a certificate, as ``X509Store.Add`` does (replace, inheriting absent properties).
 
@@ -197,7 +205,7 @@ class WindowsHost:
         if private_key is not None and _public_spki(private_key) != _public_spki(cert):
             raise ValueError("the private key does not match the certificate's public key")
         with self.lock:
-            entry = self._add(store_name, der, private_key, friendly_name, create_store)
+            entry = self._add(store_name, der, private_key, friendly_name, create_store, key_container)
             if private_key is not None and key_info is not None:
                 self._key_info[entry.thumbprint] = key_info
             self._persist()
@@ -222,6 +230,40 @@ class WindowsHost:
             if removed:
                 self._persist()
             return removed
+
+    # -- key containers -------------------------------------------------------------------
+
+    @property
+    def key_containers(self) -> list[str]:
+        """Names of the machine key containers that exist, sorted."""
+        with self.lock:
+            return sorted(self._key_containers.values(), key=str.casefold)
+
+    def key_container_users(self, name: str) -> list[tuple[str, str]]:
+        """``(store name, thumbprint)`` of every LocalMachine entry whose key provider
+        information names container ``name`` (case-insensitive, as CryptoAPI/CNG names are)."""
+        wanted = name.casefold()
+        with self.lock:
+            return [(store.name, e.thumbprint) for store in self._stores.values() for e in store.list()
+                    if e.key_container and e.key_container.casefold() == wanted]
+
+    def delete_key_container(self, name: str) -> None:
+        """Delete the key container ``name`` (``CngKey.Delete`` / ``PROV_DELETEKEYSET``). As on
+        Windows, every certificate still naming it loses its private key.
+
+        Raises:
+            KeyContainerError: the container is in ``HostConfig.locked_key_containers``
+                (access denied); nothing changed.
+        """
+        with self.lock:
+            if name.casefold() in {n.casefold() for n in self.config.locked_key_containers}:
+                raise KeyContainerError(f"Access is denied. (key container '{name}')")
+            self._key_containers.pop(name.casefold(), None)
+            for store in self._stores.values():
+                for entry in store.list():
+                    if entry.key_container and entry.key_container.casefold() == name.casefold():
+                        store._put(StoredCertificate(entry.der, None, entry.friendly_name))
+            self._persist()
 
     def seed(self, spec: SeedSpec) -> int:
         """Apply one seed spec now (creating its store if needed); returns entries added or changed."""
@@ -248,24 +290,32 @@ class WindowsHost:
     # -- internals ------------------------------------------------------------------------
 
     def _add(
-        self, store_name: str, der: bytes, key: PrivateKeyTypes | None, friendly: str, create: bool
+        self, store_name: str, der: bytes, key: PrivateKeyTypes | None, friendly: str, create: bool,
+        container: str = "",
     ) -> StoredCertificate:
         store = self._stores.get(store_key(store_name))
         if store is None:
             if not create:
                 raise StoreNotFoundError(store_name)
             store = self._stores[store_key(store_name)] = CertificateStore(store_name, self.lock)
-        entry = StoredCertificate(der, key, friendly)
+        entry = StoredCertificate(der, key, friendly, container)
         old = store.get(entry.thumbprint)
         if old is not None:
-            entry = StoredCertificate(der, key or old.private_key, friendly or old.friendly_name)
+            if key is None:
+                entry = StoredCertificate(der, old.private_key, friendly or old.friendly_name,
+                                          old.key_container)
+            else:
+                entry = StoredCertificate(der, key, friendly or old.friendly_name, container)
+        if entry.key_container:
+            self._key_containers[entry.key_container.casefold()] = entry.key_container
         store._put(entry)
         return entry
 
     def _seed(self, spec: SeedSpec) -> int:
         entries = load_certificate_entries(spec.path, spec.password, spec.recursive)
         for item in entries:
-            self._add(spec.store, item.der, item.private_key, item.friendly_name, True)
+            self._add(spec.store, item.der, item.private_key, item.friendly_name, True,
+                      spec.key_container or "")
         log.info("host %s: seeded %d certificate(s) from %s into %s", self.name, len(entries), spec.path,
                  spec.store)
         return len(entries)
@@ -283,6 +333,9 @@ class WindowsHost:
                 self._stores[store_key(store.name)] = store
                 for item in store_state["certificates"]:
                     store._put(self._load_entry(item))
+            containers = state.get("key_containers")
+            if containers is not None:  # absent in states written before containers were modelled
+                self._key_containers = {str(n).casefold(): str(n) for n in containers}
         except (KeyError, TypeError) as exc:
             raise HostStateError(f"{index}: malformed host state: {exc!r}") from exc
         try:
@@ -317,7 +370,10 @@ class WindowsHost:
                 key = serialization.load_pem_private_key(key_file.read_bytes(), None)
             except (OSError, ValueError, TypeError) as exc:
                 raise HostStateError(f"{key_file}: cannot load private key: {exc}") from exc
-        entry = StoredCertificate(der, key, str(item.get("friendly_name") or ""))
+        entry = StoredCertificate(der, key, str(item.get("friendly_name") or ""),
+                                  str(item.get("key_container") or ""))
+        if entry.key_container:
+            self._key_containers[entry.key_container.casefold()] = entry.key_container
         if entry.thumbprint != thumb:
             raise HostStateError(f"{cert_file}: content does not match its thumbprint")
         self._written.add(f"certs/{thumb}.cer")
@@ -358,6 +414,7 @@ class WindowsHost:
                     "thumbprint": entry.thumbprint,
                     "friendly_name": entry.friendly_name,
                     "has_private_key": entry.has_private_key,
+                    "key_container": entry.key_container,
                 })
                 info = self._key_info.get(entry.thumbprint) if entry.private_key is not None else None
                 if info is not None:
@@ -366,6 +423,7 @@ class WindowsHost:
         for thumb in [t for t in self._key_info if f"keys/{t}.pem" not in referenced]:
             del self._key_info[thumb]  # the key went with the last certificate that had it
         state = {"format": STATE_FORMAT, "host": self.name, "stores": stores,
+                 "key_containers": self.key_containers,
                  "iis": self.iis.to_state() if self.iis is not None else None, "sql": self.sql.to_state()}
         _atomic_write(self.state_dir / "host.json", json.dumps(state, indent=1).encode("utf-8"))
         for rel in sorted(self._written - referenced):

@@ -285,11 +285,13 @@ def import_certificate(
 
 @dataclass(frozen=True)
 class Removed:
-    """``Remove-WinCertCertificate``'s answer: ``outcome`` removed / already_absent / in_use."""
+    """``Remove-WinCertCertificate``'s answer: ``outcome`` removed / already_absent / in_use;
+    ``warnings`` are the host's (e.g. "the private key could not be deleted"), for the result."""
 
     thumbprint: str
     outcome: str
     used_by: list[str]
+    warnings: list[str] = field(default_factory=list)
 
 
 def remove_certificate(
@@ -300,8 +302,14 @@ def remove_certificate(
     params: dict[str, Any] = {"StorePath": store_path, "Thumbprint": thumbprint}
     if if_unused:
         params["IfUnused"] = True
-    record = session.invoke("Remove-WinCertCertificate", params).record()
-    return Removed(thumbprint, str(record["Outcome"]), [str(u) for u in record.get("UsedBy") or []])
+    invocation = session.invoke("Remove-WinCertCertificate", params)
+    record = invocation.record()
+    return Removed(
+        thumbprint,
+        str(record["Outcome"]),
+        [str(u) for u in record.get("UsedBy") or []],
+        list(invocation.warnings),
+    )
 
 
 def roll_back_import(

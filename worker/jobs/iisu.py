@@ -177,6 +177,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
         old = certificates.remove_certificate(
             session, job.store.store_path, job.renewal_thumbprint, if_unused=True
         )
+        warnings.extend(old.warnings)
         if old.outcome == "in_use":
             warnings.append(
                 f"the renewed certificate {old.thumbprint} was kept: still used by {'; '.join(old.used_by)}"
@@ -226,6 +227,7 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
             f" certificate {str(current.get('CertificateHash') or '(none)').upper()}, not {alias.thumbprint}"
         )
     cert = certificates.remove_certificate(session, job.store.store_path, alias.thumbprint, if_unused=True)
+    warnings.extend(cert.warnings)
     if cert.outcome == "in_use":
         warnings.append(f"certificate {alias.thumbprint} was kept: still used by {'; '.join(cert.used_by)}")
     changed = changed or cert.outcome == "removed"

@@ -203,11 +203,13 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
             Status.SUCCESS,
             ResultCode.ALREADY_ABSENT,
             f"Certificate {job.thumbprint} is not in {job.store.store_path}; nothing to remove.",
+            removed.warnings,
             thumbprint=job.thumbprint,
         )
     return Outcome(
         Status.SUCCESS,
         ResultCode.OK,
         f"Removed certificate {job.thumbprint} from {job.store.store_path}.",
+        removed.warnings,
         thumbprint=job.thumbprint,
     )

@@ -121,6 +121,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     changed = imported.outcome != "already_present" or result.changed
     if job.renewal_thumbprint and job.renewal_thumbprint != thumbprint and bound:
         old = certificates.remove_certificate(session, SQL_STORE, job.renewal_thumbprint, if_unused=True)
+        warnings.extend(old.warnings)
         if old.outcome == "in_use":
             warnings.append(
                 f"the renewed certificate {old.thumbprint} was kept: still used by {'; '.join(old.used_by)}"
@@ -271,6 +272,7 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
                 restart_failed.append(name)
                 warnings.append(f"instance {name}: {record['RestartError']}")
     cert = certificates.remove_certificate(session, SQL_STORE, thumbprint, if_unused=True)
+    warnings.extend(cert.warnings)
     if cert.outcome == "in_use":
         warnings.append(f"certificate {thumbprint} was kept: still used by {'; '.join(cert.used_by)}")
     if not unbound and cert.outcome != "removed":

@@ -423,8 +423,11 @@ function Remove-WinCertCertificate {
 
     Removing a certificate that has a private key also deletes the key container (CNG key or
     CryptoAPI container, found through the certificate) unless another certificate in any
-    LocalMachine store with the same public key refers to the same container (same unique
-    name). A key that cannot be deleted leaves a warning; the certificate stays removed.
+    LocalMachine store refers to the same container by container name or unique name, whatever
+    its public key (tools that reuse PFX friendly names as container names give certificates
+    with different keys one container name). A key that cannot be opened or deleted leaves a
+    warning ("... its private key could not be deleted: <reason>"); the certificate stays
+    removed.
 
     Errors: WinCert.StoreNotFound, WinCert.StoreOpenFailed, WinCert.UsageCheckFailed (-IfUnused
     and IIS or SQL Server configuration could not be read: nothing is removed).
@@ -487,8 +490,9 @@ function Remove-WinCertCertificate {
         return , $usedBy.ToArray()
     }
 
-    # The key container's unique name (CNG UniqueName or CryptoAPI UniqueKeyContainerName).
-    function Get-KeyUniqueName {
+    # The key container's names: @(container name, unique name) - CNG KeyName / UniqueName or
+    # CryptoAPI KeyContainerName / UniqueKeyContainerName; $null when neither can be read.
+    function Get-KeyContainerName {
         param(
             [System.Security.Cryptography.X509Certificates.X509Certificate2]$Certificate
         )
@@ -497,10 +501,11 @@ function Remove-WinCertCertificate {
         try {
             if ($key -is [System.Security.Cryptography.RSACng] -or $key -is [System.Security.Cryptography.ECDsaCng] -or
                 $key -is [System.Security.Cryptography.DSACng]) {
-                return $key.Key.UniqueName
+                return , @([string]$key.Key.KeyName, [string]$key.Key.UniqueName)
             }
             if ($key -is [System.Security.Cryptography.ICspAsymmetricAlgorithm]) {
-                return $key.CspKeyContainerInfo.UniqueKeyContainerName
+                $info = $key.CspKeyContainerInfo
+                return , @([string]$info.KeyContainerName, [string]$info.UniqueKeyContainerName)
             }
             return $null
         }
@@ -510,15 +515,15 @@ function Remove-WinCertCertificate {
     }
 
     # Whether a certificate other than (StorePath, Thumbprint) in any LocalMachine store refers to
-    # the key container $UniqueName. Only certificates with the same public key are opened.
+    # the key container $Names (container name or unique name, case-insensitive), whatever its
+    # public key: two certificates with different keys may name one container.
     function Test-KeyReferenced {
         param(
-            [string]$UniqueName,
-            [byte[]]$PublicKey,
+            [string[]]$Names,
             [string]$StorePath,
             [string]$Thumbprint
         )
-        $wanted = [System.Convert]::ToBase64String($PublicKey)
+        $wanted = @($Names | Where-Object { $_ })
         foreach ($storeName in @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine' | ForEach-Object { $_.Name })) {
             $other = [System.Security.Cryptography.X509Certificates.X509Store]::new(
                 $storeName, [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine)
@@ -527,12 +532,14 @@ function Remove-WinCertCertificate {
                 foreach ($certificate in $other.Certificates) {
                     if (-not $certificate.HasPrivateKey) { continue }
                     if ($storeName -ieq $StorePath -and $certificate.Thumbprint -eq $Thumbprint) { continue }
-                    if ([System.Convert]::ToBase64String($certificate.PublicKey.EncodedKeyValue.RawData) -ne $wanted) { continue }
                     try {
-                        if ((Get-KeyUniqueName -Certificate $certificate) -eq $UniqueName) { return $true }
+                        $names = Get-KeyContainerName -Certificate $certificate
                     }
                     catch {
                         return $true  # cannot tell: keep the key
+                    }
+                    foreach ($name in @($names)) {
+                        if ($name -and $wanted -contains $name) { return $true }
                     }
                 }
             }
@@ -577,19 +584,19 @@ function Remove-WinCertCertificate {
             }
         }
 
-        $uniqueName = $null
+        $containerNames = $null
         if ($target.HasPrivateKey) {
             try {
-                $uniqueName = Get-KeyUniqueName -Certificate $target
+                $containerNames = Get-KeyContainerName -Certificate $target
             }
             catch {
                 Write-Warning ('Certificate {0}: its private key could not be opened ({1}); the key container is left in place.' -f $normalized, $_.Exception.Message)
             }
         }
         $store.Remove($target)
-        if (-not [string]::IsNullOrEmpty($uniqueName)) {
+        if ($null -ne $containerNames -and @($containerNames | Where-Object { $_ }).Count -gt 0) {
             try {
-                if (-not (Test-KeyReferenced -UniqueName $uniqueName -PublicKey $target.PublicKey.EncodedKeyValue.RawData -StorePath $StorePath -Thumbprint $normalized)) {
+                if (-not (Test-KeyReferenced -Names $containerNames -StorePath $StorePath -Thumbprint $normalized)) {
                     Remove-WinCertPrivateCertificateKey -Certificate $target
                 }
             }
