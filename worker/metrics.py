@@ -69,6 +69,14 @@ SLOTS_IN_USE = Gauge(
 DEAD_LETTERED = Counter(
     "wincert_jobs_dead_lettered_total", "Jobs written to the dead-letter stream.", ["reason"]
 )
+INVENTORY_STATE_INVALID = Counter(
+    "wincert_inventory_state_invalid_total",
+    "Inventory state documents read from Redis and ignored because they were invalid.",
+)
+INVENTORY_STATE_ERRORS = Counter(
+    "wincert_inventory_state_errors_total",
+    "Finished jobs whose inventory state update failed (Redis error); the next inventory repairs it.",
+)
 
 
 def multiprocess_enabled() -> bool:

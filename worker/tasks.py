@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from producer.codes import ResultCode
 from producer.messages import TASK_NAME, AnyJob, JobResult, JobType, Status, StoreRef, parse_job
-from worker import jobs, metrics, results, signing
+from worker import inventory_state, jobs, metrics, results, signing
 from worker.credentials import CredentialResolver
 from worker.jobs.outcome import Outcome
 from worker.limits import HostLimiter, limit_key, retry_delay
@@ -363,4 +363,15 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     result = signing.after_phase1(
         task.app, parsed, result, settings.queue, rt.redis, settings.result_expires
     )
+    _record_inventory_state(rt, parsed, result, run.certificate_der)
     return _finish(rt, state, result, ran=True)
+
+
+def _record_inventory_state(rt: Runtime, job: AnyJob, result: JobResult, der: bytes | None) -> None:
+    """Keep :mod:`worker.inventory_state` current; a Redis error is logged and counted, never
+    fails the job (the next inventory of the store repairs the state)."""
+    try:
+        inventory_state.apply_job_result(inventory_state.InventoryState(rt.redis), job, result, der)
+    except (redis.RedisError, RuntimeError) as exc:
+        metrics.INVENTORY_STATE_ERRORS.inc()
+        log.warning("inventory state not updated: %s", exc)

@@ -57,6 +57,8 @@ class JobRun:
 
     result: JobResult
     error_kind: str | None = None
+    certificate_der: bytes | None = None
+    """Add jobs: the leaf certificate the worker parsed (for :mod:`worker.inventory_state`)."""
 
 
 def result_from(
@@ -135,10 +137,12 @@ def run(
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), "tls")
     try:
         args: tuple[Any, ...] = ()
+        leaf: bytes | None = None
         if isinstance(job, AddJob):  # checked on the worker before anything is sent
             prepared = certificates.prepare(job, credentials.settings)
             secrets.extend(p for p in (prepared.password,) if p)
             args = (prepared,)
+            leaf = prepared.parsed.leaf_der
         # local mode: the PowerShell process runs as the worker's own account, no credential
         credential = LOCAL_CREDENTIAL if job.store.is_local else credentials.resolve(job.store.credential)
         secrets.append(credential.password.get_secret_value())
@@ -165,4 +169,4 @@ def run(
         log.warning("job failed: %s (%s)", classified.code.value, type(exc).__name__)
         outcome = Outcome(Status.FAILURE, classified.code, classified.message)
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), classified.kind)
-    return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra))
+    return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), certificate_der=leaf)

@@ -1,0 +1,263 @@
+"""worker.inventory_state against a real redis-server: inventories, changes, ordering, hostile
+documents, concurrent writers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from producer.codes import ResultCode
+from producer.inventory_model import INVENTORY_KEY, InventoryReader, parse_within, store_id
+from producer.messages import CertificateItem, JobResult, JobType, Status, StoreRef, parse_job
+from worker import metrics
+from worker.inventory_state import CertificateSummary, InventoryState, apply_job_result
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+_KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+def make_cert(cn: str, not_after: datetime) -> bytes:
+    """A self-signed certificate (DER) with subject CN ``cn`` expiring at ``not_after``."""
+    name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "T")]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(_KEY.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - timedelta(days=400))
+        .not_valid_after(not_after)
+        .sign(_KEY, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.DER)
+
+
+def thumb(der: bytes) -> str:
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def item(der: bytes, alias: str | None = None, **parameters: Any) -> CertificateItem:
+    cert = x509.load_der_x509_certificate(der)
+    return CertificateItem(
+        alias=alias or thumb(der),
+        thumbprint=thumb(der),
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial_number=format(cert.serial_number, "X"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        has_private_key=False,
+        der_b64=base64.b64encode(der).decode(),
+        parameters=parameters,
+    )
+
+
+def store(store_type: str = "WinCert", host: str = "Web01.Contoso.com", path: str = "My") -> StoreRef:
+    return StoreRef(store_type=store_type, client_machine=host, store_path=path)  # type: ignore[arg-type]
+
+
+def test_inventory_is_kept_without_der_and_expiring_is_soonest_first(redis_client: Any) -> None:
+    state = InventoryState(redis_client)
+    soon, later, gone = (
+        make_cert(cn, NOW + d)
+        for cn, d in (
+            ("soon.contoso.com", timedelta(days=3)),
+            ("later", timedelta(days=200)),
+            ("gone", timedelta(days=-1)),
+        )
+    )
+    state.record_inventory(store(), [item(later), item(soon), item(gone)], NOW)
+    raw = redis_client.hget(INVENTORY_KEY, "WinCert|web01.contoso.com|my")
+    assert raw is not None and "der" not in raw and base64.b64encode(soon).decode()[:40] not in raw
+    doc = state.get(store(path="MY"))  # store paths are case-insensitive
+    assert doc is not None
+    assert doc.host == "web01.contoso.com" and doc.last_inventory == NOW.timestamp()
+    assert {c.subject_cn for c in doc.certificates} == {"soon.contoso.com", "later", "gone"}
+    rows = InventoryReader(redis_client).expiring(timedelta(days=30), now=NOW)
+    assert [r.subject_cn for r in rows] == ["gone", "soon.contoso.com"]
+    assert rows[1].thumbprint == thumb(soon) and rows[1].not_after == NOW + timedelta(days=3)
+    assert rows[1].as_json()["not_after"].endswith("Z")
+
+
+def test_a_change_after_an_inventory_started_survives_it(redis_client: Any) -> None:
+    state = InventoryState(redis_client)
+    a, b, c = (make_cert(n, NOW + timedelta(days=90)) for n in "abc")
+    state.record_inventory(store(), [item(a), item(b)], NOW - timedelta(minutes=10))
+    # add c and remove a at NOW; an inventory that STARTED before (NOW-1min) and still saw a, not c
+    state.record_added(store(), CertificateSummary.from_der(c), NOW)
+    state.record_removed(store(), thumb(a).lower(), NOW)
+    doc = state.record_inventory(store(), [item(a), item(b)], NOW - timedelta(minutes=1))
+    assert doc.thumbprints() == {thumb(b), thumb(c)}
+    # an inventory that started after both changes is the truth
+    doc = state.record_inventory(store(), [item(a)], NOW + timedelta(minutes=1))
+    assert doc.thumbprints() == {thumb(a)} and doc.removed == {}
+
+
+def test_iisu_binding_and_renewal(redis_client: Any) -> None:
+    state = InventoryState(redis_client)
+    iis = store("IISU", path="WebHosting")
+    old, new, other = (
+        make_cert(n, NOW + timedelta(days=d)) for n, d in (("old", 5), ("new", 400), ("o", 50))
+    )
+    state.record_inventory(
+        iis,
+        [
+            item(old, f"{thumb(old)}:Shop:*:443:shop.contoso.com"),
+            item(old, f"{thumb(old)}:Shop:*:8443:"),
+            item(other, f"{thumb(other)}:Blog:*:443:"),
+        ],
+        NOW - timedelta(minutes=5),
+    )
+    job = parse_job(
+        {
+            "job_type": "add",
+            "job_id": str(uuid.uuid4()),
+            "store": {
+                "store_type": "IISU",
+                "client_machine": "web01.contoso.com",
+                "store_path": "WebHosting",
+            },
+            "certificate": {"contents_plaintext": base64.b64encode(new).decode()},
+            "renewal_thumbprint": thumb(old),
+            "entry_parameters": {"SiteName": "Blog", "Port": "443"},
+        }
+    )
+    result = JobResult(
+        job_id=job.job_id,
+        job_type=JobType.ADD,
+        status=Status.SUCCESS,
+        code=ResultCode.OK,
+        message="ok",
+        thumbprint=thumb(new),
+        finished_at=NOW,
+    )
+    doc = apply_job_result(state, job, result, new)
+    assert doc is not None
+    assert sorted(c.alias for c in doc.certificates) == sorted(
+        [
+            f"{thumb(new)}:Blog:*:443:",
+            f"{thumb(new)}:Shop:*:443:shop.contoso.com",
+            f"{thumb(new)}:Shop:*:8443:",
+        ]
+    )
+    assert {c.subject_cn for c in doc.certificates} == {"new"}
+    removed = state.record_removed(iis, f"{thumb(new)}:Shop:*:8443:", NOW + timedelta(seconds=1))
+    assert len(removed.certificates) == 2
+
+
+def test_winsql_instances_move_to_the_new_certificate(redis_client: Any) -> None:
+    state = InventoryState(redis_client)
+    sql = store("WinSQL")
+    a, b = make_cert("a", NOW + timedelta(days=9)), make_cert("b", NOW + timedelta(days=99))
+    state.record_inventory(sql, [item(a, InstanceName="MSSQLSERVER,REPORTING")], NOW - timedelta(hours=1))
+    doc = state.record_added(sql, CertificateSummary.from_der(b), NOW, instances=["reporting"])
+    by = {c.thumbprint: c.binding for c in doc.certificates}
+    assert by == {thumb(a): "MSSQLSERVER", thumb(b): "REPORTING"}
+    doc = state.record_added(sql, CertificateSummary.from_der(b), NOW, instances=["MSSQLSERVER"])
+    assert {c.thumbprint: c.binding for c in doc.certificates} == {thumb(b): "MSSQLSERVER,REPORTING"}
+
+
+def test_failures_make_a_store_known_and_inventory_results_apply(redis_client: Any) -> None:
+    state = InventoryState(redis_client)
+    job = parse_job(
+        {
+            "job_type": "inventory",
+            "store": {"store_type": "WinCert", "client_machine": "db9", "store_path": "Root"},
+        }
+    )
+    failed = JobResult(
+        job_id=job.job_id,
+        job_type=JobType.INVENTORY,
+        status=Status.FAILURE,
+        code=ResultCode.HOST_UNREACHABLE,
+        message="x",
+        finished_at=NOW,
+    )
+    doc = apply_job_result(state, job, failed)
+    assert doc is not None and doc.last_inventory is None and doc.last_failure_code == "host_unreachable"
+    cert = make_cert("root", NOW + timedelta(days=1000))
+    ok = failed.model_copy(
+        update={"status": Status.SUCCESS, "code": ResultCode.OK, "items": [item(cert)], "started_at": NOW}
+    )
+    doc = apply_job_result(state, job, ok)
+    assert doc is not None and doc.last_inventory == NOW.timestamp() and doc.thumbprints() == {thumb(cert)}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "not json",
+        json.dumps(
+            {
+                "store_type": "WinCert",
+                "host": "h",
+                "store_path": "My",
+                "certificates": [{"alias": "x", "thumbprint": "nothex", "not_after": 1, "seen": 1}],
+            }
+        ),
+        json.dumps({"store_type": "Evil", "host": "h", "store_path": "My"}),
+        json.dumps(
+            {
+                "store_type": "WinCert",
+                "host": "h",
+                "store_path": "My",
+                "certificates": [{"alias": "x", "thumbprint": "A" * 40, "not_after": 1e300, "seen": 1}],
+            }
+        ),
+        "[" * 100_000,
+    ],
+)
+def test_hostile_documents_are_ignored_and_counted(redis_client: Any, raw: str) -> None:
+    good = make_cert("good", NOW + timedelta(days=1))
+    state = InventoryState(redis_client)
+    state.record_inventory(store(host="good"), [item(good)], NOW)
+    redis_client.hset(INVENTORY_KEY, store_id("WinCert", "bad", "my"), raw)
+    before = metrics.INVENTORY_STATE_INVALID._value.get()
+    assert [s.host for s in state.stores()] == ["good"]
+    assert metrics.INVENTORY_STATE_INVALID._value.get() == before + 1
+    # a write over an invalid document starts afresh instead of failing
+    doc = state.record_inventory(store(host="bad"), [item(good)], NOW)
+    assert doc.thumbprints() == {thumb(good)}
+
+
+def test_concurrent_writers_lose_nothing(redis_client: Any, redis_url: str) -> None:
+    import redis
+
+    certs = [make_cert(f"c{i}", NOW + timedelta(days=i + 1)) for i in range(24)]
+
+    def writer(chunk: list[bytes]) -> None:
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        own = InventoryState(client)
+        for der in chunk:
+            own.record_added(store(), CertificateSummary.from_der(der), NOW)
+        client.close()
+
+    threads = [threading.Thread(target=writer, args=(certs[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    doc = InventoryState(redis_client).get(store())
+    assert doc is not None and doc.thumbprints() == {thumb(d) for d in certs}
+
+
+def test_parse_within() -> None:
+    assert parse_within("30d") == timedelta(days=30)
+    assert parse_within("12h") == timedelta(hours=12)
+    assert parse_within("90") == timedelta(seconds=90)
+    with pytest.raises(ValueError, match="30d"):
+        parse_within("soon")

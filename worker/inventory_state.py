@@ -1,0 +1,448 @@
+"""The latest inventory of every certificate store, kept in Redis (no DER, one entry per store).
+
+Read by the expiry metrics (:mod:`worker.metrics_collectors`), ``wincert expiring`` and
+incremental inventory; written by every inventory and by every change a job makes (add,
+remove, reenrollment completion), through :func:`apply_job_result` called from
+:mod:`worker.tasks`.
+
+Redis data model
+================
+
+One hash, :data:`INVENTORY_KEY` (``wincert:inventory``): field = the store id
+``<store type>|<host>|<store path>`` (host and store path lower-case: Windows store names are
+case-insensitive; the host is :attr:`producer.messages.StoreRef.host_key`), value = one JSON
+document, :class:`StoreInventory`::
+
+    {"v": 1, "store_type": "WinCert", "host": "web01", "store_path": "My",
+     "last_inventory": 1765100000.0,        # Unix seconds of the last successful inventory's
+                                            # start (null: never inventoried successfully)
+     "last_failure": null, "last_failure_code": null,
+     "updated": 1765100000.0,               # last write of any kind
+     "certificates": [{"alias": "3B8D...E91F", "thumbprint": "3B8D...E91F",
+                       "subject_cn": "web01.contoso.com", "not_after": 1790000000.0,
+                       "binding": null, "seen": 1765100000.0}],
+     "removed": {"<alias>": 1765100001.0}}  # tombstones newer than the last inventory
+
+* ``alias`` is the inventory alias in Keyfactor's format for the store type (WinCert/WinSQL:
+  the thumbprint; IISU: ``THUMB:site:ip:port:host``), unique within a store;
+  ``thumbprint`` is 40 upper-case hex; ``not_after`` is Unix seconds (UTC);
+  ``binding`` is what the certificate is bound to: IISU ``site:ip:port:host``, WinSQL the
+  comma-separated instance names, WinCert null.
+* Bounded: one field per store ever touched; a store's document holds only its certificates
+  (no DER, ~200 bytes each) and tombstones younger than its last inventory.
+
+Ordering: an inventory that started before a change finished must not undo that change. Each
+certificate carries ``seen`` (when it was observed) and each removal a tombstone time; applying
+an inventory started at ``T`` keeps entries seen after ``T`` and honours tombstones after ``T``.
+Every write is a WATCH/MULTI transaction on the hash (retried on conflict).
+
+Everything read back from Redis is untrusted: a document that is not valid JSON, does not match
+the model, or is larger than :data:`MAX_DOCUMENT_BYTES` is ignored (logged, counted in
+``wincert_inventory_state_invalid_total``) and treated as absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from producer.codes import ResultCode
+from producer.inventory_model import (
+    CN_MAX,
+    INVENTORY_KEY,
+    CertificateEntry,
+    ExpiringCertificate,
+    InvalidStateError,
+    InventoryReader,
+    StoreInventory,
+    parse_document,
+    parse_within,
+    store_id,
+    store_id_of,
+)
+from producer.messages import (
+    AddJob,
+    AnyJob,
+    CertificateItem,
+    InventoryJob,
+    JobResult,
+    ReenrollmentCompleteJob,
+    RemoveJob,
+    Status,
+    StoreRef,
+    StoreType,
+)
+from worker import metrics
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CN_MAX",
+    "INVENTORY_KEY",
+    "CertificateEntry",
+    "CertificateSummary",
+    "ExpiringCertificate",
+    "InvalidStateError",
+    "InventoryState",
+    "StoreInventory",
+    "apply_job_result",
+    "entry_from_item",
+    "parse_document",
+    "parse_within",
+    "store_id",
+    "store_id_of",
+]
+
+MAX_TOMBSTONES = 1000
+"""Removal tombstones kept per store between inventories (oldest dropped first)."""
+
+_WRITE_ATTEMPTS = 20
+
+_SUCCESS_CODES = {ResultCode.OK, ResultCode.ALREADY_PRESENT, ResultCode.ALREADY_ABSENT}
+
+
+# --- certificate summaries (no DER kept) ----------------------------------------------------
+
+
+def common_name_of_subject(subject: str) -> str:
+    """The first CN of a subject string as Windows or RFC 4514 writes it ('' when none)."""
+    match = re.search(r'(?:^|[,;]\s*)CN=("(?:[^"]|"")*"|(?:\\.|[^,;])*)', subject, re.IGNORECASE)
+    if not match:
+        return ""
+    value = match.group(1).strip()
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        value = value[1:-1].replace('""', '"')
+    else:
+        value = re.sub(r"\\(.)", r"\1", value)
+    return value[:CN_MAX]
+
+
+def _cn_of_certificate(cert: x509.Certificate) -> str:
+    try:
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return ""
+    if not names:
+        return ""
+    value = names[0].value
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text[:CN_MAX]
+
+
+@dataclass(frozen=True)
+class CertificateSummary:
+    """What the state keeps of a certificate installed by a job (computed from its DER)."""
+
+    thumbprint: str
+    subject_cn: str
+    not_after: datetime
+
+    @classmethod
+    def from_der(cls, der: bytes) -> CertificateSummary:
+        """Summarise a DER certificate.
+
+        Raises:
+            ValueError: ``der`` is not an X.509 certificate.
+        """
+        cert = x509.load_der_x509_certificate(der)
+        thumbprint = hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
+        return cls(thumbprint, _cn_of_certificate(cert), cert.not_valid_after_utc)
+
+    @classmethod
+    def from_text(cls, text: str) -> CertificateSummary:
+        """Summarise the first certificate of PEM text or base64 DER (a completion job's input).
+
+        Raises:
+            ValueError: not a certificate.
+        """
+        if "-----BEGIN" in text:
+            cert = x509.load_pem_x509_certificates(text.encode("ascii", "replace"))[0]
+            return cls.from_der(cert.public_bytes(Encoding.DER))
+        return cls.from_der(base64.b64decode("".join(text.split()), validate=True))
+
+
+def entry_from_item(item: CertificateItem, seen: float) -> CertificateEntry:
+    """The state entry of one inventory item (CN from the DER, else from the subject string)."""
+    cn = ""
+    try:
+        cn = _cn_of_certificate(x509.load_der_x509_certificate(base64.b64decode(item.der_b64)))
+    except ValueError:
+        cn = ""
+    if not cn:
+        cn = common_name_of_subject(item.subject)
+    binding: str | None = None
+    if ":" in item.alias:  # IISU: THUMB:site:ip:port:host
+        binding = item.alias.split(":", 1)[1]
+    elif item.parameters.get("InstanceName"):
+        binding = str(item.parameters["InstanceName"])
+    return CertificateEntry(
+        alias=item.alias,
+        thumbprint=item.thumbprint.upper(),
+        subject_cn=cn,
+        not_after=item.not_after.timestamp(),
+        binding=binding,
+        seen=seen,
+    )
+
+
+# --- the state ------------------------------------------------------------------------------
+
+
+class InventoryState(InventoryReader):
+    """Read (:class:`producer.inventory_model.InventoryReader`: ``get``, ``get_by_id``,
+    ``stores``, ``expiring``) and update the per-store inventory state in Redis.
+
+    ``client`` may decode responses or not. All times are Unix seconds (float) or aware
+    datetimes as documented per method; thumbprints upper-case hex. Invalid documents read back
+    are counted in ``wincert_inventory_state_invalid_total``.
+    """
+
+    def __init__(self, client: redis.Redis, key: str = INVENTORY_KEY) -> None:
+        super().__init__(client, key, on_invalid=metrics.INVENTORY_STATE_INVALID.inc)
+
+    # writing -----------------------------------------------------------------------------
+
+    def record_inventory(
+        self, store: StoreRef, items: Sequence[CertificateItem], started_at: datetime
+    ) -> StoreInventory:
+        """Replace the store's certificates by a successful inventory that started at
+        ``started_at`` (changes recorded after that instant are kept)."""
+        started = started_at.timestamp()
+        fresh = [entry_from_item(item, started) for item in items]
+
+        def change(doc: StoreInventory) -> StoreInventory:
+            removed = {a: t for a, t in doc.removed.items() if t > started}
+            by_alias = {e.alias: e for e in fresh if e.alias not in removed}
+            for kept in doc.certificates:
+                if kept.seen > started and kept.alias not in by_alias:
+                    by_alias[kept.alias] = kept
+            last = max(started, doc.last_inventory or 0.0)
+            return doc.model_copy(
+                update={"certificates": list(by_alias.values()), "removed": removed, "last_inventory": last}
+            )
+
+        return self._update(store, change)
+
+    def record_failure(self, store: StoreRef, code: str, at: datetime) -> StoreInventory:
+        """Note a failed inventory (the store becomes known; its certificates stay)."""
+
+        def change(doc: StoreInventory) -> StoreInventory:
+            return doc.model_copy(update={"last_failure": at.timestamp(), "last_failure_code": code[:64]})
+
+        return self._update(store, change)
+
+    def record_added(
+        self,
+        store: StoreRef,
+        certificate: CertificateSummary,
+        at: datetime,
+        *,
+        alias: str | None = None,
+        binding: str | None = None,
+        replaces: str | None = None,
+        instances: Sequence[str] = (),
+    ) -> StoreInventory:
+        """Record a certificate installed (and bound) by a job that finished at ``at``.
+
+        Args:
+            alias: the inventory alias; default the thumbprint.
+            binding: IISU ``site:ip:port:host``: any other certificate's entry for that binding
+                is replaced (a binding has one certificate).
+            replaces: IISU renewal: every binding of this old thumbprint now uses the new one.
+            instances: WinSQL instance names now bound to the certificate (removed from the
+                entries of other certificates; entries left without an instance are dropped).
+        """
+        seen = at.timestamp()
+        thumb = certificate.thumbprint
+
+        def change(doc: StoreInventory) -> StoreInventory:
+            entries = list(doc.certificates)
+            removed = dict(doc.removed)
+            new: list[CertificateEntry] = []
+
+            def make(entry_alias: str, entry_binding: str | None) -> CertificateEntry:
+                return CertificateEntry(
+                    alias=entry_alias,
+                    thumbprint=thumb,
+                    subject_cn=certificate.subject_cn,
+                    not_after=certificate.not_after.timestamp(),
+                    binding=entry_binding,
+                    seen=seen,
+                )
+
+            if doc.store_type is StoreType.IISU:
+                wanted = {binding.lower(): binding} if binding else {}
+                if replaces:
+                    for e in entries:
+                        if e.thumbprint == replaces.upper() and e.binding:
+                            wanted.setdefault(e.binding.lower(), e.binding)
+                gone = [e for e in entries if (e.binding or "").lower() in wanted]
+                for e in gone:
+                    removed[e.alias] = seen
+                entries = [e for e in entries if (e.binding or "").lower() not in wanted]
+                new = [make(f"{thumb}:{b}", b) for b in sorted(wanted.values())]
+            elif doc.store_type is StoreType.WIN_SQL:
+                names = {n.strip().upper() for n in instances if n.strip()}
+                kept: list[CertificateEntry] = []
+                for e in entries:
+                    if e.thumbprint == thumb:
+                        names |= {n.strip().upper() for n in (e.binding or "").split(",") if n.strip()}
+                        continue
+                    bound = [n for n in (e.binding or "").split(",") if n.strip()]
+                    left = [n for n in bound if n.strip().upper() not in names]
+                    if e.binding and not left:
+                        removed[e.alias] = seen
+                        continue
+                    kept.append(e.model_copy(update={"binding": ",".join(left) or None}) if e.binding else e)
+                entries = kept
+                new = [make(alias or thumb, ",".join(sorted(names)) or None)]
+            else:
+                new = [make(alias or thumb, binding)]
+            by_alias = {e.alias: e for e in entries}
+            for e in new:
+                by_alias[e.alias] = e
+                removed.pop(e.alias, None)
+            return doc.model_copy(update={"certificates": list(by_alias.values()), "removed": removed})
+
+        return self._update(store, change)
+
+    def record_removed(self, store: StoreRef, alias: str, at: datetime) -> StoreInventory:
+        """Record that a job that finished at ``at`` removed ``alias`` (WinCert/WinSQL: a
+        thumbprint, every entry with it goes; IISU: the one binding's alias)."""
+        seen = at.timestamp()
+        key = alias.strip()
+
+        def change(doc: StoreInventory) -> StoreInventory:
+            removed = dict(doc.removed)
+            if doc.store_type is StoreType.IISU:
+                gone = {e.alias for e in doc.certificates if e.alias.upper() == key.upper()} | {key}
+            else:
+                gone = {e.alias for e in doc.certificates if e.thumbprint == key.upper()} | {key.upper()}
+            for a in gone:
+                removed[a] = seen
+            entries = [e for e in doc.certificates if e.alias not in gone]
+            return doc.model_copy(update={"certificates": entries, "removed": removed})
+
+        return self._update(store, change)
+
+    def forget(self, store: StoreRef) -> bool:
+        """Drop a store's document (an operator decommissioned it); True if it existed."""
+        return bool(self.client.hdel(self.key, store_id_of(store)))
+
+    def _update(self, store: StoreRef, change: Any) -> StoreInventory:
+        sid = store_id_of(store)
+        for _ in range(_WRITE_ATTEMPTS):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(self.key)  # type: ignore[no-untyped-call]
+                    raw = pipe.hget(self.key, sid)
+                    doc = self._parse(sid, raw) if raw is not None else None
+                    if doc is None:
+                        doc = StoreInventory(
+                            store_type=store.store_type, host=store.host_key, store_path=store.store_path
+                        )
+                    updated: StoreInventory = change(doc)
+                    if len(updated.removed) > MAX_TOMBSTONES:
+                        newest = sorted(updated.removed.items(), key=lambda kv: kv[1])[-MAX_TOMBSTONES:]
+                        updated = updated.model_copy(update={"removed": dict(newest)})
+                    updated = updated.model_copy(update={"updated": time.time()})
+                    pipe.multi()
+                    pipe.hset(self.key, sid, updated.model_dump_json())
+                    pipe.execute()
+                    return updated
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"inventory state of {sid!r}: too many concurrent writers, gave up")
+
+
+# --- what tasks call --------------------------------------------------------------------------
+
+
+def apply_job_result(
+    state: InventoryState, job: AnyJob, result: JobResult, certificate_der: bytes | None = None
+) -> StoreInventory | None:
+    """Update the state from one finished job (never raises for a job it cannot use).
+
+    * inventory: success/warning → :meth:`InventoryState.record_inventory` (a ``partial``
+      inventory skipped unreadable certificates: the ones read are recorded); failure →
+      :meth:`InventoryState.record_failure`;
+    * add / reenrollment_complete (success): :meth:`InventoryState.record_added` with the
+      certificate summarised from ``certificate_der`` (add: the leaf the worker parsed) or the
+      completion job's certificate text;
+    * remove (success): :meth:`InventoryState.record_removed`.
+
+    Returns the new document, or None when the job changed nothing the state records.
+    """
+    finished = result.finished_at or datetime.now(UTC)
+    store = job.store
+    if isinstance(job, InventoryJob):
+        if result.status is Status.FAILURE:
+            return state.record_failure(store, result.code.value, finished)
+        return state.record_inventory(store, result.items or [], result.started_at or finished)
+    if result.status is Status.FAILURE or result.code not in _SUCCESS_CODES:
+        return None
+    if isinstance(job, RemoveJob):
+        return state.record_removed(store, job.alias, finished)
+    if isinstance(job, AddJob | ReenrollmentCompleteJob):
+        try:
+            if certificate_der is not None:
+                summary = CertificateSummary.from_der(certificate_der)
+            elif isinstance(job, ReenrollmentCompleteJob):
+                summary = CertificateSummary.from_text(job.certificate)
+            else:
+                return None
+        except (ValueError, IndexError) as exc:
+            log.warning("inventory state not updated: the installed certificate is unreadable (%s)", exc)
+            return None
+        if result.thumbprint and result.thumbprint.upper() != summary.thumbprint:
+            summary = CertificateSummary(result.thumbprint.upper(), summary.subject_cn, summary.not_after)
+        entry = job.entry
+        binding: str | None = None
+        instances: list[str] = []
+        if store.store_type is StoreType.IISU:
+            binding = _iis_binding(entry)
+        elif store.store_type is StoreType.WIN_SQL:
+            instances = list(_sql_instances(entry))
+        replaces = job.renewal_thumbprint if isinstance(job, AddJob) else None
+        return state.record_added(
+            store, summary, finished, binding=binding, replaces=replaces, instances=instances
+        )
+    return None
+
+
+def _iis_binding(entry: Any) -> str | None:
+    """``site:ip:port:host`` of IISU entry parameters (the alias without its thumbprint)."""
+    site = getattr(entry, "site_name", None)
+    if not site:
+        return None
+    ip = getattr(entry, "ip_address", None) or "*"
+    port = getattr(entry, "port", None) or 443
+    host = getattr(entry, "host_name", None) or ""
+    return f"{site}:{ip}:{port}:{host}"
+
+
+def _sql_instances(entry: Any) -> Iterable[str]:
+    value = getattr(entry, "instance_name", None)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def dump(doc: StoreInventory) -> str:
+    """The JSON document as stored (for tests and tools)."""
+    return json.dumps(doc.model_dump(mode="json"))
