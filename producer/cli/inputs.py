@@ -7,7 +7,9 @@ import binascii
 
 from cryptography import x509
 
+from producer.certinput import CertificateInputError, parse_certificate_input
 from producer.cli.base import UsageProblemError, _strip_line_end
+from producer.codes import ResultCode
 
 
 def _read_secret_file(path: str, option: str) -> str:
@@ -74,3 +76,21 @@ def _signed_certificate_text(path: str, field: str, option: str) -> str:
 
 
 # --- commands --------------------------------------------------------------------------------
+
+
+def check_certificate_input(contents: bytes, password: str | None, path: str) -> None:
+    """Run the worker's certificate-input checks (:func:`producer.certinput.parse_certificate_input`)
+    on a file the CLI holds with its password, so a bad file or a wrong PKCS#12 password is
+    refused before anything is enqueued (the host's Windows build is unknown here: the
+    build-dependent check stays the worker's).
+
+    Raises:
+        UsageProblemError: naming the field, the result code the worker would give, and the fix.
+    """
+    try:
+        parse_certificate_input(contents, password)
+    except CertificateInputError as exc:
+        field = "certificate.password" if exc.code is ResultCode.PFX_PASSWORD_INCORRECT else "certificate"
+        raise UsageProblemError(
+            f"{field} (--certificate {path}): {exc.code.value}: {exc.message}; nothing was enqueued"
+        ) from None

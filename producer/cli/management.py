@@ -14,7 +14,7 @@ from producer.cli.base import (
     _load_settings,
     _read_password,
 )
-from producer.cli.inputs import _read_certificate_file, _read_secret_file
+from producer.cli.inputs import _read_certificate_file, _read_secret_file, check_certificate_input
 from producer.cli.options import (
     AllowTakeoverOpt,
     AuthOpt,
@@ -213,7 +213,12 @@ def add(
                     " password really is the empty string, give --pfx-empty-password instead",
                     ExitCode.USAGE,
                 )
-        return {"certificate": client.certificate_data(contents, password)}
+        sealed = client.certificate_data(contents, password)
+        try:
+            check_certificate_input(contents, password, certificate)
+        except UsageProblemError as exc:
+            _fail(str(exc), ExitCode.USAGE)
+        return {"certificate": sealed}
 
     fields = _job_fields(
         "add",

@@ -4,7 +4,7 @@ subprocess → WinRM (HTTP, NTLM, message encryption) → simulated Windows host
 Hosts: ``WC-2022`` (build 20348) and ``WC-2016`` (build 14393) take the imports; ``WC-QUIET``
 receives only jobs the worker must refuse before contacting anything, and the test proves that
 no request at all reached it. Expected thumbprints are computed here with ``cryptography`` and
-``hashlib`` only (never with ``worker.certinput``); what arrived on a host is read from the
+``hashlib`` only (never with ``producer.certinput``); what arrived on a host is read from the
 simulator's host model and its journal of calls.
 
 Every test submits its jobs at once and then waits, so the four worker processes run them in
@@ -133,7 +133,7 @@ def outcome_on(name: str, os_build: int, rewrap: bool = False) -> str:
     return vector.outcome
 
 
-# --- independent helpers (cryptography + hashlib, never worker.certinput) ------------------------
+# --- independent helpers (cryptography + hashlib, never producer.certinput) ------------------------
 def sha1(der: bytes) -> str:
     return hashlib.sha1(der).hexdigest().upper()
 

@@ -1,4 +1,4 @@
-"""worker.certinput: sniffing, passwords, leaf selection, limits, host compatibility, re-wrap."""
+"""producer.certinput: sniffing, passwords, leaf selection, limits, host compatibility, re-wrap."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import NameOID
 
-from worker.certinput import (
+from producer.certinput import (
     ALL_CODES,
     WINDOWS_MAX_PBKDF_ITERATIONS,
     CertificateInputError,
@@ -382,7 +382,7 @@ def test_iterations_at_the_limit_are_accepted() -> None:
 
 
 def test_mac_iterations_hand_patched() -> None:
-    from worker.certinput import der as d
+    from producer.certinput import der as d
 
     pfx = p12("pw")
     top = d.parse_single(pfx)
@@ -396,7 +396,7 @@ def test_mac_iterations_hand_patched() -> None:
 
 
 def test_total_derivation_budget() -> None:
-    from worker.certinput.parse import MAX_TOTAL_ITERATIONS, _Budget
+    from producer.certinput.parse import MAX_TOTAL_ITERATIONS, _Budget
 
     budget = _Budget()
     for _ in range(MAX_TOTAL_ITERATIONS // WINDOWS_MAX_PBKDF_ITERATIONS):

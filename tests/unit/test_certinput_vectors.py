@@ -1,4 +1,4 @@
-"""Every PKCS#12 file in cryptography-vectors through worker.certinput.
+"""Every PKCS#12 file in cryptography-vectors through producer.certinput.
 
 The table below is the reference: each file's password (found by trying None, "", "cryptography"
 and "password"; note that the ``*-no-pwd`` files are MACed with *no* password while
@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs12
 
-from worker.certinput import CertificateInputError, parse_certificate_input
+from producer.certinput import CertificateInputError, parse_certificate_input
 
 pytestmark = pytest.mark.filterwarnings("ignore:PKCS#12 bundle could not be parsed as DER")
 
@@ -105,7 +105,7 @@ def _spki_bytes(public_key: object) -> bytes:
 
 
 def _independent(name: str, password: str | None) -> tuple[str, list[bytes]]:
-    """(expected thumbprint, DER of all other certificates), without worker.certinput."""
+    """(expected thumbprint, DER of all other certificates), without producer.certinput."""
     loaded = pkcs12.load_pkcs12(_read(name), _pw_bytes(password))
     certs: list[x509.Certificate] = []
     if loaded.cert is not None:

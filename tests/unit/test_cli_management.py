@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from typer.testing import Result
 
+from producer.certinput.pkcs12_writer import legacy_pkcs12
 from producer.messages import RESULTS_STREAM, TASK_NAME, JobResult, parse_job
 from producer.secrets import decrypt_secret, generate_key
 from tests.unit.cli_support import invoke_cli, queued
@@ -78,6 +79,21 @@ def pfx_bytes() -> bytes:
     return pkcs12.serialize_key_and_certificates(
         b"web01", key, cert, None, serialization.BestAvailableEncryption(PFX_PASSWORD.encode())
     )
+
+
+@pytest.fixture(scope="module")
+def pfx_bytes_no_password() -> bytes:
+    """A PKCS#12 file with no password at all (no MAC, key bag not encrypted)."""
+    cert, key = _certificate_and_key()
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return legacy_pkcs12(der, key, [], None)
+
+
+@pytest.fixture(scope="module")
+def pfx_bytes_empty_password() -> bytes:
+    """cryptography's unencrypted PKCS#12: its MAC is keyed with the empty password."""
+    cert, key = _certificate_and_key()
+    return pkcs12.serialize_key_and_certificates(b"web01", key, cert, None, serialization.NoEncryption())
 
 
 @pytest.fixture
@@ -210,8 +226,10 @@ def test_add_winsql_instances_and_restart_service(cli: Invoke, redis_client: red
 
 @pytest.mark.parametrize("flags", [[], ["--pfx-no-password"]])
 def test_no_password_sends_no_password_fields(
-    cli: Invoke, redis_client: redis.Redis, pfx: Path, pfx_bytes: bytes, flags: list[str]
+    cli: Invoke, redis_client: redis.Redis, tmp_path: Path, pfx_bytes_no_password: bytes, flags: list[str]
 ) -> None:
+    pfx, pfx_bytes = tmp_path / "open.pfx", pfx_bytes_no_password
+    pfx.write_bytes(pfx_bytes)
     result = cli(["add", "web01", "--store-path", "My", "--certificate", str(pfx), *flags])
     assert result.exit_code == 0, result.output
     job = the_job(redis_client)
@@ -222,8 +240,10 @@ def test_no_password_sends_no_password_fields(
 
 
 def test_empty_password_differs_from_no_password(
-    cli: Invoke, redis_client: redis.Redis, pfx: Path, pfx_bytes: bytes
+    cli: Invoke, redis_client: redis.Redis, tmp_path: Path, pfx_bytes_empty_password: bytes
 ) -> None:
+    pfx, pfx_bytes = tmp_path / "empty-password.pfx", pfx_bytes_empty_password
+    pfx.write_bytes(pfx_bytes)
     result = cli(["add", "web01", "--store-path", "My", "--certificate", str(pfx), "--pfx-empty-password"])
     assert result.exit_code == 0, result.output
     job = the_job(redis_client)
@@ -231,6 +251,32 @@ def test_empty_password_differs_from_no_password(
     assert token is not None
     assert decrypt_secret(token, KEY) == ""
     assert_sealed(queued(redis_client)[0]["raw"], job, pfx_bytes, "")
+
+
+@pytest.mark.parametrize(
+    ("flags", "stdin"), [(["--pfx-password-stdin"], "wrong"), ([], None), (["--pfx-empty-password"], None)]
+)
+def test_the_cli_runs_the_workers_pfx_checks_before_enqueuing(
+    cli: Invoke, redis_client: redis.Redis, pfx: Path, flags: list[str], stdin: str | None
+) -> None:
+    expected = f"certificate.password (--certificate {pfx}): pfx_password_incorrect:"
+    result = cli(["add", "web01", "--store-path", "My", "--certificate", str(pfx), *flags], input=stdin)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: " + expected)
+    assert "nothing was enqueued" in result.output
+    assert "wrong" not in result.output and PFX_PASSWORD not in result.output
+    assert redis_client.dbsize() == 0
+
+
+def test_a_file_that_is_not_a_certificate_is_refused_by_the_cli(
+    cli: Invoke, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "notes.pfx"
+    path.write_bytes(b"hello, this is not a certificate\n")
+    result = cli(["add", "web01", "--store-path", "My", "--certificate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: certificate (--certificate {path}): ")
+    assert redis_client.dbsize() == 0
 
 
 def test_plaintext_certificate_only_when_allowed(
@@ -402,7 +448,11 @@ def test_missing_or_unreadable_certificate_exits_2_naming_the_flag(
     assert redis_client.dbsize() == 0
 
 
-def test_add_wait_shows_the_result_and_thumbprint(cli: Invoke, redis_client: redis.Redis, pfx: Path) -> None:
+def test_add_wait_shows_the_result_and_thumbprint(
+    cli: Invoke, redis_client: redis.Redis, tmp_path: Path, pfx_bytes_no_password: bytes
+) -> None:
+    pfx = tmp_path / "open.pfx"
+    pfx.write_bytes(pfx_bytes_no_password)
     job_id = uuid.uuid4()
     done = JobResult(
         job_id=job_id,
@@ -565,35 +615,42 @@ def test_help_lists_add_and_remove_with_exit_codes(cli: Invoke) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "stdin", "code"),
+    ("flags", "stdin", "kind"),
     [
-        (["--pfx-password-stdin"], PFX_PASSWORD + "\n", None),
-        ([], None, "pfx_password_incorrect"),
-        (["--pfx-empty-password"], None, "pfx_password_incorrect"),
+        (["--pfx-password-stdin"], PFX_PASSWORD + "\n", "protected"),
+        ([], None, "no_password"),
+        (["--pfx-empty-password"], None, "empty_password"),
     ],
 )
 def test_the_worker_opens_what_add_sends(
-    cli: Invoke, redis_client: redis.Redis, pfx: Path, flags: list[str], stdin: str | None, code: str | None
+    cli: Invoke,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    flags: list[str],
+    stdin: str | None,
+    kind: str,
 ) -> None:
-    """The sealed job opens on the worker's side to the same file and the password semantics."""
+    """The sealed job opens on the worker's side to the same file and the password semantics
+    (none, empty and a password differ; the CLI refuses a mismatch before enqueuing)."""
     from pydantic import SecretStr
 
     from producer.messages import AddJob
     from worker.jobs.certificates import prepare
-    from worker.jobs.outcome import JobStepError
     from worker.settings import WorkerSettings
 
+    fixture = {"protected": "pfx_bytes", "no_password": "pfx_bytes_no_password"}.get(
+        kind, "pfx_bytes_empty_password"
+    )
+    pfx = tmp_path / f"{kind}.pfx"
+    pfx.write_bytes(request.getfixturevalue(fixture))
     result = cli(["add", "web01", "--store-path", "My", "--certificate", str(pfx), *flags], input=stdin)
     assert result.exit_code == 0, result.output
     job = parse_job(the_job(redis_client))
     assert isinstance(job, AddJob)
     settings = WorkerSettings(secret_keys=SecretStr(KEY))
-    if code is None:
-        loaded = pkcs12.load_pkcs12(pfx.read_bytes(), PFX_PASSWORD.encode())
-        assert loaded.cert is not None
-        expected = loaded.cert.certificate.fingerprint(hashes.SHA1()).hex().upper()
-        assert prepare(job, settings).thumbprint == expected
-    else:
-        with pytest.raises(JobStepError) as info:
-            prepare(job, settings)
-        assert info.value.code.value == code
+    password = {"protected": PFX_PASSWORD.encode(), "no_password": None}.get(kind, b"")
+    loaded = pkcs12.load_pkcs12(pfx.read_bytes(), password)
+    assert loaded.cert is not None
+    expected = loaded.cert.certificate.fingerprint(hashes.SHA1()).hex().upper()
+    assert prepare(job, settings).thumbprint == expected

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_result_code_is_produced_by_the_worker() -> None:
-    sources = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "worker").rglob("*.py"))
+    files = [*(ROOT / "worker").rglob("*.py"), *(ROOT / "producer" / "certinput").rglob("*.py")]
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in files)
     used = set(re.findall(r"ResultCode\.([A-Z_]+)", sources))
-    # certificate-input codes are raised by worker/certinput via CertificateInputError(ResultCode.X)
+    # certificate-input codes are raised by producer/certinput via CertificateInputError(ResultCode.X)
     assert {code.name for code in ResultCode} - used == set()

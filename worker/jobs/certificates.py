@@ -1,7 +1,7 @@
 """Certificate steps shared by the Add and Remove jobs of every store type.
 
 * :func:`prepare` — before any remote call: open the sealed certificate and password
-  (``WINCERT_SECRET_KEYS``), sniff and parse the file (:mod:`worker.certinput`): thumbprint
+  (``WINCERT_SECRET_KEYS``), sniff and parse the file (:mod:`producer.certinput`): thumbprint
   computed here, leaf by key match, password checked, Windows' iteration limit;
 * :func:`host_info` — ``Get-WinCertHostInfo``: OS build, IIS version, CSP/KSP list;
 * :func:`import_certificate` — host-dependent checks (PBES2 on hosts before Server 2019,
@@ -19,10 +19,15 @@ from typing import Any
 
 from cryptography import x509
 
+from producer.certinput import (
+    CertificateInputError,
+    ParsedCertificate,
+    parse_certificate_input,
+    thumbprint_of,
+)
 from producer.codes import ResultCode
 from producer.messages import AddJob, CertificateData
 from producer.secrets import SecretKeyError, decrypt_secret
-from worker.certinput import CertificateInputError, ParsedCertificate, parse_certificate_input, thumbprint_of
 from worker.jobs.outcome import JobStepError
 from worker.remote.errors import RemoteCommandError
 from worker.remote.invoke import SecureString

@@ -1,5 +1,6 @@
-"""Certificate input for Management Add: decode, check and understand it on the worker, before
-any remote call (pure Python, ``cryptography``).
+"""Certificate input for Management Add: decode, check and understand it before any remote call
+(pure Python, ``cryptography``). The worker runs it on every Add job; ``wincert add`` runs the
+same checks when it holds the file and the password, before anything is enqueued.
 
 Public API::
 
