@@ -60,7 +60,7 @@ class ResultCode(StrEnum):
     SITE_NOT_FOUND = "site_not_found"
     """The IIS site named by SiteName does not exist."""
     INVALID_SSL_FLAGS = "invalid_ssl_flags"
-    """SniFlag has bits this host's Windows build does not support (peer table)."""
+    """SniFlag asks for CCS (bit 2: never with a thumbprint) or features this Windows build lacks."""
     WILDCARD_HOST_NOT_SUPPORTED = "wildcard_host_not_supported"
     """A wildcard host name on IIS older than 10."""
     BINDING_CONFLICT = "binding_conflict"

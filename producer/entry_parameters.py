@@ -8,9 +8,12 @@ list) are checked by the worker against the host.
 
 IIS binding information is ``<ip>:<port>:<host>`` as IIS stores it: ``*`` for all unassigned
 addresses, IPv6 in brackets, host names in IDNA (punycode) form, an empty host for non-SNI
-bindings (hence the peer's trailing colon, e.g. ``*:443:``). IIS ``sslFlags`` bits per the IIS
-docs: 1 SNI, 2 central certificate store, 4 disable HTTP/2, 8 disable OCSP stapling, 16 disable
-QUIC, 32 disable TLS 1.3 over TCP, 64 disable legacy TLS.
+bindings (hence the peer's trailing colon, e.g. ``*:443:``). IIS ``sslFlags`` bits per
+Microsoft's IIS configuration reference (site ``<binding sslFlags>``, the
+``Microsoft.Web.Administration.SslFlags`` enum of Windows Server 2022): 1 ``Sni``,
+2 ``CentralCertStore``, 4 ``DisableHTTP2``, 8 ``DisableOCSPStp``, 16 ``DisableQUIC``,
+32 ``DisableTLS13`` (over TCP), 64 ``DisableLegacyTLS``. (http.sys' own
+``HTTP_SERVICE_CONFIG_SSL_FLAG_*`` values differ: IIS translates them.)
 """
 
 from __future__ import annotations
@@ -26,7 +29,20 @@ from producer.validation import CONTROL_CHARS, THUMBPRINT_RE, normalize_thumbpri
 
 SSL_FLAG_SNI = 1
 """IIS sslFlags bit: Server Name Indication (needs a host name)."""
+SSL_FLAG_CCS = 2
+"""IIS sslFlags bit: Centralized Certificate Store (certificates from a file share by host name)."""
 SSL_FLAGS_ALL = 127
+SSL_FLAG_FEATURES: dict[int, str] = {
+    1: "SNI",
+    2: "CCS (Centralized Certificate Store)",
+    4: "HTTP/2 off",
+    8: "OCSP stapling off",
+    16: "QUIC off",
+    32: "TLS 1.3 over TCP off",
+    64: "legacy TLS off",
+}
+"""What each IIS sslFlags bit turns on, as messages name it (the same table is in
+``worker/powershell/Iis.ps1`` and ``simulator/windows/iis.py``; tests/contract compares them)."""
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -286,29 +302,46 @@ def thumbprint_alias(alias: str) -> str:
     return value
 
 
+def describe_ssl_flags(flags: int) -> str:
+    """The features an IIS sslFlags value turns on: ``3`` → ``SNI + CCS (Centralized
+    Certificate Store)``; ``0`` → ``no SNI``."""
+    names = [name for bit, name in SSL_FLAG_FEATURES.items() if flags & bit]
+    return " + ".join(names) if names else "no SNI"
+
+
 def allowed_ssl_flag_bits(os_build: int) -> tuple[int, ...]:
-    """IIS sslFlags bits a Windows build accepts (the peer's table, ``Get-ValidSslFlagsForSystem``):
-    build >= 20348 (Server 2022): 1, 4, 8, 16, 32, 64; >= 17763 (2019): 1, 4, 8; >= 14393 (2016):
-    1, 4; older: 1, 2."""
+    """IIS sslFlags bits a binding made with a certificate thumbprint may use on a Windows build:
+    the peer's table (``Get-ValidSslFlagsForSystem``: >= 20348 (Server 2022): 1, 4, 8, 16, 32, 64;
+    >= 17763 (2019): 1, 4, 8; >= 14393 (2016): 1, 4) without bit 2 (CCS), which never goes with a
+    thumbprint from a store on any build (older builds: 1)."""
     if os_build >= 20348:
         return (1, 4, 8, 16, 32, 64)
     if os_build >= 17763:
         return (1, 4, 8)
     if os_build >= 14393:
         return (1, 4)
-    return (1, 2)
+    return (1,)
 
 
 def ssl_flags_problem(flags: int, os_build: int) -> str | None:
-    """Why ``flags`` is not valid on ``os_build`` (None when it is). Bit 2 (central
-    certificate store) also requires bit 1 (SNI)."""
+    """Why ``flags`` is not valid for a binding to a certificate from a store on ``os_build``
+    (None when it is). In order: bit 2 (CCS) on any build — IIS then picks the certificate from
+    the central store's file share by host name and ignores the thumbprint; then bits the build
+    does not support. Messages name the features (:data:`SSL_FLAG_FEATURES`), not only bits.
+    ``Set-WinCertIisBinding`` applies the same rules (contract test)."""
+    if flags & SSL_FLAG_CCS:
+        return (
+            f"SniFlag {flags} ({describe_ssl_flags(flags)}) asks for the Centralized Certificate Store,"
+            " which serves certificates from a file share by host name and never the certificate this"
+            f" job binds by thumbprint; clear bit 2 (SniFlag {flags & ~SSL_FLAG_CCS})"
+        )
     allowed = allowed_ssl_flag_bits(os_build)
-    extra = [bit for bit in (1, 2, 4, 8, 16, 32, 64) if flags & bit and bit not in allowed]
+    extra = [bit for bit in SSL_FLAG_FEATURES if flags & bit and bit not in allowed]
     if extra:
         return (
-            f"SniFlag {flags} has bit(s) {', '.join(map(str, extra))}, which Windows build {os_build} does"
-            f" not support; allowed bits: {', '.join(map(str, allowed))}"
+            f"SniFlag {flags} ({describe_ssl_flags(flags)}) asks for"
+            f" {', '.join(SSL_FLAG_FEATURES[b] for b in extra)} (bit(s) {', '.join(map(str, extra))}),"
+            f" which Windows build {os_build} does not support; allowed bits: "
+            + ", ".join(f"{b} ({SSL_FLAG_FEATURES[b]})" for b in allowed)
         )
-    if flags & 2 and not flags & 1:
-        return f"SniFlag {flags} sets bit 2 (central certificate store), which requires bit 1 (SNI)"
     return None

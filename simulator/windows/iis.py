@@ -43,33 +43,59 @@ class IisError(Exception):
 
 # -- SSL flags -------------------------------------------------------------------------------
 
+# IIS <binding sslFlags> bits (Microsoft's IIS configuration reference; the
+# Microsoft.Web.Administration.SslFlags enum of Windows Server 2022) and the feature each turns on.
+SSL_FLAG_FEATURES: dict[int, str] = {
+    1: "SNI",
+    2: "CCS (Centralized Certificate Store)",
+    4: "HTTP/2 off",
+    8: "OCSP stapling off",
+    16: "QUIC off",
+    32: "TLS 1.3 over TCP off",
+    64: "legacy TLS off",
+}
+
+
+def describe_ssl_flags(flags: int) -> str:
+    """``3`` → ``SNI + CCS (Centralized Certificate Store)``; ``0`` → ``no SNI``."""
+    names = [name for bit, name in SSL_FLAG_FEATURES.items() if flags & bit]
+    return " + ".join(names) if names else "no SNI"
+
+
 def allowed_ssl_flag_bits(os_build: int) -> tuple[int, ...]:
-    """The sslFlags bits a binding may use on this Windows build (the peer's table)."""
+    """The sslFlags bits a binding with a certificate thumbprint may use on this Windows build:
+    the peer's table without bit 2 (CCS never goes with a thumbprint from a store)."""
     if os_build >= 20348:
         return (1, 4, 8, 16, 32, 64)
     if os_build >= 17763:
         return (1, 4, 8)
     if os_build >= 14393:
         return (1, 4)
-    return (1, 2)
+    return (1,)
 
 
 def validate_ssl_flags(ssl_flags: int, os_build: int, host_name: str) -> None:
     """Raise ``WinCert.InvalidSslFlags`` unless ``ssl_flags`` is valid here for ``host_name``.
 
-    Rules, in order: only the bits of :func:`allowed_ssl_flag_bits` (no negative values);
-    bit 2 (Centralized Certificate Store) needs bit 1; bit 1 (SNI) needs a host name.
+    Rules, in order: 0-127; bit 2 (CCS) on no build (the binding names a certificate by
+    thumbprint); only the bits of :func:`allowed_ssl_flag_bits`; bit 1 (SNI) needs a host name.
+    Messages name the features (:data:`SSL_FLAG_FEATURES`).
     """
+    if ssl_flags < 0 or ssl_flags > 127:
+        raise _invalid_flags(f"SslFlags {ssl_flags} is not an IIS sslFlags value (0-127).", ssl_flags)
+    features = describe_ssl_flags(ssl_flags)
+    if ssl_flags & CENTRAL_CERTIFICATE_STORE:
+        raise _invalid_flags(
+            f"SslFlags {ssl_flags} ({features}) asks for the Centralized Certificate Store, which serves"
+            " certificates from a file share by host name and never a certificate from a store by"
+            " thumbprint; clear bit 2.", ssl_flags)
     allowed = allowed_ssl_flag_bits(os_build)
-    mask = sum(allowed)
-    if ssl_flags < 0 or ssl_flags & ~mask:
+    extra = [bit for bit in SSL_FLAG_FEATURES if ssl_flags & bit and bit not in allowed]
+    if extra:
         raise _invalid_flags(
-            f"SslFlags {ssl_flags} is not valid on this host (OS build {os_build}): allowed bits are "
-            f"{', '.join(str(b) for b in allowed)}.", ssl_flags)
-    if ssl_flags & CENTRAL_CERTIFICATE_STORE and not ssl_flags & SNI:
-        raise _invalid_flags(
-            f"SslFlags {ssl_flags} is not valid: bit 2 (Centralized Certificate Store) requires bit 1 (SNI).",
-            ssl_flags)
+            f"SslFlags {ssl_flags} ({features}) is not valid on this host (OS build {os_build}):"
+            f" {', '.join(SSL_FLAG_FEATURES[b] for b in extra)} not supported; allowed bits are "
+            + ", ".join(f"{b} ({SSL_FLAG_FEATURES[b]})" for b in allowed) + ".", ssl_flags)
     if ssl_flags & SNI and not host_name:
         raise _invalid_flags(f"SslFlags {ssl_flags} sets bit 1 (SNI), which requires a HostName.", ssl_flags)
 

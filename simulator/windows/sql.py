@@ -147,7 +147,7 @@ class SqlServer:
             server.instances.append(SqlInstance(
                 name=spec.name,
                 instance_id=spec.instance_id or f"MSSQL16.{spec.name.upper()}",
-                certificate=spec.certificate.lower(),
+                certificate=spec.certificate,
                 service_account=spec.service_account or f"NT Service\\{service_name_of(spec.name)}",
                 service_state=spec.service_state,
                 restart_fails=spec.restart_fails,

@@ -449,16 +449,18 @@ def test_ssl_flags_and_wildcards_are_checked_against_the_host(stack: Stack) -> N
         add_job(stack, "IIS-OLD", old, Port=443, SniFlag=8),  # 8 (no OCSP stapling) needs 2019+
         add_job(stack, "IIS-OLD", old, HostName="*.legacy.example", SniFlag=1),
         add_job(stack, "IIS-OLD", old, HostName="legacy.example", SniFlag=5),
-        add_job(stack, "IIS-MAIN", wild, HostName="ccs.example", SniFlag=3),  # bit 2 only before 2016
+        add_job(stack, "IIS-MAIN", wild, HostName="ccs.example", SniFlag=3),  # CCS never with a thumbprint
         add_job(stack, "IIS-MAIN", wild, HostName="*.Wild.Example", SniFlag=1),
     )
     assert outcome(flags_old) == ("failure", "invalid_ssl_flags"), flags_old
-    assert "build 14393" in flags_old.message and "allowed bits: 1, 4" in flags_old.message
+    assert "build 14393" in flags_old.message and "OCSP stapling off" in flags_old.message
+    assert "allowed bits: 1 (SNI), 4 (HTTP/2 off)" in flags_old.message
     assert outcome(wildcard_old) == ("failure", "wildcard_host_not_supported"), wildcard_old
     assert "'*.legacy.example'" in wildcard_old.message and "IIS 8.5" in wildcard_old.message
     assert outcome(ok_old) == ("success", "ok"), ok_old
     assert outcome(ccs_2022) == ("failure", "invalid_ssl_flags"), ccs_2022
-    assert "allowed bits: 1, 4, 8, 16, 32, 64" in ccs_2022.message
+    assert "SniFlag 3 (SNI + CCS (Centralized Certificate Store))" in ccs_2022.message
+    assert "clear bit 2 (SniFlag 1)" in ccs_2022.message
     assert outcome(wildcard_2022) == ("success", "ok"), wildcard_2022
 
     # the refused jobs stopped after Get-WinCertHostInfo: one import, one binding on the old host

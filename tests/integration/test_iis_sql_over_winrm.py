@@ -221,7 +221,9 @@ def test_iis_bindings_over_winrm(env: tuple[Any, RunspacePool, dict[str, str]]) 
         pool, "Set-WinCertIisBinding", **binding("Default Web Site", ec_thumb, "x.example", 2 | 1)
     ) == (
         "WinCert.InvalidSslFlags",
-        "SslFlags 3 is not valid on this host (OS build 20348): allowed bits are 1, 4, 8, 16, 32, 64.",
+        "SslFlags 3 (SNI + CCS (Centralized Certificate Store)) asks for the Centralized Certificate Store,"
+        " which serves certificates from a file share by host name and never a certificate from a store by"
+        " thumbprint; clear bit 2.",
     )
     fq, _ = error(pool, "Set-WinCertIisBinding", **binding("Default Web Site", ec_thumb, Port=0))
     assert fq == "ParameterArgumentValidationError,Set-WinCertIisBinding"

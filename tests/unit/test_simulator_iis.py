@@ -308,42 +308,48 @@ def test_sni_binding_uses_a_hostnameport_mapping(host: WindowsHost) -> None:
 
 
 @pytest.mark.parametrize(
-    ("build", "flags", "allowed"),
+    ("build", "flags", "message"),
     [
         (20348, 1 | 4 | 8 | 16 | 32 | 64, None),
-        (20348, 2, "1, 4, 8, 16, 32, 64"),
-        (20348, 128, "1, 4, 8, 16, 32, 64"),
+        (20348, 2, "SslFlags 2 (CCS (Centralized Certificate Store)) asks for the Centralized Certificate"
+         " Store, which serves certificates from a file share by host name and never a certificate from a"
+         " store by thumbprint; clear bit 2."),
+        (20348, 128, "SslFlags 128 is not an IIS sslFlags value (0-127)."),
         (17763, 1 | 4 | 8, None),
-        (17763, 16, "1, 4, 8"),
+        (17763, 17, "SslFlags 17 (SNI + QUIC off) is not valid on this host (OS build 17763): QUIC off not"
+         " supported; allowed bits are 1 (SNI), 4 (HTTP/2 off), 8 (OCSP stapling off)."),
         (14393, 5, None),
-        (14393, 8, "1, 4"),
-        (9600, 3, None),
-        (9600, 4, "1, 2"),
-        (9600, -1, "1, 2"),
+        (14393, 8, "SslFlags 8 (OCSP stapling off) is not valid on this host (OS build 14393): OCSP stapling"
+         " off not supported; allowed bits are 1 (SNI), 4 (HTTP/2 off)."),
+        (9600, 1, None),
+        (9600, 4, "SslFlags 4 (HTTP/2 off) is not valid on this host (OS build 9600): HTTP/2 off not"
+         " supported; allowed bits are 1 (SNI)."),
+        (9600, -1, "SslFlags -1 is not an IIS sslFlags value (0-127)."),
     ],
 )
-def test_ssl_flags_table_per_build(tmp_path: Path, build: int, flags: int, allowed: str | None) -> None:
+def test_ssl_flags_table_per_build(tmp_path: Path, build: int, flags: int, message: str | None) -> None:
     host = open_host(tmp_path, iis=IisSpec(version="10.0" if build >= 14393 else "8.5"), os_build=build)
     a = add(host, "a")
-    if allowed is None:
+    if message is None:
         assert out(bind(host, a, host_name="www.contoso.com", flags=flags))[0]["Outcome"] == "created"
         assert https(host)[0]["SslFlags"] == flags
         return
     err = bind_fails(host, a, host_name="www.contoso.com", flags=flags)
     assert err.error_id == "WinCert.InvalidSslFlags"
     assert err.category == "InvalidArgument"
-    assert err.message == (
-        f"SslFlags {flags} is not valid on this host (OS build {build}): allowed bits are {allowed}."
-    )
+    assert err.message == message
 
 
-def test_ccs_bit_needs_sni_bit_and_sni_needs_a_host(tmp_path: Path) -> None:
+def test_ccs_is_refused_on_every_build_and_sni_needs_a_host(tmp_path: Path) -> None:
+    # IIS 8.5 (Windows Server 2012 R2) is where the peer accepted SNI + CCS with a thumbprint
     host = open_host(tmp_path, iis=IisSpec(version="8.5"), os_build=9600)
     a = add(host, "a")
-    err = bind_fails(host, a, host_name="www.contoso.com", flags=2)
+    err = bind_fails(host, a, host_name="www.contoso.com", flags=3)
     assert (err.error_id, err.message) == (
         "WinCert.InvalidSslFlags",
-        "SslFlags 2 is not valid: bit 2 (Centralized Certificate Store) requires bit 1 (SNI).",
+        "SslFlags 3 (SNI + CCS (Centralized Certificate Store)) asks for the Centralized Certificate Store,"
+        " which serves certificates from a file share by host name and never a certificate from a store by"
+        " thumbprint; clear bit 2.",
     )
     err = bind_fails(host, a, flags=1)
     assert (err.error_id, err.message) == (

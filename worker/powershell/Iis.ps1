@@ -91,9 +91,11 @@ function Set-WinCertIisBinding {
     .DESCRIPTION
     Checks, in this order, each a terminating error:
     WinCert.IisNotInstalled;
-    WinCert.InvalidSslFlags - bits not allowed on this OS build (>= 20348: 1,4,8,16,32,64;
-      >= 17763: 1,4,8; >= 14393: 1,4; older: 1,2), bit 2 without bit 1, or bit 1 (SNI) with an
-      empty HostName;
+    WinCert.InvalidSslFlags - not 0-127; bit 2 (CCS) on any build (a binding to a thumbprint
+      from a store is never a central-store binding); bits not allowed on this OS build
+      (>= 20348: 1,4,8,16,32,64; >= 17763: 1,4,8; >= 14393: 1,4; older: 1); or bit 1 (SNI) with
+      an empty HostName. Messages name the features (SNI, CCS, HTTP/2 off, OCSP stapling off,
+      QUIC off, TLS 1.3 over TCP off, legacy TLS off);
     WinCert.WildcardHostNotSupported - a HostName containing '*' on IIS older than 10;
     WinCert.SiteNotFound;
     WinCert.CertificateNotFound - not in LocalMachine\<StorePath>, or without a private key;
@@ -173,20 +175,38 @@ function Set-WinCertIisBinding {
 
     $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet
     try {
-        # SSL flags for this OS build (the peer's table), then the SNI host rule.
+        # SSL flags: 0-127; never CCS (bit 2: IIS would take the certificate from the central
+        # store's file share by host name, not this thumbprint); the bits of this OS build (the
+        # peer's table without CCS); then the SNI host rule. Messages name the features.
         $build = [System.Environment]::OSVersion.Version.Build
         if ($build -ge 20348) { $allowed = @(1, 4, 8, 16, 32, 64) }
         elseif ($build -ge 17763) { $allowed = @(1, 4, 8) }
         elseif ($build -ge 14393) { $allowed = @(1, 4) }
-        else { $allowed = @(1, 2) }
-        $mask = 0
-        foreach ($bit in $allowed) { $mask = $mask -bor $bit }
-        $flagsProblem = $null
-        if ($SslFlags -lt 0 -or ($SslFlags -band (-bnot $mask)) -ne 0) {
-            $flagsProblem = 'SslFlags {0} is not valid on this host (OS build {1}): allowed bits are {2}.' -f $SslFlags, $build, ($allowed -join ', ')
+        else { $allowed = @(1) }
+        # A Hashtable (an [ordered] dictionary would index [int] keys by position).
+        $featureBits = @(1, 2, 4, 8, 16, 32, 64)
+        $features = @{
+            1  = 'SNI'
+            2  = 'CCS (Centralized Certificate Store)'
+            4  = 'HTTP/2 off'
+            8  = 'OCSP stapling off'
+            16 = 'QUIC off'
+            32 = 'TLS 1.3 over TCP off'
+            64 = 'legacy TLS off'
         }
-        elseif (($SslFlags -band 2) -ne 0 -and ($SslFlags -band 1) -eq 0) {
-            $flagsProblem = 'SslFlags {0} is not valid: bit 2 (Centralized Certificate Store) requires bit 1 (SNI).' -f $SslFlags
+        $named = @(foreach ($bit in $featureBits) { if (($SslFlags -band $bit) -ne 0) { $features[$bit] } })
+        $described = if ($named.Count -gt 0) { $named -join ' + ' } else { 'no SNI' }
+        $unsupported = @(foreach ($bit in $featureBits) { if (($SslFlags -band $bit) -ne 0 -and $allowed -notcontains $bit) { $features[$bit] } })
+        $flagsProblem = $null
+        if ($SslFlags -lt 0 -or $SslFlags -gt 127) {
+            $flagsProblem = 'SslFlags {0} is not an IIS sslFlags value (0-127).' -f $SslFlags
+        }
+        elseif (($SslFlags -band 2) -ne 0) {
+            $flagsProblem = 'SslFlags {0} ({1}) asks for the Centralized Certificate Store, which serves certificates from a file share by host name and never a certificate from a store by thumbprint; clear bit 2.' -f $SslFlags, $described
+        }
+        elseif ($unsupported.Count -gt 0) {
+            $allowedText = @(foreach ($bit in $allowed) { '{0} ({1})' -f $bit, $features[$bit] }) -join ', '
+            $flagsProblem = 'SslFlags {0} ({1}) is not valid on this host (OS build {2}): {3} not supported; allowed bits are {4}.' -f $SslFlags, $described, $build, ($unsupported -join ', '), $allowedText
         }
         elseif (($SslFlags -band 1) -ne 0 -and $HostName.Length -eq 0) {
             $flagsProblem = 'SslFlags {0} sets bit 1 (SNI), which requires a HostName.' -f $SslFlags
