@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv redis-server bench clean
+.PHONY: demo test lint typecheck unit venv redis-server prometheus rules bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,13 +31,32 @@ redis-server:
 	  fi; \
 	fi
 
+# Prometheus and promtool (Debian's prometheus package): alert-rule unit tests and the test that
+# evaluates every dashboard panel and alert on a real Prometheus. Tests start their own server.
+prometheus:
+	@if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "prometheus not found: installing it with apt-get"; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "prometheus and promtool are required. Install them: sudo apt-get install prometheus" \
+	         "(Debian/Ubuntu), then run make again." >&2; exit 1; \
+	  fi; \
+	fi
+
+# Alert rules: syntax and a unit test for every alert (deploy/prometheus/tests/)
+rules: prometheus
+	promtool check rules deploy/prometheus/wincert-alerts.yml
+	cd deploy/prometheus && promtool test rules tests/wincert-alerts.test.yml
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy producer worker
 
-test: $(STAMP) redis-server lint typecheck
+test: $(STAMP) redis-server prometheus lint typecheck rules
 	$(PY) -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
