@@ -397,6 +397,16 @@ class Client:
     def _async_result(self, job_id: uuid.UUID) -> AsyncResult[Any]:
         return self._results_app.AsyncResult(str(job_id))
 
+    def task_state(self, job_id: uuid.UUID | str) -> str:
+        """The Celery task state in the result backend (``PENDING`` also when unknown,
+        ``STARTED``, ``RETRY``, ``SUCCESS``, ``FAILURE``); never blocks.
+
+        Raises:
+            redis.exceptions.ConnectionError: the result backend is unreachable.
+            ValueError: ``job_id`` is not a UUID.
+        """
+        return str(self._async_result(_as_uuid(job_id)).state)
+
     @staticmethod
     def _to_result(job_id: uuid.UUID, value: Any) -> JobResult:
         try:

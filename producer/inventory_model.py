@@ -210,7 +210,6 @@ class InventoryReader:
             return None
 
 
-
 def parse_within(text: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``2w`` or plain seconds as a timedelta.
 
@@ -223,5 +222,3 @@ def parse_within(text: str) -> timedelta:
     number = float(match.group(1))
     unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[match.group(2)]
     return timedelta(seconds=number * unit)
-
-

@@ -17,15 +17,42 @@ One module per command group; the commands are registered on :data:`app` below, 
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 import click
+import typer
 
 from producer.cli import inventory, keyfactor, management, reenroll, results, tools
 from producer.cli.base import EXIT_CODES_HELP, ExitCode, OutputFormat, app, parse_target, validation_lines
 from producer.cli.reenroll import csr_subject, render_reenrollment
 from producer.cli.render import render_result
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"wincert {_version()}")
+        raise typer.Exit()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("wincert-orchestrator")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree
+        return "unknown (not installed; pip install -e .)"
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options before the command."""
+
 
 # Commands whose help ends with the exit codes, in help order; then those without.
 _JOB_COMMANDS: tuple[Callable[..., None], ...] = (

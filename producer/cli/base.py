@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from enum import IntEnum, StrEnum
@@ -244,8 +245,26 @@ def _strip_line_end(text: str) -> str:
     return text
 
 
+def plain_output() -> bool:
+    """True when stdout is not a terminal and ``COLUMNS`` is not set (a pipe, a file, a script).
+
+    Plain output is for programs: lines are never wrapped or folded, there are no styles or
+    escape codes, and tables are tab-separated rows under a header row. Setting ``COLUMNS``
+    asks for the terminal layout at that width even when piped.
+    """
+    return not sys.stdout.isatty() and not os.environ.get("COLUMNS", "").strip()
+
+
 def _console() -> Console:
+    if plain_output():
+        return Console(highlight=False, soft_wrap=True, color_system=None, emoji=False, markup=False)
     return Console(highlight=False, soft_wrap=False)
+
+
+def live_progress() -> bool:
+    """True when both stdout and stderr are terminals: ``--wait`` shows the job's state live
+    (on stderr, erased when the result arrives)."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
 
 
 def _print_json(data: Any) -> None:

@@ -15,6 +15,7 @@ from producer.cli.options import (
     PasswordStdinOpt,
     PortOpt,
     ProtocolOpt,
+    QuietOpt,
     SpnWithPortOpt,
     StorePathOpt,
     StoreTypeOpt,
@@ -47,6 +48,7 @@ def inventory(
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Submit an inventory job: list every certificate in a store on a Windows host.
 
@@ -68,5 +70,5 @@ def inventory(
         conn,
         address,
         _job_fields("inventory", job_id),
-        _Output(wait, timeout, _output_format(as_json, fmt)),
+        _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet),
     )

@@ -17,7 +17,7 @@ from producer.cli.base import (
     _fail_validation,
     _load_settings,
 )
-from producer.cli.options import FormatOpt, JsonOpt, TimeoutOpt, WaitOpt
+from producer.cli.options import FormatOpt, JsonOpt, QuietOpt, TimeoutOpt, WaitOpt
 from producer.cli.render import _output_format
 from producer.cli.submitting import _Output, _send
 from producer.client import (
@@ -52,6 +52,7 @@ def submit(
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Submit the job a Keyfactor orchestrator job configuration describes.
 
@@ -88,6 +89,8 @@ def submit(
             _fail_validation(exc)
         except PlaintextSecretRefusedError as exc:
             _fail(str(exc), ExitCode.USAGE)
-        _send(client, settings, prepared, _Output(wait, timeout, output, converted.job_history_id))
+        _send(
+            client, settings, prepared, _Output(wait, timeout, output, converted.job_history_id, quiet=quiet)
+        )
     finally:
         client.close()

@@ -33,6 +33,7 @@ from producer.cli.options import (
     PortBindingOpt,
     PortOpt,
     ProtocolOpt,
+    QuietOpt,
     RestartServiceOpt,
     SiteNameOpt,
     SniFlagOpt,
@@ -141,6 +142,7 @@ def add(
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Submit a Management Add job: import a certificate into a store (and bind it for IISU/WinSQL).
 
@@ -237,7 +239,7 @@ def add(
         conn,
         address,
         fields,
-        _Output(wait, timeout, _output_format(as_json, fmt)),
+        _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet),
         restart_service=restart_service,
         sealed=_Sealed(placeholder, seal, "certificate", "--certificate"),
     )
@@ -272,6 +274,7 @@ def remove(
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Submit a Management Remove job: unbind (IISU, WinSQL) and delete a certificate.
 
@@ -301,6 +304,6 @@ def remove(
         conn,
         address,
         fields,
-        _Output(wait, timeout, _output_format(as_json, fmt)),
+        _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet),
         restart_service=restart_service,
     )

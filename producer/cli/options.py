@@ -23,10 +23,38 @@ StorePathOpt = Annotated[
     str | None,
     typer.Option("--store-path", help="LocalMachine store: My, Root, WebHosting, ... (required)"),
 ]
+# Keyfactor's legacy IIS store types (IISBin 1.x) are IISU here.
+_LEGACY_IIS_STORE_TYPES = frozenset({"iisbin", "iiswbin", "iisbindings"})
+
+
+def store_type_option(value: str) -> str:
+    """``--store-type`` in any letter case (Keyfactor spells WinSql, IISU, WinCert), and
+    Keyfactor's legacy IISBin / IISWBin / IISBindings, as the job's store type; any other value is
+    passed on for the job model to refuse, naming the choices."""
+    key = value.strip().lower()
+    for store_type in StoreType:
+        if key == store_type.value.lower():
+            return store_type.value
+    if key in _LEGACY_IIS_STORE_TYPES:
+        typer.echo(f"note: --store-type {value.strip()} is Keyfactor's legacy name of IISU", err=True)
+        return StoreType.IISU.value
+    return value
+
+
 StoreTypeOpt = Annotated[
     str,
     typer.Option(
-        "--store-type", help="WinCert (any store), IISU (store path My or WebHosting) or WinSQL (My)."
+        "--store-type",
+        callback=store_type_option,
+        help="WinCert (any store), IISU (store path My or WebHosting) or WinSQL (My); any letter case.",
+    ),
+]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "-q",
+        "--quiet",
+        help="Print only the job id (with --wait too; the exit code then tells the result's status).",
     ),
 ]
 ProtocolOpt = Annotated[str, typer.Option("--protocol", help="WinRM transport: http or https.")]

@@ -41,6 +41,7 @@ from producer.cli.options import (
     PortBindingOpt,
     PortOpt,
     ProtocolOpt,
+    QuietOpt,
     RestartServiceOpt,
     SiteNameOpt,
     SniFlagOpt,
@@ -253,6 +254,7 @@ def reenroll(
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Submit a reenrollment job: the host generates a key pair and returns a CSR (PKCS#10).
 
@@ -308,7 +310,7 @@ def reenroll(
         conn,
         address,
         fields,
-        _Output(wait, timeout, output, extras=_ReenrollExtras(csr_out)),
+        _Output(wait, timeout, output, extras=_ReenrollExtras(csr_out), quiet=quiet),
         restart_service=restart_service,
     )
 
@@ -365,6 +367,7 @@ def complete(
     timeout: TimeoutOpt = 60.0,
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Submit a reenrollment completion job: install the signed certificate with its pending key.
 
@@ -404,5 +407,10 @@ def complete(
         allow_takeover=allow_takeover,
     )
     _submit_command(
-        settings, conn, address, fields, _Output(wait, timeout, output), restart_service=restart_service
+        settings,
+        conn,
+        address,
+        fields,
+        _Output(wait, timeout, output, quiet=quiet),
+        restart_service=restart_service,
     )

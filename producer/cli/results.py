@@ -22,6 +22,7 @@ from producer.cli.base import (
     _run,
 )
 from producer.cli.render import _output_format, _show_result
+from producer.cli.submitting import wait_for_result
 from producer.client import (
     Client,
 )
@@ -65,7 +66,7 @@ def result(
     with Client(settings) as client:
 
         def show() -> None:
-            found = client.wait(job_uuid, timeout) if wait else client.result(job_uuid)
+            found = wait_for_result(client, job_uuid, timeout) if wait else client.result(job_uuid)
             if found is None:
                 _fail(
                     f"no result yet for job {job_uuid}: it is queued or running, its result expired,"
@@ -99,6 +100,17 @@ def _watch_table(width: int, *, header: bool) -> Table | None:
 
 
 def _print_watch_row(console: Console, found: JobResult) -> None:
+    if console.soft_wrap:  # plain output: one tab-separated line, flushed for readers of a pipe
+        fields = (
+            str(found.job_id),
+            found.status.value,
+            found.code.value,
+            "" if found.items is None else str(len(found.items)),
+            f"{found.client_machine or ''} {found.store_path or ''}".strip(),
+        )
+        console.file.write("\t".join(f.replace("\t", " ") for f in fields) + "\n")
+        console.file.flush()
+        return
     cells = [
         Text(str(found.job_id)),
         Text(found.status.value, style=_STATUS_STYLE[found.status]),
@@ -135,7 +147,10 @@ def watch(
         def follow() -> None:
             client.redis.ping()  # fail before printing anything when Redis is unreachable
             console = _console()
-            if not as_json:
+            if not as_json and console.soft_wrap:
+                console.file.write("\t".join(_WATCH_TITLES) + "\n")
+                console.file.flush()
+            elif not as_json:
                 header = _watch_table(console.width, header=True)
                 console.print(header if header is not None else Text(" ".join(_WATCH_TITLES), style="bold"))
             results = client.iter_results(from_id=from_id, block_ms=5000)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 
 from producer.cli.base import (
     ExitCode,
@@ -17,12 +20,14 @@ from producer.cli.base import (
     _print_json,
     _read_password,
     _run,
+    live_progress,
 )
 from producer.cli.options import _Connection
 from producer.cli.render import _exit_for, _print_result
 from producer.client import (
     Client,
     PlaintextSecretRefusedError,
+    ResultTimeoutError,
     endpoint,
 )
 from producer.messages import (
@@ -35,6 +40,7 @@ from producer.messages import (
     RemoveJob,
     parse_job,
 )
+from producer.progress import Phase, job_progress
 from producer.secrets import SecretKeyError
 from producer.settings import ENV_PREFIX, ProducerSettings
 
@@ -58,6 +64,8 @@ class _Output:
     fmt: OutputFormat
     job_history_id: int | None = None
     extras: _Extras | None = None
+    quiet: bool = False
+    """``-q``: print the job id alone (with ``--wait``: then only the exit code tells the status)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,14 @@ def _send(client: Client, settings: ProducerSettings, prepared: AnyJob, out: _Ou
 
     def submit_and_show() -> None:
         submitted = client.submit(prepared)
+        if out.quiet:
+            typer.echo(str(submitted))
+            if not out.wait:
+                return
+            found = wait_for_result(client, submitted, out.timeout, live=False)
+            if out.extras is not None:
+                out.extras.finished(found, OutputFormat.JSON)  # files only, nothing printed
+            _exit_for(found)
         if not out.wait:
             fields, lines = out.extras.submitted(prepared) if out.extras else ({}, [])
             if out.fmt is not OutputFormat.TABLE:
@@ -178,18 +194,55 @@ def _send(client: Client, settings: ProducerSettings, prepared: AnyJob, out: _Ou
                     }
                 )
             else:
-                typer.echo(f"submitted job {submitted} ({_describe(prepared)}) to queue {settings.queue}")
-                typer.echo(f"result: wincert result {submitted} --wait")
+                # stdout: the job id alone (`id=$(wincert inventory ...)`); the sentence on stderr
+                typer.echo(str(submitted))
+                typer.echo(
+                    f"submitted job {submitted} ({_describe(prepared)}) to queue {settings.queue}", err=True
+                )
+                typer.echo(f"result: wincert result {submitted} --wait", err=True)
                 for line in lines:
                     typer.echo(line)
             return
-        found = client.wait(submitted, out.timeout)
+        found = wait_for_result(client, submitted, out.timeout)
         _print_result(found, out.fmt, out.job_history_id)
         if out.extras is not None:
             out.extras.finished(found, out.fmt)
         _exit_for(found)
 
     _run(submit_and_show, settings)
+
+
+def wait_for_result(
+    client: Client, job_id: uuid.UUID, timeout: float, *, live: bool | None = None
+) -> JobResult:
+    """Wait up to ``timeout`` seconds for the job's result (:meth:`Client.wait`).
+
+    ``live`` (default: when stdout and stderr are terminals, :func:`live_progress`) shows the
+    job's state on stderr while waiting — queued, waiting for a host slot, running, retrying,
+    with the attempt number (:mod:`producer.progress`) — and erases it when the result comes.
+
+    Raises:
+        ResultTimeoutError: no result within ``timeout``; and what :meth:`Client.wait` raises.
+    """
+    if not (live_progress() if live is None else live):
+        return client.wait(job_id, timeout)
+    deadline = time.monotonic() + timeout
+    console = Console(stderr=True, highlight=False)
+    with console.status("queued") as status:
+        while (remaining := deadline - time.monotonic()) > 0:
+            state = client.task_state(job_id)
+            progress = job_progress(client.redis, job_id, state)
+            if progress.phase is Phase.FINISHED:
+                break
+            status.update(progress.describe())
+            time.sleep(min(_POLL_SECONDS, remaining))
+    try:
+        return client.wait(job_id, max(deadline - time.monotonic(), _POLL_SECONDS))
+    except ResultTimeoutError:
+        raise ResultTimeoutError(job_id, timeout) from None
+
+
+_POLL_SECONDS = 0.3
 
 
 def _job_fields(job_type: str, job_id: str | None, **fields: Any) -> dict[str, Any]:

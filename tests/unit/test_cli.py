@@ -291,7 +291,8 @@ def test_inventory_submits_one_message_with_the_job(cli: Invoke, redis_client: r
         ]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    assert result.stdout == f"{job_id}\n"  # the id alone: id=$(wincert inventory ...)
+    assert result.stderr.splitlines() == [
         f"submitted job {job_id} (inventory of WinCert 'Remote Desktop' on [2001:db8::1]:5985)"
         " to queue wincert",
         f"result: wincert result {job_id} --wait",

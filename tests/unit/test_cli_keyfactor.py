@@ -54,11 +54,11 @@ def test_submit_iisu_add_enqueues_one_sealed_message(cli: Invoke, redis_client: 
     result = cli(["submit", "--keyfactor", fixture("iisu-add-winrm-camel.json")])
     assert result.exit_code == 0, result.output
     job_id = "0f8fad5b-d9cb-469f-a165-70867728950e"
-    assert result.stdout.splitlines() == [
+    assert result.stdout == f"{job_id}\n"
+    assert result.stderr.splitlines() == [
         f"submitted job {job_id} (add to IISU 'WebHosting' on web01.contoso.com:5985) to queue wincert",
         f"result: wincert result {job_id} --wait",
     ]
-    assert result.stderr == ""
     (message,) = queued(redis_client)
     assert message["headers"]["task"] == TASK_NAME
     assert message["headers"]["id"] == job_id

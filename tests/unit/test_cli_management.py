@@ -143,7 +143,8 @@ def test_add_wincert_enqueues_one_sealed_job(
         input=PFX_PASSWORD + "\n",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    assert result.stdout == f"{job_id}\n"
+    assert result.stderr.splitlines() == [
         f"submitted job {job_id} (add to WinCert 'My' on web01.contoso.com:5986) to queue wincert",
         f"result: wincert result {job_id} --wait",
     ]
@@ -473,7 +474,7 @@ def test_add_wait_shows_the_result_and_thumbprint(
     assert shown.exit_code == 0, shown.output
     assert shown.stdout.splitlines() == [
         "SUCCESS ok: added the certificate to LocalMachine\\My",
-        f"job {job_id} | WinCert 'My' on web01 | 1.25 s",
+        f"job {job_id} | WinCert 'My' on web01 | 1.25 s | 1 attempt",
         f"thumbprint {THUMB}",
     ]
     as_json = cli([*args, "--timeout", "0.2", "--json"])
@@ -489,7 +490,8 @@ def test_remove_wincert_normalises_the_thumbprint(cli: Invoke, redis_client: red
     spaced = "\u200eab " * 20
     result = cli(["remove", "web01", "--store-path", "Root", "--alias", spaced, "--job-id", str(job_id)])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[0] == (
+    assert result.stdout == f"{job_id}\n"
+    assert result.stderr.splitlines()[0] == (
         f"submitted job {job_id} (remove of {THUMB} from WinCert 'Root' on web01:5986) to queue wincert"
     )
     job = the_job(redis_client)

@@ -122,7 +122,8 @@ def test_reenroll_structured_sans_enqueue_one_job(cli: Invoke, redis_client: red
          "--credential", "ops", "--job-id", str(job_id)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    assert result.stdout == f"{job_id}\n"
+    assert result.stderr.splitlines() == [
         f"submitted job {job_id} (reenrollment ({SUBJECT}) for WinCert 'My' on web01.contoso.com:5986)"
         " to queue wincert",
         f"result: wincert result {job_id} --wait",
