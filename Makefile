@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv redis-server prometheus rules bench clean
+.PHONY: demo test lint typecheck unit venv redis-server redis-sentinel kubectl prometheus rules bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,13 +50,30 @@ rules: prometheus
 	promtool check rules deploy/prometheus/wincert-alerts.yml
 	cd deploy/prometheus && promtool test rules tests/wincert-alerts.test.yml
 
+# Sentinel tests (tests/deploy/test_redis_sentinel.py) run real redis-sentinel processes.
+redis-sentinel: redis-server
+	@if ! command -v redis-sentinel >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "redis-sentinel not found: installing it with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq redis-sentinel >/dev/null; \
+	  else \
+	    echo "redis-sentinel is required. Install it: sudo apt-get install redis-sentinel (Debian/Ubuntu)," \
+	         "then run make again." >&2; exit 1; \
+	  fi; \
+	fi
+
+# The Kubernetes manifest tests render deploy/kubernetes with `kubectl kustomize` (offline).
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required for the deploy/kubernetes tests:" \
+	  "install kubectl (>= 1.27, with kustomize built in) and run make again." >&2; exit 1; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy producer worker
 
-test: $(STAMP) redis-server prometheus lint typecheck rules
+test: $(STAMP) redis-server redis-sentinel kubectl prometheus lint typecheck rules
 	$(PY) -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
