@@ -82,9 +82,12 @@ unit: $(STAMP)
 demo: $(STAMP) redis-server
 	$(PY) scripts/demo.py
 
-# Session pooling benchmark: ratios measured in one run (bench/results.json)
+# End-to-end benchmark (BENCHMARKS.md): real Redis, a celery worker subprocess, simulated hosts;
+# quick sizes by default (a few minutes); `make bench BENCH_ARGS=--full` is the 1,000-host run.
+# Writes bench/results/<date>.json (untracked).
+BENCH_ARGS ?=
 bench: $(STAMP) redis-server
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .mypy_cache .ruff_cache

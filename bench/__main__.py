@@ -1,30 +1,31 @@
-"""Session pooling benchmark: ``python -m bench`` (``make bench``).
+"""``python -m bench`` (``make bench``): the end-to-end benchmark (see :mod:`bench.e2e`).
 
-Starts one in-process simulator host (HTTP, NTLM, WinRM message encryption, loopback), then runs
-the same inventory job ``--jobs`` times through :func:`worker.jobs.run` — exactly what a worker
-task runs — with
+One private redis-server, one in-process simulator (HTTP/NTLM hosts with WinRM message
+encryption, an injected round-trip time), and a fresh ``celery worker -P prefork`` subprocess per
+scenario. Scenarios, in one run (sizes from the flags; ``--full`` is the issue-13 run):
 
-(a) a fresh session per job (``session_idle_seconds=0``: open pool, NTLM handshake, load the
-    6-file library, call, close), and
-(b) the pooled factory (``session_idle_seconds=60``: the first job opens, the rest reuse).
+* ``fleet fresh`` / ``fleet pooled``: ``--jobs`` inventory jobs over ``--hosts`` hosts, shuffled,
+  host limit ``--limit``, worker concurrency ``--concurrency``: the peer's session-per-job model
+  (``WINCERT_SESSION_IDLE_SECONDS=0``) against the pooled worker, at ``--rtt-ms``;
+* ``warm fresh`` / ``warm pooled``: ``--warm-jobs`` jobs round-robin over ``--warm-hosts`` hosts;
+* ``contention``: ``--contention-jobs`` jobs for ONE host, limit 2;
+* ``grouped limit 1`` (``--full`` or ``--grouped``): the fleet jobs with each host's jobs
+  together and limit 1 (requeue churn and worker memory).
 
-It reports the median and p95 wall time per job of each mode (milliseconds), the ratio
-(b)/(a), and HTTP requests per job from the simulator's ``requests_total``; it prints a rich
-table and writes ``bench/results.json``. Both modes run in this one process, one after the
-other, against the same host, so the ratio is comparable; absolute times depend on the machine.
+Prints a table and writes ``bench/results/<UTC date-time>.json`` (untracked). Wall time and
+jobs/s depend on the machine's load; CPU per job, requests, bytes, requeues and Redis commands
+per job much less (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,170 +33,149 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from producer.messages import InventoryJob
-from simulator.config import HostConfig, SeedSpec, SimulatorConfig
-from simulator.server import SimulatedHost, Simulator
-from worker import jobs
-from worker.credentials import CredentialResolver
-from worker.remote.session import SessionOptions, make_session_factory
-from worker.settings import load_settings
+from bench.e2e import Figures, Scenario, run_scenario, start_simulator
 
-RESULTS = Path(__file__).resolve().parent / "results.json"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-
-@dataclass
-class ModeResult:
-    """One mode's numbers (times in milliseconds)."""
-
-    mode: str
-    jobs: int
-    median_ms: float
-    p95_ms: float
-    mean_ms: float
-    requests_per_job: float
-    pipelines_per_job: float
-    library_loads: int
-    sessions_opened: int
-
-
-def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("scenario", "scenario", "{}"),
+    ("jobs", "jobs", "{}"),
+    ("hosts", "hosts", "{}"),
+    ("jobs/s", "jobs_per_s", "{:.1f}"),
+    ("cpu ms", "worker_cpu_ms_per_job", "{:.1f}"),
+    ("req", "requests_per_job", "{:.2f}"),
+    ("KB out", "kb_sent_per_job", "{:.1f}"),
+    ("opened", "sessions_opened", "{}"),
+    ("reuse%", "reuse_pct", "{:.0f}"),
+    ("requeue", "requeues_per_job", "{:.2f}"),
+    ("redis", "redis_commands_per_job", "{:.1f}"),
+    ("drain", "drain_over_ideal", "{:.2f}"),
+    ("viol", "limit_violations", "{}"),
+    ("shells", "max_shells_open_on_a_host", "{}"),
+    ("rss0", "rss_start_mib", "{:.0f}"),
+    ("rss1", "rss_end_mib", "{:.0f}"),
+    ("failed", "failed", "{}"),
+)
 
 
-def _seed() -> list[SeedSpec]:
-    """A few real certificates in ``My`` (cryptography-vectors' Ed25519 files) when installed."""
-    try:
-        import cryptography_vectors
-    except ImportError:
-        return []
-    folder = Path(cryptography_vectors.__path__[0]) / "x509" / "ed25519"
-    files = [folder / "root-ed25519.pem", folder / "server-ed25519-cert.pem"]
-    return [SeedSpec(store="My", path=f) for f in files if f.is_file()]
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    """The scenarios of one run, from the command-line sizes."""
+    common = {"limit": args.limit, "concurrency": args.concurrency, "rtt_ms": args.rtt_ms}
+    runs = [
+        Scenario("fleet fresh", args.hosts, args.jobs, pooled=False, **common),
+        Scenario("fleet pooled", args.hosts, args.jobs, **common),
+        Scenario("warm fresh", args.warm_hosts, args.warm_jobs, order="round_robin", pooled=False, **common),
+        Scenario("warm pooled", args.warm_hosts, args.warm_jobs, order="round_robin", **common),
+        Scenario(
+            "contention", 1, args.contention_jobs, limit=2, concurrency=args.concurrency, rtt_ms=args.rtt_ms
+        ),
+    ]
+    if args.grouped:
+        runs.append(
+            Scenario(
+                "grouped limit 1",
+                args.hosts,
+                args.jobs,
+                limit=1,
+                concurrency=args.concurrency,
+                rtt_ms=args.rtt_ms,
+                order="grouped",
+            )
+        )
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        runs = [r for r in runs if r.name in wanted or r.name.split()[0] in wanted]
+    return runs
 
 
-def _job(host: SimulatedHost) -> InventoryJob:
-    user = host.users[0]
-    return InventoryJob.model_validate(
-        {
-            "job_id": str(uuid.uuid4()),
-            "job_type": "inventory",
-            "store": {
-                "store_type": "WinCert",
-                "client_machine": "127.0.0.1",
-                "store_path": "My",
-                "protocol": "http",
-                "port": host.port,
-                "auth": "ntlm",
-                "credential": {
-                    "kind": "inline",
-                    "username": user.username,
-                    "password_plaintext": user.password,
-                },
-            },
-        }
-    )
+LEGEND = (
+    "per job: cpu ms = worker user+sys CPU; req = HTTP requests; KB out = KB sent to hosts;"
+    " requeue = slot waits re-published; redis = Redis commands. opened = sessions opened;"
+    " drain = wall / ideal drain; viol = hosts over their limit; shells = most runspace pools"
+    " open at once on one host; rss0/rss1 = largest worker child's RSS (MiB) before/after"
+)
 
 
-def run_mode(host: SimulatedHost, mode: str, idle_seconds: float, count: int, warmup: int) -> ModeResult:
-    """Run ``warmup`` + ``count`` inventory jobs with one factory; measure the last ``count``."""
-    settings = load_settings(allow_plaintext_secrets=True)
-    resolver = CredentialResolver(settings, environ={})
-    opened: list[object] = []
-    factory = make_session_factory(
-        SessionOptions(session_idle_seconds=idle_seconds), on_open=opened.append
-    )
-    try:
-        for _ in range(warmup):
-            _check(jobs.run(_job(host), factory, resolver))
-        host.stats.reset()
-        opened.clear()
-        times: list[float] = []
-        for _ in range(count):
-            job = _job(host)
-            start = time.perf_counter()
-            run = jobs.run(job, factory, resolver)
-            times.append((time.perf_counter() - start) * 1000)
-            _check(run)
-        snapshot = host.stats.snapshot()
-    finally:
-        factory.close()
-    return ModeResult(
-        mode=mode,
-        jobs=count,
-        median_ms=round(statistics.median(times), 2),
-        p95_ms=round(_p95(times), 2),
-        mean_ms=round(statistics.fmean(times), 2),
-        requests_per_job=round(snapshot["requests_total"] / count, 2),
-        pipelines_per_job=round(snapshot["pipelines_total"] / count, 2),
-        library_loads=int(snapshot["commands"].get("<script>", 0)),
-        sessions_opened=len(opened),
-    )
+def table(figures: list[Figures], title: str) -> Table:
+    out = Table(title=title, caption=LEGEND)
+    for header, _, _ in COLUMNS:
+        out.add_column(header, justify="left" if header == "scenario" else "right")
+    for f in figures:
+        values = asdict(f)
+        out.add_row(*(fmt.format(values[key]) for _, key, fmt in COLUMNS))
+    return out
 
 
-def _check(run: jobs.JobRun) -> None:
-    if run.result.status.value != "success":
-        raise SystemExit(f"benchmark job failed: {run.result.code.value}: {run.result.message}")
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=60, help="measured jobs per mode (default 60)")
-    parser.add_argument("--warmup", type=int, default=3, help="unmeasured jobs per mode first (default 3)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
-    args = parser.parse_args(argv)
-    if args.jobs < 1 or args.warmup < 1:
-        parser.error("--jobs and --warmup must be at least 1")
-
-    console = Console(width=max(100, Console().width))
-    with tempfile.TemporaryDirectory(prefix="wincert-bench-") as state:
-        config = SimulatorConfig(
-            state_dir=Path(state), hosts=[HostConfig(name="BENCH01", transport="http", seed=_seed())]
-        )
-        sim = Simulator(config).start()
-        try:
-            host = sim.hosts[0]
-            fresh = run_mode(host, "(a) fresh", 0, args.jobs, args.warmup)
-            pooled = run_mode(host, "(b) pooled", 60, args.jobs, args.warmup)
-        finally:
-            sim.stop()
-
-    ratio_median = round(pooled.median_ms / fresh.median_ms, 3)
-    ratio_p95 = round(pooled.p95_ms / fresh.p95_ms, 3)
-    table = Table(
-        title=f"Inventory job through worker.jobs.run, HTTP/NTLM + encryption, loopback, N={args.jobs}"
+    parser.add_argument("--full", action="store_true", help="issue-13 sizes: 1,000 hosts, 5,000 jobs")
+    parser.add_argument("--hosts", type=int, default=40, help="fleet hosts (default 40; --full 1000)")
+    parser.add_argument("--jobs", type=int, default=200, help="fleet jobs (default 200; --full 5000)")
+    parser.add_argument("--warm-hosts", type=int, default=10, help="warm hosts (10; --full 25)")
+    parser.add_argument("--warm-jobs", type=int, default=100, help="warm jobs (100; --full 500)")
+    parser.add_argument("--contention-jobs", type=int, default=60, help="jobs for one host (60; --full 200)")
+    parser.add_argument("--limit", type=int, default=2, help="host limit (default 2)")
+    parser.add_argument("--concurrency", type=int, default=4, help="worker prefork processes (default 4)")
+    parser.add_argument("--rtt-ms", type=float, default=5.0, help="round-trip time per request (5 ms)")
+    parser.add_argument("--grouped", action="store_true", help="add the grouped limit-1 scenario")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="scenarios: fleet,warm,contention,grouped",
     )
-    for column in ("mode", "median ms", "p95 ms", "requests/job", "pipelines/job", "script loads", "opens"):
-        table.add_column(column, justify="left" if column == "mode" else "right")
-    for r in (fresh, pooled):
-        table.add_row(
-            r.mode,
-            f"{r.median_ms:.1f}",
-            f"{r.p95_ms:.1f}",
-            f"{r.requests_per_job:.2f}",
-            f"{r.pipelines_per_job:.2f}",
-            str(r.library_loads),
-            str(r.sessions_opened),
-        )
-    console.print(table)
-    console.print(f"pooled / fresh: median {ratio_median:.3f}, p95 {ratio_p95:.3f}")
+    parser.add_argument("--output", type=Path, default=None, help="JSON (bench/results/<date>.json)")
+    args = parser.parse_args(argv)
+    if args.full:
+        args.hosts, args.jobs, args.warm_hosts, args.warm_jobs = 1000, 5000, 25, 500
+        args.contention_jobs, args.grouped = 200, True
+    if min(args.hosts, args.jobs, args.warm_hosts, args.warm_jobs, args.contention_jobs, args.limit) < 1:
+        parser.error("sizes and --limit must be at least 1")
 
-    results: dict[str, Any] = {
-        "benchmark": "session_pool",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "transport": "http, ntlm, WinRM message encryption, loopback simulator host",
-        "job": "inventory of WinCert store My through worker.jobs.run",
-        "jobs_per_mode": args.jobs,
-        "warmup_per_mode": args.warmup,
-        "fresh": asdict(fresh),
-        "pooled": asdict(pooled),
-        "ratio_median_pooled_over_fresh": ratio_median,
-        "ratio_p95_pooled_over_fresh": ratio_p95,
+    console = Console(width=max(160, Console().width))
+    runs = scenarios(args)
+    started = datetime.now(UTC)
+    info = machine()
+    figures: list[Figures] = []
+    with tempfile.TemporaryDirectory(prefix="wincert-bench-") as tmp:
+        workdir = Path(tmp)
+        from bench.e2e import redis_server
+
+        with redis_server(workdir / "redis") as redis_url:
+            sim = start_simulator(workdir, max(r.hosts for r in runs), args.rtt_ms)
+            try:
+                for run in runs:
+                    console.print(f"[bold]{run.name}[/]: {run.jobs} jobs, {run.hosts} hosts …")
+                    figures.append(run_scenario(run, sim, redis_url, workdir))
+                    console.print(table(figures[-1:], run.name))
+            finally:
+                sim.stop()
+    title = (
+        f"make bench {started:%Y-%m-%d %H:%M} UTC — HTTP/NTLM + encryption, RTT {args.rtt_ms:g} ms,"
+        f" limit {args.limit}, concurrency {args.concurrency}, {info['cpus']} CPUs,"
+        f" load {info['loadavg_at_start']}"
+    )
+    console.print(table(figures, title))
+    output = args.output or RESULTS_DIR / f"{started:%Y-%m-%dT%H%M%SZ}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": "end_to_end",
+        "measured_at": started.isoformat(timespec="seconds"),
+        "machine": info,
+        "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "scenarios": [asdict(f) for f in figures],
     }
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    console.print(f"wrote {args.output}")
+    output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    console.print(f"wrote {output}")
     return 0
 
 

@@ -155,6 +155,9 @@ class HostConfig(_Model):
     stores: list[str] = Field(default_factory=lambda: list(DEFAULT_STORES))
     seed: list[SeedSpec] = Field(default_factory=list)
     command_delay_ms: int = Field(default=0, ge=0, description="Simulated run time of each command")
+    round_trip_ms: float = Field(
+        default=0, ge=0, description="Injected network round-trip time: each WS-Man reply waits this long"
+    )
     keepalive_timeout: float = Field(
         default=300.0, gt=0, description="Idle seconds before dropping a connection"
     )

@@ -72,6 +72,10 @@ class SimulatedHost:
     def users(self) -> list[UserSpec]:
         return list(self.config.users)
 
+    def set_round_trip(self, milliseconds: float) -> None:
+        """Change the injected round-trip time of this host's replies (``round_trip_ms``)."""
+        self._server.endpoint.round_trip_seconds = max(0.0, milliseconds) / 1000
+
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.bind in ("0.0.0.0", "::") else self.bind
@@ -98,6 +102,9 @@ class Simulator:
         self._registry = registry
         self._host_factory = host_factory or _default_host_factory
         self.hosts: list[SimulatedHost] = []
+        # serve_forever wakes every poll_interval only to check for shutdown: with hundreds of
+        # hosts (make bench) a short interval is pure CPU; connections are served at once anyway
+        self._poll_interval = 0.2 if len(config.hosts) <= 20 else 2.0
 
     def start(self) -> Simulator:
         """Bind every host's port and serve on background threads (non-blocking)."""
@@ -130,6 +137,7 @@ class Simulator:
             allow_unencrypted=cfg.allow_unencrypted,
             keepalive_timeout=cfg.keepalive_timeout,
             channel_binding=tls.channel_binding() if tls else None,
+            round_trip_seconds=cfg.round_trip_ms / 1000,
         )
         server = WSManServer((address, cfg.port), endpoint, tls.context() if tls else None)
         host = SimulatedHost(
@@ -143,7 +151,10 @@ class Simulator:
             service,
         )
         host._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=f"wsman-{cfg.name}", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": self._poll_interval},
+            name=f"wsman-{cfg.name}",
+            daemon=True,
         )
         host._thread.start()
         log.info("host %s listening on %s", cfg.name, host.url)
@@ -158,8 +169,13 @@ class Simulator:
 
     def stop(self) -> None:
         """Stop serving, close every shell (stopping pipelines) and release the ports."""
+        # shutdown() waits up to one poll interval per host: ask every host at once
+        stoppers = [threading.Thread(target=h._server.shutdown, daemon=True) for h in self.hosts]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(timeout=10)
         for host in self.hosts:
-            host._server.shutdown()
             host._service.close_all()
             host._server.server_close()
             if host._thread is not None:

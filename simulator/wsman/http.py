@@ -20,6 +20,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -52,6 +53,8 @@ class Endpoint:
     allow_unencrypted: bool
     keepalive_timeout: float
     channel_binding: bytes | None = None
+    round_trip_seconds: float = 0.0
+    """Injected network round-trip time: every WS-Man reply is held back this long (seconds)."""
 
 
 class WSManServer(ThreadingHTTPServer):
@@ -122,9 +125,18 @@ class WSManHandler(BaseHTTPRequestHandler):
         if content_type:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self._wire_received:  # a WS-Man request: count both directions, then the round trip
+            header_bytes = sum(len(line) for line in getattr(self, "_headers_buffer", ())) + 2
+            self.server.endpoint.stats.wire(self._wire_received, header_bytes + len(body))
+            self._wire_received = 0
+            if self.server.endpoint.round_trip_seconds > 0:
+                time.sleep(self.server.endpoint.round_trip_seconds)
         self.end_headers()
         if body:
             self.wfile.write(body)
+
+    _wire_received = 0
+    """Bytes of the WS-Man request being answered (request line, headers, body); 0 otherwise."""
 
     def _read_body(self) -> bytes | None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -132,6 +144,11 @@ class WSManHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         return self.rfile.read(length) if length else b""
+
+    def _request_bytes(self, body: bytes) -> int:
+        """Bytes of this request on the wire: request line, header lines, blank line, body."""
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in self.headers.items()) + 2
+        return len(self.raw_requestline) + header_bytes + len(body)
 
     # ---- simulator stats (unauthenticated) --------------------------------------------------
     def do_GET(self) -> None:
@@ -153,6 +170,7 @@ class WSManHandler(BaseHTTPRequestHandler):
             return
         ep = self.server.endpoint
         ep.stats.request()
+        self._wire_received = self._request_bytes(body or b"")
         if body is None:
             self._reply(413)
             return

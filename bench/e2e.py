@@ -1,0 +1,375 @@
+"""End-to-end scenarios: producer → Redis → ``celery worker`` (prefork) → simulated hosts.
+
+Every scenario starts a fresh ``celery worker`` subprocess (``-P prefork``) on a private queue of
+one private ``redis-server``, submits inventory jobs with :class:`producer.client.Client`, waits
+until every job has a result in the results stream, and reads its figures from the places that
+contention on a shared machine disturbs least:
+
+* **worker CPU**: user + system seconds of the worker's parent and prefork children, from
+  ``/proc/<pid>/stat``, measured from "ready" to "all results" (so start-up is excluded);
+* **HTTP requests and bytes**: counted by the simulator on the wire (request line, headers and
+  body; both directions), per host;
+* **sessions opened**: runspace pools created on the hosts (WS-Man ``Create``);
+* **Redis commands**: ``INFO stats`` ``total_commands_processed`` over the run, minus the
+  bench's own polling;
+* **requeues**: each job's slot waits (``waits`` in ``wincert:job:<id>``);
+* **limit violations**: hosts whose simulator saw more pipelines at once than the host limit;
+  **shells over limit**: hosts that held more open runspace pools at once than the limit
+  (idle pooled sessions included);
+* **worker RSS**: the prefork children's resident memory before and after.
+
+Wall time and jobs/s are reported too, but depend on the load of the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from producer.client import Client
+from producer.messages import RESULTS_STREAM
+from producer.settings import ProducerSettings
+from simulator.config import HostConfig, SimulatorConfig, UserSpec
+from simulator.server import SimulatedHost, Simulator
+
+ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One end-to-end run.
+
+    ``hosts`` simulated HTTP/NTLM hosts (message encryption), ``jobs`` inventory jobs of store
+    ``My``; ``order`` ``shuffled`` (random hosts), ``round_robin`` or ``grouped`` (each host's
+    jobs together); ``pooled`` False runs the peer's model (a fresh session per job:
+    ``WINCERT_SESSION_IDLE_SECONDS=0``).
+    """
+
+    name: str
+    hosts: int
+    jobs: int
+    limit: int = 2
+    concurrency: int = 4
+    rtt_ms: float = 0.0
+    order: str = "shuffled"
+    pooled: bool = True
+    extra_env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Figures:
+    """What one scenario measured (see the module docstring for the sources)."""
+
+    scenario: str
+    hosts: int
+    jobs: int
+    limit: int
+    concurrency: int
+    rtt_ms: float
+    order: str
+    pooled: bool
+    wall_s: float = 0.0
+    jobs_per_s: float = 0.0
+    ok: int = 0
+    failed: int = 0
+    worker_cpu_ms_per_job: float = 0.0
+    requests_per_job: float = 0.0
+    kb_sent_per_job: float = 0.0
+    """KB the worker sent to the hosts per job (requests), 1 KB = 1000 bytes."""
+    kb_received_per_job: float = 0.0
+    sessions_opened: int = 0
+    reuse_pct: float = 0.0
+    """Jobs that found an open session: 100 * (1 - sessions opened / jobs)."""
+    requeues_per_job: float = 0.0
+    redis_commands_per_job: float = 0.0
+    limit_violations: int = 0
+    shells_over_limit: int = 0
+    max_shells_open_on_a_host: int = 0
+    rss_start_mib: float = 0.0
+    rss_end_mib: float = 0.0
+    """Largest prefork child's resident memory at the start / end."""
+    ideal_drain_s: float = 0.0
+    """Sum of the jobs' run times / min(hosts * limit, concurrency): the drain time with perfect
+    slot hand-over."""
+    drain_over_ideal: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def worker_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live children."""
+    return _proc_cpu_seconds(pid) + sum(_proc_cpu_seconds(c) for c in _children(pid))
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A private redis-server on a free loopback port (the tests' helper)."""
+    from tests.support import redis_server as start
+
+    with start(workdir) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], log_path: Path, concurrency: int, queue: str) -> Iterator[int]:
+    """A ``celery worker -P prefork`` subprocess; yields its pid once it logged "ready"."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(concurrency),
+                "-Q",
+                queue,
+                "--loglevel",
+                "WARNING",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+                "-n",
+                f"bench-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_children(proc.pid)) < concurrency:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start; see {log_path}")
+            time.sleep(0.2)
+        time.sleep(1.0)  # children import lazily: let them settle before measuring
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+# --------------------------------------------------------------------------------------------
+# hosts and jobs
+
+
+def host_configs(count: int, rtt_ms: float) -> list[HostConfig]:
+    """``count`` HTTP/NTLM hosts on 127.0.x.y (one loopback address each: one host limit each)."""
+    configs = []
+    for i in range(count):
+        address = f"127.0.{10 + i // 250}.{1 + i % 250}"
+        configs.append(
+            HostConfig(
+                name=f"BENCH{i:04d}",
+                address=address,
+                transport="http",
+                auth=["negotiate", "ntlm"],
+                users=[UserSpec(username="Administrator", password="Bench-Passw0rd!")],
+                round_trip_ms=rtt_ms,
+            )
+        )
+    return configs
+
+
+def job_order(hosts: int, jobs: int, order: str, rng: random.Random) -> list[int]:
+    """Host index of each job: every host gets ``jobs // hosts`` (±1) jobs in the given order."""
+    per_host = [i % hosts for i in range(jobs)]
+    if order == "shuffled":
+        rng.shuffle(per_host)
+    elif order == "grouped":
+        per_host.sort()
+    return per_host
+
+
+def inventory_job(host: SimulatedHost) -> dict[str, Any]:
+    return {
+        "job_id": str(uuid.uuid4()),
+        "job_type": "inventory",
+        "store": {
+            "store_type": "WinCert",
+            "client_machine": host.bind,
+            "store_path": "My",
+            "protocol": "http",
+            "port": host.port,
+            "auth": "ntlm",
+            "credential": {"kind": "named", "name": "bench"},
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# one scenario
+
+
+def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) -> Figures:
+    """Run ``sc`` against the running simulator ``sim`` (its first ``sc.hosts`` hosts)."""
+    hosts = sim.hosts[: sc.hosts]
+    figures = Figures(sc.name, sc.hosts, sc.jobs, sc.limit, sc.concurrency, sc.rtt_ms, sc.order, sc.pooled)
+    creds = workdir / "credentials.json"
+    creds.write_text(json.dumps({"bench": {"username": "Administrator", "password": "Bench-Passw0rd!"}}))
+    creds.chmod(0o600)
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {
+        "WINCERT_BROKER_URL": redis_url,
+        "WINCERT_QUEUE": queue,
+        "WINCERT_CREDENTIALS_FILE": str(creds),
+        "WINCERT_METRICS_PORT": "0",
+        "WINCERT_METRICS_DIR": str(workdir / f"metrics-{queue}"),
+        "WINCERT_HOST_LIMIT": str(sc.limit),
+        "WINCERT_TRANSIENT_RETRIES": "0",
+        "WINCERT_LOG_LEVEL": "WARNING",
+        "WINCERT_RESULTS_STREAM_MAXLEN": str(max(100_000, sc.jobs * 2)),
+        "WINCERT_SESSION_IDLE_SECONDS": "60" if sc.pooled else "0",
+        **dict(sc.extra_env),
+    }
+    client_redis = redis.Redis.from_url(redis_url, decode_responses=True)
+    client_redis.delete(RESULTS_STREAM)
+    for host in hosts:
+        host.set_round_trip(sc.rtt_ms)
+        host.stats.reset()
+    rng = random.Random(13)
+    payloads = [inventory_job(hosts[i]) for i in job_order(sc.hosts, sc.jobs, sc.order, rng)]
+
+    with celery_worker(env, workdir / f"worker-{sc.name}.log", sc.concurrency, queue) as pid:
+        children = _children(pid)
+        figures.rss_start_mib = round(max((_rss_mib(c) for c in children), default=0.0), 1)
+        for host in hosts:
+            host.stats.reset()
+        commands_before = int(client_redis.info("stats")["total_commands_processed"])
+        cpu_before = worker_cpu_seconds(pid)
+        start = time.perf_counter()
+        own_commands = 2
+        with Client(ProducerSettings(broker_url=redis_url, queue=queue)) as client:
+            for payload in payloads:
+                client.submit(payload)
+        deadline = time.monotonic() + max(120.0, sc.jobs * 0.5)
+        while True:
+            done = int(client_redis.xlen(RESULTS_STREAM))
+            own_commands += 1
+            if done >= sc.jobs:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{sc.name}: {done} of {sc.jobs} results after the deadline")
+            time.sleep(0.25)
+        figures.wall_s = round(time.perf_counter() - start, 2)
+        cpu = worker_cpu_seconds(pid) - cpu_before
+        commands = (
+            int(client_redis.info("stats")["total_commands_processed"]) - commands_before - own_commands
+        )
+        figures.rss_end_mib = round(max((_rss_mib(c) for c in _children(pid)), default=0.0), 1)
+
+    _collect(figures, sc, hosts, client_redis, payloads, cpu, commands)
+    client_redis.close()
+    return figures
+
+
+def _collect(
+    figures: Figures,
+    sc: Scenario,
+    hosts: list[SimulatedHost],
+    client_redis: redis.Redis,
+    payloads: list[dict[str, Any]],
+    cpu: float,
+    commands: int,
+) -> None:
+    n = sc.jobs
+    durations: list[float] = []
+    for _, fields in client_redis.xrange(RESULTS_STREAM):
+        result = json.loads(fields["result"])
+        if result["status"] == "success":
+            figures.ok += 1
+        else:
+            figures.failed += 1
+            figures.failures[result["code"]] = figures.failures.get(result["code"], 0) + 1
+        if result.get("duration_seconds") is not None:
+            durations.append(float(result["duration_seconds"]))
+    pipe = client_redis.pipeline(transaction=False)
+    for payload in payloads:
+        pipe.hget(f"wincert:job:{payload['job_id']}", "waits")
+    waits = sum(int(w or 0) for w in pipe.execute())
+    snaps = [h.stats.snapshot() for h in hosts]
+    figures.jobs_per_s = round(n / figures.wall_s, 1)
+    figures.worker_cpu_ms_per_job = round(cpu * 1000 / n, 1)
+    figures.requests_per_job = round(sum(s["requests_total"] for s in snaps) / n, 2)
+    figures.kb_sent_per_job = round(sum(s["bytes_received"] for s in snaps) / n / 1000, 1)
+    figures.kb_received_per_job = round(sum(s["bytes_sent"] for s in snaps) / n / 1000, 1)
+    figures.sessions_opened = sum(s["shells_created"] for s in snaps)
+    figures.reuse_pct = round(100 * (1 - figures.sessions_opened / n), 1)
+    figures.requeues_per_job = round(waits / n, 2)
+    figures.redis_commands_per_job = round(commands / n, 1)
+    figures.limit_violations = sum(1 for s in snaps if s["max_concurrent"] > sc.limit)
+    figures.shells_over_limit = sum(1 for s in snaps if s["max_shells_open"] > sc.limit)
+    figures.max_shells_open_on_a_host = max((s["max_shells_open"] for s in snaps), default=0)
+    if durations:
+        parallel = min(min(sc.hosts, n) * sc.limit, sc.concurrency)
+        figures.ideal_drain_s = round(sum(durations) / parallel, 2)
+        figures.drain_over_ideal = (
+            round(figures.wall_s / figures.ideal_drain_s, 2) if figures.ideal_drain_s else 0
+        )
+
+
+def start_simulator(workdir: Path, hosts: int, rtt_ms: float) -> Simulator:
+    """A simulator serving ``hosts`` bench hosts (see :func:`host_configs`)."""
+    config = SimulatorConfig(state_dir=workdir / "sim", hosts=host_configs(hosts, rtt_ms))
+    return Simulator(config).start()
+
+
+def as_dict(figures: Figures) -> dict[str, Any]:
+    return asdict(figures)
