@@ -20,8 +20,13 @@ non-terminating one.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gzip
+import io
 import re
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -199,6 +204,16 @@ class CommandRegistry:
 
 _FUNCTION_DEF = re.compile(r"(?im)^\s*function\s+([A-Za-z][A-Za-z0-9]*-[A-Za-z0-9]+)\b")
 
+_BOOTSTRAP = re.compile(
+    r"(?ism)\A\s*(?:#[^\n]*\n\s*)*param\s*\(.*?\[string\]\s*\$Library\s*\).*?"
+    r"FromBase64String\(\s*\$Library\s*\).*?GZipStream.*?Decompress.*?"
+    r"\[System\.Management\.Automation\.ScriptBlock\]::Create\(.*?^\s*\.\s+\$\w+"
+)
+"""The library bootstrap's structure: a ``param([string]$Library)`` script that base64-decodes,
+gunzips and dot-sources it (worker/powershell/bootstrap/Expand-WinCertLibrary.ps1)."""
+
+_MAX_EXPANDED = 16 * 1024 * 1024
+
 PRIVATE_NOUN_PREFIX = "WinCertPrivate"
 """Noun prefix of the library's private helpers (``worker/powershell/Common.ps1``, e.g.
 ``New-WinCertPrivateErrorRecord``): never called by the worker, so the simulator has no
@@ -261,6 +276,67 @@ class RunspaceState:
         for name in known:
             self.defined.add(name.lower())
         return known
+
+    def run_script(
+        self, text: str, parameters: list[tuple[str, Any]], registry: CommandRegistry
+    ) -> list[str]:
+        """Run an ``add_script`` statement: the library bootstrap (with its ``-Library``) or a
+        function-library script (no parameters). Returns the public functions it defined.
+
+        The bootstrap (``worker/powershell/bootstrap/Expand-WinCertLibrary.ps1``, recognised by
+        its structure, see :data:`_BOOTSTRAP`) is modelled as Windows runs it:
+        ``[Convert]::FromBase64String`` → ``GZipStream`` (Decompress) → ``StreamReader`` (UTF-8,
+        invalid bytes replaced) → dot-sourced text, i.e. :meth:`define_from_script` of the
+        expanded text; each step fails with the error .NET raises there.
+
+        Raises:
+            CommandError: as :meth:`define_from_script`; ``ParameterArgumentValidationError…`` /
+                ``MethodInvocationException`` for a missing or undecodable ``-Library``.
+        """
+        if self.jea or not _BOOTSTRAP.search(text):
+            return self.define_from_script(text, registry)
+        values = {name.lower(): value for name, value in parameters}
+        blob = values.get("library")
+        if not isinstance(blob, str) or not blob:
+            raise CommandError(
+                "Cannot bind argument to parameter 'Library' because it is an empty string."
+                if isinstance(blob, str)
+                else "Cannot process command because of one or more missing mandatory parameters: Library.",
+                "ParameterArgumentValidationErrorEmptyStringNotAllowed" if isinstance(blob, str)
+                else "MissingMandatoryParameter",
+                "InvalidData" if isinstance(blob, str) else "InvalidArgument",
+                exception_type="System.Management.Automation.ParameterBindingException",
+            )
+        try:
+            compressed = base64.b64decode(blob, validate=True)
+        except (binascii.Error, ValueError):
+            raise CommandError(
+                'Exception calling "FromBase64String" with "1" argument(s): "The input is not a valid'
+                " Base-64 string as it contains a non-base 64 character, more than two padding"
+                ' characters, or an illegal character among the padding characters. "',
+                "FormatException",
+                "NotSpecified",
+                exception_type="System.Management.Automation.MethodInvocationException",
+            ) from None
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(compressed)) as stream:
+                expanded = stream.read(_MAX_EXPANDED + 1)
+        except (OSError, EOFError, zlib.error):
+            raise CommandError(
+                'Exception calling "ReadToEnd" with "0" argument(s): "The magic number in GZip header'
+                ' is not correct. Make sure you are passing in a GZip stream."',
+                "InvalidDataException",
+                "NotSpecified",
+                exception_type="System.Management.Automation.MethodInvocationException",
+            ) from None
+        if len(expanded) > _MAX_EXPANDED:
+            raise CommandError(
+                "The simulator refuses a library larger than 16 MiB expanded.",
+                "OutOfMemoryException",
+                "NotSpecified",
+                exception_type="System.OutOfMemoryException",
+            )
+        return self.define_from_script(expanded.decode("utf-8", errors="replace"), registry)
 
     def is_defined(self, name: str) -> bool:
         """Whether ``name`` can be called in this runspace."""

@@ -145,7 +145,8 @@ def _statements(commands: list[Any]) -> list[list[Any]]:
 def _run_command(job: PipelineJob, cmd: Any, data: list[Any], forward: bool) -> list[Any]:
     if cmd.is_script:
         job.record("<script>", {})
-        job.runspace.define_from_script(str(cmd.command_text), job.registry)
+        parameters = [(str(n), to_python(v)) for n, v in cmd.parameters]
+        job.runspace.run_script(str(cmd.command_text), parameters, job.registry)
         return []
     name = str(cmd.command_text)
     spec = job.registry.get(name)

@@ -12,6 +12,8 @@ Every function name (helpers included) must use an approved verb.
 
 from __future__ import annotations
 
+import base64
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from worker.powershell import (
     list_scripts,
     read_script,
 )
+from worker.remote.library import bootstrap_script, library
 
 # `Get-Verb` of Windows PowerShell 5.1 (the target); PowerShell 7 only adds to it.
 APPROVED_VERBS = frozenset({
@@ -323,3 +326,34 @@ def test_runspace_accepts_each_script_as_the_worker_sends_it() -> None:
         defined = state.define_from_script(read_script(script.name), REGISTRY)
         public = [] if script.name == COMMON_SCRIPT else top_level_functions(parse(script.read_bytes()))
         assert sorted(defined) == sorted(f.name for f in public)
+
+
+# ---- the compressed library and its bootstrap (worker/remote/library.py) ----------------------
+BOOTSTRAP_PATH = SCRIPTS[0].parent / "bootstrap" / "Expand-WinCertLibrary.ps1"
+
+
+def test_bootstrap_parses_and_takes_only_the_library_parameter() -> None:
+    """The bootstrap is a script (no function), parsed like the library, whose only value is
+    ``-Library`` (a typed, mandatory string)."""
+    root = parse(BOOTSTRAP_PATH.read_bytes())
+    assert syntax_problems(root) == []
+    assert all_function_names(root) == []
+    text = BOOTSTRAP_PATH.read_text(encoding="utf-8")
+    assert "[string]$Library" in text and "Mandatory = $true" in text
+
+
+def test_simulator_expands_every_functions_bundle_as_the_worker_sends_it() -> None:
+    """For every public function: the bootstrap (compacted as sent) with that function's
+    compressed closure defines that function (and any public function its closure names, e.g.
+    in a message), never a nested helper; the compacted texts still parse."""
+    lib = library()
+    assert syntax_problems(parse(bootstrap_script().encode())) == []
+    for name in sorted(REGISTRY.names()):
+        bundle = lib.bundle_for(name)
+        assert bundle is not None, name
+        state = RunspaceState()
+        defined = state.run_script(bootstrap_script(), [("Library", bundle.blob)], REGISTRY)
+        assert name.lower() in [d.lower() for d in defined]
+        assert {d.lower() for d in defined} <= set(bundle.units)
+        expanded = gzip.decompress(base64.b64decode(bundle.blob))
+        assert syntax_problems(parse(expanded)) == [], name

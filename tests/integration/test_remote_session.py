@@ -12,8 +12,7 @@ from simulator.config import HostConfig
 from simulator.server import SimulatedHost, Simulator
 from worker.credentials import Credential
 from worker.remote.errors import RemoteCommandError
-from worker.remote.library import library_scripts
-from worker.remote.session import SessionOptions, open_session
+from worker.remote.session import PsrpSession, SessionOptions, open_session
 
 
 @pytest.fixture
@@ -49,8 +48,38 @@ def test_library_is_loaded_once_per_pool_and_the_pool_is_closed(host: SimulatedH
         second = session.invoke("Get-WinCertInventory", {"StorePath": "Root"})
         assert isinstance(first.output, list) and isinstance(second.output, list)
     assert opened == [store]
-    assert host.stats.pipelines_total == len(library_scripts()) + 2
+    # the library travels in the first call's pipeline: two pipelines, one library load
+    assert host.stats.pipelines_total == 2
+    assert host.stats.snapshot()["commands"].get("<script>") == 1
     assert host.stats.shells_open == 0
+
+
+def test_a_first_visit_costs_eight_requests_and_under_40_kb(host: SimulatedHost) -> None:
+    """A job on a host with no open session (HTTP, NTLM, message encryption): 3 authentication
+    legs, Create, 2 Receives (Windows delivers the pool's Opened state in its own Receive), one
+    Command + Receive carrying the bootstrap, the function's compressed closure and the call;
+    then Delete when the session is closed (by the pool, off the job's path)."""
+    host.stats.reset()
+    with open_session(_store(host), _credential(host), SessionOptions()) as session:
+        session.invoke("Get-WinCertInventory", {"StorePath": "My"})
+        assert host.stats.requests_total == 8
+        assert host.stats.bytes_received < 40_000
+    assert host.stats.requests_total == 9
+    assert host.stats.bytes_received < 40_000
+    assert host.stats.pipelines_total == 1
+
+
+def test_a_second_function_loads_only_what_the_pool_lacks(host: SimulatedHost) -> None:
+    with open_session(_store(host), _credential(host), SessionOptions()) as session:
+        opened = host.stats.bytes_received
+        session.invoke("Get-WinCertInventory", {"StorePath": "My"})
+        first = host.stats.bytes_received - opened
+        session.invoke("Get-WinCertInventory", {"StorePath": "Root"})
+        repeat = host.stats.bytes_received - opened - first
+        session.invoke("Get-WinCertHostInfo", {})
+        assert host.stats.snapshot()["commands"].get("<script>") == 2
+        assert isinstance(session, PsrpSession) and "get-wincerthostinfo" in session.loaded
+    assert repeat < first - 10_000  # no bootstrap nor library the second time
 
 
 def test_terminating_error_carries_the_error_id(host: SimulatedHost) -> None:

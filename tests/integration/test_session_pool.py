@@ -22,13 +22,13 @@ from simulator.config import HostConfig, UserSpec
 from simulator.server import SimulatedHost, Simulator
 from worker import jobs
 from worker.credentials import Credential, CredentialResolver
-from worker.remote.library import library_scripts
 from worker.remote.pool import SessionKey, SessionPool, close_all_pools
 from worker.remote.session import SessionOptions, WorkerSessionFactory, connect, make_session_factory
 from worker.settings import load_settings
 from worker.tasks import Runtime
 
-LIBRARY = len(library_scripts())
+LIBRARY = 1
+"""``<script>`` calls per session: the library travels (compressed) with its first call."""
 INVENTORY = "Get-WinCertInventory"
 TWO_USERS = [UserSpec(username="alice", password="Alice-pw-1"), UserSpec(username="bob", password="Bob-pw-2")]
 

@@ -99,13 +99,32 @@ def _raise_on_errors(ps: Any, what: str) -> None:
     raise RemoteCommandError(what, fq_error, message, error_count=len(records))
 
 
-def run_function(pool: RunspacePool, function: str, parameters: Mapping[str, Any]) -> Invocation:
+@dataclass(frozen=True)
+class Prelude:
+    """A fixed script run as the first statement of a call's pipeline (the library bootstrap,
+    :mod:`worker.remote.library`): its text is a file's content, its values only parameters."""
+
+    script: str
+    parameters: Mapping[str, Any]
+
+
+def run_function(
+    pool: RunspacePool, function: str, parameters: Mapping[str, Any], prelude: Prelude | None = None
+) -> Invocation:
     """Call ``function`` with named ``parameters``; return its output and warnings.
 
+    ``prelude``: a script statement to run first in the same pipeline (one Command + Receive for
+    both). Its output, if any, would precede the function's; the bootstrap writes none.
+
     Raises:
-        RemoteCommandError: the function wrote an error record or failed.
+        RemoteCommandError: the function (or the prelude) wrote an error record or failed.
     """
     ps = PowerShell(pool)
+    if prelude is not None:
+        ps.add_script(prelude.script)
+        for name, value in prelude.parameters.items():
+            ps.add_parameter(name, value)
+        ps.add_statement()
     ps.add_cmdlet(function)
     for name, value in parameters.items():
         if isinstance(value, SecureString):

@@ -2,9 +2,11 @@
 
 :func:`open_session` is the production :data:`SessionFactory`: it builds the WSMan transport
 from the job's :class:`~producer.messages.StoreRef` and the worker's settings, opens a
-single-runspace pool (``configuration_name`` = the JEA endpoint, if any), sends the function
-library once (skipped for JEA endpoints, which refuse scripts and must have the functions
-installed as a module), yields a :class:`PsrpSession`, and closes the pool in ``finally``.
+single-runspace pool (``configuration_name`` = the JEA endpoint, if any), yields a
+:class:`PsrpSession`, and closes the pool in ``finally``. The session defines the library
+functions a call needs in the same pipeline as its first call (:mod:`worker.remote.library`:
+only those functions, compressed, expanded on the host by a fixed bootstrap script); JEA
+endpoints refuse scripts and have the functions installed as a module, so nothing is sent there.
 
 Local mode (``store.is_local``: ``HOST|LocalMachine``, ``localhost``, ``localmachine``) does not
 use WinRM: :func:`open_local_session` starts ``WINCERT_LOCAL_POWERSHELL`` and speaks
@@ -38,9 +40,9 @@ from producer.codes import ResultCode
 from producer.messages import AuthMethod, StoreRef
 from producer.messages import Protocol as WinRMProtocol
 from worker.credentials import Credential, CredentialError
-from worker.remote.errors import TransportFailureError
-from worker.remote.invoke import Invocation, load_script, run_function
-from worker.remote.library import library_scripts
+from worker.remote.errors import RemoteCommandError, TransportFailureError
+from worker.remote.invoke import Invocation, Prelude, run_function
+from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library, library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
 from worker.remote.pool import DEFAULT_MAX_SIZE, SessionPool
 
@@ -129,15 +131,38 @@ def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOption
 
 
 class PsrpSession:
-    """An open runspace pool with the function library loaded (``wsman``: its transport)."""
+    """An open runspace pool (``wsman``: its transport).
 
-    def __init__(self, pool: RunspacePool, wsman: WSMan | None = None) -> None:
+    ``send_library``: define missing library functions in the pipeline of the call that needs
+    them (False on JEA endpoints, where the module is installed). ``loaded``: lower-case names of
+    the library functions defined in the pool so far.
+    """
+
+    def __init__(self, pool: RunspacePool, wsman: WSMan | None = None, send_library: bool = True) -> None:
         self.pool = pool
         self.wsman = wsman
+        self.send_library = send_library
+        self.loaded: set[str] = set()
 
     def invoke(self, function: str, parameters: Mapping[str, Any]) -> Invocation:
-        """Run one library function (see :func:`worker.remote.invoke.run_function`)."""
-        return run_function(self.pool, function, parameters)
+        """Run one library function (see :func:`worker.remote.invoke.run_function`), preceded in
+        the same pipeline by the bootstrap defining what it needs and the pool lacks.
+
+        Raises:
+            RemoteCommandError: the function (or the bootstrap) failed.
+        """
+        bundle = library().bundle_for(function, self.loaded) if self.send_library else None
+        if bundle is None:
+            return run_function(self.pool, function, parameters)
+        prelude = Prelude(bootstrap_script(), {BOOTSTRAP_PARAMETER: bundle.blob})
+        try:
+            invocation = run_function(self.pool, function, parameters, prelude)
+        except RemoteCommandError as exc:
+            if exc.fq_error.startswith("WinCert."):  # the function ran: the bootstrap did its job
+                self.loaded.update(bundle.units)
+            raise
+        self.loaded.update(bundle.units)
+        return invocation
 
     def close(self) -> None:
         """Close the runspace pool (WS-Man ``Delete``) and the transport; best effort, never raises."""
@@ -185,7 +210,7 @@ def connect(
     options: SessionOptions,
     on_open: Callable[[StoreRef], None] | None = None,
 ) -> PsrpSession:
-    """Open a session to ``store``'s host and load the library (not for JEA endpoints).
+    """Open a session to ``store``'s host (the library follows with the first call).
 
     The caller closes it (:meth:`PsrpSession.close`); on failure it is closed here.
     ``on_open`` is called once the runspace pool is open (``wincert_sessions_opened_total``).
@@ -193,14 +218,12 @@ def connect(
     Raises whatever pypsrp/requests raise; :func:`worker.remote.errors.classify` maps it.
     """
     wsman = WSMan(**wsman_kwargs(store, credential, options))
-    session = PsrpSession(RunspacePool(wsman, configuration_name=_configuration_name(store)), wsman)
+    pool = RunspacePool(wsman, configuration_name=_configuration_name(store))
+    session = PsrpSession(pool, wsman, send_library=store.jea_endpoint is None)
     try:
         session.pool.open()
         if on_open is not None:
             on_open(store)
-        if store.jea_endpoint is None:
-            for name, text in library_scripts():
-                load_script(session.pool, name, text)
     except BaseException:
         session.close()
         raise
