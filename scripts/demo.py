@@ -195,8 +195,10 @@ def main() -> int:
             "WINCERT_BROKER_URL": redis_url,
             "WINCERT_CREDENTIALS_FILE": str(creds_path),
             "WINCERT_CA_BUNDLE": ca_bundle,
+            # a free port in case the default (9818) is taken on this machine, and loopback only;
+            # the per-node metrics directory is chosen by the worker itself (no setting needed)
             "WINCERT_METRICS_PORT": str(metrics_port),
-            "WINCERT_METRICS_DIR": str(WORKDIR / "metrics"),
+            "WINCERT_METRICS_ADDRESS": "127.0.0.1",
             "WINCERT_TEST_CA_DIR": str(WORKDIR / "testca"),  # demo only: testca.sign signs any CSR
         }
         stack.enter_context(worker_process(env, WORKDIR / "worker.log", concurrency=2))

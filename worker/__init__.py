@@ -6,14 +6,18 @@ package, in order: :mod:`worker.tasks` (parse, host slot, publish) → :mod:`wor
 mapping). Supporting modules: :mod:`worker.settings`, :mod:`worker.limits`,
 :mod:`worker.credentials`, :mod:`worker.results`, :mod:`worker.metrics`, :mod:`worker.logging`.
 
-Importing this package copies ``WINCERT_METRICS_DIR`` to ``PROMETHEUS_MULTIPROC_DIR`` (and
-creates the directory): prometheus-client chooses multiprocess mode when it is imported, so the
-variable must be set before :mod:`worker.metrics` is loaded.
+Importing this package chooses the worker's prometheus-client multiprocess directory
+(:mod:`worker.metrics_dir`: one directory per worker node, no setting needed) and sets
+``PROMETHEUS_MULTIPROC_DIR``: prometheus-client chooses multiprocess mode when it is imported,
+so the variable must be set before :mod:`worker.metrics` is loaded.
 """
 
-import os as _os
+import sys as _sys
 
-if _os.environ.get("WINCERT_METRICS_DIR") and not _os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _os.environ["PROMETHEUS_MULTIPROC_DIR"] = _os.environ["WINCERT_METRICS_DIR"]
-if _os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _os.makedirs(_os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+from worker import metrics_dir as _metrics_dir
+
+try:
+    _metrics_dir.configure()
+except (_metrics_dir.MetricsDirError, OSError) as _exc:
+    _sys.stderr.write(f"wincert worker: cannot prepare the metrics directory: {_exc}\n")
+    raise SystemExit(2) from None

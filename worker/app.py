@@ -12,9 +12,11 @@ dead-lettering it; the Redis ``visibility_timeout`` is set in all three places t
 require; long-running tasks are cancelled on broker connection loss; a soft shutdown phase lets
 running jobs finish or re-queue.
 
-Metrics: :mod:`worker` copies ``WINCERT_METRICS_DIR`` to ``PROMETHEUS_MULTIPROC_DIR`` before
-anything imports prometheus-client; the main process wipes that directory at start, serves
-``/metrics`` on ``WINCERT_METRICS_PORT`` and marks exited pool processes dead.
+Metrics: importing :mod:`worker` gives this worker node its own prometheus-client multiprocess
+directory (:mod:`worker.metrics_dir`) before anything imports prometheus-client; the main
+process serves ``/metrics`` on ``WINCERT_METRICS_ADDRESS``:``WINCERT_METRICS_PORT`` with the
+scrape-time collectors (:mod:`worker.metrics_collectors`), marks exited pool processes dead and
+removes its directory at shutdown.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import sys
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
@@ -31,11 +34,16 @@ from celery.signals import (
     celeryd_init,
     worker_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
+from prometheus_client.registry import Collector
 
+from producer.inventory_model import InventoryReader
 from producer.messages import TASK_NAME
 from worker import logging as job_logging
-from worker import metrics
+from worker import metrics, metrics_dir
+from worker.metrics_collectors import FleetCollector, QueueCollector, WorkerCollector, WorkerInfo
 from worker.remote.session import SessionFactory
 from worker.settings import SettingsError, WorkerSettings, get_settings
 from worker.tasks import register
@@ -43,6 +51,7 @@ from worker.tasks import register
 log = logging.getLogger(__name__)
 
 _active: dict[str, WorkerSettings] = {}
+_worker_info = WorkerInfo()
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -104,8 +113,31 @@ def create_app(
 
 
 @celeryd_init.connect(dispatch_uid="wincert-celeryd-init")
-def _on_celeryd_init(**_: Any) -> None:
-    metrics.wipe_multiprocess_dir()
+def _on_celeryd_init(sender: Any = None, **_: Any) -> None:
+    _worker_info.hostname = str(sender or "")
+    if metrics_dir.is_worker_command(sys.argv) and not metrics.multiprocess_enabled():
+        log.error(
+            "prometheus-client was imported before worker.metrics_dir chose this worker's metrics"
+            " directory: pool processes' job metrics will be missing from /metrics"
+        )
+
+
+def metrics_collectors(settings: WorkerSettings, info: WorkerInfo) -> list[Collector]:
+    """The scrape-time collectors the worker's ``/metrics`` serves beside the job metrics."""
+    client = redis.Redis.from_url(
+        settings.broker_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+    )
+    return [
+        WorkerCollector(info),
+        QueueCollector(client, lambda: [settings.queue], settings.limit_for),
+        FleetCollector(
+            InventoryReader(client, on_invalid=metrics.INVENTORY_STATE_INVALID.inc),
+            stale_seconds=settings.inventory_stale_seconds,
+            cache_seconds=settings.metrics_fleet_cache_seconds,
+            certificate_series=settings.metrics_certificate_series,
+            certificate_series_limit=settings.metrics_certificate_series_limit,
+        ),
+    ]
 
 
 @worker_init.connect(dispatch_uid="wincert-worker-init")
@@ -113,14 +145,38 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     settings = _active.get("settings")
     if settings is None:
         return
+    _worker_info.hostname = str(getattr(sender, "hostname", "") or _worker_info.hostname)
+    concurrency = getattr(sender, "concurrency", 0)
+    _worker_info.concurrency = concurrency if isinstance(concurrency, int) else 0
+    pool = getattr(sender, "pool_cls", "")
+    _worker_info.pool = pool if isinstance(pool, str) else getattr(pool, "__module__", "").rsplit(".", 1)[-1]
     try:
-        metrics.serve(settings.metrics_port)
+        collectors = metrics_collectors(settings, _worker_info)
+        metrics.serve(settings.metrics_address, settings.metrics_port, collectors)
     except OSError as exc:
         log.error(
-            "cannot serve metrics on port %d (%s); set WINCERT_METRICS_PORT to a free port or 0",
+            "cannot serve metrics on %s port %d (%s); give this worker a free port with"
+            " WINCERT_METRICS_PORT (each worker on a machine needs its own), or 0 to disable",
+            settings.metrics_address,
             settings.metrics_port,
             exc,
         )
+
+
+@worker_ready.connect(dispatch_uid="wincert-worker-ready")
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    controller = getattr(sender, "controller", None)
+    concurrency = getattr(controller, "concurrency", None)
+    if isinstance(concurrency, int) and concurrency > 0:
+        _worker_info.concurrency = concurrency
+    pool = getattr(controller, "pool", None)
+    if pool is not None:
+        _worker_info.pool = type(pool).__module__.rsplit(".", 1)[-1]
+
+
+@worker_shutdown.connect(dispatch_uid="wincert-worker-shutdown-metrics")
+def _on_worker_shutdown(**_: Any) -> None:
+    metrics_dir.remove_own()
 
 
 @worker_process_shutdown.connect(dispatch_uid="wincert-process-shutdown")

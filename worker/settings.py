@@ -101,11 +101,35 @@ class WorkerSettings(BaseSettings):
     )
 
     # --- metrics and logs --------------------------------------------------------------------
-    metrics_port: int = Field(default=9808, ge=0, le=65535, description="/metrics port; 0 disables")
+    metrics_port: int = Field(
+        default=9818,
+        ge=0,
+        le=65535,
+        description="/metrics port; 0 disables (not 9808: celery-exporter's default)",
+    )
+    metrics_address: str = Field(
+        default="0.0.0.0",
+        min_length=1,
+        description="Address /metrics listens on: 0.0.0.0 (all IPv4), :: (all), 127.0.0.1 (local only)",
+    )
     metrics_dir: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("WINCERT_METRICS_DIR", "PROMETHEUS_MULTIPROC_DIR"),
-        description="prometheus-client multiprocess directory (prefork pool)",
+        description="Base of the per-node prometheus-client multiprocess directories (default: a"
+        " runtime directory chosen automatically)",
+    )
+    metrics_certificate_series: bool = Field(
+        default=False,
+        description="Expose one wincert_certificate_not_after_timestamp_seconds series per certificate",
+    )
+    metrics_certificate_series_limit: int = Field(
+        default=5000, ge=0, description="Most per-certificate series exposed (soonest expiring first)"
+    )
+    metrics_fleet_cache_seconds: float = Field(
+        default=60, ge=0, description="Seconds fleet metrics read from Redis are reused between scrapes"
+    )
+    inventory_stale_seconds: float = Field(
+        default=2 * 86400, gt=0, description="A store's last successful inventory older than this is stale"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
@@ -149,6 +173,19 @@ class WorkerSettings(BaseSettings):
     dead_letter_stream_maxlen: int = Field(
         default=100_000, ge=1, description="Approximate cap of wincert:dead"
     )
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_address(value.strip().strip("[]")))
+        except ValueError:
+            raise ValueError(
+                "must be an IP address to listen on: 0.0.0.0 (every IPv4 address), :: (every"
+                " address) or 127.0.0.1 (this machine only)"
+            ) from None
 
     @field_validator("host_limits", mode="before")
     @classmethod

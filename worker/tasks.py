@@ -174,7 +174,10 @@ def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = 
     )
     store_type = result.store_type.value if result.store_type else "unknown"
     metrics.JOBS.labels(
-        job_type=result.job_type.value, store_type=store_type, status=result.status.value
+        job_type=result.job_type.value,
+        store_type=store_type,
+        status=result.status.value,
+        code=result.code.value,
     ).inc()
     if ran and result.duration_seconds is not None:
         metrics.JOB_DURATION.labels(job_type=result.job_type.value, store_type=store_type).observe(
@@ -350,6 +353,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     if result.code in TRANSIENT_CODES:
         transient = state.incr("transient")
         if transient <= settings.transient_retries:
+            metrics.RETRIES.labels(job_type=job_type, code=result.code.value).inc()
             delay = settings.transient_retry_delay_seconds * random.uniform(1.0, 1.5)
             log.warning(
                 "%s (retry %d of %d in %.1f s): %s",

@@ -132,6 +132,7 @@ def start_stack(
             "WINCERT_QUEUE": queue,
             "WINCERT_CREDENTIALS_FILE": str(creds),
             "WINCERT_METRICS_PORT": str(metrics_port),
+            "WINCERT_METRICS_ADDRESS": "127.0.0.1",
             "WINCERT_METRICS_DIR": str(workdir / "metrics"),
             "WINCERT_HOST_LIMIT": "2",
             "WINCERT_TRANSIENT_RETRIES": "0",
