@@ -5,12 +5,13 @@
 variable. Tests and tools call :func:`create_app` with explicit settings (and, if they like, a
 session factory) instead.
 
-Reliability settings (``docs``: celery-redis-operations §2.1): JSON only; late acks with
-prefetch 1; a message whose worker process died is re-queued (``task_reject_on_worker_lost``)
-and :mod:`worker.tasks` caps deliveries per message (``WINCERT_MAX_DELIVERIES``) before
-dead-lettering it; the Redis ``visibility_timeout`` is set in all three places the docs
-require; long-running tasks are cancelled on broker connection loss; a soft shutdown phase lets
-running jobs finish or re-queue.
+Reliability settings (``docs/reliability.md``): JSON only; late acks with prefetch 1; a message
+whose worker process died is re-queued (``task_reject_on_worker_lost``) and :mod:`worker.tasks`
+caps deliveries per message (``WINCERT_MAX_DELIVERIES``) before dead-lettering it; the Redis
+``visibility_timeout`` (default 2 x the hard time limit) is set in all three places the docs
+require and swept every ``WINCERT_REDELIVERY_CHECK_SECONDS``; running jobs are NOT cancelled on
+a broker connection loss (they finish; their message stays unacked until redelivered); a soft
+shutdown phase lets running jobs finish or re-queue.
 
 Metrics: importing :mod:`worker` gives this worker node its own prometheus-client multiprocess
 directory (:mod:`worker.metrics_dir`) before anything imports prometheus-client; the main
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 import redis
@@ -50,13 +52,23 @@ from worker.tasks import register
 
 log = logging.getLogger(__name__)
 
+# Celery warns on every connection loss that cancelling running jobs will become its default;
+# this worker keeps it off on purpose (see celery_config).
+warnings.filterwarnings("ignore", message=r"(?s).*worker_cancel_long_running_tasks_on_connection_loss")
+
 _active: dict[str, WorkerSettings] = {}
 _worker_info = WorkerInfo()
 
 
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     """The Celery configuration for ``settings``."""
-    visibility = {"visibility_timeout": settings.visibility_timeout}
+    visibility = {"visibility_timeout": settings.effective_visibility_timeout}
+    broker_options = {
+        **visibility,
+        # kombu sweeps unacked messages past the visibility timeout every interval x throttle s
+        "unacked_restore_interval": settings.redelivery_check_seconds,
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.effective_result_backend,
@@ -68,10 +80,19 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
-        "broker_transport_options": dict(visibility),
+        "broker_transport_options": broker_options,
         "result_backend_transport_options": dict(visibility),
-        "visibility_timeout": settings.visibility_timeout,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "visibility_timeout": settings.effective_visibility_timeout,
+        # Off on purpose (docs/reliability.md): on a broker connection loss Celery would terminate
+        # every running late-ack job and, because recording the cancellation fails while Redis is
+        # down, report it REVOKED and ack its message: the job was lost. Running jobs finish
+        # instead; their message stays unacked in Redis (AOF) until acked or redelivered after the
+        # visibility timeout, and a redelivery returns the stored result (worker.state).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # the Celery result (AsyncResult) is stored through a Redis restart, not dropped
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_max_sleep_between_retries_ms": 2000,
         "worker_soft_shutdown_timeout": settings.soft_shutdown_timeout,
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_eta_task_limit": 1000,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import shlex
 from pathlib import Path
@@ -63,10 +64,23 @@ class WorkerSettings(BaseSettings):
     broker_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker (Redis URL)")
     result_backend: str | None = Field(default=None, description="Celery result backend; default: broker_url")
     queue: str = Field(default=DEFAULT_QUEUE, min_length=1, description="Queue the worker consumes")
-    visibility_timeout: int = Field(
-        default=1800,
+    visibility_timeout: int | None = Field(
+        default=None,
         ge=1,
-        description="Seconds before Redis redelivers an unacked message (>= 2x time limit)",
+        description="Seconds before Redis redelivers an unacked message (>= 2x time limit);"
+        " default: 2 x WINCERT_TASK_TIME_LIMIT (docs/reliability.md)",
+    )
+    redelivery_check_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds between a worker's sweeps for unacked messages past the visibility"
+        " timeout (kombu unacked_restore_interval, throttle 1)",
+    )
+    redis_retry_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="Seconds a job keeps retrying Redis (state, result publish) during an outage"
+        " before leaving its message for redelivery",
     )
     task_soft_time_limit: float = Field(
         default=600, gt=0, description="Seconds per job before a soft timeout"
@@ -230,9 +244,10 @@ class WorkerSettings(BaseSettings):
                 f"{ENV_PREFIX}TASK_TIME_LIMIT ({self.task_time_limit}) must be greater than"
                 f" {ENV_PREFIX}TASK_SOFT_TIME_LIMIT ({self.task_soft_time_limit}); leave ~60 s for cleanup"
             )
-        if self.visibility_timeout < 2 * self.task_time_limit:
+        visibility = self.effective_visibility_timeout
+        if visibility < 2 * self.task_time_limit:
             problems.append(
-                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must be at least twice"
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({visibility}) must be at least twice"
                 f" {ENV_PREFIX}TASK_TIME_LIMIT ({self.task_time_limit}), or running jobs are redelivered;"
                 " raise it or lower the time limits"
             )
@@ -242,9 +257,9 @@ class WorkerSettings(BaseSettings):
                 f" {ENV_PREFIX}SLOT_RETRY_MIN_SECONDS ({self.slot_retry_min_seconds})"
             )
         longest_countdown = max(self.slot_retry_max_seconds, self.transient_retry_delay_seconds)
-        if self.visibility_timeout <= longest_countdown:
+        if visibility <= longest_countdown:
             problems.append(
-                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({self.visibility_timeout}) must exceed the longest"
+                f"{ENV_PREFIX}VISIBILITY_TIMEOUT ({visibility}) must exceed the longest"
                 f" retry delay ({longest_countdown} s), or delayed messages are redelivered in a loop"
             )
         if self.read_timeout <= self.operation_timeout:
@@ -256,6 +271,21 @@ class WorkerSettings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def effective_visibility_timeout(self) -> int:
+        """Seconds an unacked message stays invisible: ``visibility_timeout`` or, by default,
+        ``ceil(2 x task_time_limit)`` — a message reserved behind a running job may wait one hard
+        limit before its own run of at most one hard limit (docs/reliability.md)."""
+        if self.visibility_timeout is not None:
+            return self.visibility_timeout
+        return max(1, math.ceil(2 * self.task_time_limit))
+
+    @property
+    def redelivery_bound_seconds(self) -> float:
+        """Longest time before a job whose worker died (parent SIGKILL, node loss) runs again on
+        a live worker: the visibility timeout plus one redelivery sweep."""
+        return self.effective_visibility_timeout + self.redelivery_check_seconds
 
     @property
     def effective_result_backend(self) -> str:

@@ -20,6 +20,7 @@ JobResult dict.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -28,18 +29,20 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
-from celery.exceptions import Retry, SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 from celery.signals import worker_process_shutdown, worker_shutdown
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
 from producer.codes import ResultCode
 from producer.messages import TASK_NAME, AnyJob, JobResult, JobType, Status, StoreRef, parse_job
-from worker import inventory_state, jobs, metrics, results, signing
+from worker import inventory_state, jobs, journal, metrics, results, signing
 from worker.credentials import CredentialResolver
 from worker.jobs.outcome import Outcome
 from worker.limits import HostLimiter, limit_key, retry_delay
 from worker.limits import Outcome as SlotOutcome
 from worker.logging import job_context
+from worker.outage import TRANSIENT_REDIS_ERRORS, RedisOutageError, retry_redis
 from worker.remote.errors import TRANSIENT_CODES
 from worker.remote.pool import close_all_pools
 from worker.remote.session import SessionFactory, SessionOptions, make_session_factory
@@ -47,6 +50,10 @@ from worker.settings import WorkerSettings
 from worker.state import JobState
 
 log = logging.getLogger(__name__)
+
+_REDIS_DOWN: tuple[type[Exception], ...] = (RedisOutageError, OperationalError, *TRANSIENT_REDIS_ERRORS)
+"""Redis (state or broker) unreachable: the message is re-queued, never acked without a result."""
+_PASS_THROUGH: tuple[type[BaseException], ...] = (Retry, SoftTimeLimitExceeded, *_REDIS_DOWN)
 
 
 def _count_session(store: StoreRef) -> None:
@@ -165,12 +172,16 @@ def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = 
     ``ran``: the job ran against its host (its duration goes into the histogram).
     """
     payload = result.model_dump(mode="json")
-    results.publish_result(
-        rt.redis,
-        result,
-        rt.settings.results_stream_maxlen,
-        keep_as=state.result_key if state is not None else None,
-        expires=rt.settings.result_expires,
+    retry_redis(
+        lambda: results.publish_result(
+            rt.redis,
+            result,
+            rt.settings.results_stream_maxlen,
+            keep_as=state.result_key if state is not None else None,
+            expires=rt.settings.result_expires,
+        ),
+        rt.settings.redis_retry_seconds,
+        "publish the result",
     )
     store_type = result.store_type.value if result.store_type else "unknown"
     metrics.JOBS.labels(
@@ -223,7 +234,23 @@ def _invalid(rt: Runtime, task: Task[Any, Any], job: Any, exc: ValidationError) 
 
 
 def execute(task: Task[Any, Any], rt: Runtime, job: Any) -> dict[str, Any]:
-    """The body of ``wincert.run_job`` (see the module docstring for the steps)."""
+    """The body of ``wincert.run_job`` (see the module docstring for the steps).
+
+    Redis unreachable (restart, dropped connection) for longer than
+    ``WINCERT_REDIS_RETRY_SECONDS``: the message is re-queued (``Reject(requeue=True)``), or,
+    if the broker is gone too, left unacknowledged for redelivery after the visibility timeout;
+    it is never acknowledged without a published result (docs/reliability.md).
+    """
+    try:
+        return _execute_job(task, rt, job)
+    except _REDIS_DOWN as exc:
+        log.warning("Redis unreachable (%s: %s); the job's message is re-queued", type(exc).__name__, exc)
+        with contextlib.suppress(RedisOutageError):  # re-queue once Redis is back, when it comes back soon
+            retry_redis(rt.redis.ping, rt.settings.redis_retry_seconds, "reconnect before re-queueing")
+        raise Reject(f"Redis unreachable: {type(exc).__name__}", requeue=True) from None
+
+
+def _execute_job(task: Task[Any, Any], rt: Runtime, job: Any) -> dict[str, Any]:
     try:
         parsed = parse_job(job)
     except ValidationError as exc:
@@ -237,7 +264,7 @@ def execute(task: Task[Any, Any], rt: Runtime, job: Any) -> dict[str, Any]:
     ):
         try:
             return _execute(task, rt, job, parsed)
-        except (Retry, SoftTimeLimitExceeded):
+        except _PASS_THROUGH:
             raise
         except Exception as exc:  # a defect in the worker: report it, never loop
             log.exception("internal error while running the job")
@@ -312,8 +339,10 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     assert rt.session_factory is not None
     metrics.SLOTS_IN_USE.inc()
     lease = rt.limiter.lease(host, job_id)
+    steps = journal.StepJournal(rt.redis, job_id, delivery.attempts)
+    earlier = steps.earlier()
     try:
-        with lease:
+        with lease, journal.active(steps):
             run = jobs.run(
                 parsed,
                 rt.session_factory,
@@ -337,7 +366,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     finally:
         metrics.SLOTS_IN_USE.dec()
 
-    result = run.result
+    result = journal.reconcile(run.result, earlier)
     if lease.lost:
         result = result.model_copy(
             update={

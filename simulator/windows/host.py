@@ -25,6 +25,7 @@ with their key, managed by :class:`simulator.windows.requests.PendingRequests`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -107,6 +108,10 @@ class WindowsHost:
         self._key_containers: dict[str, str] = {}  # casefolded name -> name of each key container
         self.iis: IisServer | None = None  # IIS sites/bindings/http.sys; None = not installed
         self.sql = SqlServer(config.name, self.lock, self._persist)  # SQL Server instances, key ACLs
+        self.changes: list[tuple[str, str, str]] = []
+        """Certificate store changes since start, in order: ``(add|remove, store, thumbprint)``
+        (an add of a present certificate that gains nothing is not a change). Tests count
+        them to prove no change was applied twice."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -205,7 +210,11 @@ class WindowsHost:
         if private_key is not None and _public_spki(private_key) != _public_spki(cert):
             raise ValueError("the private key does not match the certificate's public key")
         with self.lock:
+            store = self._stores.get(store_key(store_name))
+            before = store.get(hashlib.sha1(der).hexdigest()) if store is not None else None  # noqa: S324
             entry = self._add(store_name, der, private_key, friendly_name, create_store, key_container)
+            if before is None or (private_key is not None and before.private_key is None):
+                self.changes.append(("add", store_name, entry.thumbprint))
             if private_key is not None and key_info is not None:
                 self._key_info[entry.thumbprint] = key_info
             self._persist()
@@ -228,6 +237,7 @@ class WindowsHost:
                 raise StoreNotFoundError(store_name)
             removed = store._remove(thumbprint)
             if removed:
+                self.changes.append(("remove", store_name, thumbprint.upper()))
                 self._persist()
             return removed
 

@@ -28,6 +28,7 @@ from producer.certinput import (
 from producer.codes import ResultCode
 from producer.messages import AddJob, CertificateData
 from producer.secrets import SecretKeyError, decrypt_secret
+from worker import journal
 from worker.jobs.outcome import JobStepError
 from worker.remote.errors import RemoteCommandError
 from worker.remote.invoke import SecureString
@@ -265,6 +266,7 @@ def import_certificate(
         exportable=job.exportable,
         overwrite=job.overwrite,
     )
+    _journal_import(imported, job.store.store_path)
     if parsed.has_private_key and not imported.has_private_key:
         rolled_back = ""
         if imported.outcome == "added":
@@ -309,12 +311,29 @@ def remove_certificate(
         params["IfUnused"] = True
     invocation = session.invoke("Remove-WinCertCertificate", params)
     record = invocation.record()
-    return Removed(
+    removed = Removed(
         thumbprint,
         str(record["Outcome"]),
         [str(u) for u in record.get("UsedBy") or []],
         list(invocation.warnings),
     )
+    if removed.outcome == "removed":
+        journal.record("remove", f"removed certificate {thumbprint} from {store_path}")
+    return removed
+
+
+_JOURNAL_IMPORT = {
+    "added": "added certificate {t} to {s}",
+    "replaced": "replaced certificate {t} in {s}",
+    "key_added": "added the private key of certificate {t} in {s}",
+}
+
+
+def _journal_import(imported: Imported, store_path: str) -> None:
+    """Journal an import that changed the store (worker.journal); ``already_present`` did not."""
+    if imported.outcome != "already_present":
+        template = _JOURNAL_IMPORT.get(imported.outcome, "imported certificate {t} into {s}")
+        journal.record("import", template.format(t=imported.thumbprint, s=store_path))
 
 
 def roll_back_import(

@@ -21,6 +21,7 @@ from typing import Any
 from producer.codes import ResultCode
 from producer.entry_parameters import IisParameters, ssl_flags_problem
 from producer.messages import AddJob, CertificateItem, InventoryJob, RemoveJob, Status
+from worker import journal
 from worker.jobs import certificates
 from worker.jobs.certificates import HostInfo, PreparedCertificate
 from worker.jobs.outcome import JobStepError, Outcome
@@ -148,12 +149,19 @@ def bind(
         raise
     record = invocation.record()
     previous = record.get("PreviousThumbprint")
-    return Bound(
+    bound = Bound(
         str(record["Outcome"]),
         str(record["BindingInformation"]),
         str(previous).upper() if previous else None,
         list(invocation.warnings),
     )
+    if bound.outcome != "unchanged":
+        journal.record(
+            "bind",
+            f"bound certificate {thumbprint} to {entry.site_name} https {bound.binding_information}"
+            f" ({bound.outcome})",
+        )
+    return bound
 
 
 def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
@@ -221,6 +229,8 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
         invocation = session.invoke("Remove-WinCertIisBinding", params)
         warnings.extend(invocation.warnings)
         changed = invocation.record()["Outcome"] == "removed"
+        if changed:
+            journal.record("unbind", f"removed binding {alias.site_name} https {alias.binding_information}")
     elif current is not None:
         warnings.append(
             f"binding {alias.site_name} {alias.binding_information} was left in place: it now uses"

@@ -25,6 +25,7 @@ from typing import Any
 from producer.codes import ResultCode
 from producer.entry_parameters import SqlParameters
 from producer.messages import AddJob, CertificateItem, InventoryJob, RemoveJob, Status
+from worker import journal
 from worker.jobs import certificates
 from worker.jobs.certificates import PreparedCertificate
 from worker.jobs.outcome import JobStepError, Outcome
@@ -219,6 +220,8 @@ def bind(
         record = invocation.record()
         warnings.extend(invocation.warnings)
         bound.append(name)
+        if record["Outcome"] != "unchanged":
+            journal.record("sql_bind", f"set SQL Server instance {name} to certificate {thumbprint}")
         changed = changed or record["Outcome"] != "unchanged"
         if record.get("RestartError"):
             restart_failed.append(name)
@@ -268,6 +271,7 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
         warnings.extend(invocation.warnings)
         if record["Outcome"] == "unbound":
             unbound.append(name)
+            journal.record("sql_unbind", f"cleared certificate {thumbprint} from SQL Server instance {name}")
             if record.get("RestartError"):
                 restart_failed.append(name)
                 warnings.append(f"instance {name}: {record['RestartError']}")

@@ -1,0 +1,113 @@
+"""Reliability settings, Redis-outage retries and the step journal (docs/reliability.md).
+
+The journal and outage retries run against the session's real redis-server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from producer.codes import ResultCode
+from producer.messages import JobResult
+from worker import journal
+from worker.app import celery_config
+from worker.outage import RedisOutageError, retry_redis
+from worker.settings import load_settings
+
+
+def test_visibility_timeout_is_derived_from_the_hard_time_limit() -> None:
+    settings = load_settings(task_soft_time_limit=50, task_time_limit=60.5, redelivery_check_seconds=5)
+    assert settings.effective_visibility_timeout == 121
+    assert settings.redelivery_bound_seconds == 126
+    config = celery_config(settings)
+    assert config["visibility_timeout"] == 121
+    assert config["broker_transport_options"] == {
+        "visibility_timeout": 121,
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
+    assert config["result_backend_transport_options"] == {"visibility_timeout": 121}
+    # running jobs are never cancelled (and REVOKED + acked) when the broker connection drops
+    assert config["worker_cancel_long_running_tasks_on_connection_loss"] is False
+    assert config["task_acks_late"] is True and config["task_reject_on_worker_lost"] is True
+    assert config["result_backend_always_retry"] is True
+    # an explicit value still wins, and is still checked against the hard limit
+    assert load_settings(visibility_timeout=1500).effective_visibility_timeout == 1500
+    assert load_settings().effective_visibility_timeout == 2 * 660
+
+
+def test_retry_redis_retries_connection_errors_then_gives_up() -> None:
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise redis.ConnectionError("connection refused")
+        return "ok"
+
+    assert retry_redis(flaky, 5, "test") == "ok"
+    assert len(calls) == 3
+
+    def down() -> None:
+        raise redis.ConnectionError("connection refused")
+
+    with pytest.raises(RedisOutageError, match="publish the result"):
+        retry_redis(down, 0.3, "publish the result")
+
+    def wrong() -> None:
+        raise redis.ResponseError("WRONGTYPE")
+
+    with pytest.raises(redis.ResponseError):  # not an outage: raised at once
+        retry_redis(wrong, 5, "test")
+
+
+def _result(code: ResultCode, message: str) -> JobResult:
+    return JobResult.model_validate(
+        {
+            "job_id": str(uuid.uuid4()),
+            "job_type": "add",
+            "status": "success",
+            "code": code.value,
+            "message": message,
+            "started_at": "2026-01-01T00:00:00Z",
+            "finished_at": "2026-01-01T00:00:01Z",
+        }
+    )
+
+
+def test_step_journal_reports_an_earlier_attempts_changes(redis_client: Any) -> None:
+    job_id = str(uuid.uuid4())
+    first = journal.StepJournal(redis_client, job_id, attempt=1)
+    assert first.earlier() == []
+    with journal.active(first):
+        journal.record("import", "added certificate AB12 to My")
+    journal.record("import", "outside a task: not journaled")
+    assert [s.detail for s in first.steps()] == ["added certificate AB12 to My"]
+    assert redis_client.ttl(first.key) > 0
+
+    second = journal.StepJournal(redis_client, job_id, attempt=2)
+    earlier = second.earlier()
+    assert [(s.attempt, s.step) for s in earlier] == [(1, "import")]
+    found = _result(ResultCode.ALREADY_PRESENT, "Certificate AB12 is already in My; nothing changed.")
+    told = journal.reconcile(found, earlier)
+    assert told.code is ResultCode.OK
+    assert "nothing changed" not in told.message
+    assert told.message.startswith("added certificate AB12 to My (by an earlier attempt of this job")
+
+    bound = _result(ResultCode.OK, "Bound certificate AB12 to Default Web Site.")
+    assert journal.reconcile(bound, earlier).message.endswith(
+        "Earlier attempts of this job: added certificate AB12 to My."
+    )
+    # a first attempt, or a job whose earlier attempts changed nothing, is reported as it is
+    assert journal.reconcile(found, []) is found
+
+
+def test_step_journal_survives_an_unreachable_redis() -> None:
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    steps = journal.StepJournal(down, str(uuid.uuid4()), attempt=2)
+    steps.record("import", "added certificate AB12 to My")  # logged, not raised
+    assert steps.earlier() == []

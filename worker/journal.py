@@ -1,0 +1,124 @@
+"""The step journal: what each attempt of a job changed on its host, kept in Redis by job id.
+
+Why: a job whose worker died after a change (import) and before reporting (say, between the
+import and the IIS bind) is redelivered; the new attempt finds the certificate in place and
+would report ``already_present … nothing changed`` for the job's own work. With the journal the
+redelivered attempt reports the changes of every attempt (issue 7 item 6, docs/reliability.md).
+
+Storage: list ``wincert:job:{job_id}:journal`` of JSON ``{"attempt": n, "step": s,
+"detail": text}``, one entry per host change, written right after the host confirmed it;
+expires with the job state (:data:`worker.state.STATE_TTL_SECONDS`). Details are built by the
+job modules from known parts (thumbprints, store paths, site and instance names), never secrets.
+
+Use: :mod:`worker.tasks` opens a :class:`StepJournal` around one attempt (:func:`active`); job
+modules call :func:`record`; :func:`reconcile` rewrites the final result. A Redis error while
+journaling is logged and ignored (the job's work matters more than its report).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+
+from producer.codes import ResultCode
+from producer.messages import JobResult, Status
+from worker.state import STATE_TTL_SECONDS
+
+log = logging.getLogger(__name__)
+
+_NOTHING_CHANGED = (ResultCode.ALREADY_PRESENT, ResultCode.ALREADY_ABSENT)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One host change: ``step`` (import, remove, bind, unbind, sql_bind, sql_unbind, install)."""
+
+    attempt: int
+    step: str
+    detail: str
+
+
+class StepJournal:
+    """The journal of one job, seen from attempt number ``attempt``."""
+
+    def __init__(self, client: redis.Redis, job_id: str, attempt: int) -> None:
+        self.client = client
+        self.key = f"wincert:job:{job_id}:journal"
+        self.attempt = attempt
+
+    def steps(self) -> list[Step]:
+        """Every journaled step, oldest first ([] if Redis cannot be read)."""
+        try:
+            raw = self.client.lrange(self.key, 0, -1)
+        except redis.RedisError as exc:
+            log.warning("could not read the step journal (%s); earlier attempts are not reported", exc)
+            return []
+        steps: list[Step] = []
+        for item in raw:
+            try:
+                data = json.loads(item)
+                steps.append(Step(int(data["attempt"]), str(data["step"]), str(data["detail"])))
+            except (TypeError, ValueError, KeyError):
+                continue  # written by nobody we know: ignored
+        return steps
+
+    def earlier(self) -> list[Step]:
+        """Steps of attempts before this one."""
+        return [s for s in self.steps() if s.attempt < self.attempt]
+
+    def record(self, step: str, detail: str) -> None:
+        """Append one change made by this attempt."""
+        entry = json.dumps({"attempt": self.attempt, "step": step, "detail": detail})
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.rpush(self.key, entry)
+            pipe.expire(self.key, STATE_TTL_SECONDS)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("could not journal step %s (%s); a redelivery would not report it", step, exc)
+
+
+_current: contextvars.ContextVar[StepJournal | None] = contextvars.ContextVar("wincert_journal", default=None)
+
+
+@contextlib.contextmanager
+def active(journal: StepJournal) -> Iterator[StepJournal]:
+    """Make ``journal`` the one :func:`record` writes to while the block runs."""
+    token = _current.set(journal)
+    try:
+        yield journal
+    finally:
+        _current.reset(token)
+
+
+def record(step: str, detail: str) -> None:
+    """Journal one host change of the running job (a no-op outside a task, e.g. in tools)."""
+    journal = _current.get()
+    if journal is not None:
+        journal.record(step, detail)
+
+
+def reconcile(result: JobResult, earlier: list[Step]) -> JobResult:
+    """``result`` told truthfully across attempts.
+
+    No earlier steps: unchanged. Otherwise the message gains what earlier attempts changed, and
+    an ``already_present`` / ``already_absent`` success (this attempt found the job's own work
+    done) becomes ``ok``.
+    """
+    if not earlier:
+        return result
+    done = "; ".join(dict.fromkeys(s.detail for s in earlier))
+    if result.status is Status.SUCCESS and result.code in _NOTHING_CHANGED:
+        message = (
+            f"{done} (by an earlier attempt of this job, whose worker stopped before reporting;"
+            " this attempt found the change in place)."
+        )
+        return result.model_copy(update={"code": ResultCode.OK, "message": message})
+    message = f"{result.message} Earlier attempts of this job: {done}."
+    return result.model_copy(update={"message": message})
