@@ -40,26 +40,50 @@ def redact_job(data: Any) -> Any:
     return data
 
 
+_PUBLISH_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
+                    'result', ARGV[1], 'job_id', ARGV[4], 'status', ARGV[5])
+end
+return false
+"""
+
+
 def publish_result(
     client: redis.Redis, result: JobResult, maxlen: int, *, keep_as: str | None = None, expires: int = 0
 ) -> str:
     """XADD ``result`` to the results stream; return the entry id.
 
     With ``keep_as`` the result JSON is also stored under that key for ``expires`` seconds (what
-    a duplicate delivery returns) in the same MULTI/EXEC, so a worker dying in between can
-    neither publish a result twice nor store one it never published.
+    a duplicate delivery returns), atomically with the stream entry and **only if the key does
+    not exist yet** (one Lua script): a worker dying in between can neither publish a result
+    twice nor store one it never published, and a publish retried after its reply was lost
+    (connection dropped, Redis restarted) adds no second entry. Returns ``""`` when the job's
+    result had already been published.
     """
     payload = result.model_dump_json()
-    pipe = client.pipeline(transaction=True)
-    pipe.xadd(
-        RESULTS_STREAM,
-        {"result": payload, "job_id": str(result.job_id), "status": result.status.value},
-        maxlen=maxlen,
-        approximate=True,
-    )
-    if keep_as is not None:
-        pipe.set(keep_as, payload, ex=max(1, expires))
-    entry: Any = pipe.execute()[0]
+    entry: Any
+    if keep_as is None:
+        entry = client.xadd(
+            RESULTS_STREAM,
+            {"result": payload, "job_id": str(result.job_id), "status": result.status.value},
+            maxlen=maxlen,
+            approximate=True,
+        )
+    else:
+        entry = client.eval(
+            _PUBLISH_ONCE,
+            2,
+            keep_as,
+            RESULTS_STREAM,
+            payload,
+            max(1, expires),
+            maxlen,
+            str(result.job_id),
+            result.status.value,
+        )
+    if not entry:
+        return ""
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 

@@ -111,3 +111,19 @@ def test_step_journal_survives_an_unreachable_redis() -> None:
     steps = journal.StepJournal(down, str(uuid.uuid4()), attempt=2)
     steps.record("import", "added certificate AB12 to My")  # logged, not raised
     assert steps.earlier() == []
+
+
+def test_a_result_is_published_once_per_job(redis_client: Any) -> None:
+    from producer.messages import RESULTS_STREAM
+    from worker.results import publish_result
+
+    result = _result(ResultCode.OK, "Added certificate AB12 to My.")
+    key = f"wincert:job:{result.job_id}:result"
+    first = publish_result(redis_client, result, 100, keep_as=key, expires=60)
+    # the same publish again (a retry whose reply was lost): no second stream entry
+    again = publish_result(redis_client, result, 100, keep_as=key, expires=60)
+    assert first and again == ""
+    entries = redis_client.xrange(RESULTS_STREAM)
+    assert [fields["job_id"] for _, fields in entries] == [str(result.job_id)]
+    assert JobResult.model_validate_json(redis_client.get(key)) == result
+    assert 0 < redis_client.ttl(key) <= 60
