@@ -58,10 +58,11 @@ ENV PATH=/opt/wincert/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WINCERT_METRICS_DIR=/tmp/wincert-metrics \
-    WINCERT_METRICS_PORT=9810
+    WINCERT_METRICS_ADDRESS=0.0.0.0 \
+    WINCERT_METRICS_PORT=9818
 WORKDIR /var/lib/wincert
 USER 10001:10001
-EXPOSE 9810
+EXPOSE 9818
 # Celery's warm shutdown: SIGTERM lets running jobs finish (WINCERT_SOFT_SHUTDOWN_TIMEOUT),
 # unfinished late-ack jobs go back to the queue. Give the container a stop grace period above
 # WINCERT_TASK_SOFT_TIME_LIMIT (compose: stop_grace_period, Kubernetes:
