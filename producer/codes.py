@@ -61,6 +61,8 @@ class ResultCode(StrEnum):
     """The IIS site named by SiteName does not exist."""
     INVALID_SSL_FLAGS = "invalid_ssl_flags"
     """SniFlag asks for CCS (bit 2: never with a thumbprint) or features this Windows build lacks."""
+    INVALID_HOST_NAME = "invalid_host_name"
+    """The host refused HostName: not a valid IDN in A-label form (IDNA 2008 / UTS 46)."""
     WILDCARD_HOST_NOT_SUPPORTED = "wildcard_host_not_supported"
     """A wildcard host name on IIS older than 10."""
     BINDING_CONFLICT = "binding_conflict"

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import idna
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from producer.validation import CONTROL_CHARS, THUMBPRINT_RE, normalize_thumbprint
@@ -104,8 +105,14 @@ def normalize_ip(value: str) -> str:
 
 
 def normalize_host_name(value: str) -> str:
-    """IIS host header: empty, or a DNS name converted to IDNA (punycode) and lower-cased; a
-    leading ``*.`` wildcard label is kept (IIS 10+; the worker checks the version).
+    """IIS host header: empty, or a DNS name in its A-label form, lower case, per UTS 46
+    non-transitional processing with STD3 rules (IDNA 2008, the ``idna`` library): what
+    browsers send in SNI and the Host header (``straße.example`` → ``xn--strae-oqa.example``,
+    not IDNA 2003's ``strasse.example``). Invalid A-labels (``xn--zz``, ``xn--abc``) and
+    disallowed code points are refused. A leading ``*.`` wildcard label is kept (IIS 10+; the
+    worker checks the version). The host never re-normalises this form
+    (``ConvertTo-WinCertPrivateIdnHost`` in Common.ps1 only compares what IIS stores; see
+    docs/idna.md).
 
     Raises:
         ValueError: not a DNS name (IP literals, ports, spaces and other characters are refused).
@@ -116,9 +123,13 @@ def normalize_host_name(value: str) -> str:
     wildcard = text.startswith("*.")
     body = text[2:] if wildcard else text
     try:
-        ascii_name = body.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise ValueError(f"{value!r} is not a valid DNS host name (IDNA conversion failed)") from None
+        encoded = idna.encode(body, uts46=True, transitional=False, std3_rules=True)
+        ascii_name = encoded.decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(
+            f"{value!r} is not a valid DNS host name under IDNA 2008 / UTS 46 ({exc}); give a DNS name, in"
+            " Unicode or A-label (xn--) form"
+        ) from None
     labels = ascii_name.split(".")
     if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise ValueError(
@@ -126,6 +137,20 @@ def normalize_host_name(value: str) -> str:
             " with a leading '*.' wildcard"
         )
     return f"*.{ascii_name}" if wildcard else ascii_name
+
+
+def unicode_host_name(ascii_name: str) -> str:
+    """The U-label form of a host name :func:`normalize_host_name` returned (for messages and
+    reports; ``xn--bcher-kva.example`` → ``bücher.example``)."""
+    if not ascii_name:
+        return ""
+    wildcard = ascii_name.startswith("*.")
+    body = ascii_name[2:] if wildcard else ascii_name
+    try:
+        text = idna.decode(body, uts46=True, std3_rules=True)
+    except (idna.IDNAError, UnicodeError):
+        text = body
+    return f"*.{text}" if wildcard else text
 
 
 def _sni_flag(value: Any) -> Any:

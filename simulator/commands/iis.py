@@ -20,6 +20,7 @@ from simulator.windows.iis import (
     CertificateCheck,
     IisError,
     IisServer,
+    idn_forms,
     iis_not_installed,
     split_binding_information,
 )
@@ -124,8 +125,9 @@ def get_wincert_iis_binding(ctx: CommandContext, params: dict[str, Any]) -> None
 
     Keys: SiteName, SiteId, Protocol, BindingInformation, IPAddress (``*``, IPv4 or bracketed
     IPv6 as in the binding; "" if the binding information is not ``ip:port:host``), Port (int or
-    null), HostName, SslFlags, CertificateHash (upper hex or "", from the http.sys mapping),
-    CertificateStoreName ("" when none).
+    null), HostName (as stored), HostNameAscii / HostNameUnicode (its A-label / U-label forms,
+    :func:`idn_forms`; the stored text when not a valid IDN), SslFlags, CertificateHash (upper hex
+    or "", from the http.sys mapping), CertificateStoreName ("" when none).
 
     Raises:
         CommandError: ``WinCert.IisNotInstalled``.
@@ -137,6 +139,7 @@ def get_wincert_iis_binding(ctx: CommandContext, params: dict[str, Any]) -> None
             for binding in site.bindings:
                 parts = split_binding_information(binding.binding_information)
                 ip, port, host = parts if parts is not None else ("", None, "")
+                forms = idn_forms(host) or (host.lower(), host)
                 cert_hash, store = iis.certificate_of(binding)
                 rows.append({
                     "SiteName": site.name,
@@ -146,6 +149,8 @@ def get_wincert_iis_binding(ctx: CommandContext, params: dict[str, Any]) -> None
                     "IPAddress": ip,
                     "Port": port,
                     "HostName": host,
+                    "HostNameAscii": forms[0],
+                    "HostNameUnicode": forms[1],
                     "SslFlags": binding.ssl_flags,
                     "CertificateHash": cert_hash,
                     "CertificateStoreName": store,

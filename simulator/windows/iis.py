@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import idna
+
 from simulator.config import IisSpec
 
 SNI = 1
@@ -126,6 +128,40 @@ def split_binding_information(info: str) -> tuple[str, int | None, str] | None:
     return ip, int(port_text), host
 
 
+def idn_forms(host_name: str) -> tuple[str, str] | None:
+    """``(A-label form lower case, U-label form)`` of a host header, or None when it is not a
+    valid IDN — the model of ``ConvertTo-WinCertPrivateIdnHost`` (Common.ps1):
+    ``[System.Globalization.IdnMapping]`` with UseStd3AsciiRules, which on Windows 8+ applies
+    UTS 46 non-transitional processing (IDNA 2008), modelled with the ``idna`` library. A
+    leading ``*.`` is kept as it is."""
+    if not host_name:
+        return "", ""
+    prefix, body = ("*.", host_name[2:]) if host_name.startswith("*.") else ("", host_name)
+    try:
+        encoded = idna.encode(body, uts46=True, transitional=False, std3_rules=True)
+        ascii_name = encoded.decode("ascii").lower()
+        unicode_name = idna.decode(ascii_name, uts46=True, std3_rules=True)
+    except (idna.IDNAError, UnicodeError):
+        return None
+    return prefix + ascii_name, prefix + unicode_name
+
+
+def _host_key(host_name: str) -> str:
+    forms = idn_forms(host_name)
+    return forms[0] if forms is not None else host_name.lower()
+
+
+def binding_key(info: str) -> str:
+    """Binding information as two bindings are compared: ``ip:port:<A-label host>`` in lower
+    case (``*:443:bücher.example`` is ``*:443:xn--bcher-kva.example``); text that is not
+    ``ip:port:host`` compares by its lower-case text (``Get-WinCertPrivateBindingKey``)."""
+    parts = split_binding_information(info)
+    if parts is None:
+        return info.lower()
+    ip, port, host = parts
+    return f"{ip.lower()}:{port}:{_host_key(host)}"
+
+
 def _canonical_ip(ip: str) -> str:
     if ip == "*":
         return "0.0.0.0"
@@ -139,13 +175,14 @@ def _canonical_ip(ip: str) -> str:
 
 def endpoint_of(info: str, ssl_flags: int) -> str | None:
     """The http.sys mapping an https binding uses: ``ipport=<ip>:<port>`` or
-    ``hostnameport=<host>:<port>`` (lower case), None if ``info`` cannot be parsed."""
+    ``hostnameport=<host>:<port>`` (lower case, the host in its A-label form), None if ``info``
+    cannot be parsed."""
     parts = split_binding_information(info)
     if parts is None:
         return None
     ip, port, host = parts
     if ssl_flags & SNI:
-        return f"hostnameport={host.lower()}:{port}"
+        return f"hostnameport={_host_key(host)}:{port}"
     return f"ipport={_canonical_ip(ip)}:{port}"
 
 
@@ -344,6 +381,12 @@ class IisServer:
         with ``allow_takeover``).
         """
         thumbprint = thumbprint.upper()
+        forms = idn_forms(host_name)
+        if forms is None or forms[0] != host_name.lower():
+            raise IisError(
+                f"HostName '{host_name}' is not a valid host name in A-label form (IDNA 2008 / UTS 46); the"
+                " worker sends the A-label form, e.g. 'xn--bcher-kva.example'.",
+                "WinCert.InvalidHostName", "InvalidArgument", host_name, "System.ArgumentException")
         validate_ssl_flags(ssl_flags, os_build, host_name)
         if "*" in host_name and self.major_version < 10:
             raise IisError(
@@ -377,6 +420,8 @@ class IisServer:
                 if (existing.ssl_flags == ssl_flags and old_hash == thumbprint
                         and old_store.casefold() == store_name.casefold()):
                     return SetBindingResult("unchanged", existing.binding_information, previous)
+                info = existing.binding_information  # kept as IIS stores it (e.g. a U-label host)
+                new_endpoint = endpoint_of(info, ssl_flags) or new_endpoint
             conflicts = self._conflicts(site, info, new_endpoint, thumbprint)
             if conflicts and not allow_takeover:
                 other, other_info, other_hash = conflicts[0]
@@ -393,7 +438,6 @@ class IisServer:
             if existing is None:
                 site.bindings.append(IisBinding("https", info, ssl_flags))
             else:
-                existing.binding_information = info
                 existing.ssl_flags = ssl_flags
             self.ssl_mappings[new_endpoint] = SslCertificateMapping(thumbprint, store_name)
             if old_endpoint is not None and old_endpoint != new_endpoint:
@@ -426,9 +470,10 @@ class IisServer:
 
     @staticmethod
     def _find_https(site: IisSite, info: str) -> IisBinding | None:
-        wanted = info.casefold()
+        """The https binding whose information is ``info`` in normalised form (:func:`binding_key`)."""
+        wanted = binding_key(info)
         return next((b for b in site.bindings
-                     if b.is_https and b.binding_information.casefold() == wanted), None)
+                     if b.is_https and binding_key(b.binding_information) == wanted), None)
 
     def _conflicts(
         self, site: IisSite, info: str, endpoint: str, thumbprint: str
@@ -443,7 +488,7 @@ class IisServer:
             for b in other.bindings:
                 if not b.is_https:
                     continue
-                same_binding = b.binding_information.casefold() == info.casefold()
+                same_binding = binding_key(b.binding_information) == binding_key(info)
                 other_hash = self.certificate_of(b)[0]
                 if same_binding or (b.endpoint == endpoint and other_hash != thumbprint):
                     found.append((other.name, b.binding_information, other_hash))

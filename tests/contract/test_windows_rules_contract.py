@@ -86,3 +86,72 @@ def test_feature_descriptions() -> None:
     assert entry_parameters.describe_ssl_flags(3) == "SNI + CCS (Centralized Certificate Store)"
     assert entry_parameters.describe_ssl_flags(1 | 4 | 8) == "SNI + HTTP/2 off + OCSP stapling off"
     assert sim_iis.describe_ssl_flags(97) == "SNI + TLS 1.3 over TCP off + legacy TLS off"
+
+
+# -- host names: IDNA 2008 / UTS 46 ------------------------------------------------------------
+
+# (given, A-label form the worker sends) — None: refused by both sides.
+IDN_CORPUS: list[tuple[str, str | None]] = [
+    ("straße.example.test", "xn--strae-oqa.example.test"),  # IDNA 2003 gave strasse.example.test
+    ("ß.example", "xn--zca.example"),
+    ("faß.de", "xn--fa-hia.de"),
+    ("Bücher.Example.Test", "xn--bcher-kva.example.test"),
+    ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+    ("XN--BCHER-KVA.example", "xn--bcher-kva.example"),
+    ("*.Straße.example", "*.xn--strae-oqa.example"),
+    ("münchen.de", "xn--mnchen-3ya.de"),
+    ("café.fr", "xn--caf-dma.fr"),
+    ("ΣΟΦΟΣ.gr", "xn--0xaakcn.gr"),  # final sigma kept (non-transitional)
+    ("σοφος.gr", "xn--0xaajbq.gr"),
+    ("日本語.jp", "xn--wgv71a119e.jp"),
+    ("пример.испытание", "xn--e1afmkfd.xn--80akhbyknj4f"),
+    ("ドメイン.テスト", "xn--eckwd4c7c.xn--zckzah"),
+    ("\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.com", "example.com"),  # full-width EXAMPLE, mapped
+    ("Ⅻ.example", "xii.example"),  # compatibility mapping
+    ("ﬁ.example", "fi.example"),
+    ("WWW.CONTOSO.COM", "www.contoso.com"),
+    ("x", "x"),
+    ("*.example.com", "*.example.com"),
+    ("xn--zz.example", None),  # invalid A-label (bad punycode)
+    ("xn--abc.example", None),  # decodes to C1 controls
+    ("xn--a.example", None),
+    ("xn--ls8h.la", None),  # emoji: disallowed in IDNA 2008
+    ("💩.la", None),
+    ("a_b.example", None),  # STD3 rules
+    ("-x.example", None),
+    ("x-.example", None),
+    ("ab--c.example", None),  # hyphens in 3rd and 4th position
+    ("a\u200cb.example", None),  # ZWNJ outside its CONTEXTJ rule
+    ("١٢٣.example", None),  # bidi rule
+    ("a" * 64 + ".com", None),  # label longer than 63
+]
+
+
+@pytest.mark.parametrize(("given", "expected"), IDN_CORPUS)
+def test_worker_and_host_agree_on_host_names(given: str, expected: str | None) -> None:
+    try:
+        worker_form: str | None = entry_parameters.normalize_host_name(given)
+    except ValueError:
+        worker_form = None
+    assert worker_form == expected
+    host_forms = sim_iis.idn_forms(given)  # the model of ConvertTo-WinCertPrivateIdnHost
+    if expected is None:
+        assert host_forms is None  # a name IIS stores that way matches no job host
+        return
+    assert host_forms is not None and host_forms[0] == expected  # a stored U-label binding matches
+    # the host never re-normalises what the worker sends: its form is a fixed point there
+    sent = sim_iis.idn_forms(expected)
+    assert sent is not None and sent[0] == expected
+    assert sent[1] == entry_parameters.unicode_host_name(expected)
+
+
+def test_powershell_uses_idnmapping_with_std3_rules() -> None:
+    block = _ps_block("Common.ps1", "function ConvertTo-WinCertPrivateIdnHost {")
+    assert "[System.Globalization.IdnMapping]::new()" in block
+    assert "$mapping.UseStd3AsciiRules = $true" in block
+    assert "$mapping.AllowUnassigned = $false" in block
+    assert ".GetAscii($body).ToLowerInvariant()" in block
+    # the functions that take a HostName compare through it, never by raw text
+    iis = read_script("Iis.ps1")
+    assert iis.count("Get-WinCertPrivateBindingKey") >= 5
+    assert "$binding.BindingInformation -eq $information" not in iis

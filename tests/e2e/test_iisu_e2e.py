@@ -341,7 +341,8 @@ def test_add_binds_default_site_readd_is_already_present_and_inventory_reports_i
     assert base64.b64decode(item.der_b64) == main.der
     assert item.has_private_key
     assert item.parameters == {"SiteName": "Default Web Site", "Port": "443", "IPAddress": "*",
-                               "HostName": "", "SniFlag": "0", "Protocol": "https"}
+                               "HostName": "", "HostNameAscii": "", "HostNameUnicode": "",
+                               "SniFlag": "0", "Protocol": "https"}
     # the seeded certificate is in My but bound nowhere: not an IISU item
     assert cert("SEEDED").thumbprint not in {i.thumbprint for i in inventory.items or []}
 
@@ -362,7 +363,9 @@ def test_sni_ipv6_idn_binding_with_ecdsa_key_then_remove_twice(stack: Stack) -> 
     item = items_by_alias(inventory)[alias]
     assert item.key_algorithm.upper().startswith("EC"), item.key_algorithm
     assert item.parameters == {"SiteName": "Shop", "Port": "8443", "IPAddress": "[2001:db8::1]",
-                               "HostName": "shop.xn--bcher-kva.example", "SniFlag": "65", "Protocol": "https"}
+                               "HostName": "shop.xn--bcher-kva.example",
+                               "HostNameAscii": "shop.xn--bcher-kva.example",
+                               "HostNameUnicode": "shop.bücher.example", "SniFlag": "65", "Protocol": "https"}
 
     reset(stack, "IIS-MAIN")
     removed = run1(stack, remove_job(stack, "IIS-MAIN", alias))

@@ -7,6 +7,9 @@ Hosts (one per concern):
 
 * ``FID-KEYS``  key containers by name: two certificates with different keys seeded under one
   container name (``shop-cert``), one certificate whose container cannot be deleted;
+* ``FID-IDN``   IIS 10 on Server 2022 with an SNI binding IIS stores in Unicode
+  (``*:443:bücher.example.test``);
+* ``FID-IIS85`` IIS 8.5 on Server 2012 R2 (build 9600): SSL flags.
 """
 
 from __future__ import annotations
@@ -17,11 +20,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from producer.client import Client
-from producer.messages import AnyJob, JobResult, NamedCredential, RemoveJob, StoreRef
+from producer.messages import (
+    AddJob,
+    AnyJob,
+    CertificateData,
+    InventoryJob,
+    JobResult,
+    NamedCredential,
+    RemoveJob,
+    StoreRef,
+)
+from producer.secrets import encrypt_secret
 from producer.settings import ProducerSettings
-from simulator.config import HostConfig, SeedSpec
+from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SeedSpec
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_iisu_e2e import PFX_PASSWORD, Cert, make_cert
 
@@ -38,7 +52,7 @@ def cert(label: str, **kwargs: Any) -> Cert:
 
 
 def _hosts(seed_dir: Path) -> list[HostConfig]:
-    for label in ("SHARED-A", "SHARED-B", "LOCKED"):
+    for label in ("SHARED-A", "SHARED-B", "LOCKED", "IDN-OLD"):
         (seed_dir / f"{label}.pfx").write_bytes(cert(label).pfx)
 
     def seed(store: str, label: str, container: str | None = None) -> SeedSpec:
@@ -52,6 +66,19 @@ def _hosts(seed_dir: Path) -> list[HostConfig]:
                   seed("My", "LOCKED", "locked-by-another-admin")],
             locked_key_containers=["locked-by-another-admin"],
         ),
+        HostConfig(
+            name="FID-IDN",
+            os_build=20348,
+            seed=[seed("My", "IDN-OLD")],
+            iis=IisSpec(version="10.0", sites=[
+                IisSiteSpec(name="Default Web Site", id=1),
+                IisSiteSpec(name="Shop", id=2, bindings=[
+                    IisBindingSpec(binding_information="*:443:bücher.example.test", ssl_flags=1,
+                                   certificate_thumbprint=cert("IDN-OLD").thumbprint),
+                ]),
+            ]),
+        ),
+        HostConfig(name="FID-IIS85", os_build=9600, iis=IisSpec(version="8.5")),
     ]
 
 
@@ -98,6 +125,35 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def add_job(stack: Stack, host: str, store_type: str, c: Cert, **fields: Any) -> AddJob:
+    entry = {k: v for k, v in fields.items() if k[0].isupper()}
+    extra = {k: v for k, v in fields.items() if not k[0].isupper()}
+    return AddJob(
+        job_type="add",
+        store=store(stack, host, store_type),
+        certificate=CertificateData(
+            contents_encrypted=encrypt_secret(b64(c.pfx), stack.secret_keys),
+            password_encrypted=encrypt_secret(c.password, stack.secret_keys),
+        ),
+        entry_parameters=entry or None,
+        **extra,
+    )
+
+
+def calls(stack: Stack, host: str) -> list[str]:
+    return [name for name, _ in stack.host(host).stats.journal if name != "<script>"]
+
+
+def https_bindings(stack: Stack, host: str, site: str) -> list[tuple[str, int, str]]:
+    """(binding information, ssl flags, certificate) of the site's https bindings (host model)."""
+    iis = stack.host(host).windows_host.iis
+    assert iis is not None
+    found = iis.find_site(site)
+    assert found is not None
+    return [(b.binding_information, b.ssl_flags, iis.certificate_of(b)[0]) for b in found.bindings
+            if b.is_https]
+
+
 # -- 6/7/8: key containers, remove warnings -------------------------------------------------
 
 
@@ -141,3 +197,71 @@ def test_remove_reports_a_key_that_could_not_be_deleted(stack: Stack) -> None:
     ]
     assert _entry(stack, "FID-KEYS", "My", locked) is None
     assert "locked-by-another-admin" in stack.host("FID-KEYS").windows_host.key_containers
+
+
+# -- 1: international host names ------------------------------------------------------------
+
+
+def test_idn_host_is_bound_in_its_idna2008_form(stack: Stack) -> None:
+    c = cert("IDN-STRASSE")
+    result = run1(stack, add_job(stack, "FID-IDN", "IISU", c, SiteName="Default Web Site",
+                                 HostName="Straße.Example.Test", SniFlag=1))
+    assert outcome(result) == ("success", "ok"), result
+    # IDNA 2003 gave strasse.example.test, which no browser sends
+    assert https_bindings(stack, "FID-IDN", "Default Web Site") == [
+        ("*:443:xn--strae-oqa.example.test", 1, c.thumbprint)
+    ]
+    iis = stack.host("FID-IDN").windows_host.iis
+    assert iis is not None
+    assert "hostnameport=xn--strae-oqa.example.test:443" in iis.ssl_mappings
+
+
+def test_invalid_a_labels_are_refused_before_anything_is_enqueued(stack: Stack) -> None:
+    c = cert("IDN-STRASSE")
+    for bad in ("xn--zz.example.test", "xn--abc.example.test"):
+        with pytest.raises(ValidationError, match="HostName") as info:
+            add_job(stack, "FID-IDN", "IISU", c, HostName=bad, SniFlag=1)
+        assert "IDNA 2008" in str(info.value)
+
+
+def test_renewal_of_a_unicode_binding_replaces_it_and_inventory_shows_both_forms(stack: Stack) -> None:
+    old, new = cert("IDN-OLD"), cert("IDN-NEW")
+    stack.host("FID-IDN").stats.reset()
+    renewed = run1(stack, add_job(stack, "FID-IDN", "IISU", new, SiteName="Shop",
+                                  HostName="xn--bcher-kva.example.test", SniFlag=1,
+                                  alias=f"{old.thumbprint}:Shop:*:443:bücher.example.test"))
+    assert outcome(renewed) == ("success", "ok"), renewed
+    assert "(replaced;" in renewed.message
+    # one binding, as IIS stored it, now with the new certificate; the old one is gone
+    assert https_bindings(stack, "FID-IDN", "Shop") == [("*:443:bücher.example.test", 1, new.thumbprint)]
+    assert any(f"renewed certificate {old.thumbprint} was removed" in w for w in renewed.warnings)
+    assert calls(stack, "FID-IDN") == ["Get-WinCertHostInfo", "Import-WinCertCertificate",
+                                       "Set-WinCertIisBinding", "Remove-WinCertCertificate"]
+
+    inventory = run1(stack, InventoryJob(job_type="inventory", store=store(stack, "FID-IDN", "IISU")))
+    assert outcome(inventory) == ("success", "ok"), inventory
+    items = {i.alias: i for i in inventory.items or []}
+    item = items[f"{new.thumbprint}:Shop:*:443:bücher.example.test"]
+    assert (item.parameters["HostName"], item.parameters["HostNameAscii"],
+            item.parameters["HostNameUnicode"]) == (
+        "bücher.example.test", "xn--bcher-kva.example.test", "bücher.example.test")
+
+    # the alias Keyfactor got back removes the binding IIS stores in Unicode
+    removed = run1(stack, RemoveJob(job_type="remove", store=store(stack, "FID-IDN", "IISU"),
+                                    alias=item.alias))
+    assert outcome(removed) == ("success", "ok"), removed
+    assert https_bindings(stack, "FID-IDN", "Shop") == []
+
+
+# -- 3: SSL flags ----------------------------------------------------------------------------
+
+
+def test_sni_with_ccs_is_refused_on_iis_85_naming_the_features(stack: Stack) -> None:
+    c = cert("IIS85")
+    stack.host("FID-IIS85").stats.reset()
+    result = run1(stack, add_job(stack, "FID-IIS85", "IISU", c, HostName="ccs.example.test", SniFlag=3))
+    assert outcome(result) == ("failure", "invalid_ssl_flags"), result
+    assert "SniFlag 3 (SNI + CCS (Centralized Certificate Store))" in result.message
+    assert "clear bit 2 (SniFlag 1)" in result.message
+    assert calls(stack, "FID-IIS85") == ["Get-WinCertHostInfo"]  # refused before the import
+    assert https_bindings(stack, "FID-IIS85", "Default Web Site") == []

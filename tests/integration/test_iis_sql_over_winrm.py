@@ -41,7 +41,9 @@ MISSING_NAMES = [
     "Gründe",
     "Default*",
 ]
-STORED_HOST_NAMES = [
+# Host names the host refuses as data (WinCert.InvalidHostName: not a valid IDN in A-label form;
+# the name is quoted in the message, never run), and the ones it stores.
+REFUSED_HOST_NAMES = [
     "a'b.example",
     'a"b',
     "$x",
@@ -49,10 +51,11 @@ STORED_HOST_NAMES = [
     "`whoami`",
     "a;b",
     "[x]",
-    "*.contoso.com",
     "-lead",
-    "münchen.example",
+    "münchen.example",  # the worker sends xn--mnchen-3ya.example
+    "xn--zz.example",
 ]
+STORED_HOST_NAMES = ["*.contoso.com", "xn--mnchen-3ya.example", "www.example"]
 REJECTED_HOST_NAMES = ["a\nb", "$(Remove-Item C:\\)", "a:b"]
 BROKEN_RESTART = "Service 'MSSQL$BROKEN' did not restart: Cannot start service MSSQL$BROKEN on computer '.'."
 
@@ -261,6 +264,12 @@ def test_hostile_iis_names_are_data(env: tuple[Any, RunspacePool, dict[str, str]
             f"IIS site '{name}' was not found; nothing to remove."
         ]
 
+    for host_name in REFUSED_HOST_NAMES:
+        assert error(pool, "Set-WinCertIisBinding", **binding(HOSTILE_SITE, thumb, host_name, 1)) == (
+            "WinCert.InvalidHostName",
+            f"HostName '{host_name}' is not a valid host name in A-label form (IDNA 2008 / UTS 46); the"
+            " worker sends the A-label form, e.g. 'xn--bcher-kva.example'.",
+        )
     for host_name in STORED_HOST_NAMES:
         assert ok(pool, "Set-WinCertIisBinding", **binding(HOSTILE_SITE, thumb, host_name, 1)) == [
             {"Outcome": "created", "BindingInformation": f"*:443:{host_name}", "PreviousThumbprint": None}
@@ -273,12 +282,17 @@ def test_hostile_iis_names_are_data(env: tuple[Any, RunspacePool, dict[str, str]
     rows = [r for r in ok(pool, "Get-WinCertIisBinding") if r["SiteName"] == HOSTILE_SITE]
     assert [r["HostName"] for r in rows] == STORED_HOST_NAMES
     assert all(r["SiteId"] == 2 and r["CertificateHash"] == thumb and r["SslFlags"] == 1 for r in rows)
+    assert [r["HostNameUnicode"] for r in rows] == ["*.contoso.com", "münchen.example", "www.example"]
     assert (
         host.windows_host.certificate_usage(thumb)[0]
-        == f"IIS site '{HOSTILE_SITE}' binding *:443:a'b.example"
+        == f"IIS site '{HOSTILE_SITE}' binding *:443:*.contoso.com"
     )
     assert ok(
         pool, "Remove-WinCertIisBinding", SiteName=HOSTILE_SITE, IPAddress="*", Port=443, HostName="$(whoami)"
+    ) == [{"Outcome": "already_absent", "Thumbprint": None}]
+    assert ok(
+        pool, "Remove-WinCertIisBinding", SiteName=HOSTILE_SITE, IPAddress="*", Port=443,
+        HostName="XN--MNCHEN-3YA.example",
     ) == [{"Outcome": "removed", "Thumbprint": thumb}]
 
 

@@ -17,6 +17,7 @@ from simulator.commands import REGISTRY
 from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SqlInstanceSpec
 from simulator.runtime import CommandContext, CommandError
 from simulator.windows import WindowsHost
+from simulator.windows.iis import IisBinding
 
 
 class Ctx(CommandContext):
@@ -158,6 +159,8 @@ def test_get_lists_every_binding_with_exact_fields(host: WindowsHost) -> None:
             "IPAddress": "*",
             "Port": 80,
             "HostName": "",
+            "HostNameAscii": "",
+            "HostNameUnicode": "",
             "SslFlags": 0,
             "CertificateHash": "",
             "CertificateStoreName": "",
@@ -223,6 +226,8 @@ def test_seeded_https_binding_reports_its_certificate(tmp_path: Path) -> None:
         "IPAddress": "",
         "Port": None,
         "HostName": "",
+        "HostNameAscii": "",
+        "HostNameUnicode": "",
         "SslFlags": 0,
         "CertificateHash": "",
         "CertificateStoreName": "",
@@ -253,6 +258,8 @@ def test_create_unchanged_replace(host: WindowsHost) -> None:
         "IPAddress": "*",
         "Port": 443,
         "HostName": "",
+        "HostNameAscii": "",
+        "HostNameUnicode": "",
         "SslFlags": 0,
         "CertificateHash": b,
         "CertificateStoreName": "My",
@@ -268,11 +275,12 @@ def test_only_the_exact_binding_of_this_site_is_replaced(host: WindowsHost) -> N
     a, b = add(host, "a"), add(host, "b")
     bind(host, a, host_name="www.contoso.com", flags=1)
     bind(host, a, port=8443)
+    # matched case-insensitively; the binding information stays as IIS stores it
     assert out(bind(host, b, host_name="WWW.Contoso.COM", flags=1)) == [
-        {"Outcome": "replaced", "BindingInformation": "*:443:WWW.Contoso.COM", "PreviousThumbprint": a}
+        {"Outcome": "replaced", "BindingInformation": "*:443:www.contoso.com", "PreviousThumbprint": a}
     ]
     rows = {r["BindingInformation"]: r["CertificateHash"] for r in https(host)}
-    assert rows == {"*:443:WWW.Contoso.COM": b, "*:8443:": a}
+    assert rows == {"*:443:www.contoso.com": b, "*:8443:": a}
 
 
 def test_ipv6_binding(host: WindowsHost) -> None:
@@ -602,3 +610,23 @@ def test_rsa_certificate_binds_too(host: WindowsHost) -> None:
     thumb = host.add_certificate("WebHosting", der, key).thumbprint
     assert out(bind(host, thumb, store="WebHosting"))[0]["Outcome"] == "created"
     assert https(host)[0]["CertificateStoreName"] == "WebHosting"
+
+
+def test_host_name_must_be_a_valid_a_label_form_and_unicode_bindings_match(host: WindowsHost) -> None:
+    a = add(host, "a")
+    for bad in ("xn--zz.example", "bücher.example", "xn--ls8h.la"):
+        err = bind_fails(host, a, host_name=bad, flags=1)
+        assert err.error_id == "WinCert.InvalidHostName", bad
+        assert f"HostName '{bad}' is not a valid host name in A-label form" in err.message
+    assert host.iis is not None
+    host.iis.sites[0].bindings.append(IisBinding("https", "*:443:bücher.example", 1))  # as IIS stored it
+    assert out(bind(host, a, host_name="XN--BCHER-KVA.example", flags=1)) == [
+        {"Outcome": "replaced", "BindingInformation": "*:443:bücher.example", "PreviousThumbprint": None}
+    ]
+    [row] = https(host)
+    assert (row["HostName"], row["HostNameAscii"], row["HostNameUnicode"]) == (
+        "bücher.example", "xn--bcher-kva.example", "bücher.example")
+    assert list(host.iis.ssl_mappings) == ["hostnameport=xn--bcher-kva.example:443"]
+    assert out(run(host, "Remove-WinCertIisBinding", SiteName="Default Web Site", IPAddress="*", Port=443,
+                   HostName="xn--bcher-kva.example")) == [{"Outcome": "removed", "Thumbprint": a}]
+    assert https(host) == []

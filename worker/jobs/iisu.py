@@ -2,8 +2,10 @@
 
 * Inventory: one item per https binding with a certificate whose certificate store is the job's
   store path (``My`` or ``WebHosting``; the peer reports every store under both, defect B16);
-  alias ``<THUMBPRINT>:<SiteName>:<ip>:<port>:<host>`` and the peer's parameters. A binding whose
-  certificate is missing from its store is a warning (``partial``), not a failed job.
+  alias ``<THUMBPRINT>:<SiteName>:<ip>:<port>:<host>`` and the peer's parameters (``HostName``
+  as IIS stores it) plus ``HostNameAscii`` / ``HostNameUnicode``, its A-label and U-label forms.
+  A binding whose certificate is missing from its store is a warning (``partial``), not a failed
+  job.
 * Add: host checks first (IIS installed, SSL flags for the OS build, wildcard host names on IIS
   10+), import, then ``Set-WinCertIisBinding`` for exactly ``ip:port:host`` on the site
   (``binding_conflict`` when another site owns the endpoint, unless ``allow_takeover``). A
@@ -76,6 +78,8 @@ def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
                         "Port": str(binding["Port"]),
                         "IPAddress": str(binding["IPAddress"]),
                         "HostName": str(binding.get("HostName") or ""),
+                        "HostNameAscii": str(binding.get("HostNameAscii") or ""),
+                        "HostNameUnicode": str(binding.get("HostNameUnicode") or ""),
                         "SniFlag": str(int(binding.get("SslFlags") or 0)),
                         "Protocol": "https",
                     },
@@ -83,6 +87,18 @@ def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
             )
         )
     return inventory_outcome(items, warnings)
+
+
+def _same_binding(binding: dict[str, Any], ip_address: str, port: int, host_name: str) -> bool:
+    """Whether a ``Get-WinCertIisBinding`` row is ``ip:port:host`` in normalised form: IP
+    case-insensitive, the host by its A-label form (``HostNameAscii``), so an alias naming
+    ``xn--bcher-kva.example`` finds a binding IIS stores as ``bücher.example``."""
+    stored_host = str(binding.get("HostNameAscii") or binding.get("HostName") or "").lower()
+    return (
+        str(binding.get("IPAddress", "")).lower() == ip_address.lower()
+        and binding.get("Port") == port
+        and stored_host == host_name.lower()
+    )
 
 
 def check_host(entry: IisParameters, info: HostInfo) -> None:
@@ -215,7 +231,7 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
             for b in bindings(session)
             if str(b.get("Protocol", "")).lower() == "https"
             and str(b.get("SiteName", "")).lower() == alias.site_name.lower()
-            and str(b.get("BindingInformation", "")).lower() == alias.binding_information.lower()
+            and _same_binding(b, alias.ip_address, alias.port, alias.host_name)
         ),
         None,
     )

@@ -405,10 +405,74 @@ function Open-WinCertPrivateServerManager {
     return (New-Object -TypeName 'Microsoft.Web.Administration.ServerManager')
 }
 
+# The two forms of a host header, @(A-label form in lower case, U-label form), or $null when it
+# is not a valid internationalized host name. [System.Globalization.IdnMapping] with
+# UseStd3AsciiRules and without AllowUnassigned: on .NET Framework 4.5+ / Windows 8+ it calls the
+# OS's IdnToAscii/IdnToUnicode, which apply UTS 46 non-transitional processing (IDNA 2008:
+# 'strasse' is not 'stra<U+00DF>e'; invalid A-labels such as 'xn--zz' are refused). The worker
+# normalises with the Python `idna` library (UTS 46, non-transitional, STD3 rules) before the
+# call; this only re-derives the forms of names IIS already stores, never re-normalises a name
+# the worker sent (docs/idna.md; tests/contract compares the simulator's model of it on a
+# corpus). A leading '*.' wildcard label is kept as it is. Mirrors idn_forms in
+# simulator/windows/iis.py.
+function ConvertTo-WinCertPrivateIdnHost {
+    param(
+        [string]$HostName
+    )
+    if ([string]::IsNullOrEmpty($HostName)) { return , @('', '') }
+    $prefix = ''
+    $body = $HostName
+    if ($body.StartsWith('*.')) { $prefix = '*.'; $body = $body.Substring(2) }
+    $mapping = [System.Globalization.IdnMapping]::new()
+    $mapping.UseStd3AsciiRules = $true
+    $mapping.AllowUnassigned = $false
+    try {
+        $ascii = $mapping.GetAscii($body).ToLowerInvariant()
+        $unicode = $mapping.GetUnicode($ascii)
+    }
+    catch [System.ArgumentException] {
+        return $null
+    }
+    return , @(($prefix + $ascii), ($prefix + $unicode))
+}
+
+# ip:port:host -> @(ip, port, host), bracket-aware (the host never contains ':'); $null when the
+# text is not of that form. Mirrors split_binding_information in simulator/windows/iis.py.
+function Split-WinCertPrivateBindingInformation {
+    param(
+        [string]$Information
+    )
+    $hostSep = $Information.LastIndexOf(':')
+    if ($hostSep -lt 0) { return $null }
+    $portSep = if ($hostSep -gt 0) { $Information.LastIndexOf(':', $hostSep - 1) } else { -1 }
+    if ($portSep -lt 1) { return $null }
+    $ip = $Information.Substring(0, $portSep)
+    $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
+    $hostName = $Information.Substring($hostSep + 1)
+    if ($portText -notmatch '^[0-9]+\z') { return $null }
+    if ($ip.Contains(':') -and -not ($ip.StartsWith('[') -and $ip.EndsWith(']'))) { return $null }
+    return , @($ip, [int]$portText, $hostName)
+}
+
+# Binding information in the form two bindings are compared in: 'ip:port:<A-label host>' in
+# lower case, so '*:443:b<U+00FC>cher.example' and '*:443:xn--bcher-kva.example' are one binding
+# (mirrors binding_key in simulator/windows/iis.py). Text that is not ip:port:host, or a host
+# that is not a valid IDN, compares by its lower-case text.
+function Get-WinCertPrivateBindingKey {
+    param(
+        [string]$Information
+    )
+    $parts = Split-WinCertPrivateBindingInformation -Information $Information
+    if ($null -eq $parts) { return $Information.ToLowerInvariant() }
+    $forms = ConvertTo-WinCertPrivateIdnHost -HostName $parts[2]
+    $hostKey = if ($null -ne $forms) { $forms[0] } else { $parts[2].ToLowerInvariant() }
+    return ('{0}:{1}:{2}' -f $parts[0].ToLowerInvariant(), $parts[1], $hostKey)
+}
+
 # The http.sys mapping an https binding uses (mirrors endpoint_of in simulator/windows/iis.py):
-# 'hostnameport=<host>:<port>' with SNI (bit 1 of $Flags), else 'ipport=<ip>:<port>' ('*' =
-# 0.0.0.0, IPv6 in brackets, canonical text); $null when the binding information is not
-# ip:port:host.
+# 'hostnameport=<host>:<port>' with SNI (bit 1 of $Flags; the host in its A-label form), else
+# 'ipport=<ip>:<port>' ('*' = 0.0.0.0, IPv6 in brackets, canonical text); $null when the binding
+# information is not ip:port:host.
 function Get-WinCertPrivateEndpointKey {
     param(
         [string]$Information,
@@ -424,7 +488,9 @@ function Get-WinCertPrivateEndpointKey {
     if ($portText -notmatch '^[0-9]+\z') { return $null }
     $portNumber = [int]$portText
     if (($Flags -band 1) -ne 0) {
-        return ('hostnameport={0}:{1}' -f $hostName.ToLowerInvariant(), $portNumber)
+        $forms = ConvertTo-WinCertPrivateIdnHost -HostName $hostName
+        $hostKey = if ($null -ne $forms) { $forms[0] } else { $hostName.ToLowerInvariant() }
+        return ('hostnameport={0}:{1}' -f $hostKey, $portNumber)
     }
     if ($ip -eq '*') { return ('ipport=0.0.0.0:{0}' -f $portNumber) }
     $inner = $ip

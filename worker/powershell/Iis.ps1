@@ -21,8 +21,10 @@ function Get-WinCertIisBinding {
     .DESCRIPTION
     Keys: SiteName, SiteId, Protocol, BindingInformation, IPAddress ('*', IPv4 or bracketed IPv6
     as written in the binding; '' when the binding information is not ip:port:host, e.g.
-    net.tcp), Port (int or null), HostName, SslFlags (int), CertificateHash (upper-case hex or
-    ''), CertificateStoreName ('' when none). The worker filters https bindings with a hash.
+    net.tcp), Port (int or null), HostName (as IIS stores it), HostNameAscii (its A-label form,
+    lower case), HostNameUnicode (its U-label form; both the stored text when it is not a valid
+    IDN), SslFlags (int), CertificateHash (upper-case hex or ''), CertificateStoreName ('' when
+    none). The worker filters https bindings with a hash.
     Errors: WinCert.IisNotInstalled.
     #>
     [CmdletBinding()]
@@ -31,31 +33,15 @@ function Get-WinCertIisBinding {
 
     $ErrorActionPreference = 'Stop'
 
-    # ip:port:host -> @(ip, port, host), bracket-aware (the host never contains ':'); $null
-    # when the text is not of that form. Mirrors simulator/windows/iis.py.
-    function Split-BindingInformation {
-        param(
-            [string]$Information
-        )
-        $hostSep = $Information.LastIndexOf(':')
-        if ($hostSep -lt 0) { return $null }
-        $portSep = if ($hostSep -gt 0) { $Information.LastIndexOf(':', $hostSep - 1) } else { -1 }
-        if ($portSep -lt 1) { return $null }
-        $ip = $Information.Substring(0, $portSep)
-        $portText = $Information.Substring($portSep + 1, $hostSep - $portSep - 1)
-        $hostName = $Information.Substring($hostSep + 1)
-        if ($portText -notmatch '^[0-9]+\z') { return $null }
-        if ($ip.Contains(':') -and -not ($ip.StartsWith('[') -and $ip.EndsWith(']'))) { return $null }
-        return , @($ip, [int]$portText, $hostName)
-    }
-
     $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet
     try {
         foreach ($site in $manager.Sites) {
             foreach ($binding in $site.Bindings) {
                 $information = [string]$binding.BindingInformation
-                $parts = Split-BindingInformation -Information $information
+                $parts = Split-WinCertPrivateBindingInformation -Information $information
                 if ($null -eq $parts) { $parts = @('', $null, '') }
+                $forms = ConvertTo-WinCertPrivateIdnHost -HostName ([string]$parts[2])
+                if ($null -eq $forms) { $forms = @(([string]$parts[2]).ToLowerInvariant(), [string]$parts[2]) }
                 $sslFlags = Get-WinCertPrivateBindingSslFlags -Binding $binding
                 $hash = ''
                 $storeName = ''
@@ -71,6 +57,8 @@ function Get-WinCertIisBinding {
                     IPAddress            = [string]$parts[0]
                     Port                 = $parts[1]
                     HostName             = [string]$parts[2]
+                    HostNameAscii        = [string]$forms[0]
+                    HostNameUnicode      = [string]$forms[1]
                     SslFlags             = $sslFlags
                     CertificateHash      = $hash
                     CertificateStoreName = $storeName
@@ -89,8 +77,11 @@ function Set-WinCertIisBinding {
     Creates or replaces the https binding IPAddress:Port:HostName of one IIS site.
 
     .DESCRIPTION
-    Checks, in this order, each a terminating error:
+    HostName is the A-label form the worker normalised (IDNA 2008 / UTS 46); it is never
+    re-normalised here. Checks, in this order, each a terminating error:
     WinCert.IisNotInstalled;
+    WinCert.InvalidHostName - HostName is not a valid IDN in its A-label form (e.g. 'xn--zz',
+      or a U-label such as 'b<U+00FC>cher.example' instead of 'xn--bcher-kva.example');
     WinCert.InvalidSslFlags - not 0-127; bit 2 (CCS) on any build (a binding to a thumbprint
       from a store is never a central-store binding); bits not allowed on this OS build
       (>= 20348: 1,4,8,16,32,64; >= 17763: 1,4,8; >= 14393: 1,4; older: 1); or bit 1 (SNI) with
@@ -104,8 +95,11 @@ function Set-WinCertIisBinding {
       SNI) served by another certificate; the message names the site. With -AllowTakeover the
       binding is made anyway and each such binding is a warning.
     Only the https binding of this site whose binding information equals IPAddress:Port:HostName
-    (case-insensitive) is replaced; certificate, store and the full SslFlags are set in one
-    commit. Output: {"Outcome": "created"|"replaced"|"unchanged", "BindingInformation",
+    compared in normalised form (IP and host case-insensitive, the host by its A-label form, so
+    an existing '*:443:b<U+00FC>cher.example' is the binding '*:443:xn--bcher-kva.example') is
+    replaced, keeping the binding information as IIS stores it; certificate, store and the full
+    SslFlags are set in one commit. A new binding is written with the A-label form. Output:
+    {"Outcome": "created"|"replaced"|"unchanged", "BindingInformation" (as stored),
     "PreviousThumbprint"}; unchanged when the binding already had this certificate, store and
     flags (nothing is written).
     #>
@@ -175,6 +169,13 @@ function Set-WinCertIisBinding {
 
     $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet
     try {
+        $hostForms = ConvertTo-WinCertPrivateIdnHost -HostName $HostName
+        if ($null -eq $hostForms -or $hostForms[0] -ne $HostName) {
+            $message = "HostName '{0}' is not a valid host name in A-label form (IDNA 2008 / UTS 46); the worker sends the A-label form, e.g. 'xn--bcher-kva.example'." -f $HostName
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.InvalidHostName' -Category InvalidArgument -Target $HostName -Exception ([System.ArgumentException]::new($message))))
+        }
+        $bindingKey = Get-WinCertPrivateBindingKey -Information $information
+
         # SSL flags: 0-127; never CCS (bit 2: IIS would take the certificate from the central
         # store's file share by host name, not this thumbprint); the bits of this OS build (the
         # peer's table without CCS); then the SNI host rule. Messages name the features.
@@ -238,7 +239,7 @@ function Set-WinCertIisBinding {
 
         $existing = $null
         foreach ($binding in $site.Bindings) {
-            if ($binding.Protocol -eq 'https' -and $binding.BindingInformation -eq $information) { $existing = $binding; break }
+            if ($binding.Protocol -eq 'https' -and (Get-WinCertPrivateBindingKey -Information ([string]$binding.BindingInformation)) -eq $bindingKey) { $existing = $binding; break }
         }
         $previous = $null
         if ($null -ne $existing) {
@@ -264,7 +265,7 @@ function Set-WinCertIisBinding {
                 $otherInformation = [string]$binding.BindingInformation
                 $otherHash = Get-WinCertPrivateBindingThumbprint -Binding $binding
                 $otherEndpoint = Get-WinCertPrivateEndpointKey -Information $otherInformation -Flags (Get-WinCertPrivateBindingSslFlags -Binding $binding)
-                if ($otherInformation -eq $information -or ($otherEndpoint -eq $endpoint -and $otherHash -ne $Thumbprint)) {
+                if ((Get-WinCertPrivateBindingKey -Information $otherInformation) -eq $bindingKey -or ($otherEndpoint -eq $endpoint -and $otherHash -ne $Thumbprint)) {
                     $conflicts.Add([pscustomobject]@{ Site = [string]$other.Name; Information = $otherInformation; Hash = $otherHash })
                 }
             }
@@ -284,8 +285,8 @@ function Set-WinCertIisBinding {
             $outcome = 'created'
         }
         else {
-            $binding = $existing
-            $binding.BindingInformation = $information
+            $binding = $existing  # its binding information stays as IIS stores it
+            $information = [string]$existing.BindingInformation
             $binding.CertificateHash = $hashBytes
             $binding.CertificateStoreName = $StorePath
             $outcome = 'replaced'
@@ -319,8 +320,10 @@ function Remove-WinCertIisBinding {
     Removes the https binding IPAddress:Port:HostName of one IIS site.
 
     .DESCRIPTION
-    Output: {"Outcome": "removed"|"already_absent", "Thumbprint"} (the certificate the binding
-    had, or null). A missing site is already_absent with the warning "IIS site '<name>' was not
+    The binding is found in normalised form (IP and host case-insensitive, the host by its
+    A-label form: HostName 'xn--bcher-kva.example' removes a binding stored as
+    'b<U+00FC>cher.example'). Output: {"Outcome": "removed"|"already_absent", "Thumbprint"} (the
+    certificate the binding had, or null). A missing site is already_absent with the warning "IIS site '<name>' was not
     found; nothing to remove.". The http.sys mapping goes with the binding unless another https
     binding still uses that endpoint. Errors: WinCert.IisNotInstalled.
     #>
@@ -348,6 +351,7 @@ function Remove-WinCertIisBinding {
     $ErrorActionPreference = 'Stop'
 
     $information = '{0}:{1}:{2}' -f $IPAddress, $Port, $HostName
+    $bindingKey = Get-WinCertPrivateBindingKey -Information $information
 
     $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet
     try {
@@ -361,7 +365,7 @@ function Remove-WinCertIisBinding {
         }
         $target = $null
         foreach ($binding in $site.Bindings) {
-            if ($binding.Protocol -eq 'https' -and $binding.BindingInformation -eq $information) { $target = $binding; break }
+            if ($binding.Protocol -eq 'https' -and (Get-WinCertPrivateBindingKey -Information ([string]$binding.BindingInformation)) -eq $bindingKey) { $target = $binding; break }
         }
         if ($null -eq $target) {
             return ([pscustomobject]@{ Outcome = 'already_absent'; Thumbprint = $null } | ConvertTo-Json -Compress)
@@ -370,12 +374,13 @@ function Remove-WinCertIisBinding {
         if (-not $thumbprint) { $thumbprint = $null }
         # Keep the http.sys mapping (remove the configuration only) while another https binding
         # still uses the same endpoint.
+        $information = [string]$target.BindingInformation
         $endpoint = Get-WinCertPrivateEndpointKey -Information $information -Flags (Get-WinCertPrivateBindingSslFlags -Binding $target)
         $shared = $false
         foreach ($other in $manager.Sites) {
             foreach ($binding in $other.Bindings) {
                 if ([object]::ReferenceEquals($binding, $target) -or $binding.Protocol -ne 'https') { continue }
-                if ($other.Id -eq $site.Id -and $binding.BindingInformation -eq $information) { continue }
+                if ($other.Id -eq $site.Id -and (Get-WinCertPrivateBindingKey -Information ([string]$binding.BindingInformation)) -eq $bindingKey) { continue }
                 if ((Get-WinCertPrivateEndpointKey -Information ([string]$binding.BindingInformation) -Flags (Get-WinCertPrivateBindingSslFlags -Binding $binding)) -eq $endpoint) {
                     $shared = $true
                 }

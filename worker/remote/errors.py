@@ -37,6 +37,7 @@ ERROR_ID_CODES: dict[str, ResultCode] = {
     "WinCert.IisNotInstalled": ResultCode.IIS_NOT_INSTALLED,
     "WinCert.SiteNotFound": ResultCode.SITE_NOT_FOUND,
     "WinCert.InvalidSslFlags": ResultCode.INVALID_SSL_FLAGS,
+    "WinCert.InvalidHostName": ResultCode.INVALID_HOST_NAME,
     "WinCert.WildcardHostNotSupported": ResultCode.WILDCARD_HOST_NOT_SUPPORTED,
     "WinCert.BindingConflict": ResultCode.BINDING_CONFLICT,
     "WinCert.CertificateNotFound": ResultCode.CERTIFICATE_NOT_FOUND,
