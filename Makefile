@@ -9,12 +9,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv redis-server redis-sentinel kubectl prometheus rules bench clean
+.PHONY: demo test lint typecheck unit venv redis-server redis-sentinel kubectl prometheus rules bench clean system-packages
 
-$(STAMP): pyproject.toml
+# apt before pip: the gssapi and krb5 wheels build against libkrb5-dev (krb5-config).
+$(STAMP): pyproject.toml | system-packages
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' || { \
+	  echo "pip install failed; retrying once (gssapi/krb5 build against libkrb5-dev)" >&2; \
+	  $(PY) -m pip install --quiet -e '.[dev]'; }
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -67,13 +70,33 @@ kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { echo "kubectl is required for the deploy/kubernetes tests:" \
 	  "install kubectl (>= 1.27, with kustomize built in) and run make again." >&2; exit 1; }
 
+# Kerberos (a real MIT KDC in tests, gssapi builds against libkrb5-dev) and OpenSSH (sshd in the
+# SSH transport tests). Debian package names; apt only when something is missing, as root.
+KRB5_PACKAGES := krb5-kdc krb5-admin-server krb5-user libkrb5-dev
+SSH_PACKAGES := openssh-server
+system-packages:
+	@missing=""; \
+	for tool in /usr/sbin/krb5kdc /usr/sbin/kadmin.local /usr/bin/kinit /usr/bin/krb5-config; do \
+	  test -x $$tool || missing="$(KRB5_PACKAGES)"; done; \
+	test -x /usr/sbin/sshd || missing="$$missing $(SSH_PACKAGES)"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing with apt-get:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing (Kerberos: MIT KDC + libkrb5-dev for the gssapi wheel;" \
+	         "SSH: sshd). Install them: sudo apt-get install$$missing, then run make again." >&2; exit 1; \
+	  fi; \
+	fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy producer worker
 
-test: $(STAMP) redis-server redis-sentinel kubectl prometheus lint typecheck rules
+test: $(STAMP) system-packages redis-server redis-sentinel kubectl prometheus lint typecheck rules
 	$(PY) -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)

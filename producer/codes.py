@@ -114,6 +114,23 @@ class ResultCode(StrEnum):
     WINRM_FAULT = "winrm_fault"
     """The WinRM service answered with a WS-Management fault (quota, bad endpoint, ...)."""
 
+    # --- failure: Kerberos (the message names the SPN and what to fix) -------------------
+    KERBEROS_IP_TARGET = "kerberos_ip_target"
+    """auth kerberos with client_machine given as an IP address and no spn_hostname: an SPN
+    names a host, so Windows would not find one either."""
+    KERBEROS_SPN_NOT_FOUND = "kerberos_spn_not_found"
+    """The KDC knows no service principal for the SPN (``setspn``/``spn_service``/``spn_hostname``)."""
+    KERBEROS_PRINCIPAL_NOT_FOUND = "kerberos_principal_not_found"
+    """The KDC knows no such user principal (the credential's user name or keytab principal)."""
+    KERBEROS_REALM_UNREACHABLE = "kerberos_realm_unreachable"
+    """No KDC found or reachable for the credential's realm (wrong realm, krb5.conf, DNS, firewall)."""
+    KERBEROS_CLOCK_SKEW = "kerberos_clock_skew"
+    """The worker's clock differs from the KDC's (or the host's) by more than the allowed skew."""
+    KERBEROS_CREDENTIAL_UNAVAILABLE = "kerberos_credential_unavailable"
+    """The keytab or credential cache cannot be used: missing, no key for the principal, expired."""
+    KERBEROS_ERROR = "kerberos_error"
+    """Another Kerberos failure; the message carries the Kerberos library's text and the SPN."""
+
     # --- failure: remote execution ---------------------------------------------------------
     REMOTE_ERROR = "remote_error"
     """A PowerShell function on the host failed with an error this project does not classify."""

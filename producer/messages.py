@@ -70,6 +70,14 @@ DEAD_LETTER_STREAM = "wincert:dead"
 _CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 class StoreType(StrEnum):
     """Store types, named as in the peer (Keyfactor) so its users can move over."""
 
@@ -216,6 +224,18 @@ class StoreRef(_Model):
         default=True, description="Validate the HTTPS listener certificate (CA bundle on the worker)"
     )
     spn_with_port: bool = Field(default=False, description="Kerberos SPN HTTP/host:port (peer 'spnwithport')")
+    spn_service: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,  # jobs without it read as before (older workers)
+        max_length=64,
+        description="Kerberos SPN service class; default HTTP (what Windows' WinRM client asks for)",
+    )
+    spn_hostname: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Kerberos SPN host name when it differs from client_machine (an alias, a"
+        " CNAME, or client_machine given as an IP address)",
+    )
     jea_endpoint: str | None = Field(default=None, description="PSRP configuration name (JEA endpoint)")
     restart_service: bool = Field(
         default=False,
@@ -274,6 +294,29 @@ class StoreRef(_Model):
             raise ValueError(f"{value!r} is not valid for {store_type} stores; use {' or '.join(allowed)}")
         return value
 
+    @field_validator("spn_service")
+    @classmethod
+    def _spn_service(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$", value):
+            raise ValueError(
+                f"{value!r} is not an SPN service class; use letters, digits, '_', '.', '-'"
+                " (e.g. HTTP or WSMAN)"
+            )
+        return value
+
+    @field_validator("spn_hostname")
+    @classmethod
+    def _spn_hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host = validate_host(value)
+        if _is_ip_literal(host):
+            raise ValueError(
+                f"{value!r} is an IP address; a Kerberos SPN names the host (HTTP/web01.contoso.com),"
+                " so give the host's DNS name"
+            )
+        return host
+
     @field_validator("jea_endpoint")
     @classmethod
     def _jea(cls, value: str | None) -> str | None:
@@ -311,6 +354,14 @@ class StoreRef(_Model):
         if self.restart_service and self.store_type is not StoreType.WIN_SQL:
             raise ValueError("restart_service applies to WinSQL stores only; leave it false")
         return self
+
+    @property
+    def spn(self) -> str:
+        """The Kerberos SPN a client asks for: ``<spn_service or HTTP>/<spn_hostname or host>``,
+        with ``:<port>`` when ``spn_with_port`` (Windows' IncludePortInSPN)."""
+        name = self.spn_hostname or self.host
+        port = f":{self.effective_port}" if self.spn_with_port else ""
+        return f"{self.spn_service or 'HTTP'}/{name}{port}"
 
     @property
     def effective_port(self) -> int:

@@ -144,8 +144,13 @@ class HostConfig(_Model):
         " default: SimulatorConfig.bind",
     )
     transport: Literal["http", "https"] = "http"
-    auth: list[Literal["negotiate", "ntlm", "basic", "certificate", "credssp"]] = Field(
+    auth: list[Literal["negotiate", "ntlm", "kerberos", "basic", "certificate", "credssp"]] = Field(
         default_factory=lambda: ["negotiate", "ntlm"]
+    )
+    kerberos_keytab: Path | None = Field(
+        default=None,
+        description="Keytab with the host's service keys (HTTP/<name>, HTTP/<name>:<port>): Negotiate"
+        " then accepts Kerberos too, and 'kerberos' in auth also offers the Kerberos scheme",
     )
     users: list[UserSpec] = Field(
         default_factory=lambda: [UserSpec(username="Administrator", password=secrets.token_urlsafe(12))],
@@ -215,6 +220,8 @@ class SimulatorConfig(_Model):
         if not config.state_dir.is_absolute():
             config.state_dir = (base / config.state_dir).resolve()
         for host in config.hosts:
+            if host.kerberos_keytab is not None and not host.kerberos_keytab.is_absolute():
+                host.kerberos_keytab = (base / host.kerberos_keytab).resolve()
             for seed in host.seed:
                 if not seed.path.is_absolute():
                     seed.path = (base / seed.path).resolve()

@@ -130,7 +130,7 @@ class Simulator:
         endpoint = Endpoint(
             name=cfg.name,
             service=service,
-            credentials=CredentialStore(cfg.name, cfg.users, host_dir / "auth"),
+            credentials=CredentialStore(cfg.name, cfg.users, host_dir / "auth", cfg.kerberos_keytab),
             stats=stats,
             auth_methods=list(cfg.auth),
             https=tls is not None,

@@ -8,6 +8,10 @@
   ``WINCERT_SECRET_KEYS``; ``password_plaintext`` is accepted only with
   ``WINCERT_ALLOW_PLAINTEXT_SECRETS=true``.
 * No credential: ``WINCERT_DEFAULT_CREDENTIAL`` names one; without it the job fails.
+* Kerberos and SSH material (credentials file only, :mod:`worker.credential_material`): an
+  entry may give ``keytab`` (a keytab path; ``username`` is its principal) or ``ccache``
+  (``default`` or ``FILE:/path``: the worker's own ticket, the gMSA case) instead of a
+  password, and ``private_key``/``private_key_file`` (+ ``private_key_passphrase``) for SSH.
 
 Every failure raises :class:`CredentialError` whose message names the setting to fix and
 never contains a password.
@@ -27,6 +31,7 @@ from pydantic import SecretStr
 
 from producer.messages import InlineCredential, NamedCredential
 from producer.secrets import SecretKeyError, decrypt_secret
+from worker.credential_material import CredentialMaterial, MaterialError, parse_material
 from worker.settings import WorkerSettings
 
 
@@ -42,6 +47,8 @@ class Credential:
     """How messages name it: ``credential 'ops'`` or ``inline credential of user 'x'``."""
     username: str
     password: SecretStr = field(repr=False)
+    material: CredentialMaterial | None = field(default=None, repr=False)
+    """Kerberos keytab / credential cache, SSH private key (named credentials only)."""
 
 
 def env_name(name: str, part: str) -> str:
@@ -104,10 +111,17 @@ class CredentialResolver:
         entry = self._file_entries().get(name)
         if entry is not None:
             username, password = entry.get("username"), entry.get("password")
+            where = f"{label} in WINCERT_CREDENTIALS_FILE ({self.settings.credentials_file})"
+            try:
+                material = parse_material(entry, where)
+            except MaterialError as exc:
+                raise CredentialError(str(exc)) from None
+            if material is not None:
+                return Credential(label, str(username or ""), SecretStr(str(password or "")), material)
             if not isinstance(username, str) or not username or not isinstance(password, str):
                 raise CredentialError(
-                    f"{label} in WINCERT_CREDENTIALS_FILE ({self.settings.credentials_file}) needs a"
-                    " non-empty 'username' and a 'password' string"
+                    f"{where} needs a non-empty 'username' and a 'password' string (or a Kerberos"
+                    " 'keytab' / 'ccache', or an SSH 'private_key')"
                 )
             return Credential(label, username, SecretStr(password))
         user_var, pass_var = env_name(name, "USERNAME"), env_name(name, "PASSWORD")

@@ -1,4 +1,4 @@
-"""HTTP authentication for one simulated host: Negotiate/NTLM (pyspnego acceptor) and Basic.
+"""HTTP authentication for one simulated host: Negotiate (NTLM or Kerberos), Kerberos, Basic.
 
 * :class:`CredentialStore` — a host's local accounts. It writes pyspnego's ``NTLM_USER_FILE``
   (Heimdal ``DOMAIN:USER:PASSWORD`` lines, mode 0600) under the state dir. pyspnego matches the
@@ -10,7 +10,15 @@
 
 ``NTLM_USER_FILE`` is a process-wide variable read by pyspnego when an acceptor is created and
 when it checks the AUTHENTICATE message. Many hosts share one process, so every acceptor step
-runs under one lock with the variable pointing at that host's file.
+runs under one lock with the variable pointing at that host's file. Kerberos works the same
+way: MIT Kerberos reads the acceptor keytab from ``KRB5_KTNAME`` when the acceptor credential
+is acquired, so a host with ``kerberos_keytab`` sets it under the same lock (the keytab holds
+the host's ``HTTP/<name>`` and ``HTTP/<name>:<port>`` keys, as ``setspn`` registers them).
+
+Kerberos as Windows serves it (MS-WSMV 2.2.9.1, MS-KILE): ``WWW-Authenticate: Negotiate``
+(SPNEGO, or a raw Kerberos AP-REQ in the Negotiate header) and, when ``kerberos`` is listed,
+``WWW-Authenticate: Kerberos``; message encryption uses the Kerberos session key either way
+(``HTTP-SPNEGO-session-encrypted`` / ``HTTP-Kerberos-session-encrypted`` framing).
 
 Windows behaviour reproduced: the challenge is ``401`` + ``WWW-Authenticate: Negotiate`` (and
 ``Basic realm="WSMAN"`` on HTTPS); a failed handshake or wrong Basic password is a ``401``.
@@ -36,27 +44,44 @@ from simulator.config import UserSpec
 log = logging.getLogger(__name__)
 
 _NTLM_ENV_LOCK = threading.Lock()
+_KRB5_OIDS = (
+    bytes.fromhex("06092a864886f712010202"),  # 1.2.840.113554.1.2.2 Kerberos 5
+    bytes.fromhex("06092a864882f712010202"),  # 1.2.840.48018.1.2.2 MS Kerberos 5
+)
+
+
+def is_raw_kerberos(token: bytes) -> bool:
+    """Whether ``token`` is a bare GSS-API Kerberos InitialContextToken (RFC 2743 3.1, RFC 4121
+    4.1), not SPNEGO-wrapped: what pypsrp sends for ``auth=kerberos`` in a Negotiate header."""
+    return token[:1] == b"\x60" and any(oid in token[:16] for oid in _KRB5_OIDS)
 
 
 @contextlib.contextmanager
-def _ntlm_user_file(path: Path) -> Iterator[None]:
+def _ntlm_user_file(path: Path, keytab: Path | None = None) -> Iterator[None]:
+    values = {"NTLM_USER_FILE": str(path)}
+    if keytab is not None:
+        values["KRB5_KTNAME"] = f"FILE:{keytab}"
     with _NTLM_ENV_LOCK:
-        previous = os.environ.get("NTLM_USER_FILE")
-        os.environ["NTLM_USER_FILE"] = str(path)
+        previous = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
         try:
             yield
         finally:
-            if previous is None:
-                os.environ.pop("NTLM_USER_FILE", None)
-            else:
-                os.environ["NTLM_USER_FILE"] = previous
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 class CredentialStore:
     """The local accounts of one host, for Basic checks and the NTLM acceptor."""
 
-    def __init__(self, host_name: str, users: list[UserSpec], directory: Path) -> None:
+    def __init__(
+        self, host_name: str, users: list[UserSpec], directory: Path, keytab: Path | None = None
+    ) -> None:
         self.host_name = host_name
+        self.keytab = keytab
         self._users = list(users)
         directory.mkdir(parents=True, exist_ok=True)
         self.ntlm_file = directory / "ntlm_users"
@@ -83,14 +108,15 @@ class CredentialStore:
 
     def step(self, context: Any, token: bytes) -> bytes | None:
         """One acceptor step with this host's credential file in effect."""
-        with _ntlm_user_file(self.ntlm_file):
+        with _ntlm_user_file(self.ntlm_file, self.keytab):
             return context.step(token)  # type: ignore[no-any-return]
 
-    def new_acceptor(self, channel_binding: bytes | None) -> Any:
-        """A fresh Negotiate acceptor (accepts SPNEGO-wrapped and raw NTLM tokens)."""
+    def new_acceptor(self, channel_binding: bytes | None, protocol: str = "negotiate") -> Any:
+        """A fresh acceptor: ``negotiate`` accepts SPNEGO (NTLM, or Kerberos with a keytab) and raw
+        NTLM tokens; ``kerberos`` accepts raw Kerberos (GSS-API krb5) tokens only."""
         cbt = GssChannelBindings(application_data=channel_binding) if channel_binding else None
-        with _ntlm_user_file(self.ntlm_file):
-            return spnego.server(protocol="negotiate", channel_bindings=cbt)
+        with _ntlm_user_file(self.ntlm_file, self.keytab):
+            return spnego.server(protocol=protocol, channel_bindings=cbt)
 
 
 @dataclass
@@ -125,6 +151,9 @@ class ConnectionAuth:
         self.channel_binding = channel_binding
         self.context: Any = None
         self.user: str | None = None
+        self.scheme = "Negotiate"
+        """The scheme of the completed handshake (``Negotiate`` or ``Kerberos``): final tokens
+        go back under the same name."""
 
     @property
     def encrypted_session(self) -> bool:
@@ -136,6 +165,8 @@ class ConnectionAuth:
         values = []
         if self.methods & {"negotiate", "ntlm"}:
             values.append("Negotiate")
+        if "kerberos" in self.methods and self.store.keytab is not None:
+            values.append("Kerberos")
         if "basic" in self.methods and allow_basic:
             values.append('Basic realm="WSMAN"')
         return values
@@ -151,7 +182,9 @@ class ConnectionAuth:
         if scheme_l == "basic" and "basic" in self.methods and allow_basic:
             return self._basic(value.strip())
         if scheme_l in ("negotiate", "ntlm") and self.methods & {"negotiate", "ntlm"}:
-            return self._negotiate(value.strip())
+            return self._negotiate(value.strip(), scheme)
+        if scheme_l == "kerberos" and "kerberos" in self.methods and self.store.keytab is not None:
+            return self._negotiate(value.strip(), scheme)
         return AuthOutcome("denied")
 
     def _basic(self, value: str) -> AuthOutcome:
@@ -167,23 +200,38 @@ class ConnectionAuth:
         self.user = user
         return AuthOutcome("ok")
 
-    def _negotiate(self, value: str) -> AuthOutcome:
+    def _negotiate(self, value: str, scheme: str) -> AuthOutcome:
         try:
             token = base64.b64decode(value, validate=True)
         except ValueError:
             return AuthOutcome("denied")
+        kerberos = scheme.lower() == "kerberos" or is_raw_kerberos(token)
+        if kerberos and self.store.keytab is None:
+            log.info("kerberos auth refused: the host has no keytab (no SPN registered)")
+            return AuthOutcome("denied")
         if self.context is None or self.context.complete:
             # A new handshake on this connection replaces any previous context.
-            self.context, self.user = self.store.new_acceptor(self.channel_binding), None
+            protocol = "kerberos" if kerberos else "negotiate"
+            self.context, self.user = self.store.new_acceptor(self.channel_binding, protocol), None
+            self.scheme = scheme
         try:
             out = self.store.step(self.context, token)
         except Exception as exc:  # pyspnego raises SpnegoError subclasses and ValueError
-            log.info("negotiate auth refused: %s", type(exc).__name__)
+            log.info("%s auth refused: %s: %s", scheme, type(exc).__name__, exc)
             self.context = None
             return AuthOutcome("denied")
         if not self.context.complete:
             return AuthOutcome("continue", out)
-        principal = str(self.context.client_principal or "")
-        self.user = principal if "\\" in principal else f"{self.store.host_name}\\{principal}"
-        log.info("negotiate auth complete user=%s", self.user)
+        self.user = self._account(str(self.context.client_principal or ""))
+        log.info("%s auth complete user=%s", scheme, self.user)
         return AuthOutcome("handshake-done", out)
+
+    def _account(self, principal: str) -> str:
+        """``DOMAIN\\user`` for an NTLM name or a Kerberos ``user@REALM`` (the realm's first
+        label as the NetBIOS domain, as Active Directory names it)."""
+        if "\\" in principal:
+            return principal
+        user, at, realm = principal.partition("@")
+        if at:
+            return f"{realm.split('.')[0].upper()}\\{user}"
+        return f"{self.store.host_name}\\{principal}"

@@ -179,13 +179,15 @@ class WSManHandler(BaseHTTPRequestHandler):
         extra: list[tuple[str, str]] = []
         if outcome.status in ("denied", "continue"):
             if outcome.status == "continue" and outcome.token is not None:
-                extra = [("WWW-Authenticate", "Negotiate " + base64.b64encode(outcome.token).decode())]
+                token = base64.b64encode(outcome.token).decode()
+                extra = [("WWW-Authenticate", f"{self.auth.scheme} {token}")]
             else:
                 extra = [("WWW-Authenticate", v) for v in self.auth.challenge_headers(allow_basic)]
             self._reply(401, headers=extra)
             return
         if outcome.token:
-            extra = [("WWW-Authenticate", "Negotiate " + base64.b64encode(outcome.token).decode())]
+            token = base64.b64encode(outcome.token).decode()
+            extra = [("WWW-Authenticate", f"{self.auth.scheme} {token}")]
         if not body:
             self._reply(200, headers=extra)
             return

@@ -20,7 +20,7 @@ from typing import Any
 
 from producer.codes import ResultCode
 from producer.messages import AddJob, AnyJob, JobResult, JobType, Status, StoreType
-from worker.credentials import CredentialError, CredentialResolver
+from worker.credentials import Credential, CredentialError, CredentialResolver
 from worker.jobs import certificates, iisu, reenrollment, wincert, winsql
 from worker.jobs.outcome import JobStepError, Outcome
 from worker.remote.errors import classify
@@ -124,6 +124,7 @@ def run(
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra))
     secrets: list[str] = []
     label = "the job's credential"
+    credential: Credential | None = None
     store = job.store
     insecure = store.protocol.value == "https" and not store.cert_validation and not store.is_local
     if insecure and not credentials.settings.allow_insecure_tls:
@@ -146,6 +147,12 @@ def run(
         # local mode: the PowerShell process runs as the worker's own account, no credential
         credential = LOCAL_CREDENTIAL if job.store.is_local else credentials.resolve(job.store.credential)
         secrets.append(credential.password.get_secret_value())
+        if credential.material is not None:
+            secrets.extend(
+                s.get_secret_value()
+                for s in (credential.material.private_key, credential.material.private_key_passphrase)
+                if s is not None
+            )
         label = credential.label
         with session_factory(job.store, credential) as session:
             outcome = handler(job, session, *args)
@@ -165,6 +172,7 @@ def run(
             ca_bundle=ca_bundle,
             read_timeout=read_timeout,
             secrets=secrets,
+            credential=credential,
         )
         log.warning("job failed: %s (%s)", classified.code.value, type(exc).__name__)
         outcome = Outcome(Status.FAILURE, classified.code, classified.message)

@@ -17,12 +17,16 @@ import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 from pypsrp.exceptions import AuthenticationError, WinRMError, WinRMTransportError, WSManFaultError
 
 from producer.codes import ResultCode
 from producer.messages import StoreRef
+
+if TYPE_CHECKING:
+    from worker.credentials import Credential
 
 STORE_NOT_FOUND_ID = "WinCert.StoreNotFound"
 """FullyQualifiedErrorId prefix of the terminating error for a missing store."""
@@ -171,6 +175,7 @@ def classify(
     ca_bundle: Path | None = None,
     read_timeout: int | None = None,
     secrets: Iterable[str] = (),
+    credential: Credential | None = None,
 ) -> Classified:
     """Classify ``exc`` raised while working on ``store``'s host.
 
@@ -181,6 +186,7 @@ def classify(
         ca_bundle: the configured CA bundle (named in TLS messages).
         read_timeout: the HTTP read timeout in seconds (named in timeout messages).
         secrets: values to remove from any quoted exception text.
+        credential: the resolved credential (Kerberos messages name its principal, keytab or cache).
     """
     secrets = list(secrets)
     host, port = store.client_machine, store.effective_port
@@ -208,6 +214,13 @@ def classify(
             f"{exc.function} failed on {host}: {detail} (error id {exc.fq_error or 'none'})",
             "remote_error",
         )
+
+    if credential is not None and store.auth.value in ("kerberos", "negotiate"):
+        from worker.remote.kerberos import classify_kerberos  # imports this module
+
+        kerberos = classify_kerberos(exc, store, credential)
+        if kerberos is not None:
+            return Classified(kerberos[0], redact(kerberos[1], secrets), "kerberos")
 
     auth_failed = isinstance(exc, AuthenticationError) or (
         isinstance(exc, WinRMTransportError) and exc.code == 401

@@ -99,6 +99,8 @@ def credential_fingerprint(credential: Credential) -> str:
     different credentials never share a session.
     """
     material = credential.username.encode("utf-8") + b"\0" + credential.password.get_secret_value().encode()
+    if credential.material is not None:  # keytab / cache / SSH key / client certificate
+        material += b"\0" + credential.material.fingerprint_material()
     return hmac.new(_FINGERPRINT_KEY, material, hashlib.sha256).hexdigest()
 
 
@@ -116,6 +118,8 @@ class SessionKey:
     ca_bundle: str | None
     spn_with_port: bool
     jea_endpoint: str | None
+    spn: str = ""
+    """The Kerberos SPN (service, host-name override, port): different SPNs, different sessions."""
 
     @classmethod
     def of(cls, store: StoreRef, credential: Credential, ca_bundle: str | None = None) -> SessionKey:
@@ -131,6 +135,7 @@ class SessionKey:
             ca_bundle=ca_bundle if store.cert_validation else None,
             spn_with_port=store.spn_with_port,
             jea_endpoint=store.jea_endpoint,
+            spn=store.spn,
         )
 
     def __str__(self) -> str:  # for logs: no fingerprint

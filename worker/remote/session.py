@@ -42,6 +42,7 @@ from producer.messages import Protocol as WinRMProtocol
 from worker.credentials import Credential, CredentialError
 from worker.remote.errors import RemoteCommandError, TransportFailureError
 from worker.remote.invoke import Invocation, Prelude, run_function
+from worker.remote.kerberos import uses_kerberos, wsman_kerberos_kwargs
 from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library, library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
 from worker.remote.pool import DEFAULT_MAX_SIZE, SessionPool
@@ -91,9 +92,10 @@ def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOption
 
     * ``cert_validation``: the CA bundle path, or True (system CAs); False only when the job
       sets ``cert_validation: false``.
-    * ``spn_with_port``: Kerberos SPN ``HTTP/<host>:<port>`` as Windows' ``IncludePortInSPN``
-      builds it; pypsrp builds the SPN as ``<negotiate_service>/<negotiate_hostname_override>``
-      (``pypsrp/negotiate.py`` → ``spnego.client(hostname=..., service=...)``).
+    * Kerberos (auth negotiate or kerberos): the SPN ``HTTP/<host>`` (``spn_service``,
+      ``spn_hostname``, ``spn_with_port`` → ``HTTP/<host>:<port>`` as Windows'
+      ``IncludePortInSPN``) and the client credential (password, keytab or credential cache):
+      :func:`worker.remote.kerberos.wsman_kerberos_kwargs`.
     """
     if store.auth is AuthMethod.CERTIFICATE:
         raise CredentialError(
@@ -124,9 +126,8 @@ def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOption
         "operation_timeout": options.operation_timeout,
         "no_proxy": True,
     }
-    if store.spn_with_port and store.auth in {AuthMethod.NEGOTIATE, AuthMethod.KERBEROS}:
-        kwargs["negotiate_service"] = "HTTP"
-        kwargs["negotiate_hostname_override"] = f"{store.client_machine}:{store.effective_port}"
+    if uses_kerberos(store):
+        kwargs.update(wsman_kerberos_kwargs(store, credential))
     return kwargs
 
 
