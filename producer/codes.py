@@ -109,6 +109,9 @@ class ResultCode(StrEnum):
     """No TCP connection to the WinRM listener (refused, no route, DNS failure, connect timeout)."""
     TLS_ERROR = "tls_error"
     """The HTTPS handshake failed, typically certificate validation of the WinRM listener."""
+    PROTOCOL_MISMATCH = "protocol_mismatch"
+    """The job's protocol does not match the listener: plain HTTP sent to an HTTPS listener, or
+    TLS to a plain HTTP listener. Not retried."""
     TIMEOUT = "timeout"
     """The host accepted the connection but did not answer in time."""
     WINRM_FAULT = "winrm_fault"

@@ -267,5 +267,5 @@ def test_job_turning_off_tls_validation_is_refused_by_default(stack: Stack) -> N
 def test_https_to_a_plain_http_listener_says_to_use_http(stack: Stack) -> None:
     code, result = inventory_json(stack, "E2E-HTTP", "--store-path", "Root", "--protocol", "https")
     assert code == 4, result
-    assert (result["status"], result["code"]) == ("failure", "tls_error")
+    assert (result["status"], result["code"]) == ("failure", "protocol_mismatch")
     assert "plain HTTP listener; use protocol http" in result["message"]

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from producer.messages import InventoryJob, Status, StoreRef
 from tests.support import free_port
 from worker import jobs
 from worker.credentials import CredentialResolver
-from worker.remote.errors import RemoteCommandError, classify, redact
+from worker.remote.errors import TRANSIENT_CODES, RemoteCommandError, classify, redact
 from worker.remote.session import SessionOptions, make_session_factory, wsman_kwargs
 from worker.settings import load_settings
 
@@ -114,10 +115,118 @@ def test_http_401_is_auth_failed_naming_the_credential(http_401: int) -> None:
     assert run.error_kind == "auth"
 
 
-def test_https_to_a_plain_http_listener_is_tls_error(http_401: int) -> None:
-    result = _run(_job(http_401, protocol="https", auth="negotiate")).result
-    assert result.code is ResultCode.TLS_ERROR, result.message
+def test_https_to_a_plain_http_listener_is_protocol_mismatch(http_401: int) -> None:
+    run = _run(_job(http_401, protocol="https", auth="negotiate"))
+    result = run.result
+    assert result.code is ResultCode.PROTOCOL_MISMATCH, result.message
     assert "plain HTTP listener; use protocol http" in result.message
+    assert PASSWORD not in result.message
+    assert run.error_kind == "protocol"
+    assert ResultCode.PROTOCOL_MISMATCH not in TRANSIENT_CODES  # never retried
+
+
+class _Html500(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = (
+            b"<html><head><title>500 Internal Server Error</title></head>"
+            b"<body><h1>Internal Server Error</h1><p>upstream failed</p></body></html>"
+        )
+        self.send_response(500)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_500_html() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Html500)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_500_with_an_html_body_names_the_status(http_500_html: int) -> None:
+    result = _run(_job(http_500_html)).result
+    assert result.code is ResultCode.WINRM_FAULT, result.message
+    assert "HTTP 500 Internal Server Error without a WS-Management fault" in result.message
+    assert "Internal Server Error upstream failed" in result.message  # the body, tags dropped
+    assert "fault unknown" not in result.message
+    assert PASSWORD not in result.message
+
+
+@pytest.fixture
+def tls_listener(tmp_path: Path) -> Iterator[int]:
+    """A TLS-only listener (self-signed): a plain HTTP request is dropped, as by http.sys on 5986."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "listener.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.settimeout(3)
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except OSError:
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(sock.getsockname()[1])
+    stop.set()
+    thread.join(2)
+    sock.close()
+
+
+def test_http_to_an_https_listener_is_protocol_mismatch_and_not_retried(tls_listener: int) -> None:
+    run = _run(_job(tls_listener))
+    result = run.result
+    assert result.code is ResultCode.PROTOCOL_MISMATCH, result.message
+    assert "it is an HTTPS listener; use protocol https" in result.message
+    assert run.error_kind == "protocol"
+    assert ResultCode.PROTOCOL_MISMATCH not in TRANSIENT_CODES
     assert PASSWORD not in result.message
 
 

@@ -12,6 +12,10 @@ secret the caller passed. Passwords never appear.
 
 from __future__ import annotations
 
+import http
+import http.client
+import ipaddress
+import re
 import socket
 import ssl
 from collections.abc import Iterable, Iterator
@@ -150,6 +154,53 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         stack.extend(item for item in related if isinstance(item, BaseException))
 
 
+_DROPPED: tuple[type[BaseException], ...] = (
+    ConnectionResetError,
+    http.client.RemoteDisconnected,
+    http.client.BadStatusLine,
+)
+"""A TCP connection that was accepted, then dropped without an HTTP answer."""
+
+
+def speaks_tls(host: str, port: int, timeout: float = 3.0) -> bool:
+    """True if ``host:port`` completes a TLS handshake (certificate not checked, nothing sent
+    after it): used only after a plain HTTP request was reset, to tell an HTTPS listener from a
+    broken host."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=None if _is_ip(host) else host),
+        ):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _http_status(code: object) -> str:
+    """``500 Internal Server Error`` for 500 (the code alone if unknown)."""
+    try:
+        return f"{int(str(code))} {http.HTTPStatus(int(str(code))).phrase}"
+    except ValueError:
+        return str(code)
+
+
+def _body_excerpt(text: str, secrets: Iterable[str]) -> str:
+    """The start of an HTTP error body as one line: HTML tags dropped, secrets redacted."""
+    plain = " ".join(re.sub(r"(?s)<(script|style).*?</\1>|<[^>]+>", " ", text).split())
+    return redact(plain, secrets)[:160]
+
+
 def _connect_reason(exc: BaseException) -> str:
     for item in _chain(exc):
         if isinstance(item, ConnectionRefusedError):
@@ -239,16 +290,29 @@ def classify(
         reason = next((str(e) for e in _chain(exc) if isinstance(e, ssl.SSLError)), "handshake failed")
         if "WRONG_VERSION_NUMBER" in reason or "wrong version number" in reason.lower():
             return Classified(
-                ResultCode.TLS_ERROR,
+                ResultCode.PROTOCOL_MISMATCH,
                 f"{where} did not answer TLS ({redact(reason, secrets)[:200]}): it is probably a plain"
                 " HTTP listener; use protocol http (port 5985), or the HTTPS listener's port (5986)",
-                "tls",
+                "protocol",
             )
         return Classified(
             ResultCode.TLS_ERROR,
             f"TLS with {where} failed ({redact(reason, secrets)[:300]}): check that the WinRM HTTPS"
             f" listener's certificate is issued for '{host}' and chains to a CA in {bundle}",
             "tls",
+        )
+
+    if (
+        store.protocol.value == "http"
+        and isinstance(exc, requests.exceptions.ConnectionError)
+        and any(isinstance(e, _DROPPED) for e in _chain(exc))
+        and speaks_tls(store.host, port)
+    ):
+        return Classified(
+            ResultCode.PROTOCOL_MISMATCH,
+            f"{where} reset the plain HTTP request and completes a TLS handshake: it is an HTTPS"
+            " listener; use protocol https (port 5986), or the HTTP listener's port (5985)",
+            "protocol",
         )
 
     if isinstance(exc, requests.exceptions.ConnectTimeout) or (
@@ -272,6 +336,10 @@ def classify(
             "timeout",
         )
 
+    transport = next((e for e in _chain(exc) if isinstance(e, WinRMTransportError)), None)
+    if isinstance(exc, WSManFaultError) and exc.code is None and not exc.reason and transport is not None:
+        exc = transport  # an HTTP error whose body parsed as XML but holds no WS-Management fault
+
     if isinstance(exc, WSManFaultError):
         code = str(exc.code or "unknown")
         reason = redact(str(exc.reason or ""), secrets).strip()
@@ -289,10 +357,14 @@ def classify(
         )
 
     if isinstance(exc, WinRMTransportError):
+        status = _http_status(exc.code)
+        body = _body_excerpt(str(exc.response_text or ""), secrets)
         return Classified(
             ResultCode.WINRM_FAULT,
-            f"WinRM on {where} answered HTTP {exc.code}; check the listener on port {port} (winrm"
-            " enumerate winrm/config/listener) and the WinRM event log on the host",
+            f"WinRM on {where} answered HTTP {status} without a WS-Management fault"
+            f"{f' (body: {body!r})' if body else ''}; check that port {port} is the WinRM listener"
+            " (winrm enumerate winrm/config/listener) and not a proxy or another web server, and the"
+            " WinRM event log on the host",
             "winrm_fault",
         )
 
