@@ -17,6 +17,9 @@ systems can depend on the ``producer`` package alone::
         job_id = client.submit(job)
         result = client.wait(job_id, timeout=60)  # JobResult
 
+Every job is authenticated: with ``WINCERT_SECRET_KEYS`` set, each message carries a MAC made with
+the shared key (:mod:`producer.auth`); workers run only authenticated jobs.
+
 Management Add jobs carry the certificate sealed: ``client.certificate_data(file_bytes, password)``
 encrypts the file and its PKCS#12 password with ``WINCERT_SECRET_KEYS`` (``None``: no password).
 """
@@ -39,6 +42,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 from pydantic import RootModel, SecretStr, ValidationError
 
+from producer import auth
 from producer.messages import (
     RESULTS_STREAM,
     TASK_NAME,
@@ -159,6 +163,7 @@ class Client:
         # would SUBSCRIBE to every submitted task id, growing a long-lived producer's pubsub
         # set and failing submits when the backend is down); reading results needs no broker.
         self._send_app = self._make_app(self.settings, backend=None)
+        self._signing = False
         self._results_app = self._make_app(self.settings, backend=self.settings.result_backend)
         self._redis: redis.Redis | None = None
 
@@ -285,9 +290,15 @@ class Client:
         Raises:
             pydantic.ValidationError: naming each invalid field.
             PlaintextSecretRefusedError: see :meth:`prepare`.
+            producer.secrets.SecretKeyError: ``WINCERT_SECRET_KEYS`` is malformed.
             kombu.exceptions.OperationalError: the broker is unreachable.
         """
         prepared = self.prepare(job)
+        if self.settings.has_secret_keys and not self._signing:
+            # every job is authenticated with the shared key (producer/auth.py); workers refuse others
+            assert self.settings.secret_keys is not None
+            auth.install(self._send_app, self.settings.secret_keys.get_secret_value())
+            self._signing = True
         store = prepared.store
         summary = (
             f"<{prepared.job_type} job {prepared.job_id}: {store.store_type.value}"

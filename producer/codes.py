@@ -96,6 +96,9 @@ class ResultCode(StrEnum):
     # --- failure: the job itself -----------------------------------------------------------
     INVALID_JOB = "invalid_job"
     """The job failed schema validation on the worker (a producer bypassed validation)."""
+    UNAUTHENTICATED = "unauthenticated"
+    """The queue message carries no valid job MAC (``wincert_auth``): not sent by a producer
+    holding ``WINCERT_SECRET_KEYS``, or changed after signing. Dead-lettered, never run."""
     STORE_NOT_FOUND = "store_not_found"
     """The certificate store named by the store path does not exist on the host."""
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, pkcs12
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.rule import Rule
@@ -60,6 +61,7 @@ from producer.messages import (  # noqa: E402
     ReenrollmentJob,
     StoreRef,
 )
+from producer.secrets import generate_key  # noqa: E402
 from producer.settings import ProducerSettings  # noqa: E402
 from tests.support import free_port, redis_server, worker_process  # noqa: E402
 
@@ -191,8 +193,10 @@ def main() -> int:
         creds_path.chmod(0o600)
         metrics_port = free_port()
         ca_bundle = next(info["ca_bundle"] for info in hosts.values() if info["ca_bundle"])
+        secret_keys = generate_key()  # shared by producer and worker: jobs are authenticated with it
         env = {
             "WINCERT_BROKER_URL": redis_url,
+            "WINCERT_SECRET_KEYS": secret_keys,
             "WINCERT_CREDENTIALS_FILE": str(creds_path),
             "WINCERT_CA_BUNDLE": ca_bundle,
             # a free port in case the default (9818) is taken on this machine, and loopback only;
@@ -224,7 +228,7 @@ def main() -> int:
         jobs.append(hostile)
 
         results: list[JobResult] = []
-        settings = ProducerSettings(broker_url=redis_url)
+        settings = ProducerSettings(broker_url=redis_url, secret_keys=SecretStr(secret_keys))
         with Client(settings) as client:
             for job in jobs:
                 client.submit(job)

@@ -11,6 +11,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+TEST_SECRET_KEYS = "Q1oqFvMRSQ0Bm4h6b2l3OqQ2Q0v2L1W6zq8KkpQmJ9c="
+"""A fixed Fernet key for tests whose producer and worker share ``WINCERT_SECRET_KEYS`` (jobs
+are authenticated with it). Test-only: never use a published key elsewhere."""
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""

@@ -41,10 +41,12 @@ from celery.signals import (
 )
 from prometheus_client.registry import Collector
 
+from producer import auth
 from producer.inventory_model import InventoryReader
 from producer.messages import TASK_NAME
 from worker import logging as job_logging
-from worker import metrics, metrics_dir
+from worker import metrics, metrics_dir, untrusted
+from worker.credentials import CredentialResolver
 from worker.metrics_collectors import FleetCollector, QueueCollector, WorkerCollector, WorkerInfo
 from worker.remote.session import SessionFactory
 from worker.settings import SettingsError, WorkerSettings, get_settings
@@ -106,7 +108,43 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": True,
+        # raw messages Celery would drop become dead letters (worker/untrusted.py)
+        "worker_consumer": "worker.untrusted:Consumer",
     }
+
+
+def secure_app(app: Celery, settings: WorkerSettings) -> None:
+    """Job authentication and the queue screen for ``app`` (:mod:`worker.untrusted`).
+
+    The app signs every task message it publishes (retries, the signer task) with the first of
+    ``WINCERT_SECRET_KEYS``; every raw message this process pops is screened and, unless
+    ``WINCERT_ALLOW_UNAUTHENTICATED_JOBS``, must carry a producer MAC.
+
+    Raises:
+        SettingsError: neither ``WINCERT_SECRET_KEYS`` nor ``WINCERT_ALLOW_UNAUTHENTICATED_JOBS``.
+    """
+    keys = settings.secret_keys.get_secret_value() if settings.secret_keys is not None else ""
+    if not keys.strip() and not settings.allow_unauthenticated_jobs:
+        raise SettingsError(
+            "invalid worker settings:\n  WINCERT_SECRET_KEYS is not set: the worker runs only jobs a"
+            " producer authenticated with the shared key (generate one with `wincert keygen` and give"
+            " it to producers and workers); for development only, set"
+            " WINCERT_ALLOW_UNAUTHENTICATED_JOBS=true"
+        )
+    if keys.strip():
+        auth.install(app, keys)
+    resolver = CredentialResolver(settings)
+    untrusted.install(
+        app,
+        untrusted.Screen(
+            mac_keys=None if settings.allow_unauthenticated_jobs else auth.mac_keys(keys),
+            tasks=app.tasks,
+            broker_url=settings.broker_url,
+            max_bytes=settings.max_message_bytes,
+            maxlen=settings.dead_letter_stream_maxlen,
+            secrets=resolver.known_secrets,
+        ),
+    )
 
 
 def create_app(
@@ -126,6 +164,7 @@ def create_app(
         from testca import register as register_test_ca
 
         register_test_ca(app, os.environ["WINCERT_TEST_CA_DIR"])
+    secure_app(app, settings)
     _active["settings"] = settings
     return app
 

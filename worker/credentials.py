@@ -82,6 +82,28 @@ class CredentialResolver:
             return self._named(ref.name)
         return self._inline(ref)
 
+    def known_secrets(self) -> list[str]:
+        """Every secret value this worker holds itself: the passwords of the credentials file and
+        of ``WINCERT_CREDENTIAL_*_PASSWORD`` variables, and ``WINCERT_SECRET_KEYS``. Used to
+        redact by value (dead letters, logs); never logged. An unreadable file adds nothing."""
+        found: list[str] = []
+        try:
+            entries = self._file_entries()
+        except CredentialError:
+            entries = {}
+        for entry in entries.values():
+            if isinstance(entry, dict) and isinstance(entry.get("password"), str):
+                found.append(entry["password"])
+        found.extend(
+            value
+            for name, value in self.environ.items()
+            if name.startswith("WINCERT_CREDENTIAL_") and name.endswith("_PASSWORD") and value
+        )
+        if self.settings.secret_keys is not None:
+            keys = self.settings.secret_keys.get_secret_value().split(",")
+            found.extend(k.strip() for k in keys if k.strip())
+        return [s for s in found if s]
+
     def _inline(self, ref: InlineCredential) -> Credential:
         label = f"inline credential of user '{ref.username}'"
         if ref.password_encrypted is not None:

@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,21 +25,78 @@ import redis
 from producer.codes import ResultCode
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, JobResult, JobType, Status
 
-_SECRET_WORDS = ("password", "secret", "pfx", "contents", "plaintext", "encrypted")
+_SECRET_WORDS = (
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "pfx",
+    "p12",
+    "pkcs12",
+    "contents",
+    "plaintext",
+    "encrypted",
+    "token",
+    "private",
+)
+REDACTED = "***"
+DEAD_LETTER_MAX_CHARS = 16_384
+"""Longest ``job`` field of a dead letter (characters of JSON); longer ones are cut and marked."""
+_FERNET_TOKEN = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
+_BASE64_BLOB = re.compile(r"[A-Za-z0-9+/_\-]{100,}={0,2}")
 
 
-def redact_job(data: Any) -> Any:
-    """A copy of a job payload without secrets: every key naming a secret (``password``,
-    ``secret``, ``pfx``, ``contents``, ``plaintext``, ``encrypted`` — so a certificate's sealed or
-    plaintext file and every password, plain or sealed) is dropped, at any depth."""
+def _forms(secret: str) -> list[str]:
+    raw = secret.encode("utf-8")
+    return [
+        secret,
+        raw.hex(),
+        raw.hex().upper(),
+        base64.b64encode(raw).decode("ascii").rstrip("="),
+        base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
+    ]
+
+
+def _redact_text(text: str, forms: list[str]) -> str:
+    for form in forms:
+        if form and form in text:
+            text = text.replace(form, REDACTED)
+    if "PRIVATE KEY" in text:
+        return REDACTED
+    text = _FERNET_TOKEN.sub(REDACTED, text)
+    return _BASE64_BLOB.sub(lambda m: f"<{len(m.group(0))} base64 characters redacted>", text)
+
+
+def redact_job(data: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of a job payload without secrets, by key name and by value.
+
+    * every key naming a secret (``password``, ``pwd``, ``passphrase``, ``secret``, ``pfx``,
+      ``contents``, ``plaintext``, ``encrypted``, ``token``, ``private``, ...) is dropped, at any
+      depth — so a certificate's sealed or plaintext file and every password, plain or sealed;
+    * in every remaining string: each of ``secrets`` (the worker's own credential passwords
+      and keys; at least 4 characters) is replaced by ``***`` in its raw, hex and base64 forms,
+      a Fernet token by ``***``, any run of 64+ base64 characters (a PFX, a key) by a note of
+      its length, and a string holding a PEM private key entirely by ``***``.
+    """
+    forms = [f for s in secrets if len(s) >= 4 for f in _forms(s)]
+    forms.sort(key=len, reverse=True)
+    return _redact(data, forms)
+
+
+def _redact(data: Any, forms: list[str]) -> Any:
     if isinstance(data, dict):
         return {
-            k: redact_job(v)
+            _redact_text(str(k), forms): _redact(v, forms)
             for k, v in data.items()
             if not any(word in str(k).lower() for word in _SECRET_WORDS)
         }
-    if isinstance(data, list):
-        return [redact_job(v) for v in data]
+    if isinstance(data, list | tuple):
+        return [_redact(v, forms) for v in data]
+    if isinstance(data, str):
+        return _redact_text(data, forms)
+    if isinstance(data, bytes):
+        return _redact_text(data.decode("utf-8", "replace"), forms)
     return data
 
 
@@ -97,24 +157,38 @@ def dead_letter(
     attempts: int,
     worker: str | None,
     maxlen: int,
+    envelope_id: str | None = None,
+    queue: str | None = None,
+    secrets: Iterable[str] = (),
 ) -> str:
-    """XADD a dead letter (secrets redacted) to the dead-letter stream; return the entry id.
+    """XADD a dead letter (secrets redacted, bounded) to the dead-letter stream; return its id.
 
-    ``reason`` is one of ``invalid_job``, ``max_deliveries``, ``slot_deadline``.
+    ``reason``: ``invalid_job``, ``max_deliveries``, ``slot_deadline``, or one of the raw
+    message reasons of :mod:`worker.untrusted` (``malformed_envelope``, ``unauthenticated``, ...).
+    ``job`` is stored as JSON after :func:`redact_job` (``secrets``: values to redact), cut to
+    :data:`DEAD_LETTER_MAX_CHARS` characters (then field ``truncated`` is ``1``).
+    ``envelope_id``: the raw message's task id when it had one; ``queue``: where it was read.
     """
     try:
-        job_json = json.dumps(redact_job(job), default=str)
-    except (TypeError, ValueError):
+        job_json = json.dumps(redact_job(job, secrets), default=str, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
         job_json = json.dumps({"unserialisable": type(job).__name__})
+    truncated = len(job_json) > DEAD_LETTER_MAX_CHARS
+    if truncated:
+        job_json = job_json[:DEAD_LETTER_MAX_CHARS]
+    raw_id = job.get("job_id", "") if isinstance(job, dict) else ""
     fields = {
         "job": job_json,
-        "job_id": str(job.get("job_id", "")) if isinstance(job, dict) else "",
+        "job_id": str(raw_id)[:64] if isinstance(raw_id, str | uuid.UUID) else "",
         "reason": reason,
         "code": code.value,
-        "message": message,
+        "message": str(redact_job(message, secrets))[:2048],
         "attempts": str(attempts),
         "worker": worker or "",
         "at": datetime.now(UTC).isoformat(),
+        "envelope_id": (envelope_id or "")[:128],
+        "queue": (queue or "")[:256],
+        "truncated": "1" if truncated else "0",
     }
     entry: Any = client.xadd(DEAD_LETTER_STREAM, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
     return entry.decode() if isinstance(entry, bytes) else str(entry)

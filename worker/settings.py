@@ -153,6 +153,15 @@ class WorkerSettings(BaseSettings):
     default_credential: str | None = Field(default=None, description="Credential for jobs that name none")
     secret_keys: SecretStr | None = Field(default=None, description="Comma-separated Fernet keys")
     allow_plaintext_secrets: bool = Field(default=False, description="Accept password_plaintext in jobs")
+    allow_unauthenticated_jobs: bool = Field(
+        default=False,
+        description="Run jobs that carry no valid producer MAC (development only; see docs/producers.md)",
+    )
+    max_message_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest raw queue message accepted (bytes); larger ones are dead letters",
+    )
     allow_insecure_tls: bool = Field(
         default=False,
         description="Run jobs that turn off HTTPS certificate validation (cert_validation false)",

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import SecretStr
 
+from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SeedSpec, SimulatorConfig
 from simulator.server import SimulatedHost, Simulator
 from tests.support import free_port, worker_process
@@ -68,8 +71,23 @@ class Stack:
         return f"{host.bind}:{host.port}"
 
     def producer_env(self) -> dict[str, str]:
-        """Environment for the ``wincert`` CLI talking to this stack."""
-        return {"WINCERT_BROKER_URL": self.redis_url, "WINCERT_QUEUE": self.queue}
+        """Environment for the ``wincert`` CLI talking to this stack (its jobs are authenticated
+        with the worker's ``WINCERT_SECRET_KEYS``)."""
+        return {
+            "WINCERT_BROKER_URL": self.redis_url,
+            "WINCERT_QUEUE": self.queue,
+            "WINCERT_SECRET_KEYS": self.secret_keys,
+        }
+
+    def producer_settings(self, **overrides: Any) -> ProducerSettings:
+        """Producer settings for this stack: its Redis, its queue, the worker's secret keys."""
+        values: dict[str, Any] = {
+            "broker_url": self.redis_url,
+            "queue": self.queue,
+            "secret_keys": SecretStr(self.secret_keys),
+        }
+        values.update(overrides)
+        return ProducerSettings(**values)
 
 
 def _hosts(seed_root: Path) -> list[HostConfig]:

@@ -18,7 +18,6 @@ import redis
 
 from producer.client import Client
 from producer.messages import InventoryJob, NamedCredential, StoreRef
-from producer.settings import ProducerSettings
 from tests.e2e.conftest import Stack
 from tests.support import wait_for, worker_process
 
@@ -43,7 +42,7 @@ def _job(stack: Stack, host: str) -> InventoryJob:
 def test_twenty_jobs_for_one_host_never_exceed_its_limit(stack: Stack) -> None:
     busy = stack.host("E2E-BUSY")
     busy.stats.reset()
-    settings = ProducerSettings(broker_url=stack.redis_url, queue=stack.queue)
+    settings = stack.producer_settings()
     with Client(settings) as client:
         job_ids = [client.submit(_job(stack, "E2E-BUSY")) for _ in range(20)]
         results = [client.wait(job_id, timeout=180) for job_id in job_ids]
@@ -70,7 +69,7 @@ def test_killed_worker_slot_returns_after_lease_and_job_completes(stack: Stack) 
         "WINCERT_TASK_TIME_LIMIT": "5",
         "WINCERT_VISIBILITY_TIMEOUT": "10",
     }
-    settings = ProducerSettings(broker_url=stack.redis_url, queue=queue)
+    settings = stack.producer_settings(queue=queue)
     r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
     holders = f"wincert:sem:{{{slow.bind}}}:holders"
     job = _job(stack, "E2E-SLOW")

@@ -34,7 +34,6 @@ from producer.messages import (
     StoreRef,
 )
 from producer.secrets import encrypt_secret
-from producer.settings import ProducerSettings
 from simulator.config import HostConfig
 from tests.e2e.conftest import Stack, start_stack
 
@@ -90,7 +89,7 @@ def _pfx(cn: str, password: str) -> tuple[bytes, str]:
 
 
 def _run(stack: Stack, job: AnyJob) -> JobResult:
-    with Client(ProducerSettings(broker_url=stack.redis_url, queue=stack.queue)) as client:
+    with Client(stack.producer_settings()) as client:
         return client.wait(client.submit(job), timeout=90)
 
 

@@ -35,7 +35,6 @@ from producer.messages import (
     StoreRef,
 )
 from producer.secrets import encrypt_secret
-from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SeedSpec, SimulatorConfig
 from simulator.windows.host import WindowsHost
 from tests.e2e.conftest import Stack, start_stack
@@ -78,7 +77,7 @@ class LocalStack:
         self.seeded = seeded
 
     def client(self) -> Client:
-        return Client(ProducerSettings(broker_url=self.stack.redis_url, queue=self.stack.queue))
+        return Client(self.stack.producer_settings())
 
     def model(self) -> WindowsHost:
         return WindowsHost.open(self.state_dir / LOCAL_HOST, self.host_config)

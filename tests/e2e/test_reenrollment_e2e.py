@@ -37,7 +37,6 @@ from producer.messages import (
     ReenrollmentJob,
     StoreRef,
 )
-from producer.settings import ProducerSettings
 from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SeedSpec, SqlInstanceSpec
 from tests.e2e.conftest import Stack, start_stack
 
@@ -160,13 +159,13 @@ def phase2(target: StoreRef, certificate: str, **fields: Any) -> ReenrollmentCom
 
 
 def run(stack: Stack, *jobs: AnyJob, timeout: float = 90) -> list[JobResult]:
-    with Client(ProducerSettings(broker_url=stack.redis_url, queue=stack.queue)) as client:
+    with Client(stack.producer_settings()) as client:
         ids = [client.submit(job) for job in jobs]
         return [client.wait(job_id, timeout=timeout) for job_id in ids]
 
 
 def wait(stack: Stack, job_id: uuid.UUID, timeout: float = 90) -> JobResult:
-    with Client(ProducerSettings(broker_url=stack.redis_url, queue=stack.queue)) as client:
+    with Client(stack.producer_settings()) as client:
         return client.wait(job_id, timeout=timeout)
 
 

@@ -34,7 +34,6 @@ from producer.messages import (
     StoreRef,
 )
 from producer.secrets import encrypt_secret
-from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SeedSpec, SqlInstanceSpec
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_iisu_e2e import PFX_PASSWORD, Cert, make_cert
@@ -140,7 +139,7 @@ def inventory_job(stack: Stack, host: str) -> InventoryJob:
 
 def run(stack: Stack, *jobs: AnyJob) -> list[JobResult]:
     """Submit every job at once (they run in parallel on the worker), then wait for each."""
-    with Client(ProducerSettings(broker_url=stack.redis_url, queue=stack.queue)) as client:
+    with Client(stack.producer_settings()) as client:
         ids = [client.submit(job) for job in jobs]
         return [client.wait(job_id, timeout=90) for job_id in ids]
 

@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, TASK_NAME
 from simulator.config import HostConfig, SeedSpec
 from simulator.server import SimulatedHost, Simulator
-from tests.support import free_port, wait_for
+from tests.support import TEST_SECRET_KEYS, free_port, wait_for
 from worker.app import create_app
 from worker.limits import HostLimiter, Outcome
 from worker.settings import WorkerSettings, load_settings
@@ -56,6 +56,7 @@ def _settings(redis_url: str, **overrides: Any) -> WorkerSettings:
         "read_timeout": 10,
         "operation_timeout": 5,
         "log_json": False,
+        "secret_keys": TEST_SECRET_KEYS,
     }
     values.update(overrides)
     return load_settings(**values)

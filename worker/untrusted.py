@@ -1,0 +1,467 @@
+"""The queue is untrusted input: every raw message is screened before kombu or Celery reads it.
+
+Anyone who can write to Redis can push anything onto the queue the worker consumes. Unscreened,
+kombu's Redis transport raises on an entry that is not a JSON object (``LPUSH wincert x``, a JSON
+array, no ``properties``) and the worker exits; Celery drops other bad messages with a log line
+(an undecodable body, a pickle content type, an unregistered task, a wrong argument count) or
+acts on headers it should not trust (``timelimit``, ``expires``, ``eta``). So this module:
+
+1. **Screens** each entry popped from the queue (:meth:`Screen.check`), before kombu builds a
+   message from it: size (``WINCERT_MAX_MESSAGE_BYTES``), JSON object envelope, ``body``
+   base64 text (``body_encoding`` ``base64``), ``content-type`` ``application/json`` and
+   ``content-encoding`` ``utf-8`` (never pickle or YAML), no ``compression``, mapping
+   ``headers`` / ``properties`` with the protocol-v2 fields of the right types, a registered
+   task name, no ``expires`` (``timelimit`` is dropped: the worker's own limits apply), a
+   parseable ``eta``, a body that decodes to
+   ``[args, kwargs, embed]`` with the task's arguments, and — for every task but the two
+   chained-signing callbacks, which the signer's worker sends — a valid job MAC
+   (:mod:`producer.auth`). The envelope handed on is rebuilt from the checked fields only
+   (unknown headers dropped, a fresh delivery tag).
+2. **Dead-letters** every entry that fails (:func:`worker.results.dead_letter`: reason, redacted
+   and bounded content, the raw envelope's task id when it has one) and counts it in
+   ``wincert_jobs_dead_lettered_total{reason}``. The worker keeps consuming.
+3. As a second line, Celery's own handlers for unknown, invalid and undecodable messages
+   (:class:`Consumer`) dead-letter too instead of dropping.
+
+This is the one module that touches private kombu/Celery API: kombu's Redis
+``Channel._brpop_read`` (kombu 5.6-5.7) is replaced by :func:`_screened_brpop_read`, a copy with
+the screen between ``BRPOP`` and delivery, and the worker's consumer class is
+:class:`Consumer` (``worker_consumer``). :func:`check_compatible` fails the worker at start if
+kombu's shape changed.
+
+Reasons (the ``reason`` of the dead letter and of the counter): ``oversized``,
+``malformed_envelope``, ``unsupported_content``, ``unsupported_header``, ``unknown_task``,
+``bad_arguments``, ``unauthenticated`` (no MAC), ``bad_signature`` (a MAC that does not verify).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import importlib
+import inspect
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from producer import auth
+from producer.codes import ResultCode
+from worker import metrics, results
+
+log = logging.getLogger(__name__)
+
+CALLBACK_TASKS = frozenset({"wincert.install_signed", "wincert.signing_failed"})
+"""Tasks the signer's worker sends (link / link_error): not MAC'd by a producer; their task
+bodies accept only a phase-1 job this worker recorded (:mod:`worker.signing`)."""
+
+_MAX_ID = 128
+_MAX_REPR = 1024
+_EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
+
+
+class RejectError(Exception):
+    """A raw message fails the screen: ``reason`` (stable) and a human ``detail``."""
+
+    def __init__(self, reason: str, detail: str, *, code: ResultCode = ResultCode.INVALID_JOB) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.code = code
+
+
+@dataclass
+class Screen:
+    """What the screen needs: keys, the accepted tasks, limits, where dead letters go.
+
+    Attributes:
+        mac_keys: MAC keys (:func:`producer.auth.mac_keys`); None: jobs are not authenticated
+            (``WINCERT_ALLOW_UNAUTHENTICATED_JOBS``, development only).
+        tasks: the app's task registry (live: tasks registered later count). A message may name
+            any of them except Celery's built-ins (``celery.*``; ``celery.ping``, which only
+            ``celery.contrib.testing`` registers, is allowed); the task's ``run`` signature
+            checks the arguments.
+        broker_url: Redis for dead letters (a client of its own, never the BRPOP connection).
+        max_bytes: largest raw entry accepted (bytes).
+        maxlen: approximate cap of the dead-letter stream.
+        secrets: values to redact from dead letters (the worker's own passwords and keys).
+        worker: the worker's name for dead letters.
+    """
+
+    mac_keys: list[bytes] | None
+    tasks: Mapping[str, Any]
+    broker_url: str
+    max_bytes: int
+    maxlen: int
+    secrets: Callable[[], Iterable[str]] = lambda: ()
+    worker: str | None = None
+    _client: redis.Redis | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # --- the checks ---------------------------------------------------------------------------
+
+    def check(self, item: bytes | str) -> dict[str, Any]:
+        """The rebuilt envelope of a raw queue entry, or :class:`RejectError`."""
+        raw = item.encode("utf-8", "surrogateescape") if isinstance(item, str) else bytes(item)
+        if len(raw) > self.max_bytes:
+            raise RejectError(
+                "oversized",
+                f"the message is {len(raw)} bytes; the limit is WINCERT_MAX_MESSAGE_BYTES={self.max_bytes}",
+            )
+        try:
+            envelope = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise RejectError("malformed_envelope", f"not a JSON envelope ({type(exc).__name__})") from None
+        if not isinstance(envelope, dict):
+            raise RejectError(
+                "malformed_envelope", f"the envelope is a JSON {type(envelope).__name__}, not an object"
+            )
+        headers, properties = envelope.get("headers"), envelope.get("properties")
+        if not isinstance(headers, dict):
+            raise RejectError("malformed_envelope", "'headers' is missing or not a mapping")
+        if not isinstance(properties, dict):
+            raise RejectError("malformed_envelope", "'properties' is missing or not a mapping")
+        content_type, encoding = envelope.get("content-type"), envelope.get("content-encoding")
+        if content_type != "application/json" or encoding != "utf-8":
+            raise RejectError(
+                "unsupported_content",
+                f"content-type {str(content_type)[:64]!r} / content-encoding {str(encoding)[:32]!r};"
+                " only application/json in utf-8 is accepted",
+            )
+        if headers.get("compression") is not None:
+            raise RejectError("unsupported_content", "compressed messages are not accepted")
+        body_text = envelope.get("body")
+        if properties.get("body_encoding") != "base64":
+            raise RejectError(
+                "malformed_envelope",
+                f"properties.body_encoding is {str(properties.get('body_encoding'))[:32]!r}, not 'base64'",
+            )
+        if not isinstance(body_text, str) or not body_text:
+            raise RejectError("malformed_envelope", "'body' is missing or not base64 text")
+        try:
+            body = base64.b64decode(body_text, validate=True)
+        except (binascii.Error, ValueError):
+            raise RejectError("malformed_envelope", "'body' is not valid base64") from None
+        clean = self._headers(headers)
+        task = clean["task"]
+        target = self.tasks.get(task) if not task.startswith("celery.") or task == "celery.ping" else None
+        if target is None:
+            raise RejectError("unknown_task", f"task {task[:200]!r} is not one this worker runs")
+        if self.mac_keys is not None and task not in CALLBACK_TASKS:
+            given = headers.get(auth.AUTH_HEADER)
+            if given is None:
+                raise RejectError(
+                    "unauthenticated",
+                    f"no {auth.AUTH_HEADER} header: the message was not sent by a producer holding"
+                    " WINCERT_SECRET_KEYS",
+                    code=ResultCode.UNAUTHENTICATED,
+                )
+            if not auth.verify(self.mac_keys, given, task, clean["id"], clean.get("eta"), body):
+                raise RejectError(
+                    "bad_signature",
+                    f"the {auth.AUTH_HEADER} MAC does not match the message (changed after signing, or"
+                    " signed with a key not in this worker's WINCERT_SECRET_KEYS)",
+                    code=ResultCode.UNAUTHENTICATED,
+                )
+        self._arguments(task, target, body)
+        delivery_info = properties.get("delivery_info")
+        exchange, routing_key = "", ""
+        if isinstance(delivery_info, dict):
+            ex, rk = delivery_info.get("exchange"), delivery_info.get("routing_key")
+            exchange = ex if isinstance(ex, str) else ""
+            routing_key = rk if isinstance(rk, str) else ""
+        priority = properties.get("priority")
+        reply_to = properties.get("reply_to")
+        return {
+            "body": body_text,
+            "content-type": "application/json",
+            "content-encoding": "utf-8",
+            "headers": clean,
+            "properties": {
+                "correlation_id": clean["id"],
+                "reply_to": reply_to if isinstance(reply_to, str) and len(reply_to) <= _MAX_ID else None,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": exchange[:256], "routing_key": routing_key[:256]},
+                "priority": priority if isinstance(priority, int) and 0 <= priority <= 255 else 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+
+    @staticmethod
+    def _headers(headers: dict[str, Any]) -> dict[str, Any]:
+        """The protocol-v2 headers Celery reads, type-checked; everything else dropped."""
+        task, task_id = headers.get("task"), headers.get("id")
+        if not isinstance(task, str) or not task:
+            raise RejectError("malformed_envelope", "header 'task' is missing or not a string")
+        if not isinstance(task_id, str) or not task_id or len(task_id) > _MAX_ID or "\n" in task_id:
+            raise RejectError("malformed_envelope", "header 'id' is missing, not a string or too long")
+        clean: dict[str, Any] = {"lang": "py", "task": task, "id": task_id}
+        # 'timelimit' is never passed on: the worker's own limits apply (WINCERT_TASK_TIME_LIMIT)
+        timelimit = headers.get("timelimit")
+        if timelimit is not None and not isinstance(timelimit, list):
+            raise RejectError("malformed_envelope", "header 'timelimit' is not a list")
+        if headers.get("expires") is not None:
+            raise RejectError("unsupported_header", "header 'expires' is set; jobs never expire in a queue")
+        eta = headers.get("eta")
+        if eta is not None:
+            try:
+                if not isinstance(eta, str) or datetime.fromisoformat(eta).tzinfo is None:
+                    raise ValueError(eta)
+            except (ValueError, TypeError):
+                raise RejectError(
+                    "unsupported_header", "header 'eta' is not an ISO 8601 time with a UTC offset"
+                ) from None
+            clean["eta"] = eta
+        retries = headers.get("retries", 0)
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries < 1_000_000:
+            raise RejectError("malformed_envelope", "header 'retries' is not a small non-negative integer")
+        clean["retries"] = retries
+        for name in ("root_id", "parent_id", "group", "origin", "shadow"):
+            value = headers.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_ID * 2):
+                raise RejectError("malformed_envelope", f"header {name!r} is not a string")
+            clean[name] = value
+        for name in ("argsrepr", "kwargsrepr"):
+            value = headers.get(name)
+            clean[name] = value[:_MAX_REPR] if isinstance(value, str) else None
+        clean["ignore_result"] = headers.get("ignore_result") is True
+        if auth.AUTH_HEADER in headers:
+            clean[auth.AUTH_HEADER] = str(headers[auth.AUTH_HEADER])[:80]
+        return clean
+
+    @staticmethod
+    def _arguments(task: str, target: Any, body: bytes) -> None:
+        try:
+            decoded = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise RejectError("malformed_envelope", "the body is not UTF-8 JSON") from None
+        if not isinstance(decoded, list) or len(decoded) != 3:
+            raise RejectError("malformed_envelope", "the body is not [args, kwargs, embed]")
+        args, kwargs, embed = decoded
+        if not isinstance(args, list) or not isinstance(kwargs, dict) or not isinstance(embed, dict):
+            raise RejectError("malformed_envelope", "the body is not [args list, kwargs dict, embed dict]")
+        if set(embed) - _EMBED_KEYS:
+            raise RejectError("malformed_envelope", "the body's embed has unknown keys")
+        try:
+            signature = inspect.signature(target.run)
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise RejectError("bad_arguments", f"wrong arguments for {task}: {exc}") from None
+        except ValueError:  # no signature to check against
+            return
+
+    # --- dead letters -------------------------------------------------------------------------
+
+    def _redis(self) -> redis.Redis:
+        with self._lock:
+            if self._client is None:
+                self._client = redis.Redis.from_url(
+                    self.broker_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=10
+                )
+            return self._client
+
+    def reject(self, item: Any, queue: str | None, rejected: RejectError) -> None:
+        """Dead-letter ``item`` and count it; log (never raise) when Redis refuses."""
+        content, envelope_id = _content(item)
+        try:
+            results.dead_letter(
+                self._redis(),
+                job=content,
+                reason=rejected.reason,
+                code=rejected.code,
+                message=rejected.detail,
+                attempts=0,
+                worker=self.worker,
+                maxlen=self.maxlen,
+                envelope_id=envelope_id,
+                queue=queue,
+                secrets=list(self.secrets()),
+            )
+        except Exception as exc:
+            log.error(
+                "cannot write the dead letter of a rejected message (%s, envelope id %r): %s",
+                rejected.reason,
+                envelope_id,
+                type(exc).__name__,
+            )
+        metrics.DEAD_LETTERED.labels(reason=rejected.reason).inc()
+        log.warning(
+            "queue %s: message rejected (%s): %s; envelope id %r dead-lettered",
+            queue,
+            rejected.reason,
+            rejected.detail,
+            envelope_id,
+        )
+
+    def screen(self, item: Any, queue: str | None) -> dict[str, Any] | None:
+        """:meth:`check` ``item``; on rejection dead-letter it and return None. Never raises."""
+        try:
+            return self.check(item)
+        except RejectError as rejected:
+            self.reject(item, queue, rejected)
+        except Exception as exc:  # a defect of the screen itself must not stop the worker either
+            log.exception("message screen failed")
+            self.reject(item, queue, RejectError("malformed_envelope", f"screen error {type(exc).__name__}"))
+        return None
+
+
+def _content(item: Any) -> tuple[Any, str | None]:
+    """What a dead letter keeps of a raw entry (the envelope, its body decoded when possible)
+    and the envelope's task id."""
+    raw = item.decode("utf-8", "replace") if isinstance(item, bytes | bytearray) else str(item)
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {"raw": raw[: results.DEAD_LETTER_MAX_CHARS]}, None
+    if not isinstance(envelope, dict):
+        return {"raw": envelope}, None
+    headers = envelope.get("headers")
+    envelope_id = None
+    if isinstance(headers, dict) and isinstance(headers.get("id"), str):
+        envelope_id = headers["id"]
+    elif isinstance(envelope.get("properties"), dict):
+        correlation = envelope["properties"].get("correlation_id")
+        envelope_id = correlation if isinstance(correlation, str) else None
+    body = envelope.get("body")
+    if isinstance(body, str):
+        with contextlib.suppress(binascii.Error, ValueError, RecursionError):
+            envelope = {**envelope, "body": json.loads(base64.b64decode(body, validate=True))}
+    return envelope, envelope_id
+
+
+# --- the kombu hook -------------------------------------------------------------------------
+
+TRANSPORT_OPTION = "wincert_screen"
+"""The broker transport option naming an app's screen (kombu ignores options it does not know)."""
+_screens: dict[str, Screen] = {}
+
+
+def screen_for(transport_options: Any) -> Screen | None:
+    """The screen of the app whose broker ``transport_options`` these are (None: not screened)."""
+    if not isinstance(transport_options, dict):
+        return None
+    return _screens.get(str(transport_options.get(TRANSPORT_OPTION)))
+
+
+def _kombu_redis() -> Any:
+    return importlib.import_module("kombu.transport.redis")
+
+
+def check_compatible() -> None:
+    """Raise RuntimeError when kombu's Redis channel no longer has the shape this hook replaces."""
+    kombu_redis = _kombu_redis()
+    missing = [
+        name
+        for owner, name in (
+            (kombu_redis.Channel, "_brpop_read"),
+            (kombu_redis.Channel, "sep"),
+            (kombu_redis, "Empty"),
+            (kombu_redis, "bytes_to_str"),
+        )
+        if not hasattr(owner, name)
+    ]
+    if missing:
+        raise RuntimeError(
+            f"kombu.transport.redis lacks {', '.join(missing)}: worker.untrusted supports kombu 5.6-5.7"
+        )
+
+
+def _screened_brpop_read(self: Any, **options: Any) -> bool:
+    """kombu 5.7's ``Channel._brpop_read`` with the screen between BRPOP and delivery."""
+    kombu_redis = _kombu_redis()
+    try:
+        try:
+            dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            raise
+        if dest__item:
+            dest, item = dest__item
+            dest = kombu_redis.bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            screen = screen_for(getattr(self.connection.client, "transport_options", None))
+            if screen is None:
+                from kombu.utils.json import loads
+
+                payload: dict[str, Any] | None = loads(kombu_redis.bytes_to_str(item))
+            else:
+                payload = screen.screen(item, dest)
+            if payload is not None:
+                self.connection._deliver(payload, dest)
+            return True
+        raise kombu_redis.Empty()
+    finally:
+        self._in_poll = None
+        flush = getattr(self, "_flush_brpop_reauth", None)
+        if flush is not None:
+            flush()
+
+
+def install(app: Any, screen: Screen) -> None:
+    """Screen every message ``app``'s consumer pops from Redis (see the module docstring).
+
+    kombu's Redis channel is patched once per process; the screen applies only to connections
+    made with ``app``'s broker transport options (:data:`TRANSPORT_OPTION`), so other Celery apps
+    in the same process (tests, tools) are unaffected.
+    """
+    kombu_redis = _kombu_redis()
+    check_compatible()
+    screen_id = uuid.uuid4().hex
+    _screens[screen_id] = screen
+    options = dict(app.conf.broker_transport_options or {})
+    options[TRANSPORT_OPTION] = screen_id
+    app.conf.broker_transport_options = options
+    if kombu_redis.Channel._brpop_read is not _screened_brpop_read:
+        kombu_redis.Channel._brpop_read = _screened_brpop_read
+
+
+# --- Celery's own handlers: dead letters instead of drops ----------------------------------
+
+
+def _raw_of(message: Any) -> Any:
+    raw = getattr(message, "_raw", None)
+    if raw is not None:
+        return json.dumps(raw, default=str)
+    return {"headers": getattr(message, "headers", None)}
+
+
+def _celery_consumer_class() -> type[Any]:
+    from celery.worker.consumer import Consumer as CeleryConsumer
+
+    class Consumer(CeleryConsumer):
+        """Celery's consumer, dead-lettering the messages it would only log and drop."""
+
+        def _dead(self, message: Any, reason: str, detail: str) -> None:
+            screen = screen_for(self.app.conf.broker_transport_options)
+            if screen is not None:
+                screen.reject(_raw_of(message), None, RejectError(reason, detail))
+
+        def on_unknown_message(self, body: Any, message: Any) -> None:
+            self._dead(message, "malformed_envelope", "a message Celery cannot read as a task")
+            super().on_unknown_message(body, message)
+
+        def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+            self._dead(message, "unknown_task", f"unregistered task ({type(exc).__name__})")
+            super().on_unknown_task(body, message, exc)
+
+        def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+            self._dead(message, "malformed_envelope", f"invalid task message ({type(exc).__name__})")
+            super().on_invalid_task(body, message, exc)
+
+        def on_decode_error(self, message: Any, exc: Exception) -> None:
+            self._dead(message, "unsupported_content", f"undecodable body ({type(exc).__name__})")
+            super().on_decode_error(message, exc)
+
+    return Consumer
+
+
+Consumer = _celery_consumer_class()
+"""The worker's consumer class (``worker_consumer = "worker.untrusted:Consumer"``)."""
