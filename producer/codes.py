@@ -91,7 +91,11 @@ class ResultCode(StrEnum):
     NO_MATCHING_REQUEST = "no_matching_request"
     """The signed certificate's public key matches no pending request in the host's REQUEST store."""
     SIGNING_FAILED = "signing_failed"
-    """The chained signer task failed or returned no usable certificate."""
+    """The chained signer task failed, returned no usable certificate, or no certificate arrived
+    within ``WINCERT_SIGNING_DEADLINE_SECONDS``."""
+    SIGNER_NOT_ALLOWED = "signer_not_allowed"
+    """The job's ``signer.task`` is not in the worker's allow-list (``WINCERT_SIGNER_TASKS``);
+    refused before any connection."""
 
     # --- failure: the job itself -----------------------------------------------------------
     INVALID_JOB = "invalid_job"

@@ -167,6 +167,23 @@ class WorkerSettings(BaseSettings):
         description="Run jobs that turn off HTTPS certificate validation (cert_validation false)",
     )
 
+    # --- chained signing ---------------------------------------------------------------------
+    signer_tasks: str = Field(
+        default="",
+        description="Comma-separated signer task names reenrollment jobs may chain to (allow-list)",
+    )
+    signer_queue: str = Field(
+        default="wincert-signing",
+        min_length=1,
+        description="Queue the signer task is sent to when the job's signer names none",
+    )
+    signing_deadline_seconds: float = Field(
+        default=3600,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds after phase 1 when a chain without a certificate ends as signing_failed",
+    )
+
     # --- WinRM -------------------------------------------------------------------------------
     ca_bundle: Path | None = Field(default=None, description="CA bundle for HTTPS listener validation")
     connection_timeout: int = Field(default=30, ge=1, description="TCP connect timeout (s)")
@@ -300,6 +317,18 @@ class WorkerSettings(BaseSettings):
     def effective_result_backend(self) -> str:
         """The result backend URL (``result_backend`` or, by default, ``broker_url``)."""
         return self.result_backend or self.broker_url
+
+    @property
+    def allowed_signer_tasks(self) -> frozenset[str]:
+        """``signer_tasks`` as a set of task names."""
+        return frozenset(t.strip() for t in self.signer_tasks.split(",") if t.strip())
+
+    @property
+    def secret_keys_text(self) -> str | None:
+        """``secret_keys`` as text (None when unset or blank)."""
+        if self.secret_keys is None or not self.secret_keys.get_secret_value().strip():
+            return None
+        return self.secret_keys.get_secret_value()
 
     def limit_for(self, host_key: str) -> int:
         """The concurrency limit for ``host_key`` (lower-case host): override or ``host_limit``."""

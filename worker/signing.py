@@ -35,14 +35,16 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery
 from cryptography import x509
 
+from producer import auth
 from producer.codes import ResultCode
 from producer.messages import JobResult, JobType, ReenrollmentJob, Status, completion_job_id
+from producer.secrets import encrypt_secret
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,48 @@ INSTALL_TASK = "wincert.install_signed"
 """``install_signed(certificate_pem: str, job_id: str)``: phase 2 for a chained signer's answer."""
 FAILED_TASK = "wincert.signing_failed"
 """The error callback of the signer task (``job_id=`` the phase-1 job id)."""
+DEADLINE_TASK = "wincert.signing_deadline"
+"""``signing_deadline(job_id: str)``: ends a chain whose certificate has not arrived."""
+DEFAULT_SIGNER_QUEUE = "wincert-signing"
 _MARKER = "wincert:signing:{}"
+_END = "wincert:signing:{}:end"
+_RECORD_TASK = "wincert.signing-record"
+
+
+def _record(job: ReenrollmentJob, keys: str | None) -> str:
+    """The marker value: the phase-1 job (no plaintext password) and its MAC (with keys)."""
+    data = job.model_dump(mode="json")
+    credential = data["store"].get("credential")
+    if isinstance(credential, dict) and credential.get("password_plaintext") is not None:
+        plaintext = str(credential.pop("password_plaintext"))
+        if keys:
+            credential["password_encrypted"] = encrypt_secret(plaintext, keys)
+    text = json.dumps(data)
+    mac = auth.sign(auth.mac_keys(keys), _RECORD_TASK, str(job.job_id), None, text.encode()) if keys else None
+    return json.dumps({"job": text, "mac": mac})
+
+
+def claim_end(client: redis.Redis, job_id: Any, how: str, ttl: int) -> str:
+    """Claim the end of a chain (``installed``, ``failed``, ``expired``); return the claim that
+    holds: ``how`` when this call took it or it was taken the same way before (a redelivery)."""
+    key = _END.format(job_id)
+    if client.set(key, how, nx=True, ex=max(60, ttl)):
+        return how
+    held: Any = client.get(key)
+    return held.decode() if isinstance(held, bytes) else str(held)
 
 
 def publish_chain(
-    app: Celery, job: ReenrollmentJob, csr_pem: str, queue: str, client: redis.Redis, ttl: int
+    app: Celery,
+    job: ReenrollmentJob,
+    csr_pem: str,
+    queue: str,
+    client: redis.Redis,
+    ttl: int,
+    *,
+    keys: str | None = None,
+    signer_queue: str = DEFAULT_SIGNER_QUEUE,
+    deadline_seconds: float | None = None,
 ) -> uuid.UUID | None:
     """Send the signer task with its callbacks (see the module docstring); once per job.
 
@@ -63,36 +102,65 @@ def publish_chain(
     job id. The marker is taken (``SET NX``) *before* the signer task is sent, so a redelivered
     phase 1 can never have the CSR signed twice; it is released again if sending fails.
 
+    The signer task goes to ``job.signer.queue`` or else ``signer_queue``; with
+    ``deadline_seconds`` a :data:`DEADLINE_TASK` is sent to ``queue`` for then.
+
     Returns the completion job id, or None when this job's chain was already published.
     """
     assert job.signer is not None
     marker = _MARKER.format(job.job_id)
     completion = completion_job_id(job.job_id)
-    if not client.set(marker, job.model_dump_json(), nx=True, ex=ttl):
+    if not client.set(marker, _record(job, keys), nx=True, ex=ttl):
         log.info("chained signing for job %s was published before; not again", job.job_id)
         return None
     job_id = str(job.job_id)
     install = app.signature(INSTALL_TASK, args=(job_id,), queue=queue, task_id=str(completion))
     failed = app.signature(FAILED_TASK, kwargs={"job_id": job_id}, queue=queue)
-    options: dict[str, Any] = {"link": install, "link_error": failed}
-    if job.signer.queue:
-        options["queue"] = job.signer.queue
+    options: dict[str, Any] = {
+        "link": install,
+        "link_error": failed,
+        "queue": job.signer.queue or signer_queue,
+    }
     try:
         app.send_task(job.signer.task, args=(csr_pem, job_id), **options)
     except Exception:
         client.delete(marker)
         raise
+    if deadline_seconds is not None:
+        try:
+            app.send_task(DEADLINE_TASK, args=(job_id,), queue=queue, countdown=deadline_seconds)
+        except Exception:  # the signer is on its way; say the deadline is not watched
+            log.exception("chained signing: cannot send the deadline task for job %s", job_id)
     log.info("chained signing: %s → %s (completion job %s)", job.signer.task, INSTALL_TASK, completion)
     return completion
 
 
-def phase1_job(client: redis.Redis, job_id: Any) -> dict[str, Any] | None:
-    """The phase-1 job :func:`publish_chain` kept for the callbacks (None once it expired)."""
+def phase1_job(client: redis.Redis, job_id: Any, keys: str | None = None) -> dict[str, Any] | None:
+    """The phase-1 job :func:`publish_chain` kept for the callbacks (None once it expired).
+
+    With ``keys`` the record's MAC must verify: a record this worker side did not write (planted
+    by someone with Redis access, or changed) is refused with an error log (None).
+    """
     raw: Any = client.get(_MARKER.format(job_id))
     if raw is None:
         return None
-    value: dict[str, Any] = json.loads(raw)
-    return value
+    try:
+        record = json.loads(raw)
+        text = record["job"]
+        if not isinstance(text, str):
+            raise TypeError("job")
+    except (ValueError, TypeError, KeyError):
+        log.error("chained signing: the record of job %s is not one this worker wrote; refused", job_id)
+        return None
+    if keys and not auth.verify(
+        auth.mac_keys(keys), record.get("mac"), _RECORD_TASK, str(job_id), None, text.encode()
+    ):
+        log.error("chained signing: the record of job %s fails its MAC (changed in Redis?); refused", job_id)
+        return None
+    try:
+        return cast(dict[str, Any], json.loads(text))
+    except ValueError:
+        return None
 
 
 def _self_signed(pem: str) -> bool:
@@ -175,7 +243,16 @@ def failure_detail(app: Celery, args: tuple[Any, ...]) -> str:
 
 
 def after_phase1(
-    app: Celery, job: Any, result: JobResult, queue: str, client: redis.Redis, ttl: int
+    app: Celery,
+    job: Any,
+    result: JobResult,
+    queue: str,
+    client: redis.Redis,
+    ttl: int,
+    *,
+    keys: str | None = None,
+    signer_queue: str = DEFAULT_SIGNER_QUEUE,
+    deadline_seconds: float | None = None,
 ) -> JobResult:
     """Publish chained signing after a successful ``reenrollment`` with a signer; return the
     result to publish (unchanged, or ``signing_failed`` when the signer task cannot be sent —
@@ -185,7 +262,17 @@ def after_phase1(
     if result.status is Status.FAILURE or not result.csr:
         return result
     try:
-        publish_chain(app, job, result.csr, queue, client, ttl)
+        publish_chain(
+            app,
+            job,
+            result.csr,
+            queue,
+            client,
+            ttl,
+            keys=keys,
+            signer_queue=signer_queue,
+            deadline_seconds=deadline_seconds,
+        )
     except Exception as exc:  # the broker refused: the job's own work is done, say what is missing
         log.exception("cannot publish the signer task")
         return result.model_copy(

@@ -136,11 +136,17 @@ def register(
         return execute(self, runtime, job)
 
     # chained signing (worker/signing.py): the signer task's link and link_error
+    keys = settings.secret_keys_text
+
     @app.task(name=signing.INSTALL_TASK, bind=True, shared=False, max_retries=None)
     def install_signed(self: Task[Any, Any], certificate_pem: Any, job_id: Any) -> dict[str, Any]:
-        job = signing.phase1_job(runtime.redis, job_id)
+        job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
-            log.error("chained signing: phase-1 job %s is no longer known; certificate dropped", job_id)
+            log.error("chained signing: phase-1 job %s is not known here; certificate dropped", job_id)
+            return {}
+        ended = signing.claim_end(runtime.redis, job_id, "installed", settings.result_expires)
+        if ended != "installed":
+            log.error("chained signing for job %s already ended (%s); certificate dropped", job_id, ended)
             return {}
         if not isinstance(certificate_pem, str) or not certificate_pem.strip():
             detail = f"it returned {type(certificate_pem).__name__}, not a PEM certificate"
@@ -149,13 +155,35 @@ def register(
 
     @app.task(name=signing.FAILED_TASK, shared=False)
     def signing_failed(*args: Any, job_id: Any) -> dict[str, Any]:
-        job = signing.phase1_job(runtime.redis, job_id)
+        job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
-            log.error("chained signing for phase-1 job %s failed, and that job is no longer known", job_id)
+            log.error("chained signing for phase-1 job %s failed, and that job is not known here", job_id)
+            return {}
+        if signing.claim_end(runtime.redis, job_id, "failed", settings.result_expires) != "failed":
             return {}
         return _signing_failed(runtime, app, job, signing.failure_detail(app, args), None)
 
+    @app.task(name=signing.DEADLINE_TASK, shared=False)
+    def signing_deadline(job_id: Any) -> dict[str, Any]:
+        job = signing.phase1_job(runtime.redis, job_id, keys)
+        if job is None:
+            return {}
+        if signing.claim_end(runtime.redis, job_id, "expired", settings.result_expires) != "expired":
+            return {}  # the certificate arrived, or the signer failed, in time
+        detail = (
+            "no certificate arrived within WINCERT_SIGNING_DEADLINE_SECONDS="
+            f"{settings.signing_deadline_seconds:g} (is a worker consuming the signer's queue, and"
+            " does it run that task?)"
+        )
+        return _signing_failed(runtime, app, job, detail, None)
+
     return run_job
+
+
+def signer_allowed(app: Celery, settings: WorkerSettings, name: str) -> bool:
+    """A job may chain to signer task ``name``: it is in ``WINCERT_SIGNER_TASKS``, or it is the
+    test CA (``testca.sign``) registered on this very worker (``WINCERT_TEST_CA_DIR``)."""
+    return name in settings.allowed_signer_tasks or (name == "testca.sign" and name in app.tasks)
 
 
 def _signing_failed(rt: Runtime, app: Celery, job: Any, detail: str, worker: str | None) -> dict[str, Any]:
@@ -312,6 +340,15 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         )
         return _dead(rt, task, job, state, result, "max_deliveries")
 
+    signer = getattr(parsed, "signer", None)
+    if signer is not None and not signer_allowed(task.app, settings, signer.task):
+        result = failure(
+            ResultCode.SIGNER_NOT_ALLOWED,
+            f"signer task {signer.task!r} is not in this worker's allow-list (WINCERT_SIGNER_TASKS="
+            f"{settings.signer_tasks!r}); nothing was done on the host. Add it there, or drop 'signer'",
+        )
+        return _finish(rt, state, result)
+
     acquired = rt.limiter.acquire(host, job_id, settings.limit_for(host))
     if acquired.outcome is not SlotOutcome.GRANTED:
         if delivery.waited_seconds >= settings.slot_wait_deadline_seconds:
@@ -394,7 +431,15 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
             )
             raise task.retry(countdown=delay, max_retries=None)
     result = signing.after_phase1(
-        task.app, parsed, result, settings.queue, rt.redis, settings.result_expires
+        task.app,
+        parsed,
+        result,
+        settings.queue,
+        rt.redis,
+        settings.result_expires,
+        keys=settings.secret_keys_text,
+        signer_queue=settings.signer_queue,
+        deadline_seconds=settings.signing_deadline_seconds,
     )
     _record_inventory_state(rt, parsed, result, run.certificate_der)
     return _finish(rt, state, result, ran=True)

@@ -50,3 +50,52 @@ def test_signer_message_carries_the_job_id_but_not_the_credential(redis_url: str
     # a redelivered phase 1 never has the CSR signed twice
     assert signing.publish_chain(app, job, "CSR-PEM", "wincert", redis_client, 60) is None
     assert redis_client.llen("ca-signq") == 1
+
+
+def _plain_job(password: str, queue: str | None = None) -> ReenrollmentJob:
+    return ReenrollmentJob.model_validate(
+        {
+            "job_type": "reenrollment",
+            "store": {
+                "store_type": "WinCert",
+                "client_machine": "web01",
+                "store_path": "My",
+                "credential": {"kind": "inline", "username": "svc", "password_plaintext": password},
+            },
+            "subject": "CN=web01",
+            "signer": {"task": "myca.sign", "queue": queue},
+        }
+    )
+
+
+def test_signing_record_keeps_no_plaintext_password_and_is_authenticated(
+    redis_url: str, redis_client: Any
+) -> None:
+    key = Fernet.generate_key().decode()
+    job = _plain_job("Plain-Text-Pw-1")
+    app = Celery("test-signing", broker=redis_url, set_as_current=False)
+    signing.publish_chain(app, job, "CSR-PEM", "wincert", redis_client, 60, keys=key)
+    marker = f"wincert:signing:{job.job_id}"
+    raw = redis_client.get(marker)
+    assert "Plain-Text-Pw-1" not in raw
+    # the signer goes to its own queue, never the job queue, when the job names none
+    assert redis_client.llen(signing.DEFAULT_SIGNER_QUEUE) == 1 and redis_client.llen("wincert") == 0
+    kept = signing.phase1_job(redis_client, str(job.job_id), key)
+    assert kept is not None
+    token = kept["store"]["credential"]["password_encrypted"]
+    assert Fernet(key.encode()).decrypt(token.encode()) == b"Plain-Text-Pw-1"
+    # a record planted or changed by someone with Redis access is refused
+    record = json.loads(raw)
+    record["job"] = record["job"].replace("web01", "evil01")
+    redis_client.set(marker, json.dumps(record))
+    assert signing.phase1_job(redis_client, str(job.job_id), key) is None
+    redis_client.set(marker, json.dumps(job.model_dump(mode="json")))
+    assert signing.phase1_job(redis_client, str(job.job_id), key) is None
+
+
+def test_chain_end_is_claimed_once(redis_client: Any) -> None:
+    assert signing.claim_end(redis_client, "j1", "installed", 60) == "installed"
+    assert signing.claim_end(redis_client, "j1", "installed", 60) == "installed"  # a redelivery
+    assert signing.claim_end(redis_client, "j1", "expired", 60) == "installed"
+    assert signing.claim_end(redis_client, "j2", "expired", 60) == "expired"
+    assert signing.claim_end(redis_client, "j2", "installed", 60) == "expired"
