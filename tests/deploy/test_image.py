@@ -15,6 +15,7 @@ import dockerfile
 import pytest
 
 from tests.deploy.support import ROOT, VENV_BIN, run_help
+from tests.support import TEST_SECRET_KEYS
 
 OCI_LABELS = {"title", "description", "version", "revision", "created", "licenses"}
 COMPILERS = re.compile(r"\b(build-essential|gcc|g\+\+|clang|make|cargo|rustc)\b")
@@ -75,7 +76,9 @@ def test_default_command_is_the_worker(instructions: list[dockerfile.Command], t
     assert cmd.json, "CMD in exec form (signals reach celery, not a shell)"
     argv = list(cmd.value)
     assert argv[:4] == ["celery", "-A", "worker.app", "worker"]
-    result = run_help(argv, {"WINCERT_METRICS_DIR": str(tmp_path / "metrics")})
+    result = run_help(
+        argv, {"WINCERT_METRICS_DIR": str(tmp_path / "metrics"), "WINCERT_SECRET_KEYS": TEST_SECRET_KEYS}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.deploy.support import ROOT, WORKER_ENV, run_help, unknown_settings
+from tests.support import TEST_SECRET_KEYS
 
 KUSTOMIZE_DIRS = ["deploy/kubernetes/base", "deploy/kubernetes/overlays/example"]
 SCHEMAS = ROOT / "deploy" / "kubernetes" / "schemas"
@@ -115,6 +116,7 @@ def test_worker_command_and_probes_parse(objects: list[dict[str, Any]], tmp_path
     creds.write_text("{}", encoding="utf-8")
     env["WINCERT_CREDENTIALS_FILE"] = str(creds)
     env["WINCERT_BROKER_URL"] = "redis://127.0.0.1:1/0"
+    env["WINCERT_SECRET_KEYS"] = TEST_SECRET_KEYS  # from the Secret, like the broker URL
     result = run_help(container["command"], env)
     assert result.returncode == 0, result.stderr[-2000:]
     for probe in ("readinessProbe", "livenessProbe"):
