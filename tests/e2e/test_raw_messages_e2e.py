@@ -43,6 +43,15 @@ def rstack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
     hosts = [HostConfig(name="RAW-HTTP", address="127.0.0.61", transport="http")]
     workdir = Path(tmp_path_factory.mktemp("raw-e2e"))
     with start_stack(workdir, redis_url, hosts, WINCERT_MAX_MESSAGE_BYTES=str(MAX_BYTES)) as running:
+
+        def serving() -> bool:
+            try:
+                _metric(running, "any")
+            except OSError:
+                return False
+            return True
+
+        wait_for(serving, 60, "the worker's /metrics")
         yield running
 
 
@@ -286,6 +295,7 @@ def test_every_raw_message_becomes_one_dead_letter_and_the_worker_keeps_going(rs
             store_type="WinCert",
             client_machine=rstack.host("RAW-HTTP").bind,
             port=rstack.host("RAW-HTTP").port,
+            protocol="http",
             store_path="My",
             credential=NamedCredential(kind="named", name="raw-http"),
         )
