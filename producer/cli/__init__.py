@@ -12,7 +12,8 @@ One module per command group; the commands are registered on :data:`app` below, 
   every job command shares: options, validate-seal-submit-report, reading files;
 - :mod:`producer.cli.inventory`; :mod:`producer.cli.management` (add, remove);
   :mod:`producer.cli.reenroll` (reenroll, complete); :mod:`producer.cli.keyfactor` (submit);
-  :mod:`producer.cli.results` (result, watch); :mod:`producer.cli.tools` (schema, keygen).
+  :mod:`producer.cli.results` (result, watch); :mod:`producer.cli.observe` (status, expiring,
+  dead list, dead replay); :mod:`producer.cli.tools` (schema, keygen).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Annotated
 import click
 import typer
 
-from producer.cli import inventory, keyfactor, management, reenroll, results, tools
+from producer.cli import inventory, keyfactor, management, observe, reenroll, results, tools
 from producer.cli.base import EXIT_CODES_HELP, ExitCode, OutputFormat, app, parse_target, validation_lines
 from producer.cli.reenroll import csr_subject, render_reenrollment
 from producer.cli.render import render_result
@@ -65,11 +66,17 @@ _JOB_COMMANDS: tuple[Callable[..., None], ...] = (
     results.result,
     results.watch,
 )
-_OTHER_COMMANDS: tuple[Callable[..., None], ...] = (tools.schema, tools.keygen)
+_OTHER_COMMANDS: tuple[Callable[..., None], ...] = (
+    observe.status,
+    observe.expiring,
+    tools.schema,
+    tools.keygen,
+)
 for _command in _JOB_COMMANDS:
     app.command(epilog=EXIT_CODES_HELP)(_command)
 for _command in _OTHER_COMMANDS:
     app.command()(_command)
+app.add_typer(observe.dead_app, name="dead")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
