@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from producer.client import Client
 from producer.messages import RESULTS_STREAM, InventoryJob, NamedCredential, StoreRef
@@ -30,7 +31,7 @@ from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SimulatorConfig
 from simulator.server import Simulator
 from tests.e2e.conftest import write_credentials
-from tests.support import wait_for, worker_process
+from tests.support import TEST_SECRET_KEYS, wait_for, worker_process
 from worker.limits import holders_key
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,7 @@ def test_sigterm_lets_running_jobs_finish_and_loses_nothing(tmp_path: Path, redi
         queue = f"drain-{uuid.uuid4().hex[:8]}"
         env = {
             "WINCERT_BROKER_URL": redis_url,
+            "WINCERT_SECRET_KEYS": TEST_SECRET_KEYS,  # jobs are authenticated with it
             "WINCERT_QUEUE": queue,
             "WINCERT_CREDENTIALS_FILE": str(creds),
             "WINCERT_METRICS_PORT": "0",
@@ -85,7 +87,9 @@ def test_sigterm_lets_running_jobs_finish_and_loses_nothing(tmp_path: Path, redi
             "WINCERT_SESSION_IDLE_SECONDS": "120",  # sessions stay pooled until shutdown
             "WINCERT_SOFT_SHUTDOWN_TIMEOUT": "30",
         }
-        settings = ProducerSettings(broker_url=redis_url, queue=queue)
+        settings = ProducerSettings(
+            broker_url=redis_url, queue=queue, secret_keys=SecretStr(TEST_SECRET_KEYS)
+        )
         a, b = sim.host("DRAIN-A"), sim.host("DRAIN-B")
         with Client(settings) as client:
             job_ids = [str(client.submit(_job(sim, "DRAIN-A" if i % 2 else "DRAIN-B"))) for i in range(JOBS)]

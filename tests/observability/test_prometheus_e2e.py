@@ -30,15 +30,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 
 from deploy.grafana.build import dashboard
-from producer import Client
+from producer import Client, auth
 from producer.messages import TASK_NAME, InventoryJob, NamedCredential, Protocol, StoreRef
 from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SeedSpec, SimulatorConfig
 from simulator.server import Simulator
 from tests.e2e.conftest import write_credentials
-from tests.support import free_port, project_root, wait_for, worker_process
+from tests.support import TEST_SECRET_KEYS, free_port, project_root, wait_for, worker_process
 
 pytestmark = pytest.mark.e2e
 
@@ -172,6 +173,7 @@ def test_dashboards_and_alerts_on_a_real_prometheus(tmp_path: Path, redis_url: s
         metrics_port = free_port()
         env = {
             "WINCERT_BROKER_URL": redis_url,
+            "WINCERT_SECRET_KEYS": TEST_SECRET_KEYS,  # jobs are authenticated with it
             "WINCERT_QUEUE": queue,
             "WINCERT_CREDENTIALS_FILE": str(creds),
             "WINCERT_METRICS_ADDRESS": "127.0.0.1",
@@ -200,7 +202,10 @@ def test_dashboards_and_alerts_on_a_real_prometheus(tmp_path: Path, redis_url: s
             return InventoryJob(job_type="inventory", store=store)
 
         sender = Celery("test-sender", broker=redis_url, set_as_current=False)
-        settings = ProducerSettings(broker_url=redis_url, queue=queue)
+        auth.install(sender, TEST_SECRET_KEYS)  # an authenticated but invalid job: invalid_job
+        settings = ProducerSettings(
+            broker_url=redis_url, queue=queue, secret_keys=SecretStr(TEST_SECRET_KEYS)
+        )
         with (
             worker_process(env, tmp_path / "worker.log", concurrency=2, queue=queue),
             prometheus(tmp_path, f"127.0.0.1:{metrics_port}") as prom,
