@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
 from producer.client import Client
 from producer.messages import RESULTS_STREAM
+from producer.secrets import generate_key
 from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SimulatorConfig, UserSpec
 from simulator.server import SimulatedHost, Simulator
@@ -266,8 +268,10 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
     creds.write_text(json.dumps({"bench": {"username": "Administrator", "password": "Bench-Passw0rd!"}}))
     creds.chmod(0o600)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
+    secret_keys = generate_key()  # jobs are authenticated with the shared key
     env = {
         "WINCERT_BROKER_URL": redis_url,
+        "WINCERT_SECRET_KEYS": secret_keys,
         "WINCERT_QUEUE": queue,
         "WINCERT_CREDENTIALS_FILE": str(creds),
         "WINCERT_METRICS_PORT": "0",
@@ -296,7 +300,9 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         cpu_before = worker_cpu_seconds(pid)
         start = time.perf_counter()
         own_commands = 2
-        with Client(ProducerSettings(broker_url=redis_url, queue=queue)) as client:
+        with Client(
+            ProducerSettings(broker_url=redis_url, queue=queue, secret_keys=SecretStr(secret_keys))
+        ) as client:
             for payload in payloads:
                 client.submit(payload)
         deadline = time.monotonic() + max(120.0, sc.jobs * 0.5)

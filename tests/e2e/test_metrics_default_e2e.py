@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from producer import Client
 from producer.messages import InventoryJob, NamedCredential, Protocol, StoreRef
@@ -22,7 +23,7 @@ from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SimulatorConfig
 from simulator.server import Simulator
 from tests.e2e.conftest import write_credentials
-from tests.support import free_port, project_root, wait_for
+from tests.support import TEST_SECRET_KEYS, free_port, project_root, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -94,6 +95,7 @@ def test_two_readme_workers_on_one_machine_count_every_job_once(tmp_path: Path, 
         ports = free_port(), free_port()
         base = {
             "WINCERT_BROKER_URL": redis_url,
+            "WINCERT_SECRET_KEYS": TEST_SECRET_KEYS,  # jobs are authenticated with it
             "WINCERT_QUEUE": queue,
             "WINCERT_CREDENTIALS_FILE": str(creds),
             "WINCERT_METRICS_ADDRESS": "127.0.0.1",
@@ -114,7 +116,9 @@ def test_two_readme_workers_on_one_machine_count_every_job_once(tmp_path: Path, 
             )
             return InventoryJob(job_type="inventory", store=store)
 
-        settings = ProducerSettings(broker_url=redis_url, queue=queue)
+        settings = ProducerSettings(
+            broker_url=redis_url, queue=queue, secret_keys=SecretStr(TEST_SECRET_KEYS)
+        )
         first_env = {**base, "WINCERT_METRICS_PORT": str(ports[0])}
         second_env = {**base, "WINCERT_METRICS_PORT": str(ports[1])}
         with (
