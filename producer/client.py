@@ -56,6 +56,7 @@ from producer.messages import (
     job_json_schema,
     parse_job,
 )
+from producer.redis_connection import merge_celery_options
 from producer.secrets import parse_keys
 from producer.settings import ProducerSettings
 
@@ -196,6 +197,18 @@ class Client:
                 "interval_step": 0.5,
                 "interval_max": 1,
             },
+        )
+        # rediss:// (CA, client certificate) and sentinel:// (master name)
+        app.conf.update(
+            merge_celery_options(
+                {
+                    "broker_transport_options": dict(app.conf.broker_transport_options or {}),
+                    "result_backend_transport_options": dict(
+                        app.conf.result_backend_transport_options or {}
+                    ),
+                },
+                settings.redis_connection,
+            )
         )
         return app
 
@@ -502,7 +515,7 @@ class Client:
     def redis(self) -> redis.Redis:
         """The redis-py client (``decode_responses=True``) on ``settings.broker_url``."""
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.settings.broker_url, decode_responses=True)
+            self._redis = self.settings.redis_connection.client(decode_responses=True)
         return self._redis
 
     @staticmethod

@@ -12,16 +12,18 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producer.messages import DEFAULT_QUEUE
+from producer.redis_connection import RedisConnectionSettings
 
 ENV_PREFIX = "WINCERT_"
 
 
-class ProducerSettings(BaseSettings):
+class ProducerSettings(BaseSettings, RedisConnectionSettings):
     """Settings of :class:`producer.client.Client`. Field ``x`` is environment variable ``WINCERT_X``.
 
     Attributes:
-        broker_url: Celery broker, a Redis URL (``redis://``, ``rediss://``). The results stream
-            ``wincert:results`` is read from this Redis too.
+        broker_url: Celery broker, a Redis URL (``redis://``, ``rediss://``, ``sentinel://``;
+            the ``WINCERT_REDIS_*`` TLS and Sentinel settings: :mod:`producer.redis_connection`).
+            The results stream ``wincert:results`` is read from this Redis too.
         result_backend: Celery result backend URL; empty means ``broker_url``.
         queue: Celery queue jobs are sent to (a Redis list of that name).
         secret_keys: Comma-separated Fernet keys; the first encrypts inline passwords.

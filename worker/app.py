@@ -28,7 +28,6 @@ import sys
 import warnings
 from typing import Any
 
-import redis
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
@@ -44,6 +43,7 @@ from prometheus_client.registry import Collector
 from producer import auth
 from producer.inventory_model import InventoryReader
 from producer.messages import TASK_NAME
+from producer.redis_connection import merge_celery_options
 from worker import logging as job_logging
 from worker import metrics, metrics_dir, untrusted
 from worker.credentials import CredentialResolver
@@ -71,7 +71,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "unacked_restore_interval": settings.redelivery_check_seconds,
         "unacked_restore_throttle": 1,
     }
-    return {
+    config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "result_backend": settings.effective_result_backend,
         "task_serializer": "json",
@@ -111,6 +111,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # raw messages Celery would drop become dead letters (worker/untrusted.py)
         "worker_consumer": "worker.untrusted:Consumer",
     }
+    # rediss:// (CA, client certificate) and sentinel:// (master name): producer.redis_connection
+    return merge_celery_options(config, settings.redis_connection)
 
 
 def secure_app(app: Celery, settings: WorkerSettings) -> None:
@@ -184,8 +186,8 @@ def _on_celeryd_init(sender: Any = None, **_: Any) -> None:
 
 def metrics_collectors(settings: WorkerSettings, info: WorkerInfo) -> list[Collector]:
     """The scrape-time collectors the worker's ``/metrics`` serves beside the job metrics."""
-    client = redis.Redis.from_url(
-        settings.broker_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+    client = settings.redis_connection.client(
+        decode_responses=True, socket_timeout=5, socket_connect_timeout=5
     )
     return [
         WorkerCollector(info),

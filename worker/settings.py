@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
 from producer.messages import DEFAULT_QUEUE
+from producer.redis_connection import RedisConnectionSettings
 
 ENV_PREFIX = "WINCERT_"
 
@@ -53,7 +54,7 @@ class SettingsError(ValueError):
     """The worker configuration is invalid; the message names the variables and the fixes."""
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(BaseSettings, RedisConnectionSettings):
     """All worker settings. Field ``x`` is environment variable ``WINCERT_X``."""
 
     model_config = SettingsConfigDict(

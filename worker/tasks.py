@@ -105,7 +105,7 @@ class Runtime:
     def redis(self) -> redis.Redis:
         with self._lock:
             if self._redis is None:
-                self._redis = redis.Redis.from_url(self.settings.broker_url, decode_responses=True)
+                self._redis = self.settings.redis_connection.client(decode_responses=True)
             return self._redis
 
     @property
