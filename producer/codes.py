@@ -105,6 +105,9 @@ class ResultCode(StrEnum):
     holding ``WINCERT_SECRET_KEYS``, or changed after signing. Dead-lettered, never run."""
     STORE_NOT_FOUND = "store_not_found"
     """The certificate store named by the store path does not exist on the host."""
+    CREDENTIAL_OUT_OF_SCOPE = "credential_out_of_scope"
+    """The job pairs a named credential with a host outside the credential's ``hosts`` scope;
+    refused before any connection, nothing was sent."""
     CREDENTIAL_UNAVAILABLE = "credential_unavailable"
     """The named credential is not configured on the worker, or an inline secret cannot be
     decrypted with the worker's ``WINCERT_SECRET_KEYS``."""

@@ -19,6 +19,7 @@ never contains a password.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import threading
@@ -49,6 +50,78 @@ class Credential:
     password: SecretStr = field(repr=False)
     material: CredentialMaterial | None = field(default=None, repr=False)
     """Kerberos keytab / credential cache, SSH private key (named credentials only)."""
+    hosts: tuple[str, ...] | None = None
+    """The credential's scope: host patterns it may be sent to (None: unscoped). See
+    :func:`in_scope`."""
+
+
+class CredentialScopeError(CredentialError):
+    """A named credential is paired with a host outside its ``hosts`` scope (refused before any
+    connection; code ``credential_out_of_scope``)."""
+
+
+def _host_patterns(value: Any, where: str) -> tuple[str, ...] | None:
+    """A credential entry's ``hosts`` (list or comma-separated text) checked; None when absent."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise CredentialError(f"{where}: 'hosts' must be a list of host names, *.domains and CIDRs")
+    patterns = tuple(i.strip().lower().rstrip(".") for i in items if i.strip())
+    for pattern in patterns:
+        if "/" in pattern:
+            try:
+                ipaddress.ip_network(pattern, strict=False)
+            except ValueError:
+                raise CredentialError(f"{where}: 'hosts' entry {pattern!r} is not a CIDR") from None
+        elif "*" in pattern and (not pattern.startswith("*.") or "*" in pattern[2:] or len(pattern) < 4):
+            raise CredentialError(
+                f"{where}: 'hosts' entry {pattern!r}: a wildcard is only a leading '*.' (*.contoso.com)"
+            )
+    return patterns
+
+
+def in_scope(host: str, patterns: tuple[str, ...]) -> bool:
+    """True when ``host`` (a job's ``client_machine``) matches one of ``patterns``.
+
+    * ``web01.contoso.com``: that name exactly (case-insensitive, a trailing dot ignored);
+    * ``*.contoso.com``: any name *under* contoso.com (not contoso.com itself);
+    * ``10.1.0.0/16``, ``fd00::/8``: an IP literal inside the network; an IP literal also
+      matches an equal single address. Names are never resolved (DNS would let whoever
+      controls DNS move a credential): a CIDR scope admits IP literals only.
+    """
+    name = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(name)
+    except ValueError:
+        address = None
+    for pattern in patterns:
+        if "/" in pattern:
+            if address is not None and address in ipaddress.ip_network(pattern, strict=False):
+                return True
+        elif pattern.startswith("*."):
+            if address is None and name.endswith(pattern[1:]) and len(name) > len(pattern) - 1:
+                return True
+        elif address is not None:
+            try:
+                if address == ipaddress.ip_address(pattern):
+                    return True
+            except ValueError:
+                continue
+        elif name == pattern:
+            return True
+    return False
+
+
+def check_scope(credential: Credential, host: str) -> None:
+    """Raise :class:`CredentialScopeError` when ``credential`` may not be sent to ``host``."""
+    if credential.hosts is None or in_scope(host, credential.hosts):
+        return
+    raise CredentialScopeError(
+        f"{credential.label} may not be sent to host {host!r}: its scope ('hosts' in"
+        f" WINCERT_CREDENTIALS_FILE or WINCERT_CREDENTIAL_<NAME>_HOSTS) is {', '.join(credential.hosts)};"
+        " nothing was sent. Use a credential meant for that host, or widen the scope"
+    )
 
 
 def env_name(name: str, part: str) -> str:
@@ -92,8 +165,12 @@ class CredentialResolver:
         except CredentialError:
             entries = {}
         for entry in entries.values():
-            if isinstance(entry, dict) and isinstance(entry.get("password"), str):
-                found.append(entry["password"])
+            if isinstance(entry, dict):
+                found.extend(
+                    entry[k]
+                    for k in ("password", "private_key", "private_key_passphrase")
+                    if isinstance(entry.get(k), str)
+                )
         found.extend(
             value
             for name, value in self.environ.items()
@@ -138,18 +215,21 @@ class CredentialResolver:
                 material = parse_material(entry, where)
             except MaterialError as exc:
                 raise CredentialError(str(exc)) from None
+            hosts = _host_patterns(entry.get("hosts"), where)
             if material is not None:
-                return Credential(label, str(username or ""), SecretStr(str(password or "")), material)
+                return Credential(label, str(username or ""), SecretStr(str(password or "")), material, hosts)
             if not isinstance(username, str) or not username or not isinstance(password, str):
                 raise CredentialError(
                     f"{where} needs a non-empty 'username' and a 'password' string (or a Kerberos"
                     " 'keytab' / 'ccache', or an SSH 'private_key')"
                 )
-            return Credential(label, username, SecretStr(password))
+            return Credential(label, username, SecretStr(password), hosts=hosts)
         user_var, pass_var = env_name(name, "USERNAME"), env_name(name, "PASSWORD")
         username_env, password_env = self.environ.get(user_var), self.environ.get(pass_var)
         if username_env and password_env is not None:
-            return Credential(label, username_env, SecretStr(password_env))
+            hosts_var = env_name(name, "HOSTS")
+            hosts_env = _host_patterns(self.environ.get(hosts_var), hosts_var)
+            return Credential(label, username_env, SecretStr(password_env), hosts=hosts_env)
         where = (
             f"WINCERT_CREDENTIALS_FILE ({self.settings.credentials_file})"
             if self.settings.credentials_file

@@ -20,7 +20,13 @@ from typing import Any
 
 from producer.codes import ResultCode
 from producer.messages import AddJob, AnyJob, JobResult, JobType, Status, StoreType
-from worker.credentials import Credential, CredentialError, CredentialResolver
+from worker.credentials import (
+    Credential,
+    CredentialError,
+    CredentialResolver,
+    CredentialScopeError,
+    check_scope,
+)
 from worker.jobs import certificates, iisu, reenrollment, wincert, winsql
 from worker.jobs.outcome import JobStepError, Outcome
 from worker.remote.errors import classify
@@ -146,6 +152,8 @@ def run(
             leaf = prepared.parsed.leaf_der
         # local mode: the PowerShell process runs as the worker's own account, no credential
         credential = LOCAL_CREDENTIAL if job.store.is_local else credentials.resolve(job.store.credential)
+        if not job.store.is_local:
+            check_scope(credential, job.store.client_machine)  # before any connection
         secrets.append(credential.password.get_secret_value())
         if credential.material is not None:
             secrets.extend(
@@ -159,6 +167,9 @@ def run(
     except JobStepError as exc:
         outcome = Outcome(Status.FAILURE, exc.code, exc.message, exc.warnings)
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), exc.code.value)
+    except CredentialScopeError as exc:
+        outcome = Outcome(Status.FAILURE, ResultCode.CREDENTIAL_OUT_OF_SCOPE, str(exc))
+        return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), "credential")
     except CredentialError as exc:
         outcome = Outcome(Status.FAILURE, ResultCode.CREDENTIAL_UNAVAILABLE, str(exc))
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), "credential")
