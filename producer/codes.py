@@ -127,6 +127,14 @@ class ResultCode(StrEnum):
     WINRM_FAULT = "winrm_fault"
     """The WinRM service answered with a WS-Management fault (quota, bad endpoint, ...)."""
 
+    # --- failure: SSH (protocol ssh) -----------------------------------------------------
+    SSH_HOST_KEY_UNKNOWN = "ssh_host_key_unknown"
+    """The SSH host key of the host is not in the worker's known_hosts (and first-use pinning is off)."""
+    SSH_HOST_KEY_CHANGED = "ssh_host_key_changed"
+    """The host presented a different SSH host key than known_hosts pins: refused (possible MITM)."""
+    SSH_SUBSYSTEM_UNAVAILABLE = "ssh_subsystem_unavailable"
+    """sshd accepted the key but has no PowerShell subsystem (sshd_config ``Subsystem powershell``)."""
+
     # --- failure: Kerberos (the message names the SPN and what to fix) -------------------
     KERBEROS_IP_TARGET = "kerberos_ip_target"
     """auth kerberos with client_machine given as an IP address and no spn_hostname: an SPN

@@ -100,10 +100,12 @@ class JobType(StrEnum):
 
 
 class Protocol(StrEnum):
-    """WinRM transport: ``http`` (port 5985, message encryption) or ``https`` (port 5986)."""
+    """Transport: WinRM ``http`` (port 5985, message encryption) or ``https`` (port 5986), or
+    ``ssh`` (port 22: PowerShell's SSH subsystem, out-of-process PSRP over the SSH channel)."""
 
     HTTP = "http"
     HTTPS = "https"
+    SSH = "ssh"
 
 
 class AuthMethod(StrEnum):
@@ -115,6 +117,8 @@ class AuthMethod(StrEnum):
     BASIC = "basic"
     CREDSSP = "credssp"
     CERTIFICATE = "certificate"
+    PUBLICKEY = "publickey"
+    """SSH public-key authentication (``protocol: ssh`` only; the default there)."""
 
 
 class Status(StrEnum):
@@ -125,7 +129,7 @@ class Status(StrEnum):
     FAILURE = "failure"
 
 
-DEFAULT_PORTS = {Protocol.HTTP: 5985, Protocol.HTTPS: 5986}
+DEFAULT_PORTS = {Protocol.HTTP: 5985, Protocol.HTTPS: 5986, Protocol.SSH: 22}
 _LOCAL_NAMES = frozenset({"localhost", "localmachine"})
 _STORE_PATHS: dict[StoreType, tuple[str, ...]] = {
     StoreType.IISU: ("My", "WebHosting"),  # peer manifest: IISU store path is My or WebHosting
@@ -324,10 +328,29 @@ class StoreRef(_Model):
             raise ValueError("must be a PSRP configuration name: letters, digits, '_', '.', '-'")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ssh_auth_default(cls, data: Any) -> Any:
+        # protocol ssh authenticates with a key: auth defaults to publickey there
+        if isinstance(data, dict) and data.get("protocol") == "ssh" and data.get("auth") is None:
+            return {**data, "auth": "publickey"}
+        return data
+
     @model_validator(mode="after")
     def _auth_fits_transport(self) -> StoreRef:
         if self.is_local:
             return self
+        if (self.protocol is Protocol.SSH) != (self.auth is AuthMethod.PUBLICKEY):
+            raise ValueError(
+                "protocol 'ssh' authenticates with an SSH key (auth 'publickey', the default for ssh),"
+                " and auth 'publickey' needs protocol 'ssh'; use http/https for the WinRM auth methods"
+            )
+        if self.protocol is Protocol.SSH and self.jea_endpoint is not None:
+            raise ValueError(
+                "jea_endpoint cannot be combined with protocol 'ssh' (PowerShell's SSH subsystem serves"
+                " the default session configuration only, as for the Keyfactor orchestrator); use"
+                " WinRM (http/https) to reach a JEA endpoint"
+            )
         if self.auth is AuthMethod.BASIC and self.protocol is Protocol.HTTP:
             raise ValueError(
                 "auth 'basic' over protocol 'http' would send the password unencrypted (WinRM refuses"

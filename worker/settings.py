@@ -200,6 +200,23 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         default=600, gt=0, description="Seconds after opening when a reused WinRM session is closed"
     )
 
+    # --- SSH (protocol ssh) -------------------------------------------------------------------
+    ssh_known_hosts: Path = Field(
+        default_factory=lambda: Path.home() / ".ssh" / "known_hosts",
+        description="OpenSSH known_hosts file the SSH host keys are verified against",
+    )
+    ssh_trust_on_first_use: bool = Field(
+        default=False,
+        description="Pin an unknown SSH host key into ssh_known_hosts on first use (a changed key"
+        " is always refused); off: unknown hosts are refused",
+    )
+    ssh_subsystem: str = Field(
+        default="powershell",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="sshd Subsystem serving PowerShell remoting (sshd_config: Subsystem powershell"
+        " pwsh -sshs -NoLogo)",
+    )
+
     # --- local mode --------------------------------------------------------------------------
     local_powershell: str | None = Field(
         default_factory=lambda: WINDOWS_LOCAL_POWERSHELL if os.name == "nt" else None,

@@ -96,6 +96,9 @@ class Runtime:
                 call_timeout=self.settings.task_soft_time_limit,
                 session_idle_seconds=self.settings.session_idle_seconds,
                 session_max_age_seconds=self.settings.session_max_age_seconds,
+                ssh_known_hosts=self.settings.ssh_known_hosts,
+                ssh_trust_on_first_use=self.settings.ssh_trust_on_first_use,
+                ssh_subsystem=self.settings.ssh_subsystem,
             )
             self.session_factory = make_session_factory(
                 options, on_open=_count_session, on_reuse=_count_reuse

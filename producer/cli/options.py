@@ -57,12 +57,14 @@ QuietOpt = Annotated[
         help="Print only the job id (with --wait too; the exit code then tells the result's status).",
     ),
 ]
-ProtocolOpt = Annotated[str, typer.Option("--protocol", help="WinRM transport: http or https.")]
+ProtocolOpt = Annotated[str, typer.Option("--protocol", help="Transport: http or https (WinRM), or ssh.")]
 PortOpt = Annotated[
-    int | None, typer.Option("--port", help="WinRM port 1-65535; default 5985 (http) / 5986 (https).")
+    int | None,
+    typer.Option("--port", help="Port 1-65535; default 5985 (http) / 5986 (https) / 22 (ssh)."),
 ]
 AuthOpt = Annotated[
-    str, typer.Option("--auth", help="negotiate, ntlm, kerberos, basic, credssp or certificate.")
+    str, typer.Option("--auth", help="negotiate, ntlm, kerberos, basic, credssp or certificate (WinRM);"
+                      " publickey (ssh, its default).")
 ]
 CredentialOpt = Annotated[
     str | None, typer.Option("--credential", help="Named credential the worker resolves.")
@@ -208,7 +210,8 @@ class _Connection:
             "store_path": self.store_path,
             "protocol": self.protocol,
             "port": port,
-            "auth": self.auth,
+            # protocol ssh: the default --auth means "the ssh default" (publickey)
+            "auth": None if self.protocol == "ssh" and self.auth == "negotiate" else self.auth,
             "cert_validation": not self.no_cert_validation,
             "spn_with_port": self.spn_with_port,
             "jea_endpoint": self.jea_endpoint,

@@ -162,7 +162,7 @@ def publish(client: redis.Redis, result: JobResult) -> str:
         ),
         (
             ["web01", "--store-path", "My", "--protocol", "ftp"],
-            "error: store.protocol (--protocol): Input should be 'http' or 'https' (got 'ftp')",
+            "error: store.protocol (--protocol): Input should be 'http', 'https' or 'ssh' (got 'ftp')",
         ),
         (["web01", "--store-path", "My", "--auth", "digest"], "error: store.auth (--auth): Input should be"),
         (

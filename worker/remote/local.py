@@ -44,7 +44,7 @@ import xml.etree.ElementTree as ElementTree
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from producer.codes import ResultCode
 from worker.remote import psrp_client_compat as psrp
@@ -102,6 +102,50 @@ def child_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.upper().startswith("WINCERT_")}
 
 
+class PacketTransport(Protocol):
+    """What :class:`LocalSession` drives: a byte stream of out-of-process packets both ways.
+
+    The local PowerShell process (:class:`_Child`) is one; an SSH channel running the host's
+    ``powershell`` subsystem (:mod:`worker.remote.ssh`) is another.
+    """
+
+    packets: queue.Queue[Packet | ValueError | None]
+    """Parsed packets from the server; a ValueError for a malformed line; None at end of output."""
+
+    def write(self, line: bytes, timeout: float) -> bool:
+        """Write one packet; False when not taken within ``timeout`` seconds; OSError when gone."""
+        ...
+
+    def status(self, wait: float) -> int | None:
+        """The exit status, waiting up to ``wait`` seconds; None while running."""
+        ...
+
+    def stderr_text(self, limit: int = 500) -> str:
+        """The last lines the server wrote to stderr."""
+        ...
+
+    def stop(self, grace: float) -> None:
+        """End input, wait ``grace`` seconds, then force the end; never raises."""
+        ...
+
+
+def read_packets(stream: IO[bytes], packets: queue.Queue[Packet | ValueError | None]) -> None:
+    """Parse packet lines from ``stream`` into ``packets`` until end of output (then None)."""
+    try:
+        for raw in iter(stream.readline, b""):
+            line = raw.strip().lstrip(b"\xef\xbb\xbf")
+            if line:
+                try:
+                    packets.put(parse_packet(line))
+                except ValueError as exc:
+                    packets.put(ValueError(f"{exc}: {line[:120]!r}"))
+                    return
+    except (OSError, ValueError):  # the stream was closed under us (kill, disconnect)
+        pass
+    finally:
+        packets.put(None)
+
+
 class _Child:
     """The PowerShell process; threads drain its stdout (packets) and stderr (last lines kept)."""
 
@@ -131,19 +175,7 @@ class _Child:
     def _read_stdout(self) -> None:
         stream = self.proc.stdout
         assert stream is not None
-        try:
-            for raw in iter(stream.readline, b""):
-                line = raw.strip().lstrip(b"\xef\xbb\xbf")
-                if line:
-                    try:
-                        self.packets.put(parse_packet(line))
-                    except ValueError as exc:
-                        self.packets.put(ValueError(f"{exc}: {line[:120]!r}"))
-                        return
-        except (OSError, ValueError):  # the pipe was closed under us (kill)
-            pass
-        finally:
-            self.packets.put(None)
+        read_packets(stream, self.packets)
 
     def _read_stderr(self) -> None:
         stream = self.proc.stderr
@@ -248,7 +280,7 @@ class LocalSession:
         self.pool_events = psrp.PoolEvents()
         self.opened = False
         self.pipelines_run = 0
-        self._child: _Child | None = None
+        self._child: PacketTransport | None = None
         self._acks: list[tuple[str, uuid.UUID | None]] = []
         self._current: psrp.PipelineResult | None = None
         self._unclean = False  # a call was interrupted: skip the polite close, kill
@@ -257,18 +289,7 @@ class LocalSession:
     def start(self) -> LocalSession:
         """Spawn the process and open the runspace pool. On failure the process is stopped."""
         deadline = time.monotonic() + self.connection_timeout
-        try:
-            self._child = _Child(self.argv)
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise TransportFailureError(
-                ResultCode.HOST_UNREACHABLE,
-                f"local mode on {self.where}: cannot start {SETTING} program {self.argv[0]!r}"
-                f" ({reason}); install PowerShell on this worker or set {SETTING} to its command"
-                " (it must run an out-of-process PSRP server, e.g. 'powershell.exe -NoLogo -NoProfile"
-                " -NonInteractive -s' or 'pwsh -NoLogo -NoProfile -s')",
-                "connect",
-            ) from exc
+        self._child = self._spawn()
         try:
             self.pool.open()
             self._flush("open the runspace pool", deadline, "connection_timeout")
@@ -280,6 +301,25 @@ class LocalSession:
             raise
         self.opened = True
         return self
+
+    def _spawn(self) -> PacketTransport:
+        """Start the server end (here: the local PowerShell process).
+
+        Raises:
+            TransportFailureError: it cannot be started (``host_unreachable``).
+        """
+        try:
+            return _Child(self.argv)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise TransportFailureError(
+                ResultCode.HOST_UNREACHABLE,
+                f"local mode on {self.where}: cannot start {SETTING} program {self.argv[0]!r}"
+                f" ({reason}); install PowerShell on this worker or set {SETTING} to its command"
+                " (it must run an out-of-process PSRP server, e.g. 'powershell.exe -NoLogo -NoProfile"
+                " -NonInteractive -s' or 'pwsh -NoLogo -NoProfile -s')",
+                "connect",
+            ) from exc
 
     def close(self) -> None:
         """Close the pool politely when the session is clean, then make sure the process is gone."""
@@ -350,7 +390,7 @@ class LocalSession:
         return result
 
     # ---- transport --------------------------------------------------------------------------
-    def _require_child(self) -> _Child:
+    def _require_child(self) -> PacketTransport:
         if self._child is None:
             raise TransportFailureError(
                 ResultCode.REMOTE_ERROR,

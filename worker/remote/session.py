@@ -46,6 +46,7 @@ from worker.remote.kerberos import uses_kerberos, wsman_kerberos_kwargs
 from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library, library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
 from worker.remote.pool import DEFAULT_MAX_SIZE, SessionPool
+from worker.remote.ssh import SshSession, ssh_session_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,12 @@ class SessionOptions:
     (``WINCERT_SESSION_MAX_AGE_SECONDS``)."""
     session_pool_size: int = DEFAULT_MAX_SIZE
     """Idle sessions one worker process keeps at most (all hosts); the least recently used is closed."""
+    ssh_known_hosts: Path | None = None
+    """protocol ssh: the known_hosts file host keys are checked against (``WINCERT_SSH_KNOWN_HOSTS``)."""
+    ssh_trust_on_first_use: bool = False
+    """protocol ssh: pin unknown host keys (``WINCERT_SSH_TRUST_ON_FIRST_USE``)."""
+    ssh_subsystem: str = "powershell"
+    """protocol ssh: the sshd subsystem serving PSRP (``WINCERT_SSH_SUBSYSTEM``)."""
 
 
 def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOptions) -> dict[str, Any]:
@@ -210,14 +217,17 @@ def connect(
     credential: Credential,
     options: SessionOptions,
     on_open: Callable[[StoreRef], None] | None = None,
-) -> PsrpSession:
-    """Open a session to ``store``'s host (the library follows with the first call).
+) -> PsrpSession | SshSession:
+    """Open a session to ``store``'s host (WinRM: the library follows with the first call; SSH:
+    :func:`connect_ssh`).
 
     The caller closes it (:meth:`PsrpSession.close`); on failure it is closed here.
     ``on_open`` is called once the runspace pool is open (``wincert_sessions_opened_total``).
 
     Raises whatever pypsrp/requests raise; :func:`worker.remote.errors.classify` maps it.
     """
+    if store.protocol is WinRMProtocol.SSH:
+        return connect_ssh(store, credential, options, on_open)
     wsman = WSMan(**wsman_kwargs(store, credential, options))
     pool = RunspacePool(wsman, configuration_name=_configuration_name(store))
     session = PsrpSession(pool, wsman, send_library=store.jea_endpoint is None)
@@ -231,13 +241,38 @@ def connect(
     return session
 
 
+def connect_ssh(
+    store: StoreRef,
+    credential: Credential,
+    options: SessionOptions,
+    on_open: Callable[[StoreRef], None] | None = None,
+) -> SshSession:
+    """Open a runspace pool over SSH (``protocol: ssh``) and load the function library.
+
+    Raises:
+        TransportFailureError: connect, host key, key authentication or subsystem failures.
+        RemoteCommandError: loading the library failed.
+    """
+    session = SshSession(store, credential, **ssh_session_kwargs(options))
+    session.start()
+    try:
+        if on_open is not None:
+            on_open(store)
+        for name, text in library_scripts():
+            session.load_script(name, text)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
 @contextmanager
 def open_session(
     store: StoreRef,
     credential: Credential,
     options: SessionOptions,
     on_open: Callable[[StoreRef], None] | None = None,
-) -> Iterator[PsrpSession]:
+) -> Iterator[PsrpSession | SshSession]:
     """Open a session to ``store``'s host, load the library, yield it, close it in ``finally``.
 
     Raises whatever pypsrp/requests raise; :func:`worker.remote.errors.classify` maps it.
@@ -324,7 +359,7 @@ class WorkerSessionFactory:
                 on_reuse=on_reuse,
             )
 
-    def _connect(self, store: StoreRef, credential: Credential) -> PsrpSession:
+    def _connect(self, store: StoreRef, credential: Credential) -> PsrpSession | SshSession:
         return connect(store, credential, self.options, self._on_open)
 
     def __call__(self, store: StoreRef, credential: Credential) -> AbstractContextManager[RemoteSession]:
