@@ -71,6 +71,9 @@ class ResultCode(StrEnum):
     """The certificate to bind is not in the store (or has no private key)."""
     SQL_INSTANCE_NOT_FOUND = "sql_instance_not_found"
     """An InstanceName is not an installed SQL Server instance."""
+    SQL_ECC_NOT_SUPPORTED = "sql_ecc_not_supported"
+    """WinSQL: an ECDSA certificate for an instance whose version cannot use one (SQL Server
+    before 2022); refused before anything changed."""
     PRIVATE_KEY_NOT_FOUND = "private_key_not_found"
     """The certificate has no private key file the SQL Server service could read."""
     KEY_ACL_FAILED = "key_acl_failed"

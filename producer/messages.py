@@ -830,6 +830,16 @@ class CertificateItem(_Model):
     parameters: dict[str, str | int | bool | None] = Field(default_factory=dict)
 
 
+class KeyAccess(_Model):
+    """WinSQL: an account SQL Server may load the private key as, and whether this job gave it
+    read access (``granted`` false: it could already read the key)."""
+
+    instance_name: str
+    account: str = Field(description="As Windows names it (localized for well-known accounts)")
+    sid: str = Field(description="e.g. S-1-5-80-... for NT SERVICE\\MSSQL$<instance>, S-1-5-18 for SYSTEM")
+    granted: bool
+
+
 class JobResult(_Model):
     """The outcome of one job. Published to the result backend and the results stream.
 
@@ -856,3 +866,7 @@ class JobResult(_Model):
     )
     items: list[CertificateItem] | None = None
     csr: str | None = Field(default=None, description="Reenrollment: the PKCS#10 request (PEM)")
+    key_access: list[KeyAccess] | None = Field(
+        default=None,
+        description="WinSQL Add / reenrollment: per instance, the accounts with read access to the key",
+    )

@@ -96,7 +96,10 @@ class IisSpec(_Model):
 class SqlInstanceSpec(_Model):
     """One SQL Server instance. Defaults: ``instance_id`` ``MSSQL16.<NAME>``, service account
     ``NT Service\\MSSQLSERVER`` / ``NT Service\\MSSQL$<NAME>``; ``certificate`` is the registry
-    value (thumbprint or empty); ``restart_fails`` makes every service start fail (tests)."""
+    value (thumbprint or empty, kept in the case given: Windows stores what the writer wrote);
+    ``restart_fails`` makes every service start fail (tests). ``version`` is the instance's
+    ``Setup\\PatchLevel`` (default a SQL Server 2022 build); ``service_sid_type`` the service's
+    ``ServiceSidType`` (SQL Server setup sets 1, unrestricted)."""
 
     name: str = "MSSQLSERVER"
     instance_id: str | None = None
@@ -104,6 +107,8 @@ class SqlInstanceSpec(_Model):
     service_state: Literal["Running", "Stopped"] = "Running"
     certificate: str = ""
     restart_fails: bool = False
+    version: str = "16.0.4135.4"
+    service_sid_type: Literal[0, 1, 3] = 1
 
 
 class ProviderSpec(_Model):
@@ -157,6 +162,11 @@ class HostConfig(_Model):
         description="Accounts; default: Administrator with a random password (see the credentials file)",
     )
     os_build: int = Field(default=20348, description="Windows build: 17763 = 2019, 20348 = 2022")
+    ui_language: Literal["en-US", "de-DE"] = Field(
+        default="en-US",
+        description="Windows display language: the names of well-known accounts (NT AUTHORITY\\SYSTEM"
+        " is NT-AUTORIT\u00c4T\\SYSTEM on de-DE, where the English name does not resolve)",
+    )
     stores: list[str] = Field(default_factory=lambda: list(DEFAULT_STORES))
     seed: list[SeedSpec] = Field(default_factory=list)
     command_delay_ms: int = Field(default=0, ge=0, description="Simulated run time of each command")

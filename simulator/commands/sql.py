@@ -25,7 +25,8 @@ def get_wincert_sql_instance(ctx: CommandContext, params: dict[str, Any]) -> Non
 
     Keys: InstanceName, InstanceId, Certificate (upper hex or ""), ServiceName (``MSSQLSERVER``
     or ``MSSQL$<name>``), ServiceAccount (normalised: ``NT AUTHORITY\\SYSTEM`` for LocalSystem,
-    ``<COMPUTERNAME>\\user`` for ``.\\user``), ServiceState (``Running``, ``Stopped``, ...).
+    ``<COMPUTERNAME>\\user`` for ``.\\user``), ServiceState (``Running``, ``Stopped``, ...),
+    Version (``Setup\\PatchLevel``), ServiceSidType (0 none, 1 unrestricted, 3 restricted).
     """
     sql = _sql(ctx)
     with ctx.host.lock:
@@ -36,6 +37,8 @@ def get_wincert_sql_instance(ctx: CommandContext, params: dict[str, Any]) -> Non
             "ServiceName": i.service_name,
             "ServiceAccount": sql.account_of(i),
             "ServiceState": i.service_state,
+            "Version": i.version,
+            "ServiceSidType": i.service_sid_type,
         } for i in sql.instances]
     for row in rows:
         ctx.write_output(dumps(row))
@@ -50,14 +53,16 @@ def get_wincert_sql_instance(ctx: CommandContext, params: dict[str, Any]) -> Non
 def set_wincert_sql_certificate(ctx: CommandContext, params: dict[str, Any]) -> None:
     """Grant Read on the key to the service account, write the Certificate value, restart if asked.
 
-    Output ``{"InstanceName", "Outcome": "bound"|"unchanged", "Restarted", "RestartError"}``
-    (``unchanged``: the value already named the certificate and the account could already read
-    the key). Verbose: the key file and account, the registry value written.
+    Output ``{"InstanceName", "Outcome": "bound"|"unchanged", "Restarted", "RestartError",
+    "KeyAccess": [{"Account", "Sid", "Granted"}]}`` (``unchanged``: the value already named the
+    certificate and every account could already read the key). Accounts: the start account (by
+    SID) and, with service SID type 1 or 3, ``NT SERVICE\\<service>``. Verbose: the key file and
+    each account, the registry value written.
 
     Raises:
         CommandError: ``WinCert.SqlInstanceNotFound``, ``WinCert.CertificateNotFound`` (store
-            or certificate missing), ``WinCert.PrivateKeyNotFound``, ``WinCert.KeyAclFailed``
-            (nothing changed); parameter validation errors.
+            or certificate missing), ``WinCert.PrivateKeyNotFound``, ``WinCert.SqlEccNotSupported``
+            and ``WinCert.KeyAclFailed`` (nothing changed); parameter validation errors.
     """
     command = "Set-WinCertSqlCertificate"
     name = validate_not_null_or_empty(command, "InstanceName", params.get("InstanceName"))
@@ -77,10 +82,11 @@ def set_wincert_sql_certificate(ctx: CommandContext, params: dict[str, Any]) -> 
         except SqlError as exc:
             raise command_error(exc) from None
         instance = sql.find(name)
-    if result.acl_granted:
-        ctx.write_verbose(f"Granted Read on {result.key_file} to {result.account}.")
-    else:
-        ctx.write_verbose(f"{result.account} can already read {result.key_file}.")
+    for grant in result.key_access:
+        if grant.granted:
+            ctx.write_verbose(f"Granted Read on {result.key_file} to {grant.account} ({grant.sid}).")
+        else:
+            ctx.write_verbose(f"{grant.account} ({grant.sid}) can already read {result.key_file}.")
     if instance is not None:
         ctx.write_verbose(f"Certificate of SQL Server instance {instance.name} ({instance.instance_id}) is"
                           f" {instance.certificate}.")
@@ -89,6 +95,7 @@ def set_wincert_sql_certificate(ctx: CommandContext, params: dict[str, Any]) -> 
         "Outcome": result.outcome,
         "Restarted": result.restarted,
         "RestartError": result.restart_error,
+        "KeyAccess": [{"Account": g.account, "Sid": g.sid, "Granted": g.granted} for g in result.key_access],
     }))
 
 

@@ -365,6 +365,7 @@ class WindowsHost:
             self.sql = SqlServer.from_state(state["sql"], self.name, self.lock, self._persist)
         else:
             self.sql = SqlServer.from_config(self.config.sql_instances, self.name, self.lock, self._persist)
+        self.sql.language = self.config.ui_language
 
     def _load_entry(self, item: dict[str, Any]) -> StoredCertificate:
         thumb = str(item["thumbprint"]).upper()

@@ -9,8 +9,16 @@ What Windows keeps in several places is modelled in one object:
 * the service ``MSSQLSERVER`` / ``MSSQL$<name>``: its account (``Win32_Service.StartName``) and
   state;
 * the private-key file ACLs: which accounts may read the key of a certificate (keyed by
-  thumbprint). ``NT AUTHORITY\\SYSTEM`` and ``BUILTIN\\Administrators`` always can. The key type
-  and provider (RSA or ECDSA; CAPI or CNG) make no difference to granting.
+  thumbprint; rules are by SID, the names are what Windows shows). ``SYSTEM`` (S-1-5-18) and
+  ``BUILTIN\\Administrators`` (S-1-5-32-544) always can. The key type and provider (RSA or
+  ECDSA; CAPI or CNG) make no difference to granting;
+* accounts by SID (:func:`account_sid`): the well-known LocalSystem / LocalService /
+  NetworkService (S-1-5-18/19/20, named in the host's display language: ``NT-AUTORITÄT\\SYSTEM``
+  on de-DE, where ``NT AUTHORITY\\SYSTEM`` does not resolve), service SIDs
+  ``NT SERVICE\\<service>`` (S-1-5-80-..., computed from the name as Windows does), other
+  accounts with a stable made-up domain SID;
+* the instance's version (``Setup\\PatchLevel``) and its service's SID type
+  (``ServiceSidType``: 0 none, 1 unrestricted, 3 restricted).
 
 Changes go through :meth:`SqlServer.bind` / :meth:`SqlServer.clear`, which behave like
 ``Set-WinCertSqlCertificate`` / ``Clear-WinCertSqlCertificate`` (``worker/powershell/Sql.ps1``)
@@ -19,6 +27,8 @@ and raise :class:`SqlError` with the ``WinCert.*`` error id.
 
 from __future__ import annotations
 
+import hashlib
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +41,72 @@ from simulator.config import SqlInstanceSpec
 
 DEFAULT_INSTANCE = "MSSQLSERVER"
 DEFAULT_KEY_READERS = ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
+DEFAULT_KEY_READER_SIDS = ("S-1-5-18", "S-1-5-32-544")
 CRYPTO_DIR = "C:\\ProgramData\\Microsoft\\Crypto"
+ECC_MINIMUM_MAJOR_VERSION = 16
+"""SQL Server 2022: the first version that can use an ECDSA TLS certificate (the rule and its
+source: ``worker/jobs/winsql.py`` ``ECC_MINIMUM_MAJOR_VERSION``; tests/contract)."""
+
+WELL_KNOWN_NAMES: dict[str, dict[str, str]] = {
+    "en-US": {"S-1-5-18": "NT AUTHORITY\\SYSTEM", "S-1-5-19": "NT AUTHORITY\\LOCAL SERVICE",
+              "S-1-5-20": "NT AUTHORITY\\NETWORK SERVICE"},
+    "de-DE": {"S-1-5-18": "NT-AUTORITÄT\\SYSTEM", "S-1-5-19": "NT-AUTORITÄT\\LOKALER DIENST",
+              "S-1-5-20": "NT-AUTORITÄT\\NETZWERKDIENST"},
+}
+"""How Windows names the well-known service accounts, per display language."""
+_WELL_KNOWN_USERS = {"LOCALSYSTEM": "S-1-5-18", "LOCALSERVICE": "S-1-5-19", "LOCAL SERVICE": "S-1-5-19",
+                     "NETWORKSERVICE": "S-1-5-20", "NETWORK SERVICE": "S-1-5-20"}
+
+
+def service_sid(service_name: str) -> str:
+    """The service SID of ``NT SERVICE\\<service_name>``: S-1-5-80- and the SHA-1 of the
+    upper-case name in UTF-16LE as five little-endian 32-bit sub-authorities (``sc showsid``)."""
+    digest = hashlib.sha1(service_name.upper().encode("utf-16-le")).digest()  # noqa: S324 - Windows' rule
+    return "S-1-5-80-" + "-".join(str(part) for part in struct.unpack("<5I", digest))
+
+
+def ecc_problem(version: str) -> str | None:
+    """Why an instance of ``version`` cannot use an ECDSA certificate (None: it can); the
+    text of ``Test-WinCertPrivateSqlEccSupport``."""
+    parts = version.strip().split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts):
+        return "its version could not be read"
+    if int(parts[0]) < ECC_MINIMUM_MAJOR_VERSION:
+        return f"it is version {version.strip()}; ECDSA certificates need SQL Server 2022 (16.x) or later"
+    return None
+
+
+def account_sid(start_name: str, computer_name: str, language: str = "en-US") -> tuple[str, str]:
+    """``(SID, name as Windows shows it)`` of a service's start account, the way
+    ``ConvertTo-WinCertPrivateAccountSid`` resolves it: well-known accounts by the user part
+    (LocalSystem, LocalService, NetworkService; ``<domain>\\SYSTEM``), ``NT SERVICE\\x`` by its
+    service SID, anything else by name (a made-up, stable domain SID here).
+
+    Raises:
+        LookupError: the English name of a well-known account on a host in another language
+            (what NTAccount.Translate does there: "Some or all identity references could not be
+            translated").
+    """
+    names = WELL_KNOWN_NAMES.get(language, WELL_KNOWN_NAMES["en-US"])
+    sid = _WELL_KNOWN_USERS.get(start_name.strip().rpartition("\\")[2].upper())
+    if sid is not None:  # LocalSystem / LocalService / NetworkService: by SID, never by name
+        return sid, names[sid]
+    name = normalise_account(start_name, computer_name)
+    domain, _, user = name.rpartition("\\")
+    for known_sid, known_name in names.items():  # the name Windows shows resolves back
+        if name.upper() == known_name.upper():
+            return known_sid, known_name
+    if sid is None and user.upper() == "SYSTEM" and domain:
+        if domain.upper() != names["S-1-5-18"].split("\\")[0].upper() and language != "en-US":
+            raise LookupError("Some or all identity references could not be translated.")
+        sid = "S-1-5-18"
+    if sid is not None:
+        return sid, names[sid]
+    if domain.upper() == "NT SERVICE":
+        return service_sid(user), f"NT SERVICE\\{user}"
+    digest = hashlib.sha1(name.upper().encode("utf-8")).digest()  # noqa: S324 - a stable made-up SID
+    a, b, c, rid = struct.unpack("<4I", digest[:16])
+    return f"S-1-5-21-{a}-{b}-{c}-{1000 + rid % 100000}", name
 
 
 class SqlError(Exception):
@@ -92,6 +167,8 @@ class SqlInstance:
     service_account: str = ""
     service_state: str = "Running"
     restart_fails: bool = False
+    version: str = "16.0.4135.4"
+    service_sid_type: int = 1
 
     @property
     def service_name(self) -> str:
@@ -108,6 +185,15 @@ class SqlInstance:
 
 
 @dataclass(frozen=True)
+class KeyGrant:
+    """One account with read access to the key: as ``KeyAccess`` of ``Set-WinCertSqlCertificate``."""
+
+    account: str
+    sid: str
+    granted: bool  # this call added the rule
+
+
+@dataclass(frozen=True)
 class BindResult:
     instance_name: str
     outcome: str  # bound | unchanged
@@ -116,6 +202,7 @@ class BindResult:
     account: str
     key_file: str
     acl_granted: bool
+    key_access: tuple[KeyGrant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +223,7 @@ class SqlServer:
     on_change: Callable[[], None] = field(default=lambda: None)
     instances: list[SqlInstance] = field(default_factory=list)
     key_acls: dict[str, list[str]] = field(default_factory=dict)
+    language: str = "en-US"
 
     # -- construction / persistence -------------------------------------------------------
 
@@ -151,6 +239,8 @@ class SqlServer:
                 service_account=spec.service_account or f"NT Service\\{service_name_of(spec.name)}",
                 service_state=spec.service_state,
                 restart_fails=spec.restart_fails,
+                version=spec.version,
+                service_sid_type=spec.service_sid_type,
             ))
         return server
 
@@ -160,7 +250,8 @@ class SqlServer:
                 "instances": [
                     {"name": i.name, "instance_id": i.instance_id, "certificate": i.certificate,
                      "service_account": i.service_account, "service_state": i.service_state,
-                     "restart_fails": i.restart_fails}
+                     "restart_fails": i.restart_fails, "version": i.version,
+                     "service_sid_type": i.service_sid_type}
                     for i in self.instances
                 ],
                 "key_acls": {k: list(v) for k, v in self.key_acls.items()},
@@ -174,7 +265,8 @@ class SqlServer:
         for i in state["instances"]:
             server.instances.append(SqlInstance(
                 str(i["name"]), str(i["instance_id"]), str(i["certificate"]), str(i["service_account"]),
-                str(i["service_state"]), bool(i["restart_fails"])))
+                str(i["service_state"]), bool(i["restart_fails"]), str(i.get("version", "16.0.4135.4")),
+                int(i.get("service_sid_type", 1))))
         server.key_acls = {str(k).upper(): [str(a) for a in v] for k, v in state["key_acls"].items()}
         return server
 
@@ -194,6 +286,17 @@ class SqlServer:
         """Accounts with Read on the certificate's key file (the defaults, then the grants)."""
         with self.lock:
             return [*DEFAULT_KEY_READERS, *self.key_acls.get(thumbprint.upper(), [])]
+
+    def key_reader_sids(self, thumbprint: str) -> list[str]:
+        """SIDs with Read on the certificate's key file (the defaults, then the grants)."""
+        with self.lock:
+            granted = []
+            for name in self.key_acls.get(thumbprint.upper(), []):
+                try:
+                    granted.append(account_sid(name, self.computer_name, self.language)[0])
+                except LookupError:
+                    continue
+            return [*DEFAULT_KEY_READER_SIDS, *granted]
 
     def usage(self, thumbprint: str) -> list[str]:
         """``SQL Server instance <name>`` for every instance whose Certificate is ``thumbprint``."""
@@ -220,24 +323,48 @@ class SqlServer:
                 raise SqlError(f"Certificate {thumbprint} in {where} has no private key.",
                                "WinCert.PrivateKeyNotFound", "ObjectNotFound", thumbprint,
                                "System.Management.Automation.ItemNotFoundException")
-            account = self.account_of(instance)
             key_file = key_file_path(thumbprint, private_key)
+            if isinstance(private_key, ec.EllipticCurvePrivateKey):
+                problem = ecc_problem(instance.version)
+                if problem is not None:
+                    raise SqlError(
+                        f"Certificate {thumbprint} has an ECDSA key, which SQL Server instance"
+                        f" '{instance.name}' cannot use: {problem}. Bind an RSA certificate, or upgrade the"
+                        " instance.", "WinCert.SqlEccNotSupported", "InvalidOperation", thumbprint)
+            account = self.account_of(instance)
             if not account:
                 raise SqlError(
                     f"Cannot grant Read on the private key of certificate {thumbprint} ({key_file}): the "
                     f"service {instance.service_name} has no account.",
                     "WinCert.KeyAclFailed", "PermissionDenied", thumbprint)
-            readers = self.key_readers(thumbprint)
-            granted = account.casefold() not in {r.casefold() for r in readers}
-            if granted:
-                self.key_acls.setdefault(thumbprint, []).append(account)
+            try:
+                principals = [account_sid(instance.service_account, self.computer_name, self.language)]
+            except LookupError as exc:
+                raise SqlError(
+                    f"Cannot grant Read on the private key of certificate {thumbprint} ({key_file}): {exc}"
+                    .rstrip(".") + ".", "WinCert.KeyAclFailed", "PermissionDenied", thumbprint) from None
+            if instance.service_sid_type in (1, 3):
+                own = (service_sid(instance.service_name), f"NT SERVICE\\{instance.service_name}")
+                if own[0] not in {sid for sid, _ in principals}:
+                    principals.append(own)
+            readable = set(self.key_reader_sids(thumbprint))
+            access = []
+            for sid, name in principals:
+                granted_now = sid not in readable
+                if granted_now:
+                    self.key_acls.setdefault(thumbprint, []).append(name)
+                    readable.add(sid)
+                access.append(KeyGrant(name, sid, granted_now))
+            granted = any(a.granted for a in access)
+            account = principals[0][1]
             changed_value = instance.thumbprint != thumbprint
             if changed_value:
                 instance.certificate = thumbprint.lower()
             restarted, error = self._restart(instance) if restart else (False, None)
             self.on_change()
             outcome = "bound" if granted or changed_value else "unchanged"
-            return BindResult(instance.name, outcome, restarted, error, account, key_file, granted)
+            return BindResult(instance.name, outcome, restarted, error, account, key_file, granted,
+                              tuple(access))
 
     def clear(self, *, instance_name: str, thumbprint: str, restart: bool) -> ClearResult:
         """Empty the Certificate value only if it is ``thumbprint``; restart only then."""

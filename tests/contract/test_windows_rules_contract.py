@@ -155,3 +155,47 @@ def test_powershell_uses_idnmapping_with_std3_rules() -> None:
     iis = read_script("Iis.ps1")
     assert iis.count("Get-WinCertPrivateBindingKey") >= 5
     assert "$binding.BindingInformation -eq $information" not in iis
+
+
+# -- SQL Server: ECDSA by version, key access by SID -------------------------------------------
+
+SQL_VERSIONS = ["", "garbage", "12.0.6024.0", "13.0.5026.0", "14.0.3456.2", "15.0.2000.5", "15.0.4430.1",
+                "16.0.1000.6", "16.0.4135.4", "17.0.1000.7", " 16.0.4135.4 "]
+
+
+def test_sql_ecc_rule_is_one_number_and_one_text() -> None:
+    from simulator.windows import sql as sim_sql
+    from worker.jobs import winsql
+
+    block = _ps_block("Common.ps1", "function Test-WinCertPrivateSqlEccSupport {")
+    match = re.search(r"\$eccMinimumMajor = (\d+)", block)
+    assert match is not None
+    assert int(match.group(1)) == winsql.ECC_MINIMUM_MAJOR_VERSION == sim_sql.ECC_MINIMUM_MAJOR_VERSION == 16
+    assert "ECDSA certificates need SQL Server 2022 (16.x) or later" in block
+    assert "its version could not be read" in block
+    for version in SQL_VERSIONS:
+        assert winsql.ecc_problem(version) == sim_sql.ecc_problem(version), version
+    assert winsql.ecc_problem("15.0.4430.1") is not None  # SQL Server 2019, any CU
+    assert winsql.ecc_problem("16.0.1000.6") is None
+
+
+def test_key_access_goes_by_sid_never_by_english_name() -> None:
+    from simulator.windows import sql as sim_sql
+
+    sid_block = _ps_block("Common.ps1", "function ConvertTo-WinCertPrivateAccountSid {")
+    for sid in ("S-1-5-18", "S-1-5-19", "S-1-5-20"):
+        assert f"'{sid}'" in sid_block
+    service_block = _ps_block("Common.ps1", "function Get-WinCertPrivateServiceSid {")
+    for part in ("SHA1", "[System.Text.Encoding]::Unicode", "ToUpperInvariant()", "'S-1-5-80-'", "ToUInt32"):
+        assert part in service_block
+    sql = read_script("Sql.ps1")
+    assert "NTAccount]::new($account).Translate" not in sql  # the English-name lookup is gone
+    assert "$sidType -eq 1 -or $sidType -eq 3" in sql
+    # the simulator's service SID is Windows' (sc showsid MSSQLSERVER)
+    assert sim_sql.service_sid("MSSQLSERVER") == (
+        "S-1-5-80-3880718306-3832830129-1677859214-2598158968-1052248003")
+    assert sim_sql.service_sid("mssqlserver") == sim_sql.service_sid("MSSQLSERVER")
+    assert sim_sql.account_sid("LocalSystem", "H", "de-DE") == ("S-1-5-18", "NT-AUTORITÄT\\SYSTEM")
+    assert sim_sql.account_sid("NT AUTHORITY\\NetworkService", "H", "de-DE")[0] == "S-1-5-20"
+    with pytest.raises(LookupError):
+        sim_sql.account_sid("NT AUTHORITY\\SYSTEM", "H", "de-DE")  # what localized Windows does

@@ -9,7 +9,10 @@ Hosts (one per concern):
   container name (``shop-cert``), one certificate whose container cannot be deleted;
 * ``FID-IDN``   IIS 10 on Server 2022 with an SNI binding IIS stores in Unicode
   (``*:443:bücher.example.test``);
-* ``FID-IIS85`` IIS 8.5 on Server 2012 R2 (build 9600): SSL flags.
+* ``FID-IIS85`` IIS 8.5 on Server 2012 R2 (build 9600): SSL flags;
+* ``FID-SQL``   German Windows (de-DE) with SQL Server instances under a virtual account (its
+  Certificate value seeded in upper case), a domain account, LocalSystem without a service SID,
+  NetworkService with a restricted service SID, and a SQL Server 2019 instance.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from producer.messages import (
 )
 from producer.secrets import encrypt_secret
 from producer.settings import ProducerSettings
-from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SeedSpec
+from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SeedSpec, SqlInstanceSpec
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_iisu_e2e import PFX_PASSWORD, Cert, make_cert
 
@@ -52,7 +55,7 @@ def cert(label: str, **kwargs: Any) -> Cert:
 
 
 def _hosts(seed_dir: Path) -> list[HostConfig]:
-    for label in ("SHARED-A", "SHARED-B", "LOCKED", "IDN-OLD"):
+    for label in ("SHARED-A", "SHARED-B", "LOCKED", "IDN-OLD", "SQL-SEEDED"):
         (seed_dir / f"{label}.pfx").write_bytes(cert(label).pfx)
 
     def seed(store: str, label: str, container: str | None = None) -> SeedSpec:
@@ -79,6 +82,20 @@ def _hosts(seed_dir: Path) -> list[HostConfig]:
             ]),
         ),
         HostConfig(name="FID-IIS85", os_build=9600, iis=IisSpec(version="8.5")),
+        HostConfig(
+            name="FID-SQL",
+            ui_language="de-DE",
+            seed=[seed("My", "SQL-SEEDED")],
+            sql_instances=[
+                # as a script wrote it: upper case (Configuration Manager writes lower case)
+                SqlInstanceSpec(name="MSSQLSERVER", certificate=cert("SQL-SEEDED").thumbprint),
+                SqlInstanceSpec(name="INST2", service_account="CONTOSO\\svc-sql"),
+                SqlInstanceSpec(name="SYSINST", service_account="LocalSystem", service_sid_type=0),
+                SqlInstanceSpec(name="NETINST", service_account="NT AUTHORITY\\NetworkService",
+                                service_sid_type=3),
+                SqlInstanceSpec(name="OLD2019", version="15.0.4430.1"),
+            ],
+        ),
     ]
 
 
@@ -265,3 +282,63 @@ def test_sni_with_ccs_is_refused_on_iis_85_naming_the_features(stack: Stack) -> 
     assert "clear bit 2 (SniFlag 1)" in result.message
     assert calls(stack, "FID-IIS85") == ["Get-WinCertHostInfo"]  # refused before the import
     assert https_bindings(stack, "FID-IIS85", "Default Web Site") == []
+
+
+# -- 4/5/8: SQL Server key access, ECDSA by version, registry thumbprint case ------------------
+
+
+def sql_registry(stack: Stack) -> dict[str, str]:
+    sql = stack.host("FID-SQL").windows_host.sql
+    return {i.name: i.certificate for i in sql.instances}
+
+
+def test_sql_key_access_by_sid_on_localized_windows_lists_every_account(stack: Stack) -> None:
+    c = cert("SQL-RSA")
+    result = run1(stack, add_job(stack, "FID-SQL", "WinSQL", c, InstanceName="INST2,SYSINST,NETINST"))
+    assert outcome(result) == ("success", "ok"), result
+    access = [(a.instance_name, a.account, a.granted) for a in result.key_access or []]
+    assert access == [
+        ("INST2", "CONTOSO\\svc-sql", True),
+        ("INST2", "NT SERVICE\\MSSQL$INST2", True),  # the service SID SQL Server runs with
+        ("SYSINST", "NT-AUTORITÄT\\SYSTEM", False),  # by SID S-1-5-18: no English name needed
+        ("NETINST", "NT-AUTORITÄT\\NETZWERKDIENST", True),
+        ("NETINST", "NT SERVICE\\MSSQL$NETINST", True),  # restricted SID type
+    ]
+    sids = {a.account: a.sid for a in result.key_access or []}
+    assert sids["NT-AUTORITÄT\\SYSTEM"] == "S-1-5-18"
+    assert sids["NT-AUTORITÄT\\NETZWERKDIENST"] == "S-1-5-20"
+    assert sids["NT SERVICE\\MSSQL$INST2"].startswith("S-1-5-80-")
+    readers = stack.host("FID-SQL").windows_host.sql.key_readers(c.thumbprint)
+    assert "NT SERVICE\\MSSQL$INST2" in readers and "NT SERVICE\\MSSQL$SYSINST" not in readers
+
+    again = run1(stack, add_job(stack, "FID-SQL", "WinSQL", c, InstanceName="INST2,SYSINST,NETINST"))
+    assert outcome(again) == ("success", "already_present"), again
+    assert [a.granted for a in again.key_access or []] == [False] * 5
+
+
+def test_sql_2019_refuses_an_ecdsa_certificate_before_anything_changes(stack: Stack) -> None:
+    ecdsa = cert("SQL-EC", ecdsa=True)
+    before = sql_registry(stack)
+    stack.host("FID-SQL").stats.reset()
+    result = run1(stack, add_job(stack, "FID-SQL", "WinSQL", ecdsa, InstanceName="OLD2019"))
+    assert outcome(result) == ("failure", "sql_ecc_not_supported"), result
+    assert "OLD2019 (it is version 15.0.4430.1; ECDSA certificates need SQL Server 2022 (16.x)" in (
+        result.message)
+    assert calls(stack, "FID-SQL") == ["Get-WinCertHostInfo", "Get-WinCertSqlInstance"]  # no import
+    assert sql_registry(stack) == before
+    found = stack.host("FID-SQL").windows_host.get_store("My")
+    assert found is not None and found.get(ecdsa.thumbprint) is None
+
+
+def test_sql_registry_value_in_upper_case_is_found_inventoried_and_removed(stack: Stack) -> None:
+    seeded = cert("SQL-SEEDED")
+    assert sql_registry(stack)["MSSQLSERVER"] == seeded.thumbprint  # stored as written: upper case
+    inventory = run1(stack, InventoryJob(job_type="inventory", store=store(stack, "FID-SQL", "WinSQL")))
+    assert outcome(inventory) == ("success", "ok"), inventory
+    items = {i.alias: i.parameters for i in inventory.items or []}
+    assert items[seeded.thumbprint] == {"InstanceName": "MSSQLSERVER"}
+    removed = run1(stack, RemoveJob(job_type="remove", store=store(stack, "FID-SQL", "WinSQL"),
+                                    alias=seeded.thumbprint))
+    assert outcome(removed) == ("success", "ok"), removed
+    assert "unbound MSSQLSERVER" in removed.message
+    assert sql_registry(stack)["MSSQLSERVER"] == ""

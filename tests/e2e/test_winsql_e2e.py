@@ -205,14 +205,14 @@ def test_add_to_default_instance_grants_the_key_and_writes_the_registry(stack: S
         ("Set-WinCertSqlCertificate", {"InstanceName": "MSSQLSERVER", "Thumbprint": t, "StorePath": "My"}),
     ]
     assert registry(stack, "SQL-ADD") == {"MSSQLSERVER": t.lower(), "INST2": "", "FLAKY": ""}
-    assert key_grants(stack, "SQL-ADD", rsa_cert) == ["NT Service\\MSSQLSERVER"]
+    assert key_grants(stack, "SQL-ADD", rsa_cert) == ["NT SERVICE\\MSSQLSERVER"]
     assert in_store(stack, "SQL-ADD", rsa_cert)
 
     reset(stack, "SQL-ADD")
     again = run1(stack, add_job(stack, "SQL-ADD", rsa_cert, "MSSQLSERVER"))
     assert outcome(again) == ("success", "already_present"), again
     assert again.message == f"Certificate {t} is already bound to MSSQLSERVER; nothing changed."
-    assert key_grants(stack, "SQL-ADD", rsa_cert) == ["NT Service\\MSSQLSERVER"]  # not granted twice
+    assert key_grants(stack, "SQL-ADD", rsa_cert) == ["NT SERVICE\\MSSQLSERVER"]  # not granted twice
 
 
 def test_ecdsa_key_with_empty_pfx_password_to_a_named_instance_with_restart(stack: Stack) -> None:
@@ -226,7 +226,7 @@ def test_ecdsa_key_with_empty_pfx_password_to_a_named_instance_with_restart(stac
                                           "RestartService": True}) in calls(stack, "SQL-ADD")
     assert registry(stack, "SQL-ADD")["INST2"] == t.lower()
     # '.\sqlsvc' is granted as <COMPUTERNAME>\sqlsvc
-    assert key_grants(stack, "SQL-ADD", ecdsa) == ["SQL-ADD\\sqlsvc"]
+    assert key_grants(stack, "SQL-ADD", ecdsa) == ["SQL-ADD\\sqlsvc", "NT SERVICE\\MSSQL$INST2"]
     assert services(stack, "SQL-ADD")["MSSQL$INST2"] == "Running"
 
     # an idempotent re-run does not restart SQL Server
@@ -244,7 +244,7 @@ def test_restart_failure_is_a_warning_and_the_binding_stays(stack: Stack) -> Non
     assert "restarting FLAKY failed" in result.message
     assert any("MSSQL$FLAKY" in w for w in result.warnings), result.warnings
     assert registry(stack, "SQL-ADD")["FLAKY"] == flaky.thumbprint.lower()
-    assert key_grants(stack, "SQL-ADD", flaky) == ["NT Service\\MSSQL$FLAKY"]
+    assert key_grants(stack, "SQL-ADD", flaky) == ["NT SERVICE\\MSSQL$FLAKY"]
     assert services(stack, "SQL-ADD")["MSSQL$FLAKY"] == "Stopped"
 
     # a re-run restarts the stopped service again (and says so when that fails again)
@@ -285,7 +285,8 @@ def test_certificate_without_key_is_rolled_back_but_a_present_one_binds(stack: S
     again = run1(stack, add_job(stack, "SQL-ADD", present, "INST2", der_only=True))
     assert outcome(again) == ("success", "ok"), again
     assert registry(stack, "SQL-ADD")["INST2"] == present.thumbprint.lower()
-    assert key_grants(stack, "SQL-ADD", present) == ["NT Service\\MSSQLSERVER", "SQL-ADD\\sqlsvc"]
+    assert key_grants(stack, "SQL-ADD", present) == ["NT SERVICE\\MSSQLSERVER", "SQL-ADD\\sqlsvc",
+                                                      "NT SERVICE\\MSSQL$INST2"]
 
 
 # -- comma-separated instances, inventory, Remove --------------------------------------------
@@ -300,7 +301,7 @@ def test_instance_list_inventory_and_remove_only_what_is_bound(stack: Stack) -> 
     )
     assert [outcome(r) for r in added] == [("success", "ok")] * 2, added
     assert added[0].message == f"Bound certificate {shared.thumbprint} to MSSQLSERVER, INST2."
-    assert key_grants(stack, "SQL-REM", shared) == ["NT Service\\MSSQLSERVER", "NT Service\\MSSQL$INST2"]
+    assert key_grants(stack, "SQL-REM", shared) == ["NT SERVICE\\MSSQLSERVER", "NT SERVICE\\MSSQL$INST2"]
 
     inventory = run1(stack, inventory_job(stack, "SQL-REM"))
     assert outcome(inventory) == ("success", "ok"), inventory
@@ -382,7 +383,7 @@ def test_renewal_rebinds_only_instances_using_the_old_certificate(stack: Stack) 
     last = run1(stack, add_job(stack, "SQL-RENEW", new2, "FLAKY", restart=True, alias=old.thumbprint))
     assert outcome(last) == ("warning", "service_restart_failed"), last
     assert registry(stack, "SQL-RENEW")["FLAKY"] == new2.thumbprint.lower()
-    assert key_grants(stack, "SQL-RENEW", new2) == ["NT Service\\MSSQL$FLAKY"]
+    assert key_grants(stack, "SQL-RENEW", new2) == ["NT SERVICE\\MSSQL$FLAKY"]
     assert not in_store(stack, "SQL-RENEW", old)
     assert in_store(stack, "SQL-RENEW", unrelated)
 

@@ -67,6 +67,8 @@ def test_get_instances(host: WindowsHost) -> None:
             "ServiceName": "MSSQLSERVER",
             "ServiceAccount": "NT Service\\MSSQLSERVER",
             "ServiceState": "Running",
+            "Version": "16.0.4135.4",
+            "ServiceSidType": 1,
         },
         {
             "InstanceName": "INST1",
@@ -75,6 +77,8 @@ def test_get_instances(host: WindowsHost) -> None:
             "ServiceName": "MSSQL$INST1",
             "ServiceAccount": "WIN-SIM01\\sqlsvc",
             "ServiceState": "Running",
+            "Version": "16.0.4135.4",
+            "ServiceSidType": 1,
         },
         {
             "InstanceName": "SYS",
@@ -83,6 +87,8 @@ def test_get_instances(host: WindowsHost) -> None:
             "ServiceName": "MSSQL$SYS",
             "ServiceAccount": "NT AUTHORITY\\SYSTEM",
             "ServiceState": "Stopped",
+            "Version": "16.0.4135.4",
+            "ServiceSidType": 1,
         },
         {
             "InstanceName": "BROKEN",
@@ -91,6 +97,8 @@ def test_get_instances(host: WindowsHost) -> None:
             "ServiceName": "MSSQL$BROKEN",
             "ServiceAccount": "NT Service\\MSSQL$BROKEN",
             "ServiceState": "Running",
+            "Version": "16.0.4135.4",
+            "ServiceSidType": 1,
         },
     ]
 
@@ -108,13 +116,17 @@ def test_bind_rsa_default_instance(host: WindowsHost) -> None:
         Thumbprint=thumb.lower(),
         StorePath="My",
     )
+    # the virtual account NT Service\MSSQLSERVER is the service SID: one rule (sc showsid value)
+    mssql = {"Account": "NT SERVICE\\MSSQLSERVER",
+             "Sid": "S-1-5-80-3880718306-3832830129-1677859214-2598158968-1052248003"}
     assert out(ctx) == [
-        {"InstanceName": "MSSQLSERVER", "Outcome": "bound", "Restarted": False, "RestartError": None}
+        {"InstanceName": "MSSQLSERVER", "Outcome": "bound", "Restarted": False, "RestartError": None,
+         "KeyAccess": [{**mssql, "Granted": True}]}
     ]
     assert host.sql.key_readers(thumb) == [
         "NT AUTHORITY\\SYSTEM",
         "BUILTIN\\Administrators",
-        "NT Service\\MSSQLSERVER",
+        "NT SERVICE\\MSSQLSERVER",
     ]
     instance = host.sql.find("MSSQLSERVER")
     assert (
@@ -122,12 +134,13 @@ def test_bind_rsa_default_instance(host: WindowsHost) -> None:
     )  # as Configuration Manager writes it
     assert instances(host)["MSSQLSERVER"]["Certificate"] == thumb
     assert ctx.verbose[0].startswith("Granted Read on C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys\\")
-    assert ctx.verbose[0].endswith(" to NT Service\\MSSQLSERVER.")
+    assert ctx.verbose[0].endswith(f" to NT SERVICE\\MSSQLSERVER ({mssql['Sid']}).")
     # Idempotent.
     assert bind(host, "MSSQLSERVER", thumb) == [
-        {"InstanceName": "MSSQLSERVER", "Outcome": "unchanged", "Restarted": False, "RestartError": None}
+        {"InstanceName": "MSSQLSERVER", "Outcome": "unchanged", "Restarted": False, "RestartError": None,
+         "KeyAccess": [{**mssql, "Granted": False}]}
     ]
-    assert host.sql.key_readers(thumb).count("NT Service\\MSSQLSERVER") == 1
+    assert host.sql.key_readers(thumb).count("NT SERVICE\\MSSQLSERVER") == 1
     assert host.certificate_usage(thumb) == ["SQL Server instance MSSQLSERVER"]
 
 
@@ -141,10 +154,13 @@ def test_bind_ecdsa_named_instance_local_account(host: WindowsHost) -> None:
         StorePath="WebHosting",
         RestartService=None,
     )
-    assert out(ctx) == [
-        {"InstanceName": "INST1", "Outcome": "bound", "Restarted": True, "RestartError": None}
-    ]
-    assert host.sql.key_readers(thumb)[-1] == "WIN-SIM01\\sqlsvc"
+    [record] = out(ctx)
+    assert {k: v for k, v in record.items() if k != "KeyAccess"} == {
+        "InstanceName": "INST1", "Outcome": "bound", "Restarted": True, "RestartError": None}
+    # the start account and the service SID (SID type unrestricted, as SQL Server setup sets it)
+    assert [(a["Account"], a["Granted"]) for a in record["KeyAccess"]] == [
+        ("WIN-SIM01\\sqlsvc", True), ("NT SERVICE\\MSSQL$INST1", True)]
+    assert host.sql.key_readers(thumb)[-2:] == ["WIN-SIM01\\sqlsvc", "NT SERVICE\\MSSQL$INST1"]
     assert ctx.verbose[0].startswith("Granted Read on C:\\ProgramData\\Microsoft\\Crypto\\Keys\\")
     row = instances(host)["INST1"]
     assert (row["ServiceName"], row["Certificate"], row["ServiceState"]) == ("MSSQL$INST1", thumb, "Running")
@@ -154,8 +170,9 @@ def test_local_system_already_reads_the_key(host: WindowsHost) -> None:
     thumb = add(host, "sys")
     ctx = run(host, "Set-WinCertSqlCertificate", InstanceName="SYS", Thumbprint=thumb, StorePath="My")
     assert out(ctx)[0]["Outcome"] == "bound"  # the registry value changed
-    assert ctx.verbose[0].startswith("NT AUTHORITY\\SYSTEM can already read ")
-    assert host.sql.key_readers(thumb) == ["NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators"]
+    assert ctx.verbose[0].startswith("NT AUTHORITY\\SYSTEM (S-1-5-18) can already read ")
+    assert host.sql.key_readers(thumb) == ["NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators",
+                                           "NT SERVICE\\MSSQL$SYS"]
 
 
 def test_restart_of_a_stopped_service_starts_it(host: WindowsHost) -> None:
@@ -172,6 +189,9 @@ def test_restart_failure_is_reported_not_thrown(host: WindowsHost) -> None:
             "Outcome": "bound",
             "Restarted": False,
             "RestartError": BROKEN_RESTART,
+            "KeyAccess": [{"Account": "NT SERVICE\\MSSQL$BROKEN",
+                           "Sid": "S-1-5-80-578899407-1947521702-2028878165-2306661679-3047749915",
+                           "Granted": True}],
         }
     ]
     row = instances(host)["BROKEN"]
@@ -294,7 +314,7 @@ def test_state_persists_across_open(tmp_path: Path) -> None:
     clear(host, "BROKEN", "AB" * 20)
     reopened = open_host(tmp_path, [SqlInstanceSpec(name="OTHER")])  # config not re-applied
     assert instances(reopened) == instances(host)
-    assert reopened.sql.key_readers(thumb)[-1] == "WIN-SIM01\\sqlsvc"
+    assert reopened.sql.key_readers(thumb)[-2:] == ["WIN-SIM01\\sqlsvc", "NT SERVICE\\MSSQL$INST1"]
     assert reopened.certificate_usage(thumb) == ["SQL Server instance INST1"]
     state = json.loads((tmp_path / "host" / "host.json").read_text())
     assert state["sql"]["instances"][1]["certificate"] == thumb.lower()

@@ -92,6 +92,7 @@ def result_from(
         items=outcome.items,
         thumbprint=outcome.thumbprint,
         csr=outcome.csr,
+        key_access=outcome.key_access,
         **extra,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from producer.codes import ResultCode
-from producer.messages import CertificateItem, Status
+from producer.messages import CertificateItem, KeyAccess, Status
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Outcome:
     items: list[CertificateItem] | None = None
     thumbprint: str | None = None
     csr: str | None = None
+    key_access: list[KeyAccess] | None = None
 
 
 class JobStepError(Exception):

@@ -246,6 +246,8 @@ def complete(job: ReenrollmentCompleteJob, session: RemoteSession) -> Outcome:
     elif store_type is StoreType.WIN_SQL:
         assert isinstance(entry, SqlParameters)
         installed_sql, sql_names = winsql.resolve_instances(session, entry)
+        if isinstance(leaf.public_key(), ec.EllipticCurvePublicKey):
+            winsql.check_ecc(installed_sql, sql_names, "EC")
 
     params: dict[str, Any] = {"StorePath": store_path, "CertificateData": leaf.public_bytes(Encoding.DER)}
     if job.include_chain and chain:
@@ -322,6 +324,7 @@ def complete(job: ReenrollmentCompleteJob, session: RemoteSession) -> Outcome:
                 " the new certificate.",
                 warnings,
                 thumbprint=thumbprint,
+                key_access=result.key_access,
             )
         return Outcome(
             Status.SUCCESS,
@@ -329,6 +332,7 @@ def complete(job: ReenrollmentCompleteJob, session: RemoteSession) -> Outcome:
             f"{what}; bound to SQL Server instance(s) {', '.join(result.bound)}.",
             warnings,
             thumbprint=thumbprint,
+            key_access=result.key_access,
         )
     code = ResultCode.ALREADY_PRESENT if installed == "already_present" else ResultCode.OK
     return Outcome(Status.SUCCESS, code, f"{what}.", warnings, thumbprint=thumbprint)

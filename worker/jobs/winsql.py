@@ -2,8 +2,11 @@
 
 * Inventory: one item per certificate some instance is bound to (alias = thumbprint,
   ``InstanceName`` = the instances, comma-joined, as the peer reports them).
-* Add: import into ``My``; then per instance (``InstanceName``, default ``MSSQLSERVER``): grant
-  the service account read on the key, write the registry value, restart when the store's
+* Add: an ECDSA certificate for an instance whose version cannot use one is refused
+  (``sql_ecc_not_supported``, :func:`ecc_problem`) before anything is imported; import into
+  ``My``; then per instance (``InstanceName``, default ``MSSQLSERVER``): grant read on the key to
+  the service's start account and its service SID (``KeyAccess`` in the result), write the
+  registry value, restart when the store's
   ``restart_service`` is set (``Set-WinCertSqlCertificate`` does the three in that order; an
   instance already bound to the certificate and running is not restarted, so re-runs are
   harmless). Unknown instance names fail before anything is imported. With a renewal thumbprint
@@ -24,7 +27,7 @@ from typing import Any
 
 from producer.codes import ResultCode
 from producer.entry_parameters import SqlParameters
-from producer.messages import AddJob, CertificateItem, InventoryJob, RemoveJob, Status
+from producer.messages import AddJob, CertificateItem, InventoryJob, KeyAccess, RemoveJob, Status
 from worker import journal
 from worker.jobs import certificates
 from worker.jobs.certificates import PreparedCertificate
@@ -34,6 +37,51 @@ from worker.remote.errors import RemoteCommandError
 from worker.remote.session import RemoteSession
 
 SQL_STORE = "My"
+
+ECC_MINIMUM_MAJOR_VERSION = 16
+"""The first SQL Server major version that can use an ECDSA TLS certificate: SQL Server 2022.
+
+Source: Microsoft's "Certificate requirements for SQL Server"
+(learn.microsoft.com/sql/database-engine/configure-windows/certificate-requirements) requires a
+legacy CSP key created with KeySpec AT_KEYEXCHANGE, which an ECDSA key (CNG only) never is, for
+the versions it covers; the dbatools lab (dataplat/dbatools#10713) found 2019, 2022 and 2025
+loading CNG *RSA* keys. No Microsoft page reachable to this project names a SQL Server 2019
+cumulative update that adds ECDSA, so 2019 (15.x) and earlier are refused, and so is an instance
+whose version cannot be read. ``Test-WinCertPrivateSqlEccSupport`` (Common.ps1) and the
+simulator hold the same number (tests/contract)."""
+
+
+def ecc_problem(version: str) -> str | None:
+    """Why an instance of ``version`` (``Setup\\PatchLevel``, e.g. ``15.0.4430.1``) cannot use
+    an ECDSA certificate, None when it can (:data:`ECC_MINIMUM_MAJOR_VERSION`)."""
+    parts = version.strip().split(".")
+    if len(parts) < 2 or not all(p.isdigit() for p in parts):
+        return "its version could not be read"
+    if int(parts[0]) < ECC_MINIMUM_MAJOR_VERSION:
+        return f"it is version {version.strip()}; ECDSA certificates need SQL Server 2022 (16.x) or later"
+    return None
+
+
+def check_ecc(installed: dict[str, dict[str, Any]], names: list[str], key_algorithm: str) -> None:
+    """Refuse an ECDSA certificate (``key_algorithm`` "EC"/"ECDSA...") for any of ``names`` whose
+    version cannot use it, before anything changes on the host.
+
+    Raises:
+        JobStepError: ``sql_ecc_not_supported``, naming each instance and its version.
+    """
+    if not key_algorithm.upper().startswith("EC"):
+        return
+    refused = [
+        f"{name} ({problem})"
+        for name in names
+        if (problem := ecc_problem(str(installed[name.lower()].get("Version") or "")))
+    ]
+    if refused:
+        raise JobStepError(
+            ResultCode.SQL_ECC_NOT_SUPPORTED,
+            f"the certificate has an ECDSA key, which SQL Server instance(s) {'; '.join(refused)} cannot"
+            " use; bind an RSA certificate or upgrade the instance(s). Nothing was changed.",
+        )
 
 
 def instances(session: RemoteSession) -> dict[str, dict[str, Any]]:
@@ -92,6 +140,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
     assert isinstance(entry, SqlParameters)
     info = certificates.host_info(session)
     installed, names = resolve_instances(session, entry)
+    check_ecc(installed, names, prepared.parsed.key_algorithm)
     imported = certificates.import_certificate(session, job, prepared, info, entry.provider_name)
     thumbprint = imported.thumbprint
     warnings = list(imported.warnings)
@@ -139,6 +188,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
             " certificate.",
             warnings,
             thumbprint=thumbprint,
+            key_access=result.key_access,
         )
     if not changed:
         return Outcome(
@@ -148,6 +198,7 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
             " nothing changed.",
             warnings,
             thumbprint=thumbprint,
+            key_access=result.key_access,
         )
     where = ", ".join(bound) if bound else "no instance (none used the renewed certificate)"
     return Outcome(
@@ -156,18 +207,21 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
         f"Bound certificate {thumbprint} to {where}.",
         warnings,
         thumbprint=thumbprint,
+        key_access=result.key_access,
     )
+
 
 
 @dataclass(frozen=True)
 class SqlBound:
     """What :func:`bind` did: instances bound, those whose restart failed, whether anything
-    changed, warnings."""
+    changed, warnings, and per instance the accounts with read access to the key."""
 
     bound: list[str]
     restart_failed: list[str]
     changed: bool
     warnings: list[str]
+    key_access: list[KeyAccess]
 
 
 def bind(
@@ -196,6 +250,7 @@ def bind(
     bound: list[str] = []
     restart_failed: list[str] = []
     warnings: list[str] = []
+    key_access: list[KeyAccess] = []
     changed = False
     for name in targets:
         params: dict[str, Any] = {"InstanceName": name, "Thumbprint": thumbprint, "StorePath": SQL_STORE}
@@ -220,13 +275,22 @@ def bind(
         record = invocation.record()
         warnings.extend(invocation.warnings)
         bound.append(name)
+        key_access.extend(
+            KeyAccess(
+                instance_name=name,
+                account=str(grant.get("Account") or ""),
+                sid=str(grant.get("Sid") or ""),
+                granted=bool(grant.get("Granted")),
+            )
+            for grant in record.get("KeyAccess") or []
+        )
         if record["Outcome"] != "unchanged":
             journal.record("sql_bind", f"set SQL Server instance {name} to certificate {thumbprint}")
         changed = changed or record["Outcome"] != "unchanged"
         if record.get("RestartError"):
             restart_failed.append(name)
             warnings.append(f"instance {name}: {record['RestartError']}")
-    return SqlBound(bound, restart_failed, changed, warnings)
+    return SqlBound(bound, restart_failed, changed, warnings, key_access)
 
 
 def resolve_instances(

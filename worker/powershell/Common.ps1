@@ -505,6 +505,99 @@ function Get-WinCertPrivateEndpointKey {
     return ('ipport={0}:{1}' -f $ip.ToLowerInvariant(), $portNumber)
 }
 
+# The build of a SQL Server instance, from HKLM\SOFTWARE\Microsoft\Microsoft SQL Server\<id>\Setup:
+# PatchLevel (the installed cumulative update, e.g. '15.0.4430.1'), else Version; '' if unknown.
+function Get-WinCertPrivateSqlVersion {
+    param(
+        [Microsoft.Win32.RegistryKey]$Root,
+        [string]$InstanceId
+    )
+    $setup = $Root.OpenSubKey(('SOFTWARE\Microsoft\Microsoft SQL Server\{0}\Setup' -f $InstanceId))
+    if ($null -eq $setup) { return '' }
+    try {
+        $value = [string]$setup.GetValue('PatchLevel', '')
+        if (-not $value) { $value = [string]$setup.GetValue('Version', '') }
+        return $value.Trim()
+    }
+    finally { $setup.Close() }
+}
+
+# Why a SQL Server instance of this version cannot use an ECDSA certificate for TLS, or $null
+# when it can. The rule (one table, also in worker/jobs/winsql.py and simulator/windows/sql.py;
+# tests/contract compares them): SQL Server 2022 (major version 16) and later. Sources:
+# Microsoft's "Certificate requirements for SQL Server" asks for a legacy CSP key created with
+# KeySpec AT_KEYEXCHANGE, which an ECDSA key (CNG only) never is; no Microsoft page reachable to
+# this project names a SQL Server 2019 cumulative update that adds ECDSA, so 2019 (15.x) and
+# earlier are refused, as is an instance whose version cannot be read.
+function Test-WinCertPrivateSqlEccSupport {
+    param(
+        [string]$Version
+    )
+    $eccMinimumMajor = 16
+    $parsed = $null
+    if (-not [System.Version]::TryParse($Version, [ref]$parsed)) {
+        return 'its version could not be read'
+    }
+    if ($parsed.Major -lt $eccMinimumMajor) {
+        return ('it is version {0}; ECDSA certificates need SQL Server 2022 (16.x) or later' -f $Version)
+    }
+    return $null
+}
+
+# The SID of a service's start account (Win32_Service.StartName). The well-known accounts by SID,
+# whatever the language of Windows: LocalSystem S-1-5-18, LocalService S-1-5-19, NetworkService
+# S-1-5-20 (matched by the name after the last '\', which StartName keeps in English); virtual
+# accounts 'NT SERVICE\<service>' by their computed service SID; anything else ('.\user',
+# 'DOMAIN\user', 'user@domain') through NTAccount.Translate (throws when it cannot).
+function ConvertTo-WinCertPrivateAccountSid {
+    param(
+        [string]$StartName
+    )
+    $name = $StartName.Trim()
+    $domain = ''
+    $user = $name
+    $separator = $name.LastIndexOf('\')
+    if ($separator -ge 0) { $domain = $name.Substring(0, $separator); $user = $name.Substring($separator + 1) }
+    switch ($user.ToUpperInvariant()) {
+        'LOCALSYSTEM' { return [System.Security.Principal.SecurityIdentifier]::new('S-1-5-18') }
+        'SYSTEM' { if ($domain) { return [System.Security.Principal.SecurityIdentifier]::new('S-1-5-18') } }
+        'LOCALSERVICE' { return [System.Security.Principal.SecurityIdentifier]::new('S-1-5-19') }
+        'LOCAL SERVICE' { return [System.Security.Principal.SecurityIdentifier]::new('S-1-5-19') }
+        'NETWORKSERVICE' { return [System.Security.Principal.SecurityIdentifier]::new('S-1-5-20') }
+        'NETWORK SERVICE' { return [System.Security.Principal.SecurityIdentifier]::new('S-1-5-20') }
+    }
+    if ($domain -ieq 'NT SERVICE') { return (Get-WinCertPrivateServiceSid -ServiceName $user) }
+    $account = ConvertTo-WinCertPrivateAccountName -StartName $name
+    return [System.Security.Principal.NTAccount]::new($account).Translate([System.Security.Principal.SecurityIdentifier])
+}
+
+# The service SID of a service (NT SERVICE\<name>): S-1-5-80- followed by the SHA-1 of the
+# upper-case service name in UTF-16LE as five little-endian 32-bit sub-authorities (what
+# 'sc.exe showsid' prints; needs no name lookup, so no language dependence).
+function Get-WinCertPrivateServiceSid {
+    param(
+        [string]$ServiceName
+    )
+    $sha1 = [System.Security.Cryptography.SHA1]::Create()
+    try { $hash = $sha1.ComputeHash([System.Text.Encoding]::Unicode.GetBytes($ServiceName.ToUpperInvariant())) }
+    finally { $sha1.Dispose() }
+    $parts = @(for ($i = 0; $i -lt 20; $i += 4) { [System.BitConverter]::ToUInt32($hash, $i) })
+    return [System.Security.Principal.SecurityIdentifier]::new('S-1-5-80-' + ($parts -join '-'))
+}
+
+# A service's SID type: HKLM\SYSTEM\CurrentControlSet\Services\<name> ServiceSidType
+# (0 none, 1 unrestricted, 3 restricted; 0 when absent).
+function Get-WinCertPrivateServiceSidType {
+    param(
+        [Microsoft.Win32.RegistryKey]$Root,
+        [string]$ServiceName
+    )
+    $key = $Root.OpenSubKey(('SYSTEM\CurrentControlSet\Services\{0}' -f $ServiceName))
+    if ($null -eq $key) { return 0 }
+    try { return [int]$key.GetValue('ServiceSidType', 0) }
+    finally { $key.Close() }
+}
+
 # The sslFlags attribute of an IIS binding (0 when it has none).
 function Get-WinCertPrivateBindingSslFlags {
     param(

@@ -22,7 +22,10 @@ function Get-WinCertSqlInstance {
     Keys: InstanceName, InstanceId, Certificate (upper-case hex or ''), ServiceName (MSSQLSERVER or
     MSSQL$<name>), ServiceAccount (normalised: LocalSystem -> NT AUTHORITY\SYSTEM, .\user ->
     COMPUTERNAME\user; '' when the service is missing), ServiceState (Win32_Service.State, e.g.
-    Running or Stopped; '' when missing). No SQL Server: no output.
+    Running or Stopped; '' when missing), Version (the instance's build from
+    ...\<id>\Setup PatchLevel, else Version, e.g. '15.0.4430.1'; '' when unknown),
+    ServiceSidType (HKLM\SYSTEM\CurrentControlSet\Services\<service> ServiceSidType: 0 none,
+    1 unrestricted, 3 restricted). No SQL Server: no output.
     #>
     [CmdletBinding()]
     [OutputType([string])]
@@ -55,6 +58,8 @@ function Get-WinCertSqlInstance {
                     ServiceName    = $serviceName
                     ServiceAccount = if ($null -ne $service) { ConvertTo-WinCertPrivateAccountName -StartName $service.StartName } else { '' }
                     ServiceState   = if ($null -ne $service) { [string]$service.State } else { '' }
+                    Version        = Get-WinCertPrivateSqlVersion -Root $hklm -InstanceId $instanceId
+                    ServiceSidType = Get-WinCertPrivateServiceSidType -Root $hklm -ServiceName $serviceName
                 } | ConvertTo-Json -Compress
             }
         }
@@ -74,14 +79,22 @@ function Set-WinCertSqlCertificate {
        (WinCert.PrivateKeyNotFound): the CNG key UniqueName (RSA or ECDSA) or the CAPI
        UniqueKeyContainerName, under %ProgramData%\Microsoft\Crypto\{Keys,SystemKeys,
        RSA\MachineKeys,DSS\MachineKeys}.
-    2. Grants Read on that file to the service account (read from Win32_Service.StartName and
-       normalised) with Get-Acl / Set-Acl and a FileSystemAccessRule, unless the account can
-       already read it; failure is WinCert.KeyAclFailed and nothing has changed.
+    2. An ECDSA key on an instance whose version cannot use one is WinCert.SqlEccNotSupported,
+       before anything changes (the rule: see Test-WinCertPrivateSqlEccSupport in Common.ps1).
+    3. Grants Read on that file, by SID, to each account SQL Server may load the key as, unless
+       it can already read it: the service's start account (Win32_Service.StartName; the
+       well-known LocalSystem, LocalService and NetworkService by their SIDs S-1-5-18/19/20,
+       never by an English name that localized Windows does not have), and, when the service's
+       SID type is unrestricted (1) or restricted (3), its service SID NT SERVICE\<service>
+       (S-1-5-80-..., computed from the service name). Failure is WinCert.KeyAclFailed and
+       nothing has changed.
     3. Writes the Certificate value (lower case) unless it already names the certificate.
     4. With -RestartService, stops the service (and its dependents) and starts it again, then
        the dependents that were running. A failure is reported in RestartError, not thrown.
-    Output: {"InstanceName", "Outcome": "bound"|"unchanged", "Restarted", "RestartError"};
-    unchanged when neither the ACL nor the registry value had to change.
+    Output: {"InstanceName", "Outcome": "bound"|"unchanged", "Restarted", "RestartError",
+    "KeyAccess": [{"Account", "Sid", "Granted"}]} (Granted: this call added the rule; false: the
+    account could already read the key); unchanged when neither the ACL nor the registry value had
+    to change.
     #>
     [CmdletBinding()]
     [OutputType([string])]
@@ -162,48 +175,76 @@ function Set-WinCertSqlCertificate {
             $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.PrivateKeyNotFound' -Category ObjectNotFound -Target $Thumbprint -Exception ([System.Management.Automation.ItemNotFoundException]::new($message))))
         }
 
-        # 1. Read access for the service account (nothing else has changed if this fails).
-        $service = @(Get-CimInstance -ClassName Win32_Service | Where-Object { $_.Name -eq $serviceName })[0]
-        $account = if ($null -ne $service) { ConvertTo-WinCertPrivateAccountName -StartName $service.StartName } else { '' }
-        $aclProblem = $null
-        $granted = $false
-        if (-not $account) {
-            $aclProblem = 'the service {0} has no account' -f $serviceName
+        # 1. An ECDSA key only where this instance's version can use it (nothing changed yet).
+        $version = Get-WinCertPrivateSqlVersion -Root $hklm -InstanceId $instance.Id
+        $isEcdsa = $false
+        $ecKey = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPublicKey($certificate)
+        if ($null -ne $ecKey) { $isEcdsa = $true; $ecKey.Dispose() }
+        if ($isEcdsa) {
+            $eccProblem = Test-WinCertPrivateSqlEccSupport -Version $version
+            if ($null -ne $eccProblem) {
+                $message = "Certificate {0} has an ECDSA key, which SQL Server instance '{1}' cannot use: {2}. Bind an RSA certificate, or upgrade the instance." -f $Thumbprint, $instance.Name, $eccProblem
+                $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.SqlEccNotSupported' -Category InvalidOperation -Target $Thumbprint))
+            }
         }
-        else {
-            try {
-                $sid = [System.Security.Principal.NTAccount]::new($account).Translate([System.Security.Principal.SecurityIdentifier])
-                $read = [System.Security.AccessControl.FileSystemRights]::Read
-                $canRead = {
-                    param($Acl)
-                    foreach ($rule in $Acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
-                        if ($rule.AccessControlType -eq 'Allow' -and $rule.IdentityReference -eq $sid -and
-                            ($rule.FileSystemRights -band $read) -eq $read) { return $true }
-                    }
-                    return $false
+
+        # 2. Read access, by SID, for the start account and the service SID (nothing else has
+        #    changed if this fails).
+        $service = @(Get-CimInstance -ClassName Win32_Service | Where-Object { $_.Name -eq $serviceName })[0]
+        $startName = if ($null -ne $service) { [string]$service.StartName } else { '' }
+        $aclProblem = $null
+        $access = [System.Collections.Generic.List[object]]::new()
+        $principals = [System.Collections.Generic.List[System.Security.Principal.SecurityIdentifier]]::new()
+        try {
+            if (-not $startName) { throw ('the service {0} has no account' -f $serviceName) }
+            $principals.Add((ConvertTo-WinCertPrivateAccountSid -StartName $startName))
+            $sidType = Get-WinCertPrivateServiceSidType -Root $hklm -ServiceName $serviceName
+            if ($sidType -eq 1 -or $sidType -eq 3) {
+                $serviceSid = Get-WinCertPrivateServiceSid -ServiceName $serviceName
+                if (-not $principals.Contains($serviceSid)) { $principals.Add($serviceSid) }
+            }
+            $read = [System.Security.AccessControl.FileSystemRights]::Read
+            $canRead = {
+                param($Acl, $Sid)
+                foreach ($rule in $Acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
+                    if ($rule.AccessControlType -eq 'Allow' -and $rule.IdentityReference -eq $Sid -and
+                        ($rule.FileSystemRights -band $read) -eq $read) { return $true }
                 }
-                $acl = Get-Acl -LiteralPath $keyFile
-                if (-not (& $canRead $acl)) {
-                    $rule = [System.Security.AccessControl.FileSystemAccessRule]::new(
-                        $sid, $read, [System.Security.AccessControl.AccessControlType]::Allow)
-                    $acl.AddAccessRule($rule)
-                    Set-Acl -LiteralPath $keyFile -AclObject $acl
-                    if (-not (& $canRead (Get-Acl -LiteralPath $keyFile))) { throw 'the new rule is not in the ACL' }
-                    $granted = $true
+                return $false
+            }
+            $acl = Get-Acl -LiteralPath $keyFile
+            $missing = @($principals | Where-Object { -not (& $canRead $acl $_) })
+            if ($missing.Count -gt 0) {
+                foreach ($sid in $missing) {
+                    $acl.AddAccessRule([System.Security.AccessControl.FileSystemAccessRule]::new(
+                            $sid, $read, [System.Security.AccessControl.AccessControlType]::Allow))
+                }
+                Set-Acl -LiteralPath $keyFile -AclObject $acl
+                $after = Get-Acl -LiteralPath $keyFile
+                foreach ($sid in $missing) {
+                    if (-not (& $canRead $after $sid)) { throw ('the rule for {0} is not in the ACL' -f $sid.Value) }
                 }
             }
-            catch {
-                $aclProblem = $_.Exception.Message
+            foreach ($sid in $principals) {
+                $name = $sid.Value
+                try { $name = $sid.Translate([System.Security.Principal.NTAccount]).Value } catch { $name = $sid.Value }
+                $access.Add([pscustomobject]@{ Account = $name; Sid = $sid.Value; Granted = [bool]($missing -contains $sid) })
             }
+        }
+        catch {
+            $aclProblem = $_.Exception.Message
         }
         if ($null -ne $aclProblem) {
             $message = 'Cannot grant Read on the private key of certificate {0} ({1}): {2}.' -f $Thumbprint, $keyFile, $aclProblem.TrimEnd('.')
             $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.KeyAclFailed' -Category PermissionDenied -Target $Thumbprint))
         }
-        if ($granted) { Write-Verbose ('Granted Read on {0} to {1}.' -f $keyFile, $account) }
-        else { Write-Verbose ('{0} can already read {1}.' -f $account, $keyFile) }
+        $granted = @($access | Where-Object { $_.Granted }).Count -gt 0
+        foreach ($entry in $access) {
+            if ($entry.Granted) { Write-Verbose ('Granted Read on {0} to {1} ({2}).' -f $keyFile, $entry.Account, $entry.Sid) }
+            else { Write-Verbose ('{0} ({1}) can already read {2}.' -f $entry.Account, $entry.Sid, $keyFile) }
+        }
 
-        # 2. The registry value.
+        # 3. The registry value.
         $netLib = $hklm.OpenSubKey($netLibPath, $true)
         if ($null -eq $netLib) {
             $message = "SQL Server instance '{0}' was not found." -f $InstanceName
@@ -220,7 +261,7 @@ function Set-WinCertSqlCertificate {
         finally { $netLib.Close() }
         Write-Verbose ('Certificate of SQL Server instance {0} ({1}) is {2}.' -f $instance.Name, $instance.Id, $written)
 
-        # 3. The restart.
+        # 4. The restart.
         $restarted = $false
         $restartError = $null
         if ($RestartService) {
@@ -232,7 +273,8 @@ function Set-WinCertSqlCertificate {
             Outcome      = if ($granted -or $changed) { 'bound' } else { 'unchanged' }
             Restarted    = $restarted
             RestartError = $restartError
-        } | ConvertTo-Json -Compress
+            KeyAccess    = [object[]]$access.ToArray()
+        } | ConvertTo-Json -Compress -Depth 3
     }
     finally { $hklm.Close() }
 }

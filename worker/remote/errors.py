@@ -51,6 +51,7 @@ ERROR_ID_CODES: dict[str, ResultCode] = {
     "WinCert.CertificateNotFound": ResultCode.CERTIFICATE_NOT_FOUND,
     "WinCert.SqlInstanceNotFound": ResultCode.SQL_INSTANCE_NOT_FOUND,
     "WinCert.PrivateKeyNotFound": ResultCode.PRIVATE_KEY_NOT_FOUND,
+    "WinCert.SqlEccNotSupported": ResultCode.SQL_ECC_NOT_SUPPORTED,
     "WinCert.KeyAclFailed": ResultCode.KEY_ACL_FAILED,
     "WinCert.IisCommitFailed": ResultCode.IIS_COMMIT_FAILED,
     "WinCert.KeyGenerationFailed": ResultCode.KEY_GENERATION_FAILED,
