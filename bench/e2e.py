@@ -109,6 +109,9 @@ class Figures:
     slot hand-over."""
     drain_over_ideal: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
+    redis_commands: dict[str, float] = field(default_factory=dict)
+    """Redis commands per job by name (``INFO commandstats``; commands run by Lua scripts
+    included), the bench's own subtracted only from the total."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,9 +300,10 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         for host in hosts:
             host.stats.reset()
         commands_before = int(client_redis.info("stats")["total_commands_processed"])
+        stats_before = _commandstats(client_redis)
         cpu_before = worker_cpu_seconds(pid)
         start = time.perf_counter()
-        own_commands = 2
+        own_commands = 3
         with Client(
             ProducerSettings(broker_url=redis_url, queue=queue, secret_keys=SecretStr(secret_keys))
         ) as client:
@@ -319,11 +323,23 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         commands = (
             int(client_redis.info("stats")["total_commands_processed"]) - commands_before - own_commands
         )
+        stats_after = _commandstats(client_redis)
         figures.rss_end_mib = round(max((_rss_mib(c) for c in _children(pid)), default=0.0), 1)
 
     _collect(figures, sc, hosts, client_redis, payloads, cpu, commands)
+    per_job = {
+        name: round((calls - stats_before.get(name, 0)) / sc.jobs, 2)
+        for name, calls in stats_after.items()
+        if calls - stats_before.get(name, 0) > 0
+    }
+    figures.redis_commands = dict(sorted(per_job.items(), key=lambda kv: -kv[1]))
     client_redis.close()
     return figures
+
+
+def _commandstats(client: redis.Redis) -> dict[str, int]:
+    raw: Any = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in raw.items()}
 
 
 def _collect(

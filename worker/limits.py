@@ -7,17 +7,26 @@ design; in short:
 * Each host has one ZSET ``wincert:sem:{host}:holders``: member = ``job_id``, score = the
   holder's lease deadline in milliseconds on the **Redis** clock (``TIME``), so worker clock
   skew does not matter.
-* :meth:`HostLimiter.acquire` (``limits_acquire.lua``) drops expired holders, reports a job
-  that already holds a slot as ``duplicate``, and grants a slot only while fewer than
-  ``limit`` holders remain. It never blocks: on ``busy`` the task re-publishes itself with a
-  jittered delay (see :func:`retry_delay`).
+* :meth:`HostLimiter.acquire` (``limits_acquire.lua``) drops expired holders and waiters,
+  reports a job that already holds a slot as ``duplicate``, and grants a slot only while fewer
+  than ``limit`` holders remain — to a waiting job first: a newcomer only while more slots are
+  free than jobs wait. Otherwise the job may **wait**: it joins the host's waiters ZSET
+  ``wincert:sem:{host}:waiters`` (at most ``capacity`` jobs per host, each with a wait
+  deadline) and :meth:`HostLimiter.wait_for_slot` blocks on the host's wake list
+  ``wincert:sem:{host}:wake`` (``BLPOP``, bounded) until a release pushes a token, then tries
+  again. A job that finds no room among the waiters, or waited its whole bound, is ``busy``:
+  the task re-publishes itself with a jittered delay (see :func:`retry_delay`). Bounding the
+  waiters per host keeps a saturated host from occupying every worker process (no starvation
+  of other hosts); a killed waiter leaves the line when its wait deadline passes.
 * While remote work runs, :class:`Lease` renews the deadline every ``lease/3`` seconds on a
   background thread (``limits_renew.lua``: ``ZADD XX``, never re-creating a lost lease). If
   renewal finds the slot gone, the lease is flagged ``lost`` and logged.
-* :meth:`HostLimiter.release` removes the holder (``ZREM``) in ``finally``.
+* :meth:`HostLimiter.release` (``limits_release.lua``) removes the holder (``ZREM``) in
+  ``finally`` and, while jobs wait, pushes one wake token. A SIGKILLed holder pushes none: its
+  slot returns after its lease, found by the waiters' next try (each ``BLPOP`` is bounded).
 
-No FIFO waiter queue: waiting jobs retry with jitter, so a host's waiters are served in no
-particular order (documented trade-off; see the internals page).
+Waiters are served in no guaranteed order among themselves (whoever pops a token first), but
+always before newcomers.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ import logging
 import random
 import socket
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -58,6 +69,21 @@ def holders_key(host_key: str) -> str:
     return f"{KEY_PREFIX}:{{{host_key}}}:holders"
 
 
+def waiters_key(host_key: str) -> str:
+    """The waiters ZSET of a host: member = job_id, score = wait deadline (ms, Redis clock)."""
+    return f"{KEY_PREFIX}:{{{host_key}}}:waiters"
+
+
+def wake_key(host_key: str) -> str:
+    """The wake LIST of a host: one token per slot released while jobs wait."""
+    return f"{KEY_PREFIX}:{{{host_key}}}:wake"
+
+
+BLPOP_CHUNK_SECONDS = 5.0
+"""Longest single ``BLPOP`` of a waiter: it re-checks the slots (expired leases of killed
+holders push no token) at least this often."""
+
+
 def _script(name: str) -> str:
     return resources.files("worker").joinpath(name).read_text(encoding="utf-8")
 
@@ -68,7 +94,9 @@ class Outcome(StrEnum):
     GRANTED = "granted"
     """The job holds a slot until the lease deadline."""
     BUSY = "busy"
-    """All of the host's slots are held by other jobs."""
+    """All of the host's slots are held by other jobs (and no room or time left to wait)."""
+    WAIT = "wait"
+    """No slot yet; the job is one of the host's waiters (internal to :meth:`HostLimiter.wait_for_slot`)."""
     DUPLICATE = "duplicate"
     """This job_id already holds a slot: another copy of the job is running (redelivery)."""
 
@@ -81,7 +109,10 @@ class Acquired:
     holders: int
     """Number of holders after the call."""
     deadline_ms: int | None
-    """Granted/duplicate: this job's lease deadline; busy: the earliest holder's deadline."""
+    """Granted/duplicate: this job's lease deadline; wait: its wait deadline; busy: the earliest
+    holder's deadline."""
+    wakeups: int = 0
+    """Wake tokens this job consumed while waiting (:meth:`HostLimiter.wait_for_slot`)."""
 
 
 def retry_delay(waits: int, minimum: float, maximum: float) -> float:
@@ -108,13 +139,56 @@ class HostLimiter:
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self._acquire = client.register_script(_script("limits_acquire.lua"))
         self._renew = client.register_script(_script("limits_renew.lua"))
+        self._release = client.register_script(_script("limits_release.lua"))
+        self.chunk_seconds = BLPOP_CHUNK_SECONDS
 
-    def acquire(self, host_key: str, job_id: str, limit: int) -> Acquired:
-        """Try once to take one of ``limit`` slots of ``host_key`` for ``job_id``; never blocks."""
-        reply: Any = self._acquire(keys=[holders_key(host_key)], args=[job_id, limit, self.lease_ms])
+    def acquire(
+        self, host_key: str, job_id: str, limit: int, wait_seconds: float = 0.0, capacity: int = 0
+    ) -> Acquired:
+        """Try once to take one of ``limit`` slots of ``host_key`` for ``job_id``; never blocks.
+
+        ``wait_seconds`` > 0: when no slot is free for the job, let it join (or stay among) the
+        host's waiters for that long if fewer than ``capacity`` others wait (outcome ``wait``);
+        0: leave the waiters (outcome ``busy``).
+        """
+        keys = [holders_key(host_key), waiters_key(host_key)]
+        wait_ms = max(0, int(wait_seconds * 1000))
+        reply: Any = self._acquire(keys=keys, args=[job_id, limit, self.lease_ms, wait_ms, capacity])
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         deadline = int(reply[2]) if reply[2] is not None else None
         return Acquired(Outcome(outcome), int(reply[1]), deadline)
+
+    def wait_for_slot(
+        self,
+        host_key: str,
+        job_id: str,
+        limit: int,
+        block_seconds: float,
+        capacity: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Acquired:
+        """Take a slot, waiting up to ``block_seconds`` among at most ``capacity`` waiters.
+
+        Each try is :meth:`acquire`; between tries the job blocks on the host's wake list
+        (``BLPOP``, at most ``chunk_seconds`` = :data:`BLPOP_CHUNK_SECONDS` at a time), so a
+        released slot wakes it at once. Returns ``granted``, ``duplicate``, or ``busy`` (no room
+        among the waiters, or the wait ran out; the job has left the line). ``block_seconds`` <= 0 tries once.
+        """
+        now = clock
+        deadline = now() + max(0.0, block_seconds)
+        wakeups = 0
+        while True:
+            remaining = deadline - now()
+            if remaining <= 0:
+                result = self.acquire(host_key, job_id, limit, 0, capacity)
+                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups)
+            chunk = min(remaining, self.chunk_seconds)
+            # the waiter entry outlives one BLPOP by a margin; a killed waiter leaves after it
+            result = self.acquire(host_key, job_id, limit, chunk + 2.0, capacity)
+            if result.outcome is not Outcome.WAIT:
+                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups)
+            popped = self.client.blpop([wake_key(host_key)], timeout=max(0.01, chunk))
+            wakeups += popped is not None
 
     def renew(self, host_key: str, job_id: str) -> bool:
         """Extend ``job_id``'s lease by ``lease_seconds`` from now; False if it no longer holds one."""
@@ -122,8 +196,10 @@ class HostLimiter:
         return int(reply) > 0
 
     def release(self, host_key: str, job_id: str) -> bool:
-        """Give the slot back; False if ``job_id`` held none (expired or never acquired)."""
-        return int(self.client.zrem(holders_key(host_key), job_id)) > 0
+        """Give the slot back (waking one waiter); False if ``job_id`` held none (expired or
+        never acquired)."""
+        keys = [holders_key(host_key), waiters_key(host_key), wake_key(host_key)]
+        return int(self._release(keys=keys, args=[job_id])) > 0
 
     def holders(self, host_key: str) -> dict[str, int]:
         """Current holders (job_id → lease deadline ms), expired ones included until next acquire."""

@@ -114,6 +114,19 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
     slot_wait_deadline_seconds: float = Field(
         default=1800, gt=0, description="Give up waiting for a slot after"
     )
+    slot_block_seconds: float = Field(
+        default=20,
+        ge=0,
+        description="A job finding its host busy waits this long in its worker process, woken when a"
+        " slot frees, before re-publishing itself (at most a quarter of TASK_SOFT_TIME_LIMIT);"
+        " 0 re-publishes at once",
+    )
+    slot_waiters_per_host: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs waiting in worker processes for one host at most (others re-publish);"
+        " 0 means the host's limit",
+    )
 
     # --- metrics and logs --------------------------------------------------------------------
     metrics_port: int = Field(
@@ -347,6 +360,11 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         if self.secret_keys is None or not self.secret_keys.get_secret_value().strip():
             return None
         return self.secret_keys.get_secret_value()
+
+    def slot_waiters_for(self, host: str) -> int:
+        """How many jobs may wait in worker processes for ``host`` (``slot_waiters_per_host``,
+        0 = the host's limit)."""
+        return self.slot_waiters_per_host or self.limit_for(host)
 
     def limit_for(self, host_key: str) -> int:
         """The concurrency limit for ``host_key`` (lower-case host): override or ``host_limit``."""

@@ -6,9 +6,11 @@ Thin by design; each step lives in its own module:
    and a dead letter, never an exception loop;
 2. count the delivery (:mod:`worker.state`); over ``WINCERT_MAX_DELIVERIES`` → dead letter; a
    job that already finished returns its stored result;
-3. take a host slot (:mod:`worker.limits`); if the host is busy, ``self.retry`` with a jittered
-   countdown and ``max_retries=None`` (slot waits never use up a failure budget) until
-   ``WINCERT_SLOT_WAIT_DEADLINE_SECONDS`` → ``slot_deadline_exceeded``;
+3. take a host slot (:mod:`worker.limits`): if the host is busy, wait in this process (woken
+   when a slot frees) up to ``WINCERT_SLOT_BLOCK_SECONDS`` if fewer than the host's waiter bound
+   already wait; else ``self.retry`` with a jittered countdown and ``max_retries=None`` (slot
+   waits never use up a failure budget) until ``WINCERT_SLOT_WAIT_DEADLINE_SECONDS`` →
+   ``slot_deadline_exceeded``;
 4. run the job (:func:`worker.jobs.run` → ``worker.jobs.HANDLERS[(job_type, store_type)]``)
    while a lease thread renews the slot; release it in ``finally``;
 5. retry ``host_unreachable`` / ``timeout`` up to ``WINCERT_TRANSIENT_RETRIES`` times;
@@ -352,7 +354,14 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         )
         return _finish(rt, state, result)
 
-    acquired = rt.limiter.acquire(host, job_id, settings.limit_for(host))
+    block = min(
+        settings.slot_block_seconds,
+        settings.task_soft_time_limit / 4,  # the wait runs inside the task's time limit
+        settings.slot_wait_deadline_seconds - delivery.waited_seconds,
+    )
+    acquired = rt.limiter.wait_for_slot(
+        host, job_id, settings.limit_for(host), block, settings.slot_waiters_for(host)
+    )
     if acquired.outcome is not SlotOutcome.GRANTED:
         if delivery.waited_seconds >= settings.slot_wait_deadline_seconds:
             result = failure(

@@ -52,8 +52,9 @@ def test_twenty_jobs_for_one_host_never_exceed_its_limit(stack: Stack) -> None:
     # the worker ran 4 processes; the host limit (2) is what held concurrency down
     assert snapshot["max_concurrent"] == 2
     assert snapshot["commands"]["Get-WinCertInventory"] == 20
-    # contention really happened: some jobs were re-published while waiting for a slot
-    assert any(r.attempts > 1 for r in results)
+    # contention was served mostly by waiting in the worker processes (woken by releases),
+    # not by re-publishing: at most a few jobs ran more than once
+    assert sum(r.attempts - 1 for r in results) <= 5
 
 
 def test_killed_worker_slot_returns_after_lease_and_job_completes(stack: Stack) -> None:

@@ -169,3 +169,77 @@ def test_host_limit_settings() -> None:
     settings = load_settings(host_limit=2, host_limits={"WEB01.contoso.com": 5})
     assert settings.limit_for("web01.contoso.com") == 5
     assert settings.limit_for("other") == 2
+
+
+# ---- waiting for a slot: woken by a release, bounded, waiters first --------------------------
+def _waiter(limiter: HostLimiter, job_id: str, limit: int, block: float, capacity: int) -> dict[str, Any]:
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        out["result"] = limiter.wait_for_slot(HOST, job_id, limit, block, capacity)
+
+    out["thread"] = threading.Thread(target=run, daemon=True)
+    out["thread"].start()
+    return out
+
+
+def _is_waiting(client: Any, job_id: str) -> bool:
+    from worker.limits import waiters_key
+
+    return client.zscore(waiters_key(HOST), job_id) is not None
+
+
+def test_a_waiting_job_is_woken_by_the_release(redis_client: Any) -> None:
+    limiter = HostLimiter(redis_client, 30)
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    waiting = _waiter(limiter, "b", 1, 60, 1)
+    wait_for(lambda: _is_waiting(redis_client, "b"), 10, "b to wait")
+    assert limiter.release(HOST, "a")
+    waiting["thread"].join(30)
+    result = waiting["result"]
+    assert result.outcome is Outcome.GRANTED and result.wakeups == 1
+    assert list(limiter.holders(HOST)) == ["b"]
+    assert not _is_waiting(redis_client, "b")
+
+
+def test_waiters_go_before_newcomers_and_are_bounded(redis_client: Any) -> None:
+    limiter = HostLimiter(redis_client, 30)
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    waiting = _waiter(limiter, "b", 1, 60, 1)
+    wait_for(lambda: _is_waiting(redis_client, "b"), 10, "b to wait")
+    # no room among the waiters (capacity 1): busy at once, without blocking
+    assert limiter.wait_for_slot(HOST, "c", 1, 60, 1).outcome is Outcome.BUSY
+    assert limiter.release(HOST, "a")
+    # the freed slot belongs to the waiter, whether or not it has woken yet
+    assert limiter.acquire(HOST, "c", 1).outcome is Outcome.BUSY
+    waiting["thread"].join(30)
+    assert waiting["result"].outcome is Outcome.GRANTED
+
+
+def test_a_waiter_gets_a_killed_holders_slot_after_its_lease(redis_client: Any) -> None:
+    limiter = HostLimiter(redis_client, 1.0)
+    limiter.chunk_seconds = 0.3
+    assert limiter.acquire(HOST, "killed", 1).outcome is Outcome.GRANTED  # never released
+    result = limiter.wait_for_slot(HOST, "b", 1, 30, 1)
+    assert result.outcome is Outcome.GRANTED and result.wakeups == 0
+    assert list(limiter.holders(HOST)) == ["b"]
+
+
+def test_a_waiter_that_stops_waiting_leaves_the_line(redis_client: Any) -> None:
+    limiter = HostLimiter(redis_client, 30)
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    assert limiter.acquire(HOST, "gone", 1, wait_seconds=0.5, capacity=1).outcome is Outcome.WAIT
+    limiter.release(HOST, "a")
+    assert limiter.acquire(HOST, "c", 1).outcome is Outcome.BUSY  # "gone" has priority for now
+    wait_for(lambda: limiter.acquire(HOST, "c", 1).outcome is Outcome.GRANTED, 10, "the slot")
+    assert not _is_waiting(redis_client, "gone")
+
+
+def test_the_wait_is_bounded(redis_client: Any) -> None:
+    limiter = HostLimiter(redis_client, 30)
+    limiter.chunk_seconds = 0.2
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    assert limiter.wait_for_slot(HOST, "b", 1, 0.5, 1).outcome is Outcome.BUSY
+    assert not _is_waiting(redis_client, "b")

@@ -173,7 +173,7 @@ def test_busy_host_requeues_until_a_slot_frees(
         assert limiter.acquire("127.0.0.1", fake, 2).outcome is Outcome.GRANTED
     job = _job(sim_host.port, password=sim_host.users[0].password)
     requeues_before = _sample("wincert_host_slot_requeues_total", {"job_type": "inventory"})
-    with running_worker(_settings(redis_url, host_limit=2)) as app:
+    with running_worker(_settings(redis_url, host_limit=2, slot_block_seconds=0.2)) as app:
         async_result = app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
 
         def waits() -> int:
@@ -190,11 +190,34 @@ def test_busy_host_requeues_until_a_slot_frees(
     assert list(limiter.holders("127.0.0.1")) == ["fake-2"]
 
 
+def test_busy_host_job_waits_in_process_and_is_woken_by_the_release(
+    redis_url: str, redis_client: Any, sim_host: SimulatedHost
+) -> None:
+    """Within WINCERT_SLOT_BLOCK_SECONDS the job waits in its process among the host's waiters
+    and the release wakes it: no re-publish, one attempt."""
+    limiter = HostLimiter(redis_client, 60)
+    for fake in ("fake-1", "fake-2"):
+        assert limiter.acquire("127.0.0.1", fake, 2).outcome is Outcome.GRANTED
+    job = _job(sim_host.port, password=sim_host.users[0].password)
+    with running_worker(_settings(redis_url, host_limit=2, slot_block_seconds=5)) as app:
+        async_result = app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
+        waiting = "wincert:sem:{127.0.0.1}:waiters"
+        wait_for(lambda: redis_client.zscore(waiting, job["job_id"]) is not None, 30, "the job to wait")
+        assert sim_host.stats.max_concurrent == 0
+        limiter.release("127.0.0.1", "fake-1")
+        result: dict[str, Any] = async_result.get(timeout=60)
+    assert result["status"] == "success", result["message"]
+    assert result["attempts"] == 1
+    assert redis_client.hget(f"wincert:job:{job['job_id']}", "waits") is None
+    assert sorted(limiter.holders("127.0.0.1")) == ["fake-2"]
+
+
 def test_slot_wait_deadline_dead_letters(redis_url: str, redis_client: Any) -> None:
     limiter = HostLimiter(redis_client, 60)
     assert limiter.acquire("127.0.0.1", "fake-1", 1).outcome is Outcome.GRANTED
     job = _job(free_port())
-    with running_worker(_settings(redis_url, host_limit=1, slot_wait_deadline_seconds=1)) as app:
+    settings = _settings(redis_url, host_limit=1, slot_wait_deadline_seconds=1, slot_block_seconds=0.2)
+    with running_worker(settings) as app:
         result = _submit(app, job)
     assert result["code"] == "slot_deadline_exceeded"
     assert "WINCERT_SLOT_WAIT_DEADLINE_SECONDS" in result["message"]
