@@ -191,7 +191,12 @@ def metrics_collectors(settings: WorkerSettings, info: WorkerInfo) -> list[Colle
     )
     return [
         WorkerCollector(info),
-        QueueCollector(client, lambda: [settings.queue], settings.limit_for),
+        QueueCollector(
+            client,
+            lambda: list(dict.fromkeys([settings.queue, settings.signer_queue])),
+            settings.limit_for,
+            host_cache_seconds=settings.metrics_fleet_cache_seconds,
+        ),
         FleetCollector(
             InventoryReader(client, on_invalid=metrics.INVENTORY_STATE_INVALID.inc),
             stale_seconds=settings.inventory_stale_seconds,

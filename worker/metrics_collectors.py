@@ -133,11 +133,25 @@ class QueueCollector(Collector):
         queues: Callable[[], list[str]],
         limit_for: Callable[[str], int],
         host_scan_limit: int = 100_000,
+        host_cache_seconds: float = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.queues = queues
         self.limit_for = limit_for
         self.host_scan_limit = host_scan_limit
+        self.host_cache_seconds = host_cache_seconds
+        self.clock = clock
+        self._hosts: tuple[float, dict[str, int]] | None = None
+        self._lock = threading.Lock()
+
+    def cached_host_slots(self) -> dict[str, int]:
+        """:meth:`host_slots`, reused for ``host_cache_seconds`` (the SCAN walks the keyspace)."""
+        with self._lock:
+            now = self.clock()
+            if self._hosts is None or now - self._hosts[0] >= self.host_cache_seconds:
+                self._hosts = (now, self.host_slots())
+            return self._hosts[1]
 
     def queue_lengths(self) -> dict[str, int]:
         """``{queue: messages waiting}`` (the list plus its priority sub-lists)."""
@@ -177,7 +191,7 @@ class QueueCollector(Collector):
             lengths = self.queue_lengths()
             unacked = _int(self.client.hlen("unacked"))
             dead = _int(self.client.xlen(DEAD_LETTER_STREAM))
-            held = self.host_slots()
+            held = self.cached_host_slots()
         except redis.RedisError as exc:
             log.warning("metrics: cannot read Redis (%s)", exc)
             up.add_metric([], 0)
