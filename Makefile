@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv redis-server redis-sentinel kubectl prometheus rules bench clean system-packages
+.PHONY: demo test lint typecheck unit venv redis-server redis-sentinel kubectl prometheus rules bench clean system-packages node node-deps
 
 # apt before pip: the gssapi and krb5 wheels build against libkrb5-dev (krb5-config).
 $(STAMP): pyproject.toml | system-packages
@@ -90,13 +90,31 @@ system-packages:
 	  fi; \
 	fi
 
+# Node runs the schema tests (Ajv) and the Node producer example (examples/node).
+node:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "node/npm not found: installing nodejs and npm with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "node and npm are required (schema tests, Node example). Install them: sudo apt-get install" \
+	         "nodejs npm (Debian/Ubuntu), then run make again." >&2; exit 1; \
+	  fi; \
+	fi
+
+# npm ci of the pinned package-lock.json, when node_modules is missing or older than the lock file
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json | node
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+
+node-deps: tests/node/node_modules/.package-lock.json
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy producer worker
 
-test: $(STAMP) system-packages redis-server redis-sentinel kubectl prometheus lint typecheck rules
+test: $(STAMP) system-packages redis-server redis-sentinel kubectl prometheus node-deps lint typecheck rules
 	$(PY) -m pytest -q -p no:cacheprovider
 
 unit: $(STAMP)

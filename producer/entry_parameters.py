@@ -154,14 +154,17 @@ def unicode_host_name(ascii_name: str) -> str:
 
 
 def _sni_flag(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number 0-127 (or the peer's 'true'/'false' text), not a JSON boolean")
     if isinstance(value, str):
         text = value.strip().lower()
         legacy = {"true": 1, "false": 0}
         if text in legacy:
             return legacy[text]
-        match = re.match(r"^(\d+)(\s*-.*)?$", text)  # "3 - SNI Binding" (the peer's legacy labels)
+        match = re.fullmatch(r"([0-9]+)(\s*-.*)?", text)  # "3 - SNI Binding" (the peer's legacy labels)
         if match:
             return int(match.group(1))
+        raise ValueError(f"{value!r} is not an IIS sslFlags value; give 0-127 (1 = SNI)")
     return value
 
 
@@ -208,7 +211,9 @@ class IisParameters(_Entry):
     @field_validator("port", mode="before")
     @classmethod
     def _port(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, bool) or (isinstance(value, str) and not re.fullmatch(r"\s*[0-9]+\s*", value)):
+            raise ValueError(f"{value!r} is not a TCP port; give 1-65535 (443 for https)")
+        if isinstance(value, str):
             value = int(value.strip())
         if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= 65535:
             raise ValueError(f"{value} is not a TCP port; give 1-65535 (443 for https)")
@@ -235,7 +240,9 @@ def _instances(value: Any) -> Any:
     if isinstance(value, str):
         value = [part for part in value.split(",")]
     if isinstance(value, list):
-        names = [str(v).strip() for v in value]
+        if not all(isinstance(v, str) for v in value):
+            raise ValueError("every instance name must be a string, e.g. ['MSSQLSERVER', 'INST2']")
+        names = [v.strip() for v in value]
         if not names or any(not n for n in names):
             raise ValueError(
                 "every instance name must be non-empty; give e.g. 'MSSQLSERVER' or 'MSSQLSERVER,INST2'"

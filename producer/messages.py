@@ -50,6 +50,7 @@ from producer.entry_parameters import (
     thumbprint_alias,
     validate_provider_name,
 )
+from producer.jsontypes import JsonBool, JsonDateTime, JsonInt, JsonUuid, NotBool
 from producer.subject import parse_subject
 from producer.validation import CONTROL_CHARS, validate_host
 from producer.validation import THUMBPRINT_RE as THUMBPRINT_RE  # re-exported
@@ -153,7 +154,7 @@ class NamedCredential(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _CREDENTIAL_NAME.match(value):
+        if not _CREDENTIAL_NAME.fullmatch(value):
             raise ValueError(
                 "must be 1-128 characters of letters, digits, '_', '.' or '-', starting with a"
                 " letter or digit"
@@ -217,17 +218,19 @@ class StoreRef(_Model):
         description="LocalMachine store name, e.g. My, Root, WebHosting, 'Remote Desktop'",
     )
     protocol: Protocol = Protocol.HTTPS
-    port: int | None = Field(
+    port: JsonInt | None = Field(
         default=None, ge=1, le=65535, description="WinRM port; default 5985 (http) / 5986 (https)"
     )
     auth: AuthMethod = AuthMethod.NEGOTIATE
     credential: Credential | None = Field(
         default=None, description="None: the worker's default credential (WINCERT_DEFAULT_CREDENTIAL)"
     )
-    cert_validation: bool = Field(
+    cert_validation: JsonBool = Field(
         default=True, description="Validate the HTTPS listener certificate (CA bundle on the worker)"
     )
-    spn_with_port: bool = Field(default=False, description="Kerberos SPN HTTP/host:port (peer 'spnwithport')")
+    spn_with_port: JsonBool = Field(
+        default=False, description="Kerberos SPN HTTP/host:port (peer 'spnwithport')"
+    )
     spn_service: str | None = Field(
         default=None,
         exclude_if=lambda value: value is None,  # jobs without it read as before (older workers)
@@ -241,7 +244,7 @@ class StoreRef(_Model):
         " CNAME, or client_machine given as an IP address)",
     )
     jea_endpoint: str | None = Field(default=None, description="PSRP configuration name (JEA endpoint)")
-    restart_service: bool = Field(
+    restart_service: JsonBool = Field(
         default=False,
         description="WinSQL: restart the SQL Server service after binding (peer 'RestartService')",
     )
@@ -301,7 +304,7 @@ class StoreRef(_Model):
     @field_validator("spn_service")
     @classmethod
     def _spn_service(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$", value):
+        if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", value):
             raise ValueError(
                 f"{value!r} is not an SPN service class; use letters, digits, '_', '.', '-'"
                 " (e.g. HTTP or WSMAN)"
@@ -324,7 +327,7 @@ class StoreRef(_Model):
     @field_validator("jea_endpoint")
     @classmethod
     def _jea(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", value):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value):
             raise ValueError("must be a PSRP configuration name: letters, digits, '_', '.', '-'")
         return value
 
@@ -412,9 +415,9 @@ class StoreRef(_Model):
 
 
 class _JobBase(_Model):
-    job_id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Idempotency key")
-    schema_version: Literal[1] = SCHEMA_VERSION
-    submitted_at: AwareDatetime | None = Field(default=None, description="Set by the producer client")
+    job_id: JsonUuid = Field(default_factory=uuid.uuid4, description="Idempotency key")
+    schema_version: Annotated[Literal[1], NotBool] = SCHEMA_VERSION
+    submitted_at: JsonDateTime | None = Field(default=None, description="Set by the producer client")
     store: StoreRef
 
 
@@ -523,16 +526,16 @@ class AddJob(_JobBase):
     job_type: Literal["add"]
     certificate: CertificateData
     entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
-    overwrite: bool = Field(default=False, description="Replace a certificate already present")
-    include_chain: bool = Field(
+    overwrite: JsonBool = Field(default=False, description="Replace a certificate already present")
+    include_chain: JsonBool = Field(
         default=False, description="Also add intermediates to CA and self-signed roots to Root"
     )
-    exportable: bool = Field(default=False, description="Import the private key as exportable")
-    rewrap_legacy_pfx: bool = Field(
+    exportable: JsonBool = Field(default=False, description="Import the private key as exportable")
+    rewrap_legacy_pfx: JsonBool = Field(
         default=False,
         description="Re-wrap PBES2/AES PKCS#12 files with 3DES/SHA1 for hosts older than Server 2019",
     )
-    allow_takeover: bool = Field(
+    allow_takeover: JsonBool = Field(
         default=False,
         description="IISU: bind even when another site owns the same ip:port (or host:port with SNI)",
     )
@@ -657,7 +660,7 @@ class SignerRef(_Model):
     issued certificate as PEM, optionally followed by its chain). Chained signing: the worker
     runs generate → sign → install without another producer round trip."""
 
-    task: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][\w.:-]*$")
+    task: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
     queue: str | None = Field(default=None, max_length=200)
 
 
@@ -677,7 +680,7 @@ class ReenrollmentJob(_JobBase):
         description="X.500 subject, e.g. 'CN=web01.contoso.com, O=\"Contoso, Inc\"'",
     )
     key_algorithm: Literal["RSA", "ECDSA_P256", "ECDSA_P384"] = "RSA"
-    key_length: int | None = Field(
+    key_length: JsonInt | None = Field(
         default=None, description="RSA key size in bits (2048 default); ECDSA: none"
     )
     provider_name: str | None = Field(
@@ -686,7 +689,7 @@ class ReenrollmentJob(_JobBase):
     sans: list[SubjectAltName] = Field(default_factory=list, description="dns, ip, email, upn, uri")
     entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
     signer: SignerRef | None = None
-    allow_takeover: bool = False
+    allow_takeover: JsonBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -753,10 +756,10 @@ class ReenrollmentCompleteJob(_JobBase):
     job_type: Literal["reenrollment_complete"]
     certificate: str = Field(min_length=1, description="The issued certificate: PEM or base64 DER")
     chain: list[str] = Field(default_factory=list, description="Issuer certificates (PEM or base64 DER)")
-    request_job_id: uuid.UUID | None = Field(default=None, description="The phase 1 job, if known")
+    request_job_id: JsonUuid | None = Field(default=None, description="The phase 1 job, if known")
     entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
-    include_chain: bool = False
-    allow_takeover: bool = False
+    include_chain: JsonBool = False
+    allow_takeover: JsonBool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -800,10 +803,11 @@ def parse_job(data: Any) -> AnyJob:
 
 
 def job_json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of :data:`Job`, for non-Python producers."""
-    schema: dict[str, Any] = Job.model_json_schema()
-    schema["title"] = "WinCertJob"
-    return schema
+    """JSON Schema (draft 2020-12) of :data:`Job`, for non-Python producers: as strict as these
+    models (:mod:`producer.schema`, which also has the result schema)."""
+    from producer.schema import job_schema  # the schema module imports this one
+
+    return job_schema()
 
 
 class CertificateItem(_Model):
