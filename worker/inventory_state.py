@@ -59,7 +59,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from producer.codes import ResultCode
 from producer.inventory_model import (
     CN_MAX,
     INVENTORY_KEY,
@@ -111,7 +110,6 @@ MAX_TOMBSTONES = 1000
 
 _WRITE_ATTEMPTS = 20
 
-_SUCCESS_CODES = {ResultCode.OK, ResultCode.ALREADY_PRESENT, ResultCode.ALREADY_ABSENT}
 
 
 # --- certificate summaries (no DER kept) ----------------------------------------------------
@@ -379,10 +377,10 @@ def apply_job_result(
     * inventory: success/warning → :meth:`InventoryState.record_inventory` (a ``partial``
       inventory skipped unreadable certificates: the ones read are recorded); failure →
       :meth:`InventoryState.record_failure`;
-    * add / reenrollment_complete (success): :meth:`InventoryState.record_added` with the
+    * add / reenrollment_complete (success or warning): :meth:`InventoryState.record_added` with the
       certificate summarised from ``certificate_der`` (add: the leaf the worker parsed) or the
       completion job's certificate text;
-    * remove (success): :meth:`InventoryState.record_removed`.
+    * remove (success or warning): :meth:`InventoryState.record_removed`.
 
     Returns the new document, or None when the job changed nothing the state records.
     """
@@ -392,7 +390,7 @@ def apply_job_result(
         if result.status is Status.FAILURE:
             return state.record_failure(store, result.code.value, finished)
         return state.record_inventory(store, result.items or [], result.started_at or finished)
-    if result.status is Status.FAILURE or result.code not in _SUCCESS_CODES:
+    if result.status is Status.FAILURE:
         return None
     if isinstance(job, RemoveJob):
         return state.record_removed(store, job.alias, finished)
