@@ -1,4 +1,4 @@
-"""HTTP authentication for one simulated host: Negotiate (NTLM or Kerberos), Kerberos, Basic.
+"""HTTP authentication for one simulated host: Negotiate (NTLM or Kerberos), Kerberos, CredSSP, Basic.
 
 * :class:`CredentialStore` — a host's local accounts. It writes pyspnego's ``NTLM_USER_FILE``
   (Heimdal ``DOMAIN:USER:PASSWORD`` lines, mode 0600) under the state dir. pyspnego matches the
@@ -19,6 +19,12 @@ Kerberos as Windows serves it (MS-WSMV 2.2.9.1, MS-KILE): ``WWW-Authenticate: Ne
 (SPNEGO, or a raw Kerberos AP-REQ in the Negotiate header) and, when ``kerberos`` is listed,
 ``WWW-Authenticate: Kerberos``; message encryption uses the Kerberos session key either way
 (``HTTP-SPNEGO-session-encrypted`` / ``HTTP-Kerberos-session-encrypted`` framing).
+
+CredSSP (MS-CSSP) with ``credssp`` in ``HostConfig.auth``: ``WWW-Authenticate: CredSSP``;
+pyspnego's CredSSP acceptor runs the TLS handshake (its own throw-away certificate), the inner
+Negotiate (NTLM from the host's accounts, or Kerberos with a keytab), the public-key binding and
+receives the delegated credential (``ConnectionAuth.delegated``); messages are encrypted with
+the CredSSP TLS channel (``HTTP-CredSSP-session-encrypted``, 16 KiB parts).
 
 Windows behaviour reproduced: the challenge is ``401`` + ``WWW-Authenticate: Negotiate`` (and
 ``Basic realm="WSMAN"`` on HTTPS); a failed handshake or wrong Basic password is a ``401``.
@@ -152,6 +158,8 @@ class ConnectionAuth:
         self.context: Any = None
         self.user: str | None = None
         self.scheme = "Negotiate"
+        self.delegated: Any = None
+        """CredSSP: the credential the client delegated (``TSPasswordCreds``: domain, user, password)."""
         """The scheme of the completed handshake (``Negotiate`` or ``Kerberos``): final tokens
         go back under the same name."""
 
@@ -167,6 +175,8 @@ class ConnectionAuth:
             values.append("Negotiate")
         if "kerberos" in self.methods and self.store.keytab is not None:
             values.append("Kerberos")
+        if "credssp" in self.methods:
+            values.append("CredSSP")
         if "basic" in self.methods and allow_basic:
             values.append('Basic realm="WSMAN"')
         return values
@@ -184,6 +194,8 @@ class ConnectionAuth:
         if scheme_l in ("negotiate", "ntlm") and self.methods & {"negotiate", "ntlm"}:
             return self._negotiate(value.strip(), scheme)
         if scheme_l == "kerberos" and "kerberos" in self.methods and self.store.keytab is not None:
+            return self._negotiate(value.strip(), scheme)
+        if scheme_l == "credssp" and "credssp" in self.methods:
             return self._negotiate(value.strip(), scheme)
         return AuthOutcome("denied")
 
@@ -206,12 +218,12 @@ class ConnectionAuth:
         except ValueError:
             return AuthOutcome("denied")
         kerberos = scheme.lower() == "kerberos" or is_raw_kerberos(token)
-        if kerberos and self.store.keytab is None:
+        if kerberos and self.store.keytab is None and scheme.lower() != "credssp":
             log.info("kerberos auth refused: the host has no keytab (no SPN registered)")
             return AuthOutcome("denied")
         if self.context is None or self.context.complete:
             # A new handshake on this connection replaces any previous context.
-            protocol = "kerberos" if kerberos else "negotiate"
+            protocol = "credssp" if scheme.lower() == "credssp" else "kerberos" if kerberos else "negotiate"
             self.context, self.user = self.store.new_acceptor(self.channel_binding, protocol), None
             self.scheme = scheme
         try:
@@ -223,6 +235,8 @@ class ConnectionAuth:
         if not self.context.complete:
             return AuthOutcome("continue", out)
         self.user = self._account(str(self.context.client_principal or ""))
+        if scheme.lower() == "credssp":  # Windows logs the user on with the delegated credential
+            self.delegated = getattr(self.context, "client_credential", None)
         log.info("%s auth complete user=%s", scheme, self.user)
         return AuthOutcome("handshake-done", out)
 

@@ -202,6 +202,19 @@ def _body_excerpt(text: str, secrets: Iterable[str]) -> str:
     return redact(plain, secrets)[:160]
 
 
+_CREDSSP_REFUSED = frozenset({0x8009030C, 0xC000006D, 0x80090308})
+"""SEC_E_LOGON_DENIED, STATUS_LOGON_FAILURE, SEC_E_INVALID_TOKEN: what a CredSSP server puts in
+its TSRequest errorCode (MS-CSSP 2.2.1) when the inner NTLM/Kerberos logon fails."""
+
+
+def _credssp_logon_refused(exc: BaseException) -> bool:
+    """requests-credssp's ``NTStatusException`` (or ``AuthenticationException``) for a refused logon."""
+    name = type(exc).__name__
+    if name == "NTStatusException":
+        return bool(exc.args) and exc.args[0] in _CREDSSP_REFUSED
+    return name == "AuthenticationException" and type(exc).__module__.startswith("requests_credssp")
+
+
 def _connect_reason(exc: BaseException) -> str:
     for item in _chain(exc):
         if isinstance(item, ConnectionRefusedError):
@@ -274,8 +287,10 @@ def classify(
         if kerberos is not None:
             return Classified(kerberos[0], redact(kerberos[1], secrets), "kerberos")
 
-    auth_failed = isinstance(exc, AuthenticationError) or (
-        isinstance(exc, WinRMTransportError) and exc.code == 401
+    auth_failed = (
+        isinstance(exc, AuthenticationError)
+        or (isinstance(exc, WinRMTransportError) and exc.code == 401)
+        or any(_credssp_logon_refused(e) for e in _chain(exc))
     )
     if auth_failed:
         return Classified(
