@@ -52,7 +52,8 @@ def is_worker_command(argv: Sequence[str]) -> bool:
         return False
     program = Path(argv[0])
     celery = program.name == "celery" or (program.name == "__main__.py" and program.parent.name == "celery")
-    return celery and "worker" in argv[1:]
+    asks_help = any(arg in ("-h", "--help") for arg in argv[1:])
+    return celery and "worker" in argv[1:] and not asks_help
 
 
 def node_name(argv: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ def test_only_celery_worker_commands_are_configured() -> None:
     )
     assert not metrics_dir.is_worker_command(["/venv/bin/celery", "-A", "worker.app", "inspect", "ping"])
     assert not metrics_dir.is_worker_command(["/venv/bin/pytest", "worker"])
+    assert not metrics_dir.is_worker_command(["/venv/bin/celery", "-A", "worker.app", "worker", "--help"])
     env: dict[str, str] = {}
     assert metrics_dir.configure(["pytest"], env) is None and env == {}
 
