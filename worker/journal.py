@@ -37,11 +37,16 @@ _NOTHING_CHANGED = (ResultCode.ALREADY_PRESENT, ResultCode.ALREADY_ABSENT)
 
 @dataclass(frozen=True)
 class Step:
-    """One host change: ``step`` (import, remove, bind, unbind, sql_bind, sql_unbind, install)."""
+    """One journal entry: a host change ``step`` (import, remove, bind, unbind, sql_bind,
+    sql_unbind) that attempt ``attempt`` confirmed (``done``), or only sent (``started``: the
+    worker wrote it just before the call and may have died before the host answered). ``key``
+    pairs a start with its confirmation."""
 
     attempt: int
     step: str
     detail: str
+    key: str = ""
+    done: bool = True
 
 
 class StepJournal:
@@ -53,7 +58,7 @@ class StepJournal:
         self.attempt = attempt
 
     def steps(self) -> list[Step]:
-        """Every journaled step, oldest first ([] if Redis cannot be read)."""
+        """Every journaled entry, oldest first ([] if Redis cannot be read)."""
         try:
             raw = self.client.lrange(self.key, 0, -1)
         except redis.RedisError as exc:
@@ -63,25 +68,42 @@ class StepJournal:
         for item in raw:
             try:
                 data = json.loads(item)
-                steps.append(Step(int(data["attempt"]), str(data["step"]), str(data["detail"])))
-            except (TypeError, ValueError, KeyError):
+                steps.append(
+                    Step(
+                        int(data["attempt"]),
+                        str(data["step"]),
+                        str(data["detail"]),
+                        str(data.get("key") or ""),
+                        data.get("state", "done") == "done",
+                    )
+                )
+            except (TypeError, ValueError, KeyError, AttributeError):
                 continue  # written by nobody we know: ignored
         return steps
 
     def earlier(self) -> list[Step]:
-        """Steps of attempts before this one."""
+        """Entries of attempts before this one."""
         return [s for s in self.steps() if s.attempt < self.attempt]
 
-    def record(self, step: str, detail: str) -> None:
-        """Append one change made by this attempt."""
-        entry = json.dumps({"attempt": self.attempt, "step": step, "detail": detail})
+    def _append(self, entry: dict[str, object]) -> None:
         try:
             pipe = self.client.pipeline(transaction=True)
-            pipe.rpush(self.key, entry)
+            pipe.rpush(self.key, json.dumps(entry))
             pipe.expire(self.key, STATE_TTL_SECONDS)
             pipe.execute()
         except redis.RedisError as exc:
-            log.warning("could not journal step %s (%s); a redelivery would not report it", step, exc)
+            log.warning(
+                "could not journal step %s (%s); a redelivery would not report it", entry["step"], exc
+            )
+
+    def begin(self, step: str, key: str, detail: str) -> None:
+        """Journal a change about to be sent to the host (``detail``: what it will do)."""
+        entry = {"attempt": self.attempt, "step": step, "detail": detail, "key": key, "state": "started"}
+        self._append(entry)
+
+    def record(self, step: str, detail: str, key: str = "") -> None:
+        """Journal one change this attempt made (the host confirmed it)."""
+        self._append({"attempt": self.attempt, "step": step, "detail": detail, "key": key, "state": "done"})
 
 
 _current: contextvars.ContextVar[StepJournal | None] = contextvars.ContextVar("wincert_journal", default=None)
@@ -89,7 +111,7 @@ _current: contextvars.ContextVar[StepJournal | None] = contextvars.ContextVar("w
 
 @contextlib.contextmanager
 def active(journal: StepJournal) -> Iterator[StepJournal]:
-    """Make ``journal`` the one :func:`record` writes to while the block runs."""
+    """Make ``journal`` the one :func:`begin` and :func:`record` write to while the block runs."""
     token = _current.set(journal)
     try:
         yield journal
@@ -97,28 +119,50 @@ def active(journal: StepJournal) -> Iterator[StepJournal]:
         _current.reset(token)
 
 
-def record(step: str, detail: str) -> None:
+def begin(step: str, key: str, detail: str) -> None:
+    """Journal a change the running job is about to send (a no-op outside a task)."""
+    journal = _current.get()
+    if journal is not None:
+        journal.begin(step, key, detail)
+
+
+def record(step: str, detail: str, key: str = "") -> None:
     """Journal one host change of the running job (a no-op outside a task, e.g. in tools)."""
     journal = _current.get()
     if journal is not None:
-        journal.record(step, detail)
+        journal.record(step, detail, key)
 
 
-def reconcile(result: JobResult, earlier: list[Step]) -> JobResult:
-    """``result`` told truthfully across attempts.
+def reconcile(result: JobResult, steps: list[Step], attempt: int) -> JobResult:
+    """``result`` of attempt ``attempt`` told truthfully across attempts (``steps``: the whole
+    journal, read after the attempt).
 
-    No earlier steps: unchanged. Otherwise the message gains what earlier attempts changed, and
-    an ``already_present`` / ``already_absent`` success (this attempt found the job's own work
-    done) becomes ``ok``.
+    Changes confirmed by earlier attempts are added to the message. A change an earlier attempt
+    sent without seeing the answer (started, never confirmed by any attempt) is reported as
+    "sent by an earlier attempt" when this attempt found it in place. An ``already_present`` /
+    ``already_absent`` success explained by either becomes ``ok``. Without earlier entries the
+    result is returned unchanged.
     """
-    if not earlier:
+    earlier = [s for s in steps if s.attempt < attempt]
+    confirmed = {s.key for s in steps if s.done and s.key}
+    done = list(dict.fromkeys(s.detail for s in earlier if s.done))
+    unanswered = list(dict.fromkeys(s.detail for s in earlier if not s.done and s.key not in confirmed))
+    if not done and not unanswered:
         return result
-    done = "; ".join(dict.fromkeys(s.detail for s in earlier))
+    parts = []
+    if done:
+        parts.append("; ".join(done))
+    if unanswered:
+        parts.append(
+            "; ".join(unanswered) + " (sent by an earlier attempt whose worker stopped before the host"
+            " answered)"
+        )
+    earlier_text = "; ".join(parts)
     if result.status is Status.SUCCESS and result.code in _NOTHING_CHANGED:
         message = (
-            f"{done} (by an earlier attempt of this job, whose worker stopped before reporting;"
-            " this attempt found the change in place)."
+            f"{earlier_text} — by an earlier attempt of this job, whose worker stopped before"
+            " reporting; this attempt found the change in place."
         )
         return result.model_copy(update={"code": ResultCode.OK, "message": message})
-    message = f"{result.message} Earlier attempts of this job: {done}."
+    message = f"{result.message} Earlier attempts of this job: {earlier_text}."
     return result.model_copy(update={"message": message})

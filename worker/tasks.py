@@ -389,7 +389,6 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     metrics.SLOTS_IN_USE.inc()
     lease = rt.limiter.lease(host, job_id)
     steps = journal.StepJournal(rt.redis, job_id, delivery.attempts)
-    earlier = steps.earlier()
     try:
         with lease, journal.active(steps):
             run = jobs.run(
@@ -415,7 +414,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     finally:
         metrics.SLOTS_IN_USE.dec()
 
-    result = journal.reconcile(run.result, earlier)
+    result = journal.reconcile(run.result, steps.steps(), delivery.attempts)
     if lease.lost:
         result = result.model_copy(
             update={

@@ -84,26 +84,44 @@ def test_step_journal_reports_an_earlier_attempts_changes(redis_client: Any) -> 
     first = journal.StepJournal(redis_client, job_id, attempt=1)
     assert first.earlier() == []
     with journal.active(first):
-        journal.record("import", "added certificate AB12 to My")
+        journal.begin("import", "import My AB12", "adding certificate AB12 to My")
+        journal.record("import", "added certificate AB12 to My", "import My AB12")
     journal.record("import", "outside a task: not journaled")
-    assert [s.detail for s in first.steps()] == ["added certificate AB12 to My"]
+    assert [(s.detail, s.done) for s in first.steps()] == [
+        ("adding certificate AB12 to My", False),
+        ("added certificate AB12 to My", True),
+    ]
     assert redis_client.ttl(first.key) > 0
 
     second = journal.StepJournal(redis_client, job_id, attempt=2)
-    earlier = second.earlier()
-    assert [(s.attempt, s.step) for s in earlier] == [(1, "import")]
+    assert [(s.attempt, s.step) for s in second.earlier()] == [(1, "import"), (1, "import")]
+    steps = second.steps()
     found = _result(ResultCode.ALREADY_PRESENT, "Certificate AB12 is already in My; nothing changed.")
-    told = journal.reconcile(found, earlier)
+    told = journal.reconcile(found, steps, 2)
     assert told.code is ResultCode.OK
     assert "nothing changed" not in told.message
-    assert told.message.startswith("added certificate AB12 to My (by an earlier attempt of this job")
+    assert "sent by" not in told.message  # the import was confirmed
+    assert told.message.startswith("added certificate AB12 to My — by an earlier attempt of this job")
 
     bound = _result(ResultCode.OK, "Bound certificate AB12 to Default Web Site.")
-    assert journal.reconcile(bound, earlier).message.endswith(
+    assert journal.reconcile(bound, steps, 2).message.endswith(
         "Earlier attempts of this job: added certificate AB12 to My."
     )
-    # a first attempt, or a job whose earlier attempts changed nothing, is reported as it is
-    assert journal.reconcile(found, []) is found
+    # a first attempt is reported as it is
+    assert journal.reconcile(found, steps, 1) is found
+
+
+def test_a_change_sent_but_never_answered_is_reported_as_sent(redis_client: Any) -> None:
+    job_id = str(uuid.uuid4())
+    first = journal.StepJournal(redis_client, job_id, attempt=1)
+    first.begin("import", "import My CD34", "adding certificate CD34 to My")  # then the worker died
+    found = _result(ResultCode.ALREADY_PRESENT, "Certificate CD34 is already in My; nothing changed.")
+    told = journal.reconcile(found, journal.StepJournal(redis_client, job_id, 2).steps(), 2)
+    assert told.code is ResultCode.OK
+    assert told.message.startswith(
+        "adding certificate CD34 to My (sent by an earlier attempt whose worker stopped before the host"
+        " answered)"
+    )
 
 
 def test_step_journal_survives_an_unreachable_redis() -> None:

@@ -256,6 +256,8 @@ def import_certificate(
         data, password = parsed.pkcs12_bytes, prepared.password
     else:
         data, password = parsed.leaf_der, None
+    key = f"import {job.store.store_path} {parsed.thumbprint}"
+    journal.begin("import", key, f"adding certificate {parsed.thumbprint} to {job.store.store_path}")
     imported = _import(
         session,
         job.store.store_path,
@@ -266,7 +268,7 @@ def import_certificate(
         exportable=job.exportable,
         overwrite=job.overwrite,
     )
-    _journal_import(imported, job.store.store_path)
+    _journal_import(imported, job.store.store_path, key)
     if parsed.has_private_key and not imported.has_private_key:
         rolled_back = ""
         if imported.outcome == "added":
@@ -309,6 +311,8 @@ def remove_certificate(
     params: dict[str, Any] = {"StorePath": store_path, "Thumbprint": thumbprint}
     if if_unused:
         params["IfUnused"] = True
+    key = f"remove {store_path} {thumbprint}"
+    journal.begin("remove", key, f"removing certificate {thumbprint} from {store_path}")
     invocation = session.invoke("Remove-WinCertCertificate", params)
     record = invocation.record()
     removed = Removed(
@@ -318,7 +322,7 @@ def remove_certificate(
         list(invocation.warnings),
     )
     if removed.outcome == "removed":
-        journal.record("remove", f"removed certificate {thumbprint} from {store_path}")
+        journal.record("remove", f"removed certificate {thumbprint} from {store_path}", key)
     return removed
 
 
@@ -329,11 +333,11 @@ _JOURNAL_IMPORT = {
 }
 
 
-def _journal_import(imported: Imported, store_path: str) -> None:
+def _journal_import(imported: Imported, store_path: str, key: str) -> None:
     """Journal an import that changed the store (worker.journal); ``already_present`` did not."""
     if imported.outcome != "already_present":
         template = _JOURNAL_IMPORT.get(imported.outcome, "imported certificate {t} into {s}")
-        journal.record("import", template.format(t=imported.thumbprint, s=store_path))
+        journal.record("import", template.format(t=imported.thumbprint, s=store_path), key)
 
 
 def roll_back_import(

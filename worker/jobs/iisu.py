@@ -156,6 +156,9 @@ def bind(
     }
     if allow_takeover:
         params["AllowTakeover"] = True
+    key = f"bind {entry.site_name} {entry.binding_information} {thumbprint}"
+    where = f"{entry.site_name} https {entry.binding_information}"
+    journal.begin("bind", key, f"binding certificate {thumbprint} to {where}")
     try:
         invocation = session.invoke("Set-WinCertIisBinding", params)
     except RemoteCommandError as exc:
@@ -172,11 +175,7 @@ def bind(
         list(invocation.warnings),
     )
     if bound.outcome != "unchanged":
-        journal.record(
-            "bind",
-            f"bound certificate {thumbprint} to {entry.site_name} https {bound.binding_information}"
-            f" ({bound.outcome})",
-        )
+        journal.record("bind", f"bound certificate {thumbprint} to {where} ({bound.outcome})", key)
     return bound
 
 
