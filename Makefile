@@ -106,7 +106,10 @@ node:
 tests/node/node_modules/.package-lock.json: tests/node/package-lock.json | node
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 
-node-deps: tests/node/node_modules/.package-lock.json
+examples/node/node_modules/.package-lock.json: examples/node/package-lock.json | node
+	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
+
+node-deps: tests/node/node_modules/.package-lock.json examples/node/node_modules/.package-lock.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
