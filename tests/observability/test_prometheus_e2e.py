@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from celery import Celery
 from cryptography import x509
@@ -40,6 +41,7 @@ from simulator.config import HostConfig, SeedSpec, SimulatorConfig
 from simulator.server import Simulator
 from tests.e2e.conftest import write_credentials
 from tests.support import TEST_SECRET_KEYS, free_port, project_root, wait_for, worker_process
+from worker.limits import holders_key
 
 pytestmark = pytest.mark.e2e
 
@@ -216,8 +218,12 @@ def test_dashboards_and_alerts_on_a_real_prometheus(tmp_path: Path, redis_url: s
                 90,
                 "prometheus to scrape the worker",
             )
+            slots = redis.Redis.from_url(redis_url)
             for _wave in range(2):  # two waves a few scrapes apart, so every rate() has an increase
-                ids = [client.submit(job()) for _ in range(4)]  # one slot: the others requeue
+                # the host's one slot is held for 1.5 s by someone else: the first jobs requeue
+                seconds, micros = slots.time()
+                slots.zadd(holders_key(host.bind), {"operator": seconds * 1000 + micros // 1000 + 1500})
+                ids = [client.submit(job()) for _ in range(4)]
                 ids.append(client.submit(job("wrong-password")))
                 ids.append(client.submit(job(port=closed_port)))
                 sender.send_task(TASK_NAME, args=[{"job_type": "not-a-job"}], queue=queue)
