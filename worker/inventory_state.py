@@ -5,6 +5,19 @@ incremental inventory; written by every inventory and by every change a job make
 remove, reenrollment completion), through :func:`apply_job_result` called from
 :mod:`worker.tasks`.
 
+API (small on purpose; readers on the producer side use :class:`producer.inventory_model.InventoryReader`)
+=====================================================================================================
+
+* ``InventoryState(client).get(store) -> StoreInventory | None`` — the store's document:
+  ``certificates`` (:class:`CertificateEntry`: ``alias``, ``thumbprint``, ``subject_cn``,
+  ``not_after`` Unix seconds, ``binding``, ``seen``), ``thumbprints()``, ``last_inventory``
+  (Unix seconds of the last successful inventory's start, None if never), ``last_failure``;
+* ``stores()`` — every valid document (HSCAN); ``expiring(within, now)`` — soonest first;
+* ``record_inventory(store, items, started_at)`` — a successful (full) inventory;
+  ``record_failure(store, code, at)``; ``record_added(store, CertificateSummary, at, ...)``;
+  ``record_removed(store, alias, at)``; ``forget(store)``;
+* :func:`apply_job_result` — what :mod:`worker.tasks` calls after every finished job.
+
 Redis data model
 ================
 
