@@ -20,6 +20,7 @@ from producer.cli.base import ExitCode, _console, _fail, _load_settings, _print_
 from producer.client import Client
 from producer.inventory_model import InventoryReader, parse_within
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM
+from producer.redis_connection import merge_celery_options
 from producer.settings import ProducerSettings
 
 PRIORITY_LISTS = tuple(f"\x06\x16{step}" for step in (3, 6, 9))
@@ -82,7 +83,8 @@ def _status(settings: ProducerSettings, top: int, ping_timeout: float) -> dict[s
         key=lambda item: (-item[1], item[0]),
     )
     busy = [(h, n) for h, n in hosts if n > 0]
-    app = Celery("wincert-status", broker=settings.broker_url, set_as_current=False)
+    app = Celery("wincert-status", set_as_current=False)
+    app.conf.update(merge_celery_options({"broker_url": settings.broker_url}, settings.redis_connection))
     try:
         replies_ping = app.control.ping(timeout=ping_timeout) or []
     finally:
