@@ -47,7 +47,9 @@ document, :class:`StoreInventory`::
 Ordering: an inventory that started before a change finished must not undo that change. Each
 certificate carries ``seen`` (when it was observed) and each removal a tombstone time; applying
 an inventory started at ``T`` keeps entries seen after ``T`` and honours tombstones after ``T``.
-Every write is a WATCH/MULTI transaction on the hash (retried on conflict).
+Every write is a WATCH/MULTI transaction on the store's own version key
+``wincert:inventory:version:<store id>`` (incremented with the write; retried with jitter on
+conflict), so writers of different stores never conflict.
 
 Everything read back from Redis is untrusted: a document that is not valid JSON, does not match
 the model, or is larger than :data:`MAX_DOCUMENT_BYTES` is ignored (logged, counted in
@@ -60,6 +62,7 @@ import base64
 import hashlib
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -121,7 +124,7 @@ __all__ = [
 MAX_TOMBSTONES = 1000
 """Removal tombstones kept per store between inventories (oldest dropped first)."""
 
-_WRITE_ATTEMPTS = 20
+_WRITE_ATTEMPTS = 50
 
 
 
@@ -349,16 +352,26 @@ class InventoryState(InventoryReader):
 
         return self._update(store, change)
 
+    def version_key(self, sid: str) -> str:
+        """The per-store write counter every update WATCHes and increments (so writers of
+        different stores never conflict): ``wincert:inventory:version:<store id>``."""
+        return f"{self.key}:version:{sid}"
+
     def forget(self, store: StoreRef) -> bool:
         """Drop a store's document (an operator decommissioned it); True if it existed."""
-        return bool(self.client.hdel(self.key, store_id_of(store)))
+        sid = store_id_of(store)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.key, sid)
+        pipe.delete(self.version_key(sid))
+        return bool(pipe.execute()[0])
 
     def _update(self, store: StoreRef, change: Any) -> StoreInventory:
         sid = store_id_of(store)
-        for _ in range(_WRITE_ATTEMPTS):
+        version = self.version_key(sid)
+        for attempt in range(_WRITE_ATTEMPTS):
             with self.client.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(self.key)  # type: ignore[no-untyped-call]
+                    pipe.watch(version)  # type: ignore[no-untyped-call]
                     raw = pipe.hget(self.key, sid)
                     doc = self._parse(sid, raw) if raw is not None else None
                     if doc is None:
@@ -372,9 +385,11 @@ class InventoryState(InventoryReader):
                     updated = updated.model_copy(update={"updated": time.time()})
                     pipe.multi()
                     pipe.hset(self.key, sid, updated.model_dump_json())
+                    pipe.incr(version)
                     pipe.execute()
                     return updated
                 except redis.WatchError:
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # jittered backoff
                     continue
         raise RuntimeError(f"inventory state of {sid!r}: too many concurrent writers, gave up")
 
