@@ -261,3 +261,32 @@ def test_parse_within() -> None:
     assert parse_within("90") == timedelta(seconds=90)
     with pytest.raises(ValueError, match="30d"):
         parse_within("soon")
+
+
+def test_writers_of_different_stores_do_not_hold_each_other_up(redis_url: str) -> None:
+    """Each update WATCHes its own store's version key: six busy writers of six stores all finish
+    (with one WATCH on the whole hash they conflicted until they gave up)."""
+    import redis
+
+    summary = CertificateSummary("A" * 40, "cn", NOW + timedelta(days=9))
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            own = InventoryState(client)
+            for _ in range(150):
+                own.record_added(store(host=f"h{i}"), summary, NOW)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    readback = InventoryState(redis.Redis.from_url(redis_url, decode_responses=True))
+    assert {s.host for s in readback.stores()} >= {f"h{i}" for i in range(6)}
