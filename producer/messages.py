@@ -359,10 +359,10 @@ class StoreRef(_Model):
                 "auth 'basic' over protocol 'http' would send the password unencrypted (WinRM refuses"
                 " it by default); use protocol https, or negotiate/ntlm/kerberos over http"
             )
-        if self.auth is AuthMethod.CERTIFICATE:
+        if self.auth is AuthMethod.CERTIFICATE and self.protocol is not Protocol.HTTPS:
             raise ValueError(
-                "auth 'certificate' (client certificate mapping) is not supported by this version; use"
-                " negotiate, kerberos, ntlm, credssp, or basic over https"
+                "auth 'certificate' (WinRM client certificate mapping) needs protocol 'https': the"
+                " certificate is presented in the TLS handshake"
             )
         return self
 

@@ -364,8 +364,12 @@ def _store_ref() -> Schema:
                                     },
                                 },
                                 {
-                                    "required": ["auth"],
-                                    "properties": {"auth": {"const": AuthMethod.CERTIFICATE.value}},
+                                    # the client certificate is presented in the TLS handshake
+                                    "required": ["auth", "protocol"],
+                                    "properties": {
+                                        "auth": {"const": AuthMethod.CERTIFICATE.value},
+                                        "protocol": {"not": {"const": Protocol.HTTPS.value}},
+                                    },
                                 },
                             ],
                         }

@@ -138,6 +138,23 @@ DEFAULT_PROVIDERS: tuple[tuple[str, Literal["CSP", "KSP"]], ...] = (
 )
 
 
+class ClientCertificateMappingSpec(_Model):
+    """A WinRM ClientCertificate mapping (``New-Item WSMan:\\localhost\\ClientCertificate
+    -Subject <UPN> -Issuer <CA thumbprint> -Credential <account>``): a client certificate with
+    that UPN, issued by that CA (which must be in the host's Root store), runs as ``username``."""
+
+    subject: str = Field(min_length=1, description="The certificate's UPN, or * for any")
+    issuer: str = Field(description="Thumbprint of the issuing CA certificate (in the Root store)")
+    username: str = Field(min_length=1, description="The local account requests run as")
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        if len(value) != 40 or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError("issuer: the CA certificate's thumbprint, 40 hex characters")
+        return value.upper()
+
+
 class HostConfig(_Model):
     """One simulated Windows host."""
 
@@ -151,6 +168,11 @@ class HostConfig(_Model):
     transport: Literal["http", "https"] = "http"
     auth: list[Literal["negotiate", "ntlm", "kerberos", "basic", "certificate", "credssp"]] = Field(
         default_factory=lambda: ["negotiate", "ntlm"]
+    )
+    client_certificate_mappings: list[ClientCertificateMappingSpec] = Field(
+        default_factory=list,
+        description="WinRM certificate mappings ('certificate' in auth, transport https); the issuers"
+        " must be in the host's Root store (seed them)",
     )
     kerberos_keytab: Path | None = Field(
         default=None,

@@ -13,6 +13,7 @@ under ``state_dir/<name>``, its own counters, and serves WS-Management at ``/wsm
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,12 +21,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from simulator.config import HostConfig, SimulatorConfig, UserSpec
 from simulator.psrp.shell import ShellEnvironment
 from simulator.psrp.stats import HostStats
 from simulator.runtime import CommandRegistry
 from simulator.tls import ensure_server_tls
 from simulator.wsman.auth import CredentialStore
+from simulator.wsman.certauth import CertificateMapper, Mapping
 from simulator.wsman.http import Endpoint, WSManServer
 from simulator.wsman.shell_service import ShellService
 
@@ -82,6 +86,16 @@ class SimulatedHost:
         return f"{self.transport}://{host}:{self.port}/wsman"
 
 
+def _certificate_mapper(cfg: HostConfig, windows_host: Any) -> CertificateMapper | None:
+    """The host's WinRM certificate mapping (``certificate`` in auth), issuers from its Root store."""
+    if "certificate" not in cfg.auth or not cfg.client_certificate_mappings:
+        return None
+    issuers = {m.issuer for m in cfg.client_certificate_mappings}
+    roots = [c.der for c in windows_host.certificates("Root") if c.thumbprint in issuers]
+    mappings = [Mapping(m.subject, m.issuer, m.username) for m in cfg.client_certificate_mappings]
+    return CertificateMapper(cfg.name, mappings, roots)
+
+
 class Simulator:
     """All hosts of a :class:`SimulatorConfig`.
 
@@ -127,6 +141,7 @@ class Simulator:
         service = ShellService(env, cfg.jea_endpoints)
         address = cfg.address or self.config.bind
         tls = ensure_server_tls(state_dir, cfg.name, address) if cfg.transport == "https" else None
+        mapper = _certificate_mapper(cfg, windows_host) if tls is not None else None
         endpoint = Endpoint(
             name=cfg.name,
             service=service,
@@ -139,7 +154,15 @@ class Simulator:
             channel_binding=tls.channel_binding() if tls else None,
             round_trip_seconds=cfg.round_trip_ms / 1000,
         )
-        server = WSManServer((address, cfg.port), endpoint, tls.context() if tls else None)
+        endpoint.certificate_mapper = mapper
+        context = tls.context() if tls else None
+        if context is not None and mapper is not None and mapper.roots:
+            # ask for a client certificate; it must chain to a mapped issuer in the Root store
+            context.verify_mode = ssl.CERT_OPTIONAL
+            context.load_verify_locations(cadata=b"".join(
+                c.public_bytes(serialization.Encoding.DER) for c in mapper.roots.values()
+            ))
+        server = WSManServer((address, cfg.port), endpoint, context)
         host = SimulatedHost(
             cfg,
             server.server_address[1],

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ import spnego
 from spnego.channel_bindings import GssChannelBindings
 
 from simulator.config import UserSpec
+from simulator.wsman.certauth import MUTUAL
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ class ConnectionAuth:
         self.context: Any = None
         self.user: str | None = None
         self.scheme = "Negotiate"
+        self.certificate_user: Callable[[], str | None] | None = None
+        """HTTPS with a client certificate: maps the presented certificate to an account."""
         self.delegated: Any = None
         """CredSSP: the credential the client delegated (``TSPasswordCreds``: domain, user, password)."""
         """The scheme of the completed handshake (``Negotiate`` or ``Kerberos``): final tokens
@@ -187,6 +190,12 @@ class ConnectionAuth:
             if self.user is not None:
                 return AuthOutcome("ok")
             return AuthOutcome("denied")
+        if header.strip().lower() == MUTUAL and "certificate" in self.methods and self.https:
+            user = self.certificate_user() if self.certificate_user is not None else None
+            if user is None:
+                return AuthOutcome("denied")
+            self.user = user
+            return AuthOutcome("ok")
         scheme, _, value = header.partition(" ")
         scheme_l = scheme.lower()
         if scheme_l == "basic" and "basic" in self.methods and allow_basic:

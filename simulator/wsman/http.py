@@ -28,6 +28,7 @@ from typing import Any
 from simulator.psrp.stats import HostStats
 from simulator.wsman import encryption, faults
 from simulator.wsman.auth import ConnectionAuth, CredentialStore
+from simulator.wsman.certauth import CertificateMapper
 from simulator.wsman.shell_service import MAX_ENVELOPE, ShellService
 from simulator.wsman.soap import MalformedRequestError, build_fault, parse_request
 
@@ -55,6 +56,8 @@ class Endpoint:
     channel_binding: bytes | None = None
     round_trip_seconds: float = 0.0
     """Injected network round-trip time: every WS-Man reply is held back this long (seconds)."""
+    certificate_mapper: CertificateMapper | None = None
+    """HTTPS client-certificate mapping (``certificate`` auth); None: not offered."""
 
 
 class WSManServer(ThreadingHTTPServer):
@@ -111,6 +114,9 @@ class WSManHandler(BaseHTTPRequestHandler):
         self.timeout = ep.keepalive_timeout
         super().setup()
         self.auth = ConnectionAuth(ep.credentials, ep.auth_methods, ep.https, ep.channel_binding)
+        if ep.certificate_mapper is not None and isinstance(self.connection, ssl.SSLSocket):
+            mapper, peer = ep.certificate_mapper, self.connection.getpeercert(binary_form=True)
+            self.auth.certificate_user = lambda: mapper.map(peer)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

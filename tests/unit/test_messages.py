@@ -434,9 +434,11 @@ def test_basic_auth_over_http_is_refused_before_enqueue() -> None:
     ]
 
 
-def test_certificate_auth_is_refused_naming_the_alternatives() -> None:
+def test_certificate_auth_needs_https() -> None:
     data = job_dict()
-    data["store"].update(auth="certificate")
+    data["store"].update(auth="certificate", protocol="http")
     ((loc, message),) = errors(data)
     assert loc == ("inventory", "store")
-    assert "auth 'certificate'" in message and "not supported by this version" in message
+    assert "auth 'certificate'" in message and "needs protocol 'https'" in message
+    data["store"].update(protocol="https")
+    assert parse_job(data).store.auth.value == "certificate"

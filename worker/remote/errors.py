@@ -292,6 +292,15 @@ def classify(
         or (isinstance(exc, WinRMTransportError) and exc.code == 401)
         or any(_credssp_logon_refused(e) for e in _chain(exc))
     )
+    if auth_failed and store.auth.value == "certificate":
+        return Classified(
+            ResultCode.AUTH_FAILED,
+            f"{where} refused the client certificate of {credential_label}: check that the host maps it"
+            " (New-Item WSMan:\\localhost\\ClientCertificate -Subject <the certificate's UPN> -Issuer"
+            " <its CA's thumbprint> -Credential <local account>), that the CA is in the host's"
+            " Trusted Root store, and that the certificate has the Client Authentication EKU and a UPN",
+            "auth",
+        )
     if auth_failed:
         return Classified(
             ResultCode.AUTH_FAILED,

@@ -104,11 +104,6 @@ def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOption
       ``IncludePortInSPN``) and the client credential (password, keytab or credential cache):
       :func:`worker.remote.kerberos.wsman_kerberos_kwargs`.
     """
-    if store.auth is AuthMethod.CERTIFICATE:
-        raise CredentialError(
-            "auth 'certificate' needs a client certificate, which this worker version cannot"
-            " configure; use negotiate, kerberos, ntlm, credssp or basic (over https)"
-        )
     if store.auth is AuthMethod.BASIC and store.protocol is WinRMProtocol.HTTP:
         raise CredentialError(
             "auth 'basic' over http would send the password unencrypted and WinRM refuses it by"
@@ -135,7 +130,37 @@ def wsman_kwargs(store: StoreRef, credential: Credential, options: SessionOption
     }
     if uses_kerberos(store):
         kwargs.update(wsman_kerberos_kwargs(store, credential))
+    if store.auth is AuthMethod.CERTIFICATE:
+        kwargs.update(certificate_kwargs(credential))
     return kwargs
+
+
+def certificate_kwargs(credential: Credential) -> dict[str, Any]:
+    """pypsrp's client-certificate arguments from the credential's ``certificate_file`` and
+    ``private_key_file`` (PEM paths on the worker; the key may be encrypted: its passphrase is
+    ``private_key_passphrase``, handed to the TLS library, never written anywhere).
+
+    Raises:
+        CredentialError: the credential has no client certificate, or a file is missing.
+    """
+    material = credential.material
+    if material is None or material.certificate_file is None or material.private_key_file is None:
+        raise CredentialError(
+            f"auth 'certificate' needs a client certificate, but {credential.label} has none; give it"
+            " 'certificate_file' and 'private_key_file' (PEM, the key preferably encrypted with"
+            " 'private_key_passphrase') in WINCERT_CREDENTIALS_FILE"
+        )
+    for path in (material.certificate_file, material.private_key_file):
+        if not path.is_file():
+            raise CredentialError(f"{credential.label}: {path} does not exist or is not a file")
+    passphrase = material.private_key_passphrase
+    return {
+        "username": None,
+        "password": None,
+        "certificate_pem": str(material.certificate_file),
+        "certificate_key_pem": str(material.private_key_file),
+        "certificate_key_password": passphrase.get_secret_value() if passphrase is not None else None,
+    }
 
 
 class PsrpSession:
