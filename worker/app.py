@@ -45,7 +45,7 @@ from producer.inventory_model import InventoryReader
 from producer.messages import TASK_NAME
 from producer.redis_connection import merge_celery_options
 from worker import logging as job_logging
-from worker import metrics, metrics_dir, untrusted
+from worker import metrics, metrics_dir, redaction, untrusted
 from worker.credentials import CredentialResolver
 from worker.metrics_collectors import FleetCollector, QueueCollector, WorkerCollector, WorkerInfo
 from worker.remote.session import SessionFactory
@@ -136,6 +136,7 @@ def secure_app(app: Celery, settings: WorkerSettings) -> None:
     if keys.strip():
         auth.install(app, keys)
     resolver = CredentialResolver(settings)
+    redaction.remember(resolver.known_secrets())  # logs and dead letters never show them
     untrusted.install(
         app,
         untrusted.Screen(

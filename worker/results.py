@@ -12,9 +12,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -24,6 +22,7 @@ import redis
 
 from producer.codes import ResultCode
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, JobResult, JobType, Status
+from worker import redaction
 
 _SECRET_WORDS = (
     "password",
@@ -40,32 +39,9 @@ _SECRET_WORDS = (
     "token",
     "private",
 )
-REDACTED = "***"
+REDACTED = redaction.REDACTED
 DEAD_LETTER_MAX_CHARS = 16_384
 """Longest ``job`` field of a dead letter (characters of JSON); longer ones are cut and marked."""
-_FERNET_TOKEN = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
-_BASE64_BLOB = re.compile(r"[A-Za-z0-9+/_\-]{100,}={0,2}")
-
-
-def _forms(secret: str) -> list[str]:
-    raw = secret.encode("utf-8")
-    return [
-        secret,
-        raw.hex(),
-        raw.hex().upper(),
-        base64.b64encode(raw).decode("ascii").rstrip("="),
-        base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
-    ]
-
-
-def _redact_text(text: str, forms: list[str]) -> str:
-    for form in forms:
-        if form and form in text:
-            text = text.replace(form, REDACTED)
-    if "PRIVATE KEY" in text:
-        return REDACTED
-    text = _FERNET_TOKEN.sub(REDACTED, text)
-    return _BASE64_BLOB.sub(lambda m: f"<{len(m.group(0))} base64 characters redacted>", text)
 
 
 def redact_job(data: Any, secrets: Iterable[str] = ()) -> Any:
@@ -79,24 +55,22 @@ def redact_job(data: Any, secrets: Iterable[str] = ()) -> Any:
       a Fernet token by ``***``, any run of 64+ base64 characters (a PFX, a key) by a note of
       its length, and a string holding a PEM private key entirely by ``***``.
     """
-    forms = [f for s in secrets if len(s) >= 4 for f in _forms(s)]
-    forms.sort(key=len, reverse=True)
-    return _redact(data, forms)
+    return _redact(data, redaction.remembered_forms(secrets))
 
 
 def _redact(data: Any, forms: list[str]) -> Any:
     if isinstance(data, dict):
         return {
-            _redact_text(str(k), forms): _redact(v, forms)
+            redaction.redact_text(str(k), search=forms): _redact(v, forms)
             for k, v in data.items()
             if not any(word in str(k).lower() for word in _SECRET_WORDS)
         }
     if isinstance(data, list | tuple):
         return [_redact(v, forms) for v in data]
     if isinstance(data, str):
-        return _redact_text(data, forms)
+        return redaction.redact_text(data, search=forms)
     if isinstance(data, bytes):
-        return _redact_text(data.decode("utf-8", "replace"), forms)
+        return redaction.redact_text(data.decode("utf-8", "replace"), search=forms)
     return data
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from producer.codes import ResultCode
 from producer.messages import AddJob, AnyJob, JobResult, JobType, Status, StoreType
+from worker import redaction
 from worker.credentials import (
     Credential,
     CredentialError,
@@ -163,6 +164,7 @@ def run(
                 if s is not None
             )
         label = credential.label
+        redaction.remember(secrets)  # logs (pypsrp, Celery, ours) never show them from now on
         with session_factory(job.store, credential) as session:
             outcome = handler(job, session, *args)
     except JobStepError as exc:
