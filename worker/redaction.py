@@ -26,13 +26,16 @@ REDACTED = "***"
 MAX_REMEMBERED = 256
 _FERNET_TOKEN = re.compile(r"gAAAAA[A-Za-z0-9_\-]{40,}={0,2}")
 _BASE64_BLOB = re.compile(r"[A-Za-z0-9+/_\-]{100,}={0,2}")
+_KEY_WORDS = ("password", "passwd", "pwd", "passphrase", "secret", "private_key", "contents_")
 _KEY_VALUE = re.compile(
     r"""(?ix)
-    (["']?(?:\w*password\w*|passwd|pwd|\w*passphrase\w*|\w*secret\w*|private_key\w*|contents_\w+)["']?
-     \s*[:=]\s*)
-    (["'])((?:\\.|(?!\2).)*)\2
+    (["']?[a-z_]{0,32}(?:password|passwd|pwd|passphrase|secret|private_key|contents_)[a-z_]{0,32}["']?
+     \s{0,8}[:=]\s{0,8})
+    (["'])((?:\\.|(?!\2)[^\\]){0,4096})\2
     """
 )
+"""``key: 'value'`` / ``"key": "value"`` / ``key='value'`` for secret-naming keys. Every
+quantifier is bounded: the pattern runs on hostile text (a dead letter) in linear time."""
 
 _lock = threading.Lock()
 _remembered: OrderedDict[str, None] = OrderedDict()
@@ -89,6 +92,8 @@ def redact_text(text: str, extra: Iterable[str] = (), *, search: list[str] | Non
             text = text.replace(form, REDACTED)
     if "PRIVATE KEY" in text:
         return REDACTED
-    text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
+    lowered = text.lower()
+    if any(word in lowered for word in _KEY_WORDS):
+        text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}{m.group(2)}", text)
     text = _FERNET_TOKEN.sub(REDACTED, text)
     return _BASE64_BLOB.sub(lambda m: f"<{len(m.group(0))} base64 characters redacted>", text)

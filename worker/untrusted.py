@@ -313,6 +313,11 @@ class Screen:
         return None
 
 
+_CONTENT_LIMIT = 65_536
+"""Raw entries longer than this are kept (redacted) only by their first 8 KiB of text: the
+dead letter is cut to 16 KiB anyway, and redaction of hostile text costs time."""
+
+
 def _content(item: Any) -> tuple[Any, str | None]:
     """What a dead letter keeps of a raw entry (the envelope, its body decoded when possible)
     and the envelope's task id."""
@@ -320,9 +325,9 @@ def _content(item: Any) -> tuple[Any, str | None]:
     try:
         envelope = json.loads(raw)
     except (ValueError, RecursionError):
-        return {"raw": raw[: results.DEAD_LETTER_MAX_CHARS]}, None
+        return {"raw": raw[:8192], "size": len(raw)}, None
     if not isinstance(envelope, dict):
-        return {"raw": envelope}, None
+        return {"raw": raw[:8192], "size": len(raw)}, None
     headers = envelope.get("headers")
     envelope_id = None
     if isinstance(headers, dict) and isinstance(headers.get("id"), str):
@@ -330,6 +335,8 @@ def _content(item: Any) -> tuple[Any, str | None]:
     elif isinstance(envelope.get("properties"), dict):
         correlation = envelope["properties"].get("correlation_id")
         envelope_id = correlation if isinstance(correlation, str) else None
+    if len(raw) > _CONTENT_LIMIT:
+        return {"raw": raw[:8192], "size": len(raw)}, envelope_id
     body = envelope.get("body")
     if isinstance(body, str):
         with contextlib.suppress(binascii.Error, ValueError, RecursionError):
