@@ -37,7 +37,6 @@ from producer.messages import (
     StoreRef,
 )
 from producer.secrets import encrypt_secret
-from producer.settings import ProducerSettings
 from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SeedSpec, SqlInstanceSpec
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_iisu_e2e import PFX_PASSWORD, Cert, make_cert
@@ -125,7 +124,7 @@ def store(stack: Stack, host: str, store_type: str, store_path: str = "My", **ex
 
 
 def run(stack: Stack, *jobs: AnyJob) -> list[JobResult]:
-    with Client(ProducerSettings(broker_url=stack.redis_url, queue=stack.queue)) as client:
+    with Client(stack.producer_settings()) as client:
         ids = [client.submit(job) for job in jobs]
         return [client.wait(job_id, timeout=90) for job_id in ids]
 
