@@ -26,6 +26,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -359,6 +360,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         settings.task_soft_time_limit / 4,  # the wait runs inside the task's time limit
         settings.slot_wait_deadline_seconds - delivery.waited_seconds,
     )
+    waiting_since = time.monotonic()
     acquired = rt.limiter.wait_for_slot(
         host, job_id, settings.limit_for(host), block, settings.slot_waiters_for(host)
     )
@@ -383,8 +385,9 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         )
         raise task.retry(countdown=countdown, max_retries=None)
 
-    if state.first_grant():
-        metrics.SLOT_WAIT.labels(job_type=job_type).observe(delivery.waited_seconds)
+    if state.first_grant():  # waited: earlier executions plus this one's wait in wait_for_slot
+        waited = delivery.waited_seconds + (time.monotonic() - waiting_since)
+        metrics.SLOT_WAIT.labels(job_type=job_type).observe(waited)
     assert rt.session_factory is not None
     metrics.SLOTS_IN_USE.inc()
     lease = rt.limiter.lease(host, job_id)

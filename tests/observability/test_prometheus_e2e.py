@@ -183,6 +183,7 @@ def test_dashboards_and_alerts_on_a_real_prometheus(tmp_path: Path, redis_url: s
             "WINCERT_METRICS_CERTIFICATE_SERIES": "true",
             "WINCERT_METRICS_FLEET_CACHE_SECONDS": "0",
             "WINCERT_HOST_LIMIT": "1",
+            "WINCERT_SLOT_BLOCK_SECONDS": "0.3",  # wait briefly in-process, then re-publish (requeue)
             "WINCERT_SLOT_RETRY_MIN_SECONDS": "0.2",
             "WINCERT_SLOT_RETRY_MAX_SECONDS": "0.5",
             "WINCERT_TRANSIENT_RETRIES": "1",
