@@ -41,21 +41,26 @@ def _listening(port: int) -> bool:
 
 @contextmanager
 def redis_process(
-    workdir: Path, *args: str, program: str = "redis-server", port: int | None = None
+    workdir: Path,
+    *args: str,
+    program: str = "redis-server",
+    port: int | None = None,
+    sentinel_config: str = "",
 ) -> Iterator[int]:
     """Start ``program`` (redis-server or redis-sentinel) on loopback with ``args``; yield the
     TCP port it listens on (its plain port, or its TLS port when ``args`` sets ``--port 0``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     listen = port or free_port()
     argv = [binary(program)]
-    if program == "redis-sentinel":
+    if program == "redis-sentinel":  # sentinels rewrite their config file: one per process
         config = workdir / "sentinel.conf"
-        if not config.exists():
-            config.write_text("", encoding="utf-8")
+        config.write_text(sentinel_config, encoding="utf-8")
         argv.append(str(config))
     if "--port" not in args:
         argv += ["--port", str(listen)]
-    argv += ["--bind", "127.0.0.1", "--dir", str(workdir), "--save", "", "--logfile", str(workdir / "log")]
+    argv += ["--bind", "127.0.0.1", "--dir", str(workdir), "--logfile", str(workdir / "log")]
+    if program == "redis-server":
+        argv += ["--save", ""]
     argv += args
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
