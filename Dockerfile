@@ -20,9 +20,10 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
+# Compilers and headers for dependencies built from source here (gssapi, krb5: MIT Kerberos).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential \
+ && apt-get install -y --no-install-recommends build-essential libkrb5-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/wincert
 WORKDIR /src
@@ -50,6 +51,12 @@ LABEL org.opencontainers.image.title="wincert-orchestrator" \
       org.opencontainers.image.vendor="WinCert Orchestrator team" \
       org.opencontainers.image.documentation="docs/operations.md" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+# Shared libraries the compiled dependencies link (tests/deploy/test_image.py checks the list
+# against the extensions' ldd output): MIT Kerberos GSSAPI for gssapi/krb5 (Kerberos auth).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgssapi-krb5-2 \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 wincert \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/wincert --create-home \
         --shell /usr/sbin/nologin wincert

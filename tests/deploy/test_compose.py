@@ -218,13 +218,19 @@ def test_prometheus_scrapes_every_worker_and_loads_the_rules(compose: dict[str, 
         assert any("alert" in rule for group in groups for rule in group["rules"])
 
 
-def test_grafana_provisions_the_datasource(compose: dict[str, Any]) -> None:
+def test_grafana_provisions_the_dashboards(compose: dict[str, Any]) -> None:
+    """deploy/grafana's provisioning: the datasource is the stack's Prometheus and the dashboard
+    folder it names is mounted with the dashboards."""
     grafana = compose["services"]["grafana"]
     provisioning = to_host(grafana, "/etc/grafana/provisioning")
     sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text(encoding="utf-8"))
-    assert sources["datasources"][0]["url"] == "http://prometheus:9090"
-    providers = yaml.safe_load((provisioning / "dashboards" / "wincert.yml").read_text(encoding="utf-8"))
-    assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/wincert"
+    prometheus_url = sources["datasources"][0]["url"]
+    assert prometheus_url == "http://prometheus:9090" and "prometheus" in compose["services"]
+    for provider_file in (provisioning / "dashboards").glob("*.yml"):
+        providers = yaml.safe_load(provider_file.read_text(encoding="utf-8"))
+        folder = to_host(grafana, providers["providers"][0]["options"]["path"])
+        dashboards = [json.loads(p.read_text(encoding="utf-8")) for p in folder.rglob("*.json")]
+        assert dashboards and all(d.get("panels") for d in dashboards)
 
 
 def test_promtool_accepts_the_prometheus_config(compose: dict[str, Any], tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ wheel with every file the package needs. No Docker engine runs here.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import subprocess
 import sys
@@ -158,3 +160,75 @@ def test_context_builds_a_complete_wheel(tmp_path: Path) -> None:
     needed = {f for f in tracked if f.endswith((".py", ".ps1", ".lua", "py.typed"))}
     missing = needed - names
     assert not missing, f"files the image would lack: {sorted(missing)[:20]}"
+
+
+def _apt_installs(stage: list[dockerfile.Command]) -> set[str]:
+    packages: set[str] = set()
+    for command in stage:
+        if command.cmd == "RUN" and "apt-get install" in command.value[0]:
+            for part in command.value[0].split("&&"):
+                if "apt-get install" in part:
+                    packages |= {w for w in part.split()[2:] if not w.startswith("-") and w != "install"}
+    return packages
+
+
+def _depends_closure(packages: set[str]) -> set[str]:
+    """``packages`` and everything they depend on (apt-cache depends --recurse, Depends only)."""
+    result = subprocess.run(
+        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
+         "--no-breaks", "--no-replaces", "--no-enhances", *sorted(packages)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    closure = set(packages)
+    for line in result.stdout.splitlines():
+        line = line.strip()
+        if line.startswith(("Depends:", "PreDepends:")):
+            closure.add(line.split(":", 1)[1].strip().strip("<>").split(":")[0])
+        elif line and not line.startswith(("|", "Depends", "PreDepends")) and ":" not in line:
+            closure.add(line.split(":")[0])
+    return closure
+
+
+@functools.cache
+def _owner(library: str) -> str:
+    """The Debian package that installed ``library`` (paths tried with and without /usr)."""
+    alternatives = (library.replace("/usr/lib/", "/lib/", 1), library.replace("/lib/", "/usr/lib/", 1))
+    for candidate in (library, *alternatives):
+        result = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return result.stdout.split(":", 1)[0]
+    raise AssertionError(f"no Debian package owns {library}")
+
+
+def test_final_stage_has_the_libraries_compiled_extensions_link(
+    instructions: list[dockerfile.Command],
+) -> None:
+    """Dependencies built from source (no manylinux wheel: gssapi, krb5) link system libraries;
+    the final stage must install the Debian packages that provide them (the base image brings
+    libc6 only, as far as we rely on it)."""
+    import site
+
+    packages = site.getsitepackages()[0]
+    built_here = []
+    for wheel_file in Path(packages).glob("*.dist-info/WHEEL"):
+        lines = wheel_file.read_text().splitlines()
+        tags = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Tag:")]
+        if any(t.endswith("-linux_x86_64") or t.endswith("-linux_aarch64") for t in tags):
+            record = wheel_file.with_name("RECORD").read_text().splitlines()
+            files = [line.split(",")[0] for line in record]
+            built_here += [Path(packages) / name for name in files if ".so" in name]
+    assert built_here, "expected extensions built from source (gssapi, krb5)"
+    libraries: set[str] = set()
+    for extension in built_here:
+        ldd = subprocess.run(["ldd", str(extension)], capture_output=True, text=True, check=False).stdout
+        for line in ldd.splitlines():
+            if "=>" in line and "/" in line.split("=>", 1)[1]:
+                path = line.split("=>", 1)[1].split("(")[0].strip()
+                if "site-packages" not in path:
+                    libraries.add(os.path.realpath(path))
+    needed = {_owner(library) for library in libraries}
+    assert "libgssapi-krb5-2" in needed
+    _, final = stages(instructions)
+    provided = _depends_closure(_apt_installs(final)) | {"libc6"}
+    missing = needed - provided
+    assert not missing, f"the final stage lacks the Debian packages {sorted(missing)}: apt-get install them"
