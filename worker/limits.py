@@ -31,6 +31,7 @@ always before newcomers.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import socket
@@ -74,14 +75,29 @@ def waiters_key(host_key: str) -> str:
     return f"{KEY_PREFIX}:{{{host_key}}}:waiters"
 
 
+def evicting_key(host_key: str) -> str:
+    """The evicting SET of a host: idle-session tokens whose owner was asked to close them."""
+    return f"{KEY_PREFIX}:{{{host_key}}}:evicting"
+
+
 def wake_key(host_key: str) -> str:
     """The wake LIST of a host: one token per slot released while jobs wait."""
     return f"{KEY_PREFIX}:{{{host_key}}}:wake"
 
 
-BLPOP_CHUNK_SECONDS = 5.0
+BLPOP_CHUNK_SECONDS = 2.0
 """Longest single ``BLPOP`` of a waiter: it re-checks the slots (expired leases of killed
-holders push no token) at least this often."""
+holders push no token) at least this often. Kept below the client's socket timeout (redis-py
+8 reads with a 5 s default), see :func:`blocking_chunk`."""
+
+
+def blocking_chunk(client: redis.Redis, longest: float = BLPOP_CHUNK_SECONDS) -> float:
+    """The longest blocking call (seconds) ``client`` can make: ``longest``, or less when the
+    client's socket timeout is shorter (one second of margin)."""
+    timeout: Any = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if isinstance(timeout, int | float) and timeout > 0:
+        return max(0.05, min(longest, float(timeout) - 1.0, float(timeout) / 2))
+    return longest
 
 
 def _script(name: str) -> str:
@@ -113,6 +129,8 @@ class Acquired:
     holder's deadline."""
     wakeups: int = 0
     """Wake tokens this job consumed while waiting (:meth:`HostLimiter.wait_for_slot`)."""
+    reused: str | None = None
+    """Granted by taking over the slot of this process's idle session with this token."""
 
 
 def retry_delay(waits: int, minimum: float, maximum: float) -> float:
@@ -140,23 +158,36 @@ class HostLimiter:
         self._acquire = client.register_script(_script("limits_acquire.lua"))
         self._renew = client.register_script(_script("limits_renew.lua"))
         self._release = client.register_script(_script("limits_release.lua"))
-        self.chunk_seconds = BLPOP_CHUNK_SECONDS
+        self.chunk_seconds = blocking_chunk(client)
 
     def acquire(
-        self, host_key: str, job_id: str, limit: int, wait_seconds: float = 0.0, capacity: int = 0
+        self,
+        host_key: str,
+        job_id: str,
+        limit: int,
+        wait_seconds: float = 0.0,
+        capacity: int = 0,
+        idle_tokens: tuple[str, ...] = (),
     ) -> Acquired:
         """Try once to take one of ``limit`` slots of ``host_key`` for ``job_id``; never blocks.
 
         ``wait_seconds`` > 0: when no slot is free for the job, let it join (or stay among) the
         host's waiters for that long if fewer than ``capacity`` others wait (outcome ``wait``);
-        0: leave the waiters (outcome ``busy``).
+        0: leave the waiters (outcome ``busy``). ``idle_tokens``: this process's idle sessions to
+        the host (:mod:`worker.remote.budget`); the first still holding a slot is taken over
+        (``reused``). Without a slot, the owner of another process's idle session is asked to
+        close it.
         """
-        keys = [holders_key(host_key), waiters_key(host_key)]
+        keys = [holders_key(host_key), waiters_key(host_key), evicting_key(host_key)]
         wait_ms = max(0, int(wait_seconds * 1000))
-        reply: Any = self._acquire(keys=keys, args=[job_id, limit, self.lease_ms, wait_ms, capacity])
+        args: list[str | int] = [job_id, limit, self.lease_ms, wait_ms, capacity, host_key, *idle_tokens]
+        reply: Any = self._acquire(keys=keys, args=args)
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         deadline = int(reply[2]) if reply[2] is not None else None
-        return Acquired(Outcome(outcome), int(reply[1]), deadline)
+        reused = None
+        if len(reply) > 3 and reply[3] is not None:
+            reused = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
+        return Acquired(Outcome(outcome), int(reply[1]), deadline, reused=reused)
 
     def wait_for_slot(
         self,
@@ -166,6 +197,7 @@ class HostLimiter:
         block_seconds: float,
         capacity: int,
         clock: Callable[[], float] = time.monotonic,
+        idle_tokens: Callable[[], tuple[str, ...]] = tuple,
     ) -> Acquired:
         """Take a slot, waiting up to ``block_seconds`` among at most ``capacity`` waiters.
 
@@ -180,13 +212,13 @@ class HostLimiter:
         while True:
             remaining = deadline - now()
             if remaining <= 0:
-                result = self.acquire(host_key, job_id, limit, 0, capacity)
-                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups)
+                result = self.acquire(host_key, job_id, limit, 0, capacity, idle_tokens())
+                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups, result.reused)
             chunk = min(remaining, self.chunk_seconds)
             # the waiter entry outlives one BLPOP by a margin; a killed waiter leaves after it
-            result = self.acquire(host_key, job_id, limit, chunk + 2.0, capacity)
+            result = self.acquire(host_key, job_id, limit, chunk + 2.0, capacity, idle_tokens())
             if result.outcome is not Outcome.WAIT:
-                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups)
+                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups, result.reused)
             popped = self.client.blpop([wake_key(host_key)], timeout=max(0.01, chunk))
             wakeups += popped is not None
 
@@ -198,17 +230,31 @@ class HostLimiter:
     def release(self, host_key: str, job_id: str) -> bool:
         """Give the slot back (waking one waiter); False if ``job_id`` held none (expired or
         never acquired)."""
-        keys = [holders_key(host_key), waiters_key(host_key), wake_key(host_key)]
-        return int(self._release(keys=keys, args=[job_id])) > 0
+        return int(self._release(keys=self._release_keys(host_key), args=[job_id])) > 0
+
+    def park(self, host_key: str, job_id: str, token: str, idle_seconds: float) -> bool:
+        """Hand ``job_id``'s slot to its now idle session ``token`` for ``idle_seconds``;
+        False (nothing changed) if the job held no slot."""
+        args: list[str | int] = [job_id, token, max(1, int(idle_seconds * 1000))]
+        return int(self._release(keys=self._release_keys(host_key), args=args)) == 2
+
+    def _release_keys(self, host_key: str) -> list[str]:
+        return [holders_key(host_key), waiters_key(host_key), wake_key(host_key), evicting_key(host_key)]
 
     def holders(self, host_key: str) -> dict[str, int]:
         """Current holders (job_id → lease deadline ms), expired ones included until next acquire."""
         raw: Any = self.client.zrange(holders_key(host_key), 0, -1, withscores=True)
         return {(m.decode() if isinstance(m, bytes) else str(m)): int(s) for m, s in raw}
 
-    def lease(self, host_key: str, job_id: str) -> Lease:
-        """A :class:`Lease` that renews ``job_id``'s slot while the ``with`` block runs, then releases it."""
-        return Lease(self, host_key, job_id)
+    def lease(self, host_key: str, job_id: str, reused: str | None = None) -> Lease:
+        """A :class:`Lease` that renews ``job_id``'s slot while the ``with`` block runs, then
+        releases it (``reused``: the idle-session token whose slot the job took over)."""
+        return Lease(self, host_key, job_id, reused)
+
+
+CURRENT_LEASE: contextvars.ContextVar[Lease | None] = contextvars.ContextVar("wincert_lease", default=None)
+"""The slot the running job holds (set by :class:`Lease`): the session pool hands it to the
+job's session when the session goes idle (:mod:`worker.remote.budget`)."""
 
 
 class Lease:
@@ -218,23 +264,49 @@ class Lease:
     Redis could not be reached for longer than the lease; the job then reports it.
     """
 
-    def __init__(self, limiter: HostLimiter, host_key: str, job_id: str) -> None:
+    def __init__(self, limiter: HostLimiter, host_key: str, job_id: str, reused: str | None = None) -> None:
         self.limiter = limiter
         self.host_key = host_key
         self.job_id = job_id
+        self.reused = reused
         self.lost = False
+        self.handed_over = False
+        """The slot went to the job's idle session (:meth:`hand_over`): no renewal, no release."""
+        self._context: contextvars.Token[Lease | None] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id[:8]}", daemon=True)
 
     def __enter__(self) -> Lease:
+        self._context = CURRENT_LEASE.set(self)
         self._thread.start()
         return self
+
+    def hand_over(self, token: str, idle_seconds: float) -> bool:
+        """Give this job's slot to its idle session ``token`` (the job is done with the host).
+
+        True: the slot is now the session's; the lease stops renewing and does not release.
+        """
+        if self.handed_over:
+            return False
+        self._stop.set()  # the job is done with the host: no renewal races the hand-over
+        try:
+            parked = self.limiter.park(self.host_key, self.job_id, token, idle_seconds)
+        except redis.RedisError:
+            log.warning("could not park an idle session's slot", exc_info=True)
+            return False
+        self.handed_over = parked
+        return parked
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self._context is not None:
+            CURRENT_LEASE.reset(self._context)
+            self._context = None
+        if self.handed_over:
+            return
         try:
             self.limiter.release(self.host_key, self.job_id)
         except redis.RedisError:
@@ -252,6 +324,8 @@ class Lease:
             clock += interval
             try:
                 if not self.limiter.renew(self.host_key, self.job_id):
+                    if self._stop.is_set():  # handed over to the idle session meanwhile
+                        return
                     self._flag("the host slot lease was lost (expired and removed) while the job ran")
                     return
                 failing_since = None

@@ -7,6 +7,15 @@
 -- ARGV[4]  wait length in ms: > 0 lets the job join (or stay among) the waiters when no slot
 --          is free for it; 0 removes it from the waiters
 -- ARGV[5]  waiter capacity: at most this many jobs wait for the host at once
+-- ARGV[6]  host name (for eviction requests)
+-- ARGV[7..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
+-- KEYS[3]  evicting SET of the host: idle tokens whose owner was asked to close them
+-- Idle pooled sessions hold slots as members ``idle:<owner>:<n>`` (worker/remote/budget.py).
+-- A caller passing one of its own idle tokens takes that token's slot over (the session is
+-- reused: outcome "granted", 4th value = the token). A caller that gets no slot while other
+-- processes' idle sessions hold some asks the oldest one's owner to close it: LPUSH
+-- "<host>\t<token>" onto ``wincert:shells:evict:<owner>`` (the owner closes it while still
+-- holding its slot, then releases it, which wakes a waiter).
 -- Returns {outcome, holders after the call, deadline_ms}; outcome is
 --   "granted"   the job now holds a slot until deadline_ms
 --   "duplicate" the job already holds a slot (a redelivered copy of a running job)
@@ -21,6 +30,8 @@ local limit = tonumber(ARGV[2])
 local lease_ms = tonumber(ARGV[3])
 local wait_ms = tonumber(ARGV[4])
 local capacity = tonumber(ARGV[5])
+local host = ARGV[6]
+local evicting = KEYS[3]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -47,6 +58,22 @@ end
 local count = redis.call('ZCARD', holders)
 local free = limit - count
 
+-- 2b. reuse: take over the slot of one of the caller's own idle sessions
+for i = 7, #ARGV do
+  local token = ARGV[i]
+  if redis.call('ZSCORE', holders, token) and redis.call('SISMEMBER', evicting, token) == 0 then
+    if waiting then
+      redis.call('ZREM', waiters, job_id)
+    end
+    redis.call('ZREM', holders, token)
+    local deadline = now + lease_ms
+    redis.call('ZADD', holders, deadline, job_id)
+    local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', holders, tonumber(last[2]) + 1000)
+    return {'granted', count, deadline, token}
+  end
+end
+
 -- 3. grant: a waiter while a slot is free, anyone else only while more slots are free than
 --    jobs wait. The key expires a second after its latest deadline.
 if free > 0 and (waiting or others < free) then
@@ -58,6 +85,28 @@ if free > 0 and (waiting or others < free) then
   local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')
   redis.call('PEXPIREAT', holders, tonumber(last[2]) + 1000)
   return {'granted', count + 1, deadline}
+end
+
+-- 3b. no slot: ask the owner of the oldest idle session not yet asked to close it (one
+--     request per waiting job at most)
+if count >= limit and count > 0 then
+  local asked = redis.call('SCARD', evicting)
+  if asked < others + 1 then
+    local members = redis.call('ZRANGE', holders, 0, -1)
+    for _, member in ipairs(members) do
+      if string.sub(member, 1, 5) == 'idle:' and redis.call('SISMEMBER', evicting, member) == 0 then
+        local owner = string.match(member, '^idle:([^:]+):')
+        if owner then
+          redis.call('SADD', evicting, member)
+          redis.call('PEXPIRE', evicting, 60000)
+          local queue = 'wincert:shells:evict:' .. owner
+          redis.call('LPUSH', queue, host .. '\t' .. member)
+          redis.call('PEXPIRE', queue, 60000)
+          break
+        end
+      end
+    end
+  end
 end
 
 -- 4. wait (join or stay in line) when allowed and there is room

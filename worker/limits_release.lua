@@ -1,10 +1,24 @@
--- Release a per-host slot and wake one waiter. See docs/internals-host-limits.md.
+-- Release a per-host slot and wake one waiter, or hand a job's slot to its idle session.
+-- See docs/internals-host-limits.md.
 -- KEYS[1]  holders ZSET of the host
 -- KEYS[2]  waiters ZSET of the host
 -- KEYS[3]  wake LIST of the host (one token per freed slot while jobs wait)
--- ARGV[1]  job_id
--- Returns 1 if the job held a slot (now released), else 0.
+-- KEYS[4]  evicting SET of the host
+-- ARGV[1]  job_id, or an idle-session token (``idle:<owner>:<n>``) being closed
+-- ARGV[2]  optional: park the slot under this idle token instead of freeing it
+-- ARGV[3]  with ARGV[2]: the idle token's lease (ms)
+-- Returns 1 if the member held a slot (now released), 2 if parked, else 0.
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+if removed == 1 and ARGV[2] and ARGV[2] ~= '' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local deadline = now + tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[1], deadline, ARGV[2])
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) + 1000)
+  return 2
+end
 if removed == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('LPUSH', KEYS[3], '1')
   redis.call('LTRIM', KEYS[3], 0, 63)

@@ -212,6 +212,13 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
     session_max_age_seconds: float = Field(
         default=600, gt=0, description="Seconds after opening when a reused WinRM session is closed"
     )
+    session_pool_size: int = Field(
+        default=32,
+        ge=1,
+        description="Idle WinRM sessions one worker process keeps at most, all hosts together (each"
+        " ~75 KiB of worker memory and one socket; BENCHMARKS.md); idle sessions also hold their"
+        " host's slots",
+    )
 
     # --- SSH (protocol ssh) -------------------------------------------------------------------
     ssh_known_hosts: Path = Field(

@@ -46,8 +46,9 @@ from worker.limits import HostLimiter, limit_key, retry_delay
 from worker.limits import Outcome as SlotOutcome
 from worker.logging import job_context
 from worker.outage import TRANSIENT_REDIS_ERRORS, RedisOutageError, retry_redis
+from worker.remote.budget import ShellBudget
 from worker.remote.errors import TRANSIENT_CODES
-from worker.remote.pool import close_all_pools
+from worker.remote.pool import SessionPool, close_all_pools
 from worker.remote.session import SessionFactory, SessionOptions, make_session_factory
 from worker.settings import WorkerSettings
 from worker.state import JobState
@@ -99,6 +100,7 @@ class Runtime:
                 call_timeout=self.settings.task_soft_time_limit,
                 session_idle_seconds=self.settings.session_idle_seconds,
                 session_max_age_seconds=self.settings.session_max_age_seconds,
+                session_pool_size=self.settings.session_pool_size,
                 ssh_known_hosts=self.settings.ssh_known_hosts,
                 ssh_trust_on_first_use=self.settings.ssh_trust_on_first_use,
                 ssh_subsystem=self.settings.ssh_subsystem,
@@ -120,7 +122,16 @@ class Runtime:
         with self._lock:
             if self._limiter is None:
                 self._limiter = HostLimiter(client, self.settings.lease_seconds)
+                pool = getattr(self.session_factory, "pool", None)
+                if isinstance(pool, SessionPool) and pool.budget is None:
+                    # idle pooled sessions hold their host's slots (worker/remote/budget.py)
+                    pool.budget = ShellBudget(self._limiter, pool.idle_seconds)
             return self._limiter
+
+    def idle_tokens(self, host: str) -> tuple[str, ...]:
+        """This process's idle sessions to ``host`` (their slot tokens), for ``acquire``."""
+        pool = getattr(self.session_factory, "pool", None)
+        return pool.idle_tokens(host) if isinstance(pool, SessionPool) else ()
 
     @property
     def credentials(self) -> CredentialResolver:
@@ -362,7 +373,12 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     )
     waiting_since = time.monotonic()
     acquired = rt.limiter.wait_for_slot(
-        host, job_id, settings.limit_for(host), block, settings.slot_waiters_for(host)
+        host,
+        job_id,
+        settings.limit_for(host),
+        block,
+        settings.slot_waiters_for(host),
+        idle_tokens=lambda: rt.idle_tokens(host),
     )
     if acquired.outcome is not SlotOutcome.GRANTED:
         if delivery.waited_seconds >= settings.slot_wait_deadline_seconds:
@@ -390,7 +406,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         metrics.SLOT_WAIT.labels(job_type=job_type).observe(waited)
     assert rt.session_factory is not None
     metrics.SLOTS_IN_USE.inc()
-    lease = rt.limiter.lease(host, job_id)
+    lease = rt.limiter.lease(host, job_id, acquired.reused)
     steps = journal.StepJournal(rt.redis, job_id, delivery.attempts)
     try:
         with lease, journal.active(steps):

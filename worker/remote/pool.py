@@ -44,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 from pypsrp.exceptions import WinRMTransportError, WSManFaultError
@@ -54,10 +54,16 @@ from worker.credentials import Credential
 from worker.remote.errors import RemoteCommandError
 from worker.remote.invoke import Invocation
 
+if TYPE_CHECKING:
+    from worker.remote.budget import ShellBudget
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 32
 """Idle sessions one process keeps at most (all hosts together)."""
+
+REAPER_TICK_SECONDS = 1.0
+"""With a budget, the reaper checks for eviction requests (blocking) and expired sessions this often."""
 
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
@@ -169,6 +175,12 @@ class _Entry:
     """``time.monotonic()`` seconds when the session was opened."""
     last_used: float
     """``time.monotonic()`` seconds when the session was last given back."""
+    host: str = ""
+    """The host whose slots the session takes (the limit key; with a budget)."""
+    token: str | None = None
+    """Its idle-slot token once parked (``idle:<owner>:<n>``, :mod:`worker.remote.budget`)."""
+    evict_requested: bool = False
+    """Another process asked for its slot while a job used it: close it when given back."""
 
 
 @dataclass
@@ -258,6 +270,9 @@ class SessionPool:
         ca_bundle: the worker's CA bundle path (part of the key).
         on_reuse: called with the store each time a session is reused (metrics).
         clock: monotonic seconds (``time.monotonic``).
+        budget: the idle-shell budget (:class:`worker.remote.budget.ShellBudget`): idle
+            sessions then hold host slots, and a reaper thread closes expired, evicted and
+            surplus sessions off the jobs' path. None: no shared budget (sessions closed inline).
     """
 
     def __init__(
@@ -270,6 +285,7 @@ class SessionPool:
         ca_bundle: str | None = None,
         on_reuse: Callable[[StoreRef], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        budget: ShellBudget | None = None,
     ) -> None:
         if idle_seconds <= 0 or max_age_seconds <= 0 or max_size < 1:
             raise ValueError("idle_seconds and max_age_seconds must be > 0 and max_size >= 1")
@@ -283,6 +299,10 @@ class SessionPool:
         self._lock = threading.Lock()
         self._idle: OrderedDict[int, _Entry] = OrderedDict()  # id(entry) → entry, LRU first
         self._stats = PoolStats()
+        self.budget = budget
+        self._doomed: list[_Entry] = []  # parked sessions the reaper must close
+        self._out: dict[int, _Entry] = {}  # sessions jobs hold now (under _lock)
+        self._reaper: threading.Thread | None = None
         _POOLS.add(self)
 
     # --- what jobs use -------------------------------------------------------------------------
@@ -297,7 +317,9 @@ class SessionPool:
             loading the library).
         """
         key = SessionKey.of(store, credential, self._ca_bundle)
-        entry = self._take(key)
+        host = self.budget.host_of(store) if self.budget is not None else ""
+        hint = self.budget.reused_token(host) if self.budget is not None else None
+        entry = self._take(key, hint)
         if entry is None:
             entry = self._open(key, store, credential)
             reused = False
@@ -308,9 +330,13 @@ class SessionPool:
             if self._on_reuse is not None:
                 self._on_reuse(store)
         lease = _Lease(self, key, store, credential, entry, reused)
+        with self._lock:
+            self._out[id(lease)] = entry
         try:
             yield lease
         finally:
+            with self._lock:
+                self._out.pop(id(lease), None)
             held, lease.entry = lease.entry, None
             if held is not None:
                 if lease.broken:
@@ -324,9 +350,21 @@ class SessionPool:
         Sessions checked out now are closed when they are given back (expired at once).
         """
         with self._lock:
-            entries = list(self._idle.values())
+            entries = list(self._idle.values()) + self._doomed
             self._idle.clear()
+            self._doomed = []
         _close_all([e.session for e in entries], timeout)
+        if self.budget is not None:
+            for entry in entries:
+                if entry.token is not None:
+                    self.budget.release(entry.host, entry.token)
+
+    def idle_tokens(self, host: str) -> tuple[str, ...]:
+        """Tokens of this process's idle sessions to ``host`` (newest first), for ``acquire``."""
+        with self._lock:
+            return tuple(
+                e.token for e in reversed(self._idle.values()) if e.host == host and e.token is not None
+            )
 
     # --- introspection (tests, bench, logs) ----------------------------------------------------
     @property
@@ -344,21 +382,37 @@ class SessionPool:
     def _expired(self, entry: _Entry, now: float) -> bool:
         return now - entry.last_used >= self.idle_seconds or now - entry.opened_at >= self.max_age_seconds
 
-    def _take(self, key: SessionKey) -> _Entry | None:
-        """Remove expired sessions (closing them) and take the newest idle one for ``key``."""
+    def _take(self, key: SessionKey, hint: str | None = None) -> _Entry | None:
+        """Remove expired sessions (closing them: the reaper does with a budget) and take the
+        idle session for ``key``: the one whose slot the job took over (``hint``, its token),
+        else the newest. A ``hint`` session of another key is closed here, under the job's slot
+        (which was that session's)."""
         now = self._clock()
         found: _Entry | None = None
+        mismatched: _Entry | None = None
         with self._lock:
-            expired = [e for e in self._idle.values() if self._expired(e, now)]
+            expired = [
+                e for e in self._idle.values() if self._expired(e, now) and (hint is None or e.token != hint)
+            ]
             for entry in expired:
                 del self._idle[id(entry)]
             self._stats.expired += len(expired)
-            for entry in reversed(self._idle.values()):  # most recently used first
+            if self.budget is not None:
+                self._doomed.extend(expired)
+                expired = []
+            hinted = [e for e in self._idle.values() if hint is not None and e.token == hint]
+            if hinted and hinted[0].key != key:
+                mismatched = hinted[0]
+                del self._idle[id(mismatched)]
+            candidates = hinted if hinted and mismatched is None else list(reversed(self._idle.values()))
+            for entry in candidates:  # the hinted one, else most recently used first
                 if entry.key == key:
                     found = entry
                     break
             if found is not None:
                 del self._idle[id(found)]
+        if mismatched is not None:
+            _close_quietly(mismatched.session)
         for entry in expired:
             log.debug("closing a session to %s idle for %.0f s", entry.key, now - entry.last_used)
             _close_quietly(entry.session)
@@ -369,9 +423,13 @@ class SessionPool:
         now = self._clock()
         with self._lock:
             self._stats.opened += 1
-        return _Entry(key, session, opened_at=now, last_used=now)
+        host = self.budget.host_of(store) if self.budget is not None else ""
+        return _Entry(key, session, opened_at=now, last_used=now, host=host)
 
     def _give_back(self, entry: _Entry) -> None:
+        if self.budget is not None:
+            self._park(entry)
+            return
         now = self._clock()
         entry.last_used = now
         closing: list[_Entry] = []
@@ -387,6 +445,71 @@ class SessionPool:
                     closing.append(oldest)
         for old in closing:
             _close_quietly(old.session)
+
+    def _park(self, entry: _Entry) -> None:
+        """With a budget: hand the job's slot to the session and keep it idle (the reaper
+        closes it when it is too old, was asked for, or the pool is full); without a slot to
+        hand over it cannot stay open: closed now, under the job's slot."""
+        assert self.budget is not None
+        now = self._clock()
+        entry.last_used = now
+        token = entry.token or self.budget.next_token()
+        if not self.budget.park(entry.host, token):
+            entry.token = None
+            _close_quietly(entry.session)
+            return
+        entry.token = token
+        with self._lock:
+            if now - entry.opened_at >= self.max_age_seconds or entry.evict_requested:
+                self._stats.expired += 1
+                self._doomed.append(entry)
+            else:
+                self._idle[id(entry)] = entry
+                while len(self._idle) > self.max_size:
+                    _, oldest = self._idle.popitem(last=False)
+                    self._stats.evicted += 1
+                    self._doomed.append(oldest)
+            entry.evict_requested = False
+            start = self._reaper is None or not self._reaper.is_alive()
+            if start:
+                self._reaper = threading.Thread(target=self._reap, name="wincert-session-reaper", daemon=True)
+        if start and self._reaper is not None:
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        """The reaper thread (with a budget): close evicted, expired and surplus idle sessions,
+        each while its slot is held, then release the slot. Runs while the process lives."""
+        budget = self.budget
+        assert budget is not None
+        while True:
+            requests = budget.evictions(REAPER_TICK_SECONDS)
+            now = self._clock()
+            with self._lock:
+                closing, self._doomed = self._doomed, []
+                by_token = {e.token: e for e in self._idle.values() if e.token is not None}
+                for _, token in requests:
+                    asked = by_token.get(token)
+                    if asked is not None and id(asked) in self._idle:
+                        del self._idle[id(asked)]
+                        self._stats.evicted += 1
+                        closing.append(asked)
+                    else:
+                        self._flag_checked_out(token)
+                expired = [e for e in self._idle.values() if self._expired(e, now)]
+                for entry in expired:
+                    del self._idle[id(entry)]
+                self._stats.expired += len(expired)
+                closing.extend(expired)
+            for entry in closing:
+                _close_quietly(entry.session)
+                if entry.token is not None:
+                    budget.release(entry.host, entry.token)
+
+    def _flag_checked_out(self, token: str) -> None:
+        """An eviction request for a session a job holds now: close it when given back."""
+        for entry in self._out.values():
+            if entry.token == token:
+                entry.evict_requested = True
 
     def _discard(self, entry: _Entry, retried: bool = False, via: _Entry | None = None) -> None:
         """Close a broken session: through ``via``'s connection when given, else its own."""
@@ -407,6 +530,9 @@ class SessionPool:
         parent's shells and sockets) and replace a lock another thread may have held."""
         self._lock = threading.Lock()
         self._idle = OrderedDict()
+        self._doomed = []
+        self._out = {}
+        self._reaper = None
 
 
 def _close_quietly(session: PooledSession) -> None:

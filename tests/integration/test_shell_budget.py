@@ -1,0 +1,150 @@
+"""Idle pooled sessions hold their host's slots (worker/remote/budget.py): real Redis, real
+pypsrp sessions to a simulated host, two pools standing for two worker processes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from producer.messages import InventoryJob
+from simulator.config import HostConfig
+from simulator.server import SimulatedHost, Simulator
+from tests.support import wait_for
+from worker import jobs
+from worker.credentials import CredentialResolver
+from worker.limits import HostLimiter, Outcome
+from worker.remote.budget import ShellBudget
+from worker.remote.session import SessionOptions, WorkerSessionFactory, make_session_factory
+from worker.settings import load_settings
+
+RESOLVER = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
+HOST = "127.0.0.1"
+
+
+@pytest.fixture
+def host(make_simulator: Callable[..., Simulator]) -> SimulatedHost:
+    return make_simulator([HostConfig(name="WIN-BUDGET")]).hosts[0]
+
+
+@pytest.fixture
+def limiter(redis_client: Any) -> HostLimiter:
+    return HostLimiter(redis_client, 30)
+
+
+@pytest.fixture
+def factories(limiter: HostLimiter) -> Iterator[Callable[[], WorkerSessionFactory]]:
+    made: list[WorkerSessionFactory] = []
+
+    def make() -> WorkerSessionFactory:
+        factory = make_session_factory(SessionOptions(session_idle_seconds=60))
+        assert factory.pool is not None
+        factory.pool.budget = ShellBudget(limiter, 60)
+        made.append(factory)
+        return factory
+
+    yield make
+    for factory in made:
+        factory.close()
+
+
+def _job(host: SimulatedHost) -> InventoryJob:
+    user = host.users[0]
+    return InventoryJob.model_validate(
+        {
+            "job_id": str(uuid.uuid4()),
+            "job_type": "inventory",
+            "store": {
+                "store_type": "WinCert",
+                "client_machine": HOST,
+                "store_path": "My",
+                "protocol": "http",
+                "port": host.port,
+                "auth": "ntlm",
+                "credential": {
+                    "kind": "inline",
+                    "username": user.username,
+                    "password_plaintext": user.password,
+                },
+            },
+        }
+    )
+
+
+def _run_with_slot(
+    limiter: HostLimiter,
+    factory: WorkerSessionFactory,
+    host: SimulatedHost,
+    limit: int = 1,
+    block: float = 30,
+) -> str:
+    """What the task does: take a slot (passing this pool's idle tokens), run, release."""
+    job = _job(host)
+    job_id = str(job.job_id)
+    assert factory.pool is not None
+    pool = factory.pool
+    acquired = limiter.wait_for_slot(
+        HOST, job_id, limit, block, 2, idle_tokens=lambda: pool.idle_tokens(HOST)
+    )
+    assert acquired.outcome is Outcome.GRANTED
+    with limiter.lease(HOST, job_id, acquired.reused):
+        result = jobs.run(job, factory, RESOLVER).result
+    assert result.status.value == "success", result.message
+    return acquired.reused or ""
+
+
+def test_an_idle_session_keeps_its_jobs_slot_and_the_next_job_takes_it_over(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    factory = factories()
+    assert factory.pool is not None
+    assert _run_with_slot(limiter, factory, host) == ""
+    (token,) = limiter.holders(HOST)  # the job's slot now belongs to its idle session
+    assert token.startswith("idle:") and factory.pool.idle_tokens(HOST) == (token,)
+    assert host.stats.shells_open == 1
+
+    assert _run_with_slot(limiter, factory, host) == token  # reused: no new slot, no new shell
+    assert list(limiter.holders(HOST)) == [token]
+    assert host.stats.shells_created == 1 and factory.pool.stats.reused == 1
+
+
+def test_another_process_gets_the_slot_after_the_owner_closes_its_idle_session(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    first, second = factories(), factories()  # two worker processes' pools
+    _run_with_slot(limiter, first, host)
+    assert host.stats.shells_open == 1
+    # limit 1: the second process waits; the first one's reaper closes its idle session under
+    # its slot and releases it, which wakes the waiter
+    _run_with_slot(limiter, second, host)
+    assert first.pool is not None and first.pool.idle_count() == 0
+    assert host.stats.max_shells_open == 1  # never more shells than the limit
+    wait_for(lambda: host.stats.shells_open == 1, 10, "one shell (the second pool's idle one)")
+    assert [t.split(":")[1] for t in limiter.holders(HOST)] == [second.pool.budget.owner]  # type: ignore[union-attr]
+
+
+def test_limit_two_with_four_pools_never_opens_a_third_shell(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    pools = [factories() for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def worker(factory: WorkerSessionFactory) -> None:
+        try:
+            for _ in range(3):
+                _run_with_slot(limiter, factory, host, limit=2, block=60)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f,)) for f in pools]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert host.stats.max_shells_open <= 2
+    assert host.stats.max_concurrent <= 2
+    assert len(limiter.holders(HOST)) <= 2

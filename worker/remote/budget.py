@@ -1,0 +1,124 @@
+"""Idle pooled sessions count against their host's limit: the idle-shell budget in Redis.
+
+Every open session to a host — running a job or idle in some worker process's pool — holds one
+of the host's slots (:mod:`worker.limits`), so the shells open on a host never exceed its limit
+(``WINCERT_HOST_LIMIT``), whichever processes and machines hold them:
+
+* **Park**: when a job gives its session back to the pool, the job's slot is handed to the
+  session (``limits_release.lua``: the holder ``job_id`` becomes ``idle:<owner>:<n>`` with a
+  deadline of ``idle_seconds`` + :data:`GRACE_SECONDS`). The job keeps no slot; the host's
+  shell count does not change.
+* **Reuse**: the next job of the same process for that host passes its idle tokens to
+  ``acquire``, which hands the token's slot to the job (no new slot, no new shell).
+* **Evict**: a job of *another* process that finds no free slot while idle sessions hold some
+  asks the oldest one's owner (``LPUSH wincert:shells:evict:<owner>``); the owner's reaper
+  thread closes that session (WS-Man ``Delete``) **while its slot is still held**, then
+  releases the slot, which wakes the waiting job.
+* **Expire**: the reaper closes sessions idle for ``idle_seconds`` (or older than the pool's
+  maximum age, or beyond the pool's size) the same way — off every job's critical path, and
+  never without the host's slot.
+* **Crash**: a killed process's idle slots return when their deadlines pass (its shells stay
+  open on the host until the host's own idle timeout: WinRM ``IdleTimeout``).
+
+``owner`` is unique per process (renewed after ``fork``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import uuid
+from typing import Any
+
+import redis
+
+from producer.messages import StoreRef
+from worker.limits import CURRENT_LEASE, HostLimiter, limit_key
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 15.0
+"""An idle session's slot outlives its idle timeout by this much: the reaper (ticking every
+second) closes the session before the slot could expire under it."""
+
+EVICT_PREFIX = "wincert:shells:evict:"
+
+
+class ShellBudget:
+    """The Redis side of one process's idle sessions (see the module docstring).
+
+    Args:
+        limiter: the process's :class:`~worker.limits.HostLimiter` (same Redis).
+        idle_seconds: the pool's idle timeout; an idle slot lasts this plus :data:`GRACE_SECONDS`.
+    """
+
+    def __init__(self, limiter: HostLimiter, idle_seconds: float) -> None:
+        self.limiter = limiter
+        self.idle_seconds = idle_seconds
+        self._pid = -1
+        self._owner = ""
+        self._counter: Any = None
+
+    @property
+    def owner(self) -> str:
+        """This process's owner id (a fresh one in a forked child)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._owner = uuid.uuid4().hex[:12]
+            self._counter = itertools.count(1)
+        return self._owner
+
+    def host_of(self, store: StoreRef) -> str:
+        """The host whose slots a session to ``store`` takes (the limit key)."""
+        return limit_key(store)
+
+    def next_token(self) -> str:
+        """A new idle-session token ``idle:<owner>:<n>``."""
+        owner = self.owner
+        return f"idle:{owner}:{next(self._counter)}"
+
+    def park(self, host: str, token: str) -> bool:
+        """Hand the running job's slot for ``host`` to the idle session ``token``; False when
+        no job of this thread holds a slot for ``host`` (then the session must not stay open)."""
+        lease = CURRENT_LEASE.get()
+        if lease is None or lease.host_key != host:
+            return False
+        return lease.hand_over(token, self.idle_seconds + GRACE_SECONDS)
+
+    def reused_token(self, host: str) -> str | None:
+        """The idle token whose slot the running job took over for ``host`` (if any)."""
+        lease = CURRENT_LEASE.get()
+        if lease is None or lease.host_key != host:
+            return None
+        return lease.reused
+
+    def release(self, host: str, token: str) -> None:
+        """Give a closed idle session's slot back (waking a waiter); best effort."""
+        try:
+            self.limiter.release(host, token)
+        except redis.RedisError:
+            log.warning("could not release an idle session's slot; it returns after its lease", exc_info=True)
+
+    def evictions(self, timeout: float) -> list[tuple[str, str]]:
+        """Wait up to ``timeout`` seconds for requests to close idle sessions of this process;
+        ``(host, token)`` pairs (empty on timeout or a Redis error)."""
+        key = EVICT_PREFIX + self.owner
+        try:
+            wait = max(0.01, min(timeout, self.limiter.chunk_seconds))
+            first: Any = self.limiter.client.blpop([key], timeout=wait)
+            if first is None:
+                return []
+            items = [first[1]]
+            more: Any = self.limiter.client.lpop(key, 64)
+            items.extend(more or [])
+        except redis.RedisError:
+            log.debug("reading eviction requests failed", exc_info=True)
+            return []
+        requests = []
+        for item in items:
+            text = item.decode() if isinstance(item, bytes) else str(item)
+            host, _, token = text.partition("\t")
+            if host and token.startswith(f"idle:{self.owner}:"):
+                requests.append((host, token))
+        return requests
