@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import SecretStr
-from pypsrp.complex_objects import RunspacePoolState
+from pypsrp.complex_objects import PSInvocationState, RunspacePoolState
 from pypsrp.powershell import DEFAULT_CONFIGURATION_NAME, RunspacePool
+from pypsrp.shell import SignalCode
 from pypsrp.wsman import SelectorSet, WSMan
 
 from producer.codes import ResultCode
@@ -176,6 +177,11 @@ class PsrpSession:
         self.wsman = wsman
         self.send_library = send_library
         self.loaded: set[str] = set()
+        self.fresh_transport: Callable[[], WSMan] | None = None
+        """Opens a new transport to the same host as the same user (set by :func:`connect`)."""
+        self.interrupted = False
+        """A call was cut off (soft time limit, transport error): the transport's state is
+        unknown, so :meth:`close` stops the shell through a fresh connection."""
 
     def invoke(self, function: str, parameters: Mapping[str, Any]) -> Invocation:
         """Run one library function (see :func:`worker.remote.invoke.run_function`), preceded in
@@ -185,26 +191,76 @@ class PsrpSession:
             RemoteCommandError: the function (or the bootstrap) failed.
         """
         bundle = library().bundle_for(function, self.loaded) if self.send_library else None
-        if bundle is None:
-            return run_function(self.pool, function, parameters)
-        prelude = Prelude(bootstrap_script(), {BOOTSTRAP_PARAMETER: bundle.blob})
         try:
+            if bundle is None:
+                return run_function(self.pool, function, parameters)
+            prelude = Prelude(bootstrap_script(), {BOOTSTRAP_PARAMETER: bundle.blob})
             invocation = run_function(self.pool, function, parameters, prelude)
         except RemoteCommandError as exc:
-            if exc.fq_error.startswith("WinCert."):  # the function ran: the bootstrap did its job
+            if bundle is not None and exc.fq_error.startswith("WinCert."):  # the bootstrap did its job
                 self.loaded.update(bundle.units)
+            raise
+        except BaseException:  # SoftTimeLimitExceeded mid-request, a dropped connection, ...
+            self.interrupted = True
             raise
         self.loaded.update(bundle.units)
         return invocation
 
     def close(self) -> None:
-        """Close the runspace pool (WS-Man ``Delete``) and the transport; best effort, never raises."""
-        try:
-            if self.pool.state != RunspacePoolState.BEFORE_OPEN:  # never reached the host: nothing to delete
+        """Close the runspace pool (WS-Man ``Delete``) and the transport; best effort, never raises.
+
+        After an interrupted call (:attr:`interrupted`), or when the ``Delete`` fails, the running
+        pipelines are stopped (WS-Man ``Signal`` terminate) and the shell deleted through a fresh
+        connection: a request cut off by the soft time limit leaves an encrypted HTTP session
+        unable to send anything (pypsrp re-authenticates on a new connection but encrypts with
+        the old context: HTTP 400), and the command would keep running on the host and its shell
+        count against ``MaxShellsPerUser`` until the idle timeout.
+        """
+        if self.pool.state == RunspacePoolState.BEFORE_OPEN:  # never reached the host: nothing to delete
+            self._close_transport()
+            return
+        if not self.interrupted:
+            try:
                 self.pool.close()
-        except Exception:  # closing a broken pool must not hide the job's own error
-            log.debug("closing the runspace pool failed", exc_info=True)
+                self._close_transport()
+                return
+            except Exception:  # closing a broken pool must not hide the job's own error
+                log.debug("closing the runspace pool failed; retrying on a fresh connection", exc_info=True)
+        self._stop_via_fresh_connection()
         self._close_transport()
+
+    def _stop_via_fresh_connection(self) -> None:
+        if self.fresh_transport is None or self.pool.state not in (
+            RunspacePoolState.OPENED,
+            RunspacePoolState.BROKEN,
+        ):
+            return
+        shell = self.pool.shell
+        fresh: WSMan | None = None
+        try:
+            fresh = self.fresh_transport()
+            shell.wsman = fresh
+            for pipeline_id, pipeline in list(self.pool.pipelines.items()):
+                if pipeline.state in (PSInvocationState.RUNNING, PSInvocationState.STOPPING):
+                    try:
+                        shell.signal(SignalCode.TERMINATE, str(pipeline_id).upper())
+                    except Exception:  # already finished on the host: the Delete below still runs
+                        log.debug("signalling a pipeline to stop failed", exc_info=True)
+            shell.close()
+            log.info("stopped the interrupted session's pipelines, deleted its shell (fresh connection)")
+        except Exception:
+            log.warning(
+                "could not delete the interrupted session's shell; it stays open on the host until its"
+                " idle timeout (IdleTimeout) and counts against MaxShellsPerUser",
+                exc_info=True,
+            )
+        finally:
+            self.pool.state = RunspacePoolState.CLOSED
+            if fresh is not None:
+                try:
+                    fresh.close()
+                except Exception:
+                    log.debug("closing the fresh WSMan transport failed", exc_info=True)
 
     def close_orphan(self, orphan: object) -> None:
         """Close ``orphan`` (a broken session to the same host as the same user) through this
@@ -253,9 +309,11 @@ def connect(
     """
     if store.protocol is WinRMProtocol.SSH:
         return connect_ssh(store, credential, options, on_open)
-    wsman = WSMan(**wsman_kwargs(store, credential, options))
+    kwargs = wsman_kwargs(store, credential, options)
+    wsman = WSMan(**kwargs)
     pool = RunspacePool(wsman, configuration_name=_configuration_name(store))
     session = PsrpSession(pool, wsman, send_library=store.jea_endpoint is None)
+    session.fresh_transport = lambda: WSMan(**kwargs)
     try:
         session.pool.open()
         if on_open is not None:
