@@ -57,9 +57,13 @@ def pydantic_accepts(document: Any) -> bool:
 
 def test_schema_files_are_current() -> None:
     """schema/*.json are what `wincert schema` prints (regenerate: wincert schema [result] > ...)."""
-    assert (REPO / "schema" / "job.schema.json").read_text(encoding="utf-8") == schema_text(job_schema())
-    assert (REPO / "schema" / "result.schema.json").read_text(encoding="utf-8") == schema_text(
-        result_schema()
+    job_file, result_file = REPO / "schema" / "job.schema.json", REPO / "schema" / "result.schema.json"
+    assert job_file.read_text(encoding="utf-8") == schema_text(job_schema()), (
+        "the job models changed: update producer/schema.py if a rule changed, then run"
+        " `wincert schema > schema/job.schema.json`"
+    )
+    assert result_file.read_text(encoding="utf-8") == schema_text(result_schema()), (
+        "JobResult changed: run `wincert schema result > schema/result.schema.json`"
     )
 
 
