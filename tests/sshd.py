@@ -116,6 +116,32 @@ class Sshd:
         wait_for(up, 20, f"sshd on 127.0.0.1:{self.port}")
         return self
 
+    def subsystem_pids(self) -> list[int]:
+        """PIDs of the subsystem servers this sshd started (its descendants running the oop server)."""
+        if self._proc is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+        found, stack = [], list(children.get(self._proc.pid, []))
+        while stack:
+            pid = stack.pop()
+            stack.extend(children.get(pid, []))
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"simulator" in cmdline and b"oop" in cmdline:
+                found.append(pid)
+        return found
+
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.terminate()

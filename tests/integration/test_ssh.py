@@ -14,6 +14,8 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from producer.codes import ResultCode
 from producer.messages import JobResult, StoreRef, parse_job
 from simulator.config import HostConfig, IisSpec, SeedSpec, SimulatorConfig
 from tests.sshd import Sshd, new_key, oop_command
+from tests.support import wait_for
 from worker import jobs
 from worker.credentials import CredentialResolver
 from worker.remote.session import SessionOptions, make_session_factory
@@ -98,8 +101,9 @@ class SshLab:
         return jobs.run(parse_job(job), factory, CredentialResolver(settings)).result
 
     def factory(self, known_hosts: Path | None = None, tofu: bool = False, **extra: Any) -> Any:
+        values: dict[str, Any] = {"session_idle_seconds": 0, **extra}  # one session per job
         options = SessionOptions(
-            ssh_known_hosts=known_hosts or self.known_hosts, ssh_trust_on_first_use=tofu, **extra
+            ssh_known_hosts=known_hosts or self.known_hosts, ssh_trust_on_first_use=tofu, **values
         )
         return make_session_factory(options)
 
@@ -152,6 +156,24 @@ def test_inventory_over_ssh_with_pooled_sessions(lab: SshLab) -> None:
         assert (result.status.value, result.code) == ("success", ResultCode.OK), result.message
         assert result.items is not None and {i.thumbprint for i in result.items} >= lab.seeded
     assert (len(opened), len(reused)) == (1, 1)  # the second job reused the SSH session
+
+
+def test_a_pooled_session_whose_host_process_died_is_reopened_once(lab: SshLab) -> None:
+    reused: list[StoreRef] = []
+    opened: list[StoreRef] = []
+    options = SessionOptions(ssh_known_hosts=lab.known_hosts)
+    factory = make_session_factory(options, on_open=opened.append, on_reuse=reused.append)
+    try:
+        first = lab.run(_job("inventory", lab.store()), factory=factory)
+        assert first.code == ResultCode.OK, first.message
+        (pid,) = lab.sshd.subsystem_pids()  # the pooled session's PowerShell (nothing else is open)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not lab.sshd.subsystem_pids(), 10, "the subsystem process to go")
+        second = lab.run(_job("inventory", lab.store()), factory=factory)
+    finally:
+        factory.close()
+    assert second.code == ResultCode.OK, second.message
+    assert (len(opened), len(reused)) == (2, 1)  # reused, found dead at the first call, reopened
 
 
 def test_add_with_an_iis_binding_then_inventory_shows_it(lab: SshLab) -> None:

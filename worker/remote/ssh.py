@@ -103,6 +103,12 @@ def load_private_key(credential: Credential) -> paramiko.PKey:
     )
 
 
+class SshChannelClosedError(TransportFailureError, ConnectionError):
+    """The SSH connection or the host's PowerShell went away under an open session (network
+    drop, sshd restart, pwsh killed). A ``ConnectionError``: the session pool reopens a reused
+    session once when this happens at a job's first call, as for a dropped WinRM connection."""
+
+
 class _SshChannel:
     """A :class:`~worker.remote.local.PacketTransport` over an SSH channel running the subsystem."""
 
@@ -330,9 +336,10 @@ class SshSession(LocalSession):
         detail = f"exited with status {status}" if status is not None else "closed the channel"
         stderr = child.stderr_text()
         tail = f"; its stderr: {stderr}" if stderr else ""
+        error: type[TransportFailureError] = SshChannelClosedError if self.opened else TransportFailureError
         code, kind = (ResultCode.REMOTE_ERROR, "remote_error") if self.opened else (
             ResultCode.SSH_SUBSYSTEM_UNAVAILABLE, "connect")
-        return TransportFailureError(
+        return error(
             code,
             f"the SSH subsystem {self.subsystem!r} on {self.where} {detail} while trying to {what}{tail};"
             " check that it runs PowerShell 7 in SSH server mode (pwsh -sshs)",
