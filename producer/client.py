@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -76,6 +77,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _STREAM_SCAN_BATCH = 500
+SOCKET_TIMEOUT_SECONDS = 30.0
+"""Longest wait for any one Redis reply (XREAD blocks are cut below it: :data:`_MAX_BLOCK_MS`)."""
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""Longest wait for a TCP connection to Redis."""
+_MAX_BLOCK_MS = 20_000
 
 
 class ProducerError(Exception):
@@ -178,7 +184,15 @@ class Client:
             result_accept_content=["json"],
             task_default_queue=settings.queue,
             broker_connection_retry_on_startup=False,
-            broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+            # Every Redis socket operation is bounded: a rediss:// URL to a plain Redis (the TLS
+            # handshake never completes) or a silent peer fails in seconds instead of hanging.
+            broker_transport_options={
+                "visibility_timeout": settings.visibility_timeout,
+                "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+                "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            },
+            redis_socket_timeout=SOCKET_TIMEOUT_SECONDS,
+            redis_socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             result_backend_transport_options={
                 "visibility_timeout": settings.visibility_timeout,
                 # Give up on an unreachable result backend within seconds (default: ~20 s).
@@ -458,9 +472,12 @@ class Client:
             ResultFormatError: the stored result is not a JobResult.
             BackendUnavailableError: the result backend is unreachable.
             redis.exceptions.ConnectionError: the stream's Redis is unreachable.
-            ValueError: ``job_id`` is not a UUID.
+            ValueError: ``job_id`` is not a UUID, or ``timeout`` is not a finite positive number
+                of seconds (``nan`` would never time out, ``inf`` would wait forever).
         """
         job_uuid = _as_uuid(job_id)
+        if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
         async_result = self._async_result(job_uuid)
         try:
             value = async_result.get(timeout=timeout, propagate=False, interval=0.1)
@@ -515,7 +532,11 @@ class Client:
     def redis(self) -> redis.Redis:
         """The redis-py client (``decode_responses=True``) on ``settings.broker_url``."""
         if self._redis is None:
-            self._redis = self.settings.redis_connection.client(decode_responses=True)
+            self._redis = self.settings.redis_connection.client(
+                decode_responses=True,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            )
         return self._redis
 
     @staticmethod
@@ -582,7 +603,7 @@ class Client:
         while True:
             response = cast(
                 list[tuple[str, list[tuple[str, dict[str, str]]]]],
-                self.redis.xread({RESULTS_STREAM: last_id}, block=block_ms, count=100),
+                self.redis.xread({RESULTS_STREAM: last_id}, block=min(block_ms, _MAX_BLOCK_MS), count=100),
             )
             if not response:
                 if stop_when_idle:

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 # this worker keeps it off on purpose (see celery_config).
 warnings.filterwarnings("ignore", message=r"(?s).*worker_cancel_long_running_tasks_on_connection_loss")
 
+REDIS_SOCKET_TIMEOUT_SECONDS = 30.0
+REDIS_CONNECT_TIMEOUT_SECONDS = 10.0
 _active: dict[str, WorkerSettings] = {}
 _worker_info = WorkerInfo()
 
@@ -70,6 +72,10 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         # kombu sweeps unacked messages past the visibility timeout every interval x throttle s
         "unacked_restore_interval": settings.redelivery_check_seconds,
         "unacked_restore_throttle": 1,
+        # every Redis reply is bounded (BRPOP itself blocks ~1 s): a silent peer or a rediss:// URL
+        # to a plain Redis (the TLS handshake never completes) is an error in seconds, not a hang
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
     }
     config: dict[str, Any] = {
         "broker_url": settings.broker_url,
@@ -95,6 +101,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "result_backend_always_retry": True,
         "result_backend_max_retries": 30,
         "result_backend_max_sleep_between_retries_ms": 2000,
+        "redis_socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+        "redis_socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
         "worker_soft_shutdown_timeout": settings.soft_shutdown_timeout,
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_eta_task_limit": 1000,
@@ -142,7 +150,9 @@ def secure_app(app: Celery, settings: WorkerSettings) -> None:
         untrusted.Screen(
             mac_keys=None if settings.allow_unauthenticated_jobs else auth.mac_keys(keys),
             tasks=app.tasks,
-            broker_url=settings.broker_url,
+            connect=lambda: settings.redis_connection.client(
+                decode_responses=True, socket_timeout=10, socket_connect_timeout=10
+            ),
             max_bytes=settings.max_message_bytes,
             maxlen=settings.dead_letter_stream_maxlen,
             secrets=resolver.known_secrets,

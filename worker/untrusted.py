@@ -88,7 +88,8 @@ class Screen:
             any of them except Celery's built-ins (``celery.*``; ``celery.ping``, which only
             ``celery.contrib.testing`` registers, is allowed); the task's ``run`` signature
             checks the arguments.
-        broker_url: Redis for dead letters (a client of its own, never the BRPOP connection).
+        connect: makes the Redis client for dead letters (one of its own, never the BRPOP
+            connection; TLS and Sentinel as configured).
         max_bytes: largest raw entry accepted (bytes).
         maxlen: approximate cap of the dead-letter stream.
         secrets: values to redact from dead letters (the worker's own passwords and keys).
@@ -97,7 +98,7 @@ class Screen:
 
     mac_keys: list[bytes] | None
     tasks: Mapping[str, Any]
-    broker_url: str
+    connect: Callable[[], redis.Redis]
     max_bytes: int
     maxlen: int
     secrets: Callable[[], Iterable[str]] = lambda: ()
@@ -263,9 +264,7 @@ class Screen:
     def _redis(self) -> redis.Redis:
         with self._lock:
             if self._client is None:
-                self._client = redis.Redis.from_url(
-                    self.broker_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=10
-                )
+                self._client = self.connect()
             return self._client
 
     def reject(self, item: Any, queue: str | None, rejected: RejectError) -> None:

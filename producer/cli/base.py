@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -201,8 +202,11 @@ def _load_settings() -> ProducerSettings:
         return ProducerSettings()
     except ValidationError as exc:
         for error in exc.errors():
-            name = ENV_PREFIX + "_".join(str(p) for p in error["loc"]).upper()
-            typer.echo(f"error: {name}: {error['msg']}", err=True)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                name = ENV_PREFIX + "_".join(str(p) for p in error["loc"]).upper()
+                message = f"{name}: {message}"
+            typer.echo(f"error: {message}", err=True)  # a cross-field check names its variables
         raise typer.Exit(int(ExitCode.USAGE)) from None
 
 
@@ -283,9 +287,12 @@ def _run(action: Callable[[], None], settings: ProducerSettings) -> None:
     except BackendUnavailableError as exc:
         _fail(str(exc), ExitCode.ERROR)
     except (OperationalError, RedisConnectionError, RedisTimeoutError) as exc:
+        hint = ""
+        if settings.broker_url.lower().startswith("rediss://") and "imeout" in str(exc):
+            hint = "; with rediss:// the server must speak TLS (a plain Redis never answers the handshake)"
         _fail(
             f"cannot reach Redis at {redact_url(settings.broker_url)} ({ENV_PREFIX}BROKER_URL /"
-            f" {ENV_PREFIX}RESULT_BACKEND): {exc}",
+            f" {ENV_PREFIX}RESULT_BACKEND): {exc}{hint}",
             ExitCode.ERROR,
         )
     except ResultTimeoutError as exc:
@@ -298,9 +305,18 @@ def _run(action: Callable[[], None], settings: ProducerSettings) -> None:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
 def _check_timeout(timeout: float) -> None:
-    if timeout <= 0:
-        _fail(f"--timeout: {timeout:g} is not a positive number of seconds", ExitCode.USAGE)
+    """``--timeout`` must be a finite number of seconds in (0, one week]: ``nan`` would compare
+    false with every deadline and ``inf`` would wait forever."""
+    if not math.isfinite(timeout) or timeout <= 0 or timeout > MAX_TIMEOUT_SECONDS:
+        _fail(
+            f"--timeout: {timeout:g} is not a number of seconds between 0 and {MAX_TIMEOUT_SECONDS}"
+            " (one week); give e.g. --timeout 120",
+            ExitCode.USAGE,
+        )
 
 
 # --- options shared by the job commands -------------------------------------------------------
