@@ -313,8 +313,8 @@ def _check_timeout(timeout: float) -> None:
     false with every deadline and ``inf`` would wait forever."""
     if not math.isfinite(timeout) or timeout <= 0 or timeout > MAX_TIMEOUT_SECONDS:
         _fail(
-            f"--timeout: {timeout:g} is not a number of seconds between 0 and {MAX_TIMEOUT_SECONDS}"
-            " (one week); give e.g. --timeout 120",
+            f"--timeout: {timeout:g} is not a positive number of seconds (finite, at most"
+            f" {MAX_TIMEOUT_SECONDS}: one week); give e.g. --timeout 120",
             ExitCode.USAGE,
         )
 

@@ -29,6 +29,8 @@ def test_visibility_timeout_is_derived_from_the_hard_time_limit() -> None:
         "visibility_timeout": 121,
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        "socket_timeout": 30.0,  # bounded Redis replies (BRPOP itself blocks ~1 s)
+        "socket_connect_timeout": 10.0,
     }
     assert config["result_backend_transport_options"] == {"visibility_timeout": 121}
     # running jobs are never cancelled (and REVOKED + acked) when the broker connection drops
