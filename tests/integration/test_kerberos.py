@@ -24,7 +24,7 @@ import pytest
 
 from producer.codes import ResultCode
 from producer.messages import JobResult, parse_job
-from simulator.config import HostConfig, SimulatorConfig
+from simulator.config import HostConfig, SimulatorConfig, UserSpec
 from simulator.server import SimulatedHost, Simulator
 from tests.kdc import REALM, MiniKdc, skew_ccache
 from worker import jobs
@@ -70,6 +70,10 @@ class Realm:
         hosts = [
             HostConfig(name="WIN-KRB01", kerberos_keytab=self.keytab),  # Negotiate (SPNEGO) + NTLM
             HostConfig(name="WIN-KRB02", auth=["kerberos"], kerberos_keytab=self.keytab),  # Kerberos only
+            HostConfig(  # HTTPS: Kerberos with channel binding (the listener certificate's hash)
+                name="WIN-KRB03", transport="https", kerberos_keytab=self.keytab,
+                users=[UserSpec(username="localadmin", password=PASSWORD)],
+            ),
         ]
         self.sim = Simulator(SimulatorConfig(state_dir=root / "sim", hosts=hosts)).start()
         for host in self.sim.hosts:  # IncludePortInSPN: HTTP/<name>:<port>
@@ -84,6 +88,7 @@ class Realm:
             json.dumps(
                 {
                     "alice": {"username": self.alice, "password": PASSWORD},
+                    "localadmin": {"username": "localadmin", "password": PASSWORD},
                     "alice-wrong": {"username": self.alice, "password": "not-it"},
                     "carol": {"username": f"carol@{REALM}", "password": PASSWORD},
                     "other-realm": {"username": "alice@OTHER.TEST", "password": PASSWORD},
@@ -135,7 +140,8 @@ def _run(realm: Realm, credential: str, host: str = "WIN-KRB01", **store: Any) -
         },
     }
     settings = load_settings(credentials_file=realm.credentials)
-    factory = make_session_factory(SessionOptions(session_idle_seconds=0))
+    options = SessionOptions(session_idle_seconds=0, ca_bundle=sim_host.ca_bundle)
+    factory = make_session_factory(options)
     return jobs.run(parse_job(job), factory, CredentialResolver(settings)).result
 
 
@@ -177,6 +183,19 @@ def test_an_ip_address_target_is_refused_naming_the_fix(realm: Realm) -> None:
     result = _run(realm, "alice", client_machine="127.0.0.1")
     assert (result.status.value, result.code) == ("failure", ResultCode.KERBEROS_IP_TARGET)
     assert "HTTP/127.0.0.1" in result.message and "spn_hostname" in result.message
+
+
+def test_kerberos_over_https_with_channel_binding(realm: Realm) -> None:
+    # the listener certificate names 127.0.0.1, the SPN names the host: spn_hostname joins them
+    result = _run(realm, "alice", "WIN-KRB03", protocol="https", client_machine="127.0.0.1",
+                  spn_hostname=realm.name)
+    assert (result.status.value, result.code) == ("success", ResultCode.OK), result.message
+
+
+def test_negotiate_to_an_ip_address_falls_back_to_ntlm_as_windows_does(realm: Realm) -> None:
+    result = _run(realm, "localadmin", "WIN-KRB03", client_machine="127.0.0.1", auth="negotiate",
+                  protocol="https")
+    assert (result.status.value, result.code) == ("success", ResultCode.OK), result.message
 
 
 def test_an_unregistered_spn_names_the_spn_and_setspn(realm: Realm) -> None:
