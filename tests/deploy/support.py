@@ -80,7 +80,7 @@ WORKER_ENV = env_names(WorkerSettings)
 PRODUCER_ENV = env_names(ProducerSettings)
 # Read by the worker outside WorkerSettings: worker/credentials.py (WINCERT_CREDENTIAL_<NAME>_*)
 # and worker/app.py (the test CA, demo only).
-WORKER_EXTRA = re.compile(r"^WINCERT_(CREDENTIAL_[A-Z0-9_]+_(USERNAME|PASSWORD)|TEST_CA_DIR)$")
+WORKER_EXTRA = re.compile(r"^WINCERT_(CREDENTIAL_[A-Z0-9_]+_(USERNAME|PASSWORD|HOSTS)|TEST_CA_DIR)$")
 
 
 def unknown_settings(environment: dict[str, str], known: set[str]) -> list[str]:
