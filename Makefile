@@ -79,14 +79,18 @@ system-packages:
 	for tool in /usr/sbin/krb5kdc /usr/sbin/kadmin.local /usr/bin/kinit /usr/bin/krb5-config; do \
 	  test -x $$tool || missing="$(KRB5_PACKAGES)"; done; \
 	test -x /usr/sbin/sshd || missing="$$missing $(SSH_PACKAGES)"; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	$(PYTHON) -c 'import os,sysconfig,sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing with apt-get:$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "missing system packages:$$missing (Kerberos: MIT KDC + libkrb5-dev for the gssapi wheel;" \
-	         "SSH: sshd). Install them: sudo apt-get install$$missing, then run make again." >&2; exit 1; \
+	    echo "missing system packages:$$missing (Kerberos: MIT KDC + libkrb5-dev, gcc and Python headers" \
+	         "to build the gssapi/krb5 wheels; SSH: sshd). Install them: sudo apt-get install$$missing," \
+	         "then run make again." >&2; exit 1; \
 	  fi; \
 	fi
 
