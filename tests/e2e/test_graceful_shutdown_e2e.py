@@ -129,3 +129,46 @@ def test_sigterm_lets_running_jobs_finish_and_loses_nothing(tmp_path: Path, redi
         assert drained_in < GRACE_SECONDS
         for host in (a, b):
             assert host.stats.snapshot()["commands"]["Get-WinCertInventory"] == JOBS // 2
+
+
+def test_sigterm_with_soft_shutdown_requeues_a_job_that_cannot_finish(tmp_path: Path, redis_url: str) -> None:
+    """The fast drain (``REMAP_SIGTERM=SIGQUIT``, docs/operations.md): a job longer than
+    ``WINCERT_SOFT_SHUTDOWN_TIMEOUT`` is stopped and its message goes back to the queue; the next
+    worker runs it to one success result, and its host slot comes back."""
+    hosts = [HostConfig(name="DRAIN-SLOW", address="127.0.0.1", transport="http", command_delay_ms=8000)]
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    with Simulator(SimulatorConfig(state_dir=tmp_path / "sim", hosts=hosts)) as sim:
+        creds = tmp_path / "credentials.json"
+        write_credentials(creds, sim)
+        queue = f"soft-{uuid.uuid4().hex[:8]}"
+        env = {
+            "WINCERT_SECRET_KEYS": TEST_SECRET_KEYS,
+            "WINCERT_BROKER_URL": redis_url,
+            "WINCERT_QUEUE": queue,
+            "WINCERT_CREDENTIALS_FILE": str(creds),
+            "WINCERT_METRICS_PORT": "0",
+            "WINCERT_METRICS_DIR": str(tmp_path / "metrics"),
+            "WINCERT_TRANSIENT_RETRIES": "0",
+            "WINCERT_LEASE_SECONDS": "3",
+            "WINCERT_SOFT_SHUTDOWN_TIMEOUT": "2",
+            "REMAP_SIGTERM": "SIGQUIT",
+        }
+        slow = sim.host("DRAIN-SLOW")
+        settings = ProducerSettings(
+            broker_url=redis_url, queue=queue, secret_keys=SecretStr(TEST_SECRET_KEYS)
+        )
+        with Client(settings) as client:
+            job_id = str(client.submit(_job(sim, "DRAIN-SLOW")))
+            with worker_process(env, tmp_path / "first.log", concurrency=1, queue=queue) as first:
+                wait_for(lambda: slow.stats.current == 1, 60, "the slow job running")
+                os.kill(first.pid, signal.SIGTERM)
+                first.wait(GRACE_SECONDS)
+            assert _results_per_job(r, [job_id]) == Counter(), "the job cannot have finished"
+            wait_for(lambda: r.llen(queue) == 1, 30, "the job back in the queue")
+            with worker_process(env, tmp_path / "second.log", concurrency=1, queue=queue) as second:
+                result = client.wait(job_id, timeout=120)
+                os.kill(second.pid, signal.SIGTERM)
+                second.wait(GRACE_SECONDS)
+        assert result.status.value == "success"
+        assert _results_per_job(r, [job_id]) == Counter({job_id: 1})
+        assert r.zcard(holders_key(slow.bind)) == 0
