@@ -1,0 +1,116 @@
+"""Memory of a cached (idle, pooled) WinRM session: ``python -m bench.memory [--sessions N]``.
+
+Opens ``N`` pooled sessions from this process to ``N`` simulated hosts served by a child process
+(HTTP, NTLM, message encryption; one inventory each, so each pool holds the library functions it
+used), then reports the Python heap held per session (``tracemalloc``) and this process's RSS
+growth per session. Each session also holds one TCP socket (file
+descriptor) to its host. The pool's size (``WINCERT_SESSION_POOL_SIZE``) is the budget:
+size x the per-session figure is what a worker process spends on idle sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import tempfile
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.e2e import _rss_mib, host_configs
+from producer.messages import InventoryJob
+from simulator.config import SimulatorConfig
+from simulator.server import Simulator
+from worker import jobs
+from worker.credentials import CredentialResolver
+from worker.remote.session import SessionOptions, make_session_factory
+from worker.settings import load_settings
+
+
+def _serve(count: int, state_dir: str, ready: Any, stop: Any) -> None:
+    """Child process: serve ``count`` hosts, report ``(address, port)`` pairs, wait for ``stop``."""
+    sim = Simulator(SimulatorConfig(state_dir=Path(state_dir), hosts=host_configs(count, 0))).start()
+    ready.put([(h.bind, h.port) for h in sim.hosts])
+    stop.wait()
+    sim.stop()
+
+
+def _job(host: tuple[str, int]) -> InventoryJob:
+    return InventoryJob.model_validate(
+        {
+            "job_id": str(uuid.uuid4()),
+            "job_type": "inventory",
+            "store": {
+                "store_type": "WinCert",
+                "client_machine": host[0],
+                "store_path": "My",
+                "protocol": "http",
+                "port": host[1],
+                "auth": "ntlm",
+                "credential": {
+                    "kind": "inline",
+                    "username": "Administrator",
+                    "password_plaintext": "Bench-Passw0rd!",
+                },
+            },
+        }
+    )
+
+
+def measure(sessions: int) -> dict[str, Any]:
+    """Open ``sessions`` pooled sessions (after a warm-up one) and return the figures."""
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="wincert-bench-mem-") as tmp:
+        ready, stop = context.Queue(), context.Event()
+        server = context.Process(target=_serve, args=(sessions + 1, tmp, ready, stop), daemon=True)
+        server.start()
+        hosts: list[tuple[str, int]] = ready.get(timeout=120)
+        resolver = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
+        factory = make_session_factory(
+            SessionOptions(session_idle_seconds=600, session_pool_size=sessions + 1)
+        )
+        try:
+            jobs.run(_job(hosts[0]), factory, resolver)  # warm-up: imports, caches
+            gc.collect()
+            tracemalloc.start()
+            before_heap = _worker_heap()
+            before_rss = _rss_mib(os.getpid())
+            for host in hosts[1:]:
+                result = jobs.run(_job(host), factory, resolver).result
+                assert result.status.value == "success", result.message
+            gc.collect()
+            heap = _worker_heap() - before_heap
+            rss = _rss_mib(os.getpid()) - before_rss
+            tracemalloc.stop()
+            assert factory.pool is not None and factory.pool.idle_count() == sessions + 1
+        finally:
+            factory.close()
+            stop.set()
+            server.join(30)
+    return {
+        "sessions": sessions,
+        "heap_kib_per_session": round(heap / 1024 / sessions, 1),
+        "rss_kib_per_session": round(rss * 1024 / sessions, 1),
+        "sockets_per_session": 1,
+    }
+
+
+def _worker_heap() -> int:
+    """Bytes of Python heap tracemalloc sees allocated (the hosts run in another process)."""
+    return int(tracemalloc.get_traced_memory()[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=40, help="sessions to open (default 40)")
+    args = parser.parse_args(argv)
+    print(json.dumps(measure(max(1, args.sessions)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
