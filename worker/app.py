@@ -50,7 +50,7 @@ from worker.credentials import CredentialResolver
 from worker.metrics_collectors import FleetCollector, QueueCollector, WorkerCollector, WorkerInfo
 from worker.remote.session import SessionFactory
 from worker.settings import SettingsError, WorkerSettings, get_settings
-from worker.tasks import register
+from worker.tasks import publish_invalid, register
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ def secure_app(app: Celery, settings: WorkerSettings) -> None:
             max_bytes=settings.max_message_bytes,
             maxlen=settings.dead_letter_stream_maxlen,
             secrets=resolver.known_secrets,
+            on_invalid=lambda task_id, message: publish_invalid(app, settings, task_id, message),
         ),
     )
 

@@ -27,6 +27,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,12 +160,22 @@ def register(
     def install_signed(self: Task[Any, Any], certificate_pem: Any, job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
-            log.error("chained signing: phase-1 job %s is not known here; certificate dropped", job_id)
-            return {}
+            return _callback_dead(
+                runtime,
+                "unknown_chain",
+                f"a signed certificate for phase-1 job {str(job_id)[:64]!r}, which this worker side"
+                " did not record (or whose record expired or fails its MAC); not installed",
+                {"task": signing.INSTALL_TASK, "job_id": job_id, "certificate": certificate_pem},
+            )
         ended = signing.claim_end(runtime.redis, job_id, "installed", settings.result_expires)
         if ended != "installed":
-            log.error("chained signing for job %s already ended (%s); certificate dropped", job_id, ended)
-            return {}
+            return _callback_dead(
+                runtime,
+                "late_certificate",
+                f"the signed certificate for phase-1 job {job_id} arrived after its chain ended"
+                f" ({ended}); not installed. Submit a reenrollment_complete job with it to install it",
+                {"task": signing.INSTALL_TASK, "job_id": job_id, "certificate": certificate_pem},
+            )
         if not isinstance(certificate_pem, str) or not certificate_pem.strip():
             detail = f"it returned {type(certificate_pem).__name__}, not a PEM certificate"
             return _signing_failed(runtime, app, job, detail, self.request.hostname)
@@ -174,8 +185,13 @@ def register(
     def signing_failed(*args: Any, job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
-            log.error("chained signing for phase-1 job %s failed, and that job is not known here", job_id)
-            return {}
+            return _callback_dead(
+                runtime,
+                "unknown_chain",
+                f"a signer failure for phase-1 job {str(job_id)[:64]!r}, which this worker side did not"
+                " record (or whose record expired or fails its MAC)",
+                {"task": signing.FAILED_TASK, "job_id": job_id},
+            )
         if signing.claim_end(runtime.redis, job_id, "failed", settings.result_expires) != "failed":
             return {}
         return _signing_failed(runtime, app, job, signing.failure_detail(app, args), None)
@@ -195,6 +211,49 @@ def register(
         return _signing_failed(runtime, app, job, detail, None)
 
     return run_job
+
+
+def publish_invalid(app: Celery, settings: WorkerSettings, task_id: str, message: str) -> None:
+    """The ``invalid_job`` result of an authenticated job whose message the queue screen refused
+    (:mod:`worker.untrusted`): stored for ``task_id`` and published, as for any finished job."""
+    try:
+        job_id = uuid.UUID(task_id)
+    except ValueError:
+        return
+    result = results.failure_result(job_id, JobType.INVENTORY, ResultCode.INVALID_JOB, message)
+    client = settings.redis_connection.client(
+        decode_responses=True, socket_timeout=30, socket_connect_timeout=10
+    )
+    try:
+        state = JobState(client, task_id)
+        results.publish_result(
+            client,
+            result,
+            settings.results_stream_maxlen,
+            keep_as=state.result_key,
+            expires=settings.result_expires,
+        )
+    finally:
+        client.close()
+    app.backend.store_result(task_id, result.model_dump(mode="json"), "SUCCESS")
+
+
+def _callback_dead(rt: Runtime, reason: str, message: str, content: dict[str, Any]) -> dict[str, Any]:
+    """Dead-letter a chained-signing callback that cannot be applied (never a silent drop)."""
+    results.dead_letter(
+        rt.redis,
+        job=content,
+        reason=reason,
+        code=ResultCode.SIGNING_FAILED,
+        message=message,
+        attempts=0,
+        worker=None,
+        maxlen=rt.settings.dead_letter_stream_maxlen,
+        envelope_id=str(content.get("job_id", ""))[:64],
+    )
+    metrics.DEAD_LETTERED.labels(reason=reason).inc()
+    log.error("chained signing callback dead-lettered (%s): %s", reason, message)
+    return {}
 
 
 def signer_allowed(app: Celery, settings: WorkerSettings, name: str) -> bool:

@@ -75,6 +75,8 @@ class RejectError(Exception):
         self.reason = reason
         self.detail = detail
         self.code = code
+        self.job_id: str | None = None
+        """Set when the message was authenticated: its job gets an ``invalid_job`` result."""
 
 
 @dataclass
@@ -94,6 +96,7 @@ class Screen:
         maxlen: approximate cap of the dead-letter stream.
         secrets: values to redact from dead letters (the worker's own passwords and keys).
         worker: the worker's name for dead letters.
+        on_invalid: see the attribute.
     """
 
     mac_keys: list[bytes] | None
@@ -103,6 +106,9 @@ class Screen:
     maxlen: int
     secrets: Callable[[], Iterable[str]] = lambda: ()
     worker: str | None = None
+    on_invalid: Callable[[str, str], None] | None = None
+    """Called with (task id, message) for an authenticated ``wincert.run_job`` message that is
+    still malformed: publishes its ``invalid_job`` result (a producer is waiting for it)."""
     _client: redis.Redis | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -171,7 +177,12 @@ class Screen:
                     " signed with a key not in this worker's WINCERT_SECRET_KEYS)",
                     code=ResultCode.UNAUTHENTICATED,
                 )
-        self._arguments(task, target, body)
+        try:
+            self._arguments(task, target, body)
+        except RejectError as exc:
+            if self.mac_keys is not None and task not in CALLBACK_TASKS:
+                exc.job_id = clean["id"]  # a producer sent it: its job gets a failure result
+            raise
         delivery_info = properties.get("delivery_info")
         exchange, routing_key = "", ""
         if isinstance(delivery_info, dict):
@@ -306,6 +317,11 @@ class Screen:
             return self.check(item)
         except RejectError as rejected:
             self.reject(item, queue, rejected)
+            if rejected.job_id is not None and self.on_invalid is not None:
+                try:
+                    self.on_invalid(rejected.job_id, f"the job's message is malformed: {rejected.detail}")
+                except Exception as exc:
+                    log.error("cannot publish the invalid_job result of %s: %s", rejected.job_id, exc)
         except Exception as exc:  # a defect of the screen itself must not stop the worker either
             log.exception("message screen failed")
             self.reject(item, queue, RejectError("malformed_envelope", f"screen error {type(exc).__name__}"))

@@ -289,6 +289,18 @@ def test_every_raw_message_becomes_one_dead_letter_and_the_worker_keeps_going(rs
     assert not Path("/tmp/pwned").exists()  # the pickle is kept as data, never loaded
     for reason, count in reasons.items():
         assert _metric(rstack, reason) - before[reason] == count, reason
+    # an authenticated job whose message is still malformed also gets its failure result (a
+    # producer is waiting for it); unauthenticated ones never do (they could overwrite a real one)
+    published = {
+        json.loads(f["result"])["job_id"]: json.loads(f["result"])
+        for _, f in client.xrange("wincert:results")
+    }
+    by_label = {label: envelope_id for label, _raw, envelope_id, _reason in entries}
+    for label in ("two arguments", "body not JSON", "unexpected kwarg"):
+        assert published[by_label[label]]["code"] == "invalid_job", label
+        assert "malformed" in published[by_label[label]]["message"]
+    for label in ("unsigned job", "signed with another key", "body changed after signing"):
+        assert by_label[label] not in published, label
 
     with Client(rstack.producer_settings()) as producer:
         store = StoreRef(
