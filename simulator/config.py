@@ -199,6 +199,30 @@ class HostConfig(_Model):
         default=300.0, gt=0, description="Idle seconds before dropping a connection"
     )
     allow_unencrypted: bool = Field(default=False, description="Windows AllowUnencrypted (default false)")
+    max_shells_per_user: int = Field(
+        default=25,
+        ge=0,
+        description="WinRM MaxShellsPerUser (the PowerShell plugin's default 25); a Create beyond it"
+        " gets fault 2150859173; 0 = unlimited",
+    )
+    max_concurrent_operations_per_user: int = Field(
+        default=1500,
+        ge=0,
+        description="WinRM MaxConcurrentOperationsPerUser (default 1500): requests in flight per user"
+        " beyond it get fault 2150859174; 0 = unlimited",
+    )
+    max_commands_per_shell: int = Field(
+        default=0,
+        ge=0,
+        description="Commands one shell may run (MaxProcessesPerShell / commands-per-shell quota);"
+        " the next Command gets fault 2150859241; 0 = unlimited",
+    )
+    idle_timeout_seconds: float = Field(
+        default=7200.0,
+        gt=0,
+        description="WinRM IdleTimeout (default 7200 s): a shell without requests this long is"
+        " deleted; later requests for it get fault 2150858843 (shell not found)",
+    )
     providers: list[ProviderSpec] = Field(
         default_factory=lambda: [ProviderSpec(name=n, kind=k) for n, k in DEFAULT_PROVIDERS],
         description="Registered CSPs/KSPs; default: those of Windows Server 2022",

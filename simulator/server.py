@@ -31,7 +31,7 @@ from simulator.tls import ensure_server_tls
 from simulator.wsman.auth import CredentialStore
 from simulator.wsman.certauth import CertificateMapper, Mapping
 from simulator.wsman.http import Endpoint, WSManServer
-from simulator.wsman.shell_service import ShellService
+from simulator.wsman.shell_service import Quotas, ShellService
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Simulator:
         windows_host = self._host_factory(host_dir, cfg)
         stats = HostStats()
         env = ShellEnvironment(registry, windows_host, cfg.command_delay_ms, stats, cfg.name, cfg.os_build)
-        service = ShellService(env, cfg.jea_endpoints)
+        service = ShellService(env, cfg.jea_endpoints, Quotas.of(cfg))
         address = cfg.address or self.config.bind
         tls = ensure_server_tls(state_dir, cfg.name, address) if cfg.transport == "https" else None
         mapper = _certificate_mapper(cfg, windows_host) if tls is not None else None

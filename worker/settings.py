@@ -212,6 +212,12 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
     session_max_age_seconds: float = Field(
         default=600, gt=0, description="Seconds after opening when a reused WinRM session is closed"
     )
+    session_max_commands: int = Field(
+        default=100,
+        ge=0,
+        description="Function calls after which a pooled WinRM session is closed instead of reused"
+        " (hosts with a commands-per-shell quota never fault on it); 0 = no limit",
+    )
     session_pool_size: int = Field(
         default=32,
         ge=1,

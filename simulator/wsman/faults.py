@@ -117,3 +117,43 @@ def internal_error(detail: str) -> WSManFault:
     return WSManFault(
         2150858770, "w:InternalError", f"The simulator failed to process the request: {detail}", sender=False
     )
+
+
+# --- quotas (wsmerror.h codes; Windows returns them as w:QuotaLimit sender faults, HTTP 500) ----
+
+
+def quota_max_shells(limit: int) -> WSManFault:
+    """0x803381A5 ERROR_WSMAN_QUOTA_MAX_SHELLS: a Create beyond ``MaxShellsPerUser`` (text as
+    PowerShell shows it: "This user is allowed a maximum number of N concurrent shells...")."""
+    return WSManFault(
+        2150859173,
+        "w:QuotaLimit",
+        "The WS-Management service cannot process the request. This user is allowed a maximum number"
+        f" of {limit} concurrent shells, which has been exceeded. Close existing shells or raise the"
+        " quota for this user. ",
+    )
+
+
+def quota_max_operations(limit: int) -> WSManFault:
+    """0x803381A6 ERROR_WSMAN_QUOTA_MAX_OPERATIONS: a request beyond
+    ``MaxConcurrentOperationsPerUser`` operations in flight for one user."""
+    return WSManFault(
+        2150859174,
+        "w:QuotaLimit",
+        "The WS-Management service cannot process the request. This user is allowed a maximum number"
+        f" of {limit} concurrent operations, which has been exceeded. Close existing operations for"
+        " this user, or raise the quota for this user. ",
+    )
+
+
+def quota_commands_per_shell(limit: int) -> WSManFault:
+    """0x803381E9 ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ: a Command beyond the shell's
+    command quota (the simulator counts the commands a shell has run; the text is the
+    simulator's, in Windows' style)."""
+    return WSManFault(
+        2150859241,
+        "w:QuotaLimit",
+        "The WS-Management service cannot process the request. The maximum number of commands per"
+        f" shell ({limit}) has been exceeded for this shell. Open a new shell or raise the quota"
+        " (MaxProcessesPerShell / MaxConcurrentCommandsPerShell). ",
+    )

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from simulator.psrp.shell import Shell, ShellEnvironment
@@ -36,17 +37,87 @@ def _duration(seconds: float) -> str:
     return f"P0DT{whole // 3600}H{whole % 3600 // 60}M{whole % 60}S"
 
 
-class ShellService:
-    """All shells of one host, keyed by ShellId."""
+@dataclass(frozen=True)
+class Quotas:
+    """Windows' WinRM quotas for one host (0 = unlimited; see :class:`simulator.config.HostConfig`)."""
 
-    def __init__(self, env: ShellEnvironment, jea_endpoints: Iterable[str] = ()) -> None:
+    max_shells_per_user: int = 25
+    max_concurrent_operations_per_user: int = 1500
+    max_commands_per_shell: int = 0
+    idle_timeout_seconds: float = 7200.0
+
+    @classmethod
+    def of(cls, config: Any) -> Quotas:
+        return cls(
+            config.max_shells_per_user,
+            config.max_concurrent_operations_per_user,
+            config.max_commands_per_shell,
+            config.idle_timeout_seconds,
+        )
+
+
+class ShellService:
+    """All shells of one host, keyed by ShellId.
+
+    Quotas as Windows applies them (:class:`Quotas`): shells per user at Create
+    (``MaxShellsPerUser``), requests in flight per user (``MaxConcurrentOperationsPerUser``),
+    commands per shell, and the idle timeout (a shell without requests for ``IdleTimeout`` is
+    deleted, checked at every request; later requests naming it get "shell not found").
+    """
+
+    def __init__(
+        self, env: ShellEnvironment, jea_endpoints: Iterable[str] = (), quotas: Quotas | None = None
+    ) -> None:
         self.env = env
         self.jea_endpoints = frozenset(name.lower() for name in jea_endpoints)
+        self.quotas = quotas or Quotas()
         self._shells: dict[str, Shell] = {}
         self._lock = threading.Lock()
+        self._operations: dict[str, int] = {}  # user (lower case) -> requests in flight
+        self._last_request: dict[str, float] = {}  # ShellId -> monotonic time of its last request
+        self._commands_run: dict[str, int] = {}  # ShellId -> Command requests accepted
 
     def handle(self, request: WSManRequest, user: str, client_ip: str) -> bytes:
         """Run one action; returns the response envelope or raises :class:`WSManFault`."""
+        self._reap_idle()
+        owner = user.lower()
+        limit = self.quotas.max_concurrent_operations_per_user
+        with self._lock:
+            if limit and self._operations.get(owner, 0) >= limit:
+                raise faults.quota_max_operations(limit)
+            self._operations[owner] = self._operations.get(owner, 0) + 1
+            if request.shell_id and request.shell_id.upper() in self._shells:
+                self._last_request[request.shell_id.upper()] = time.monotonic()
+        try:
+            return self._dispatch(request, user, client_ip)
+        finally:
+            with self._lock:
+                self._operations[owner] -= 1
+                if request.shell_id and request.shell_id.upper() in self._shells:
+                    self._last_request[request.shell_id.upper()] = time.monotonic()
+
+    def _reap_idle(self) -> None:
+        """Delete shells idle longer than the idle timeout (Windows' IdleTimeout)."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [
+                shell_id
+                for shell_id, last in self._last_request.items()
+                if now - last > self.quotas.idle_timeout_seconds and shell_id in self._shells
+            ]
+            shells = [self._shells.pop(shell_id) for shell_id in idle]
+            for shell_id in idle:
+                self._forget(shell_id)
+        for shell in shells:
+            log.info("shell idle timeout host=%s shell=%s", self.env.host_name, shell.shell_id)
+            shell.close()
+            self.env.stats.shell_opened(-1)
+
+    def _forget(self, shell_id: str) -> None:
+        self._last_request.pop(shell_id, None)
+        self._commands_run.pop(shell_id, None)
+
+    def _dispatch(self, request: WSManRequest, user: str, client_ip: str) -> bytes:
         action = request.action
         if action == TRANSFER + "Create":
             return self._create(request, user, client_ip)
@@ -84,8 +155,9 @@ class ShellService:
 
     def _remove(self, shell_id: str) -> None:
         with self._lock:
-            if self._shells.pop(shell_id, None) is not None:
+            if self._shells.pop(shell_id.upper(), None) is not None:
                 self.env.stats.shell_opened(-1)
+            self._forget(shell_id.upper())
 
     @staticmethod
     def _body(request: WSManRequest, path: str) -> Any:
@@ -102,7 +174,7 @@ class ShellService:
             ("Owner", shell.owner),
             ("ClientIP", client_ip),
             ("ProcessId", "4242"),
-            ("IdleTimeOut", "PT7200.000S"),
+            ("IdleTimeOut", f"PT{self.quotas.idle_timeout_seconds:.3f}S"),
             ("InputStreams", "stdin pr"),
             ("OutputStreams", "stdout"),
             ("MaxIdleTimeOut", "PT2147483.647S"),
@@ -144,11 +216,17 @@ class ShellService:
         creation = body.find("{http://schemas.microsoft.com/powershell}creationXml")
         if not shell_id or creation is None or not creation.text:
             raise faults.invalid_header("The Create request has no ShellId or creationXml.")
+        limit = self.quotas.max_shells_per_user
+        with self._lock:
+            owned = sum(1 for s in self._shells.values() if s.owner.lower() == user.lower())
+        if limit and owned >= limit:
+            raise faults.quota_max_shells(limit)
         shell = Shell(shell_id, self.env, user, request.resource_uri)
         shell.runspace = runspace  # before any pipeline exists (set here: shell.py stays untouched)
         shell.feed(base64.b64decode(creation.text))
         with self._lock:
             self._shells[shell.shell_id] = shell
+            self._last_request[shell.shell_id] = time.monotonic()
         self.env.stats.shell_opened()
         log.info("shell created host=%s shell=%s user=%s", self.env.host_name, shell.shell_id, user)
         selector = text_element("w:Selector", shell.shell_id, Name="ShellId")
@@ -174,6 +252,12 @@ class ShellService:
 
     def _command(self, request: WSManRequest) -> bytes:
         shell = self._shell(request)
+        limit = self.quotas.max_commands_per_shell
+        with self._lock:
+            ran = self._commands_run.get(shell.shell_id, 0)
+            if limit and ran >= limit:
+                raise faults.quota_commands_per_shell(limit)
+            self._commands_run[shell.shell_id] = ran + 1
         line = self._body(request, "rsp:CommandLine")
         args = line.find("rsp:Arguments", NS)
         if args is None or not args.text:

@@ -75,6 +75,15 @@ _ERROR_ID_HINTS: dict[str, str] = {
 TRANSIENT_CODES = frozenset({ResultCode.HOST_UNREACHABLE, ResultCode.TIMEOUT})
 """Codes worth retrying (``WINCERT_TRANSIENT_RETRIES``)."""
 
+QUOTA_MAX_SHELLS = "2150859173"
+"""0x803381A5 ERROR_WSMAN_QUOTA_MAX_SHELLS: the account's MaxShellsPerUser is reached (at Create)."""
+QUOTA_MAX_OPERATIONS = "2150859174"
+"""0x803381A6 ERROR_WSMAN_QUOTA_MAX_OPERATIONS: MaxConcurrentOperationsPerUser is reached."""
+QUOTA_COMMANDS_PER_SHELL = "2150859241"
+"""0x803381E9 ERROR_WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ: the shell's command quota is reached."""
+QUOTA_FAULTS = frozenset({QUOTA_MAX_SHELLS, QUOTA_MAX_OPERATIONS, QUOTA_COMMANDS_PER_SHELL})
+"""WinRM quota faults: a fresh session (after freeing this worker's idle shells) may succeed."""
+
 _FAULT_HINTS = {
     "2150858752": "the endpoint (resource URI) does not exist; check the JEA endpoint name",
     "2150858811": "the PowerShell session configuration (JEA endpoint) is not registered on the host;"
@@ -84,6 +93,18 @@ _FAULT_HINTS = {
     "2150858760": "the request was larger than the host's MaxEnvelopeSizekb",
     "2150858772": "the host's WinRM quota (MaxShellsPerUser / MaxConcurrentOperations) is exhausted;"
     " lower the per-host limit (WINCERT_HOST_LIMITS) or raise the quota",
+    QUOTA_MAX_SHELLS: "the host's MaxShellsPerUser quota is reached: this account has that many shells"
+    " open (this worker reopened once after closing its idle sessions to the host). Close other"
+    " sessions of the account, lower WINCERT_HOST_LIMITS / WINCERT_SESSION_IDLE_SECONDS, or raise"
+    " the quota on the host: winrm set winrm/config/winrs '@{MaxShellsPerUser=\"50\"}' and"
+    " Set-Item WSMan:\\localhost\\Plugin\\microsoft.powershell\\Quotas\\MaxShellsPerUser 50",
+    QUOTA_MAX_OPERATIONS: "the host's MaxConcurrentOperationsPerUser quota is reached (requests in"
+    " flight for this account); lower WINCERT_HOST_LIMITS or raise it on the host: winrm set"
+    " winrm/config/service '@{MaxConcurrentOperationsPerUser=\"4294967295\"}'",
+    QUOTA_COMMANDS_PER_SHELL: "the host's commands-per-shell quota is reached (this worker reopened the"
+    " session once); lower WINCERT_SESSION_MAX_COMMANDS below the host's quota, or raise it on the"
+    " host: winrm set winrm/config/winrs '@{MaxProcessesPerShell=\"100\"}' (and the plugin's"
+    " Quotas\\MaxConcurrentCommandsPerShell)",
 }
 
 

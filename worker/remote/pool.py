@@ -51,7 +51,7 @@ from pypsrp.exceptions import WinRMTransportError, WSManFaultError
 
 from producer.messages import StoreRef
 from worker.credentials import Credential
-from worker.remote.errors import RemoteCommandError
+from worker.remote.errors import QUOTA_FAULTS, RemoteCommandError
 from worker.remote.invoke import Invocation
 
 if TYPE_CHECKING:
@@ -149,6 +149,12 @@ class SessionKey:
         return f"{self.protocol}://{self.host}:{self.port} {self.auth} {self.username}{endpoint}"
 
 
+def is_quota_fault(exc: BaseException) -> bool:
+    """A WinRM quota fault (MaxShellsPerUser, MaxConcurrentOperationsPerUser, commands per
+    shell): worth one retry on a fresh session after this process freed what it holds."""
+    return isinstance(exc, WSManFaultError) and str(exc.code) in QUOTA_FAULTS
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True for failures of the connection rather than of the host's answer or the function.
 
@@ -181,6 +187,8 @@ class _Entry:
     """Its idle-slot token once parked (``idle:<owner>:<n>``, :mod:`worker.remote.budget`)."""
     evict_requested: bool = False
     """Another process asked for its slot while a job used it: close it when given back."""
+    commands: int = 0
+    """Function calls run on the session (recycled after ``max_commands``)."""
 
 
 @dataclass
@@ -222,18 +230,23 @@ class _Lease:
         """
         entry = self._held()
         first, self.called = not self.called, True
+        entry.commands += 1
         try:
             return entry.session.invoke(function, parameters)
         except RemoteCommandError:
             raise
         except BaseException as exc:
             self.broken = True
-            if not (first and self.reused and is_connection_error(exc)):
+            quota = is_quota_fault(exc) and not self._reopened
+            if not (quota or (first and self.reused and is_connection_error(exc))):
                 raise
+            self._reopened = True
             log.info(
-                "a reused session to %s failed at its first call (%s); reopening it once",
+                "a %s session to %s failed (%s%s); reopening it once",
+                "reused" if self.reused else "pooled",
                 self.key,
                 type(exc).__name__,
+                f" {getattr(exc, 'code', '')}: WinRM quota" if quota else "",
             )
         # the idle-drop failure: a fresh session, then the same call once more
         self.entry = None
@@ -243,6 +256,7 @@ class _Lease:
             # the broken session cannot delete its own shell over its dead connection
             self.pool._discard(entry, retried=True, via=self.entry)
         self.reused, self.broken = False, False
+        self.entry.commands += 1
         try:
             return self.entry.session.invoke(function, parameters)
         except RemoteCommandError:
@@ -273,6 +287,7 @@ class SessionPool:
         budget: the idle-shell budget (:class:`worker.remote.budget.ShellBudget`): idle
             sessions then hold host slots, and a reaper thread closes expired, evicted and
             surplus sessions off the jobs' path. None: no shared budget (sessions closed inline).
+        max_commands: calls after which a session is closed instead of reused (0: no limit).
     """
 
     def __init__(
@@ -286,6 +301,7 @@ class SessionPool:
         on_reuse: Callable[[StoreRef], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         budget: ShellBudget | None = None,
+        max_commands: int = 0,
     ) -> None:
         if idle_seconds <= 0 or max_age_seconds <= 0 or max_size < 1:
             raise ValueError("idle_seconds and max_age_seconds must be > 0 and max_size >= 1")
@@ -300,6 +316,7 @@ class SessionPool:
         self._idle: OrderedDict[int, _Entry] = OrderedDict()  # id(entry) → entry, LRU first
         self._stats = PoolStats()
         self.budget = budget
+        self.max_commands = max_commands
         self._doomed: list[_Entry] = []  # parked sessions the reaper must close
         self._out: dict[int, _Entry] = {}  # sessions jobs hold now (under _lock)
         self._reaper: threading.Thread | None = None
@@ -321,7 +338,13 @@ class SessionPool:
         hint = self.budget.reused_token(host) if self.budget is not None else None
         entry = self._take(key, hint)
         if entry is None:
-            entry = self._open(key, store, credential)
+            try:
+                entry = self._open(key, store, credential)
+            except WSManFaultError as exc:
+                if not is_quota_fault(exc) or not self._close_idle_to(key):
+                    raise
+                log.info("a WinRM quota fault (%s) opening a session to %s; reopening once", exc.code, key)
+                entry = self._open(key, store, credential)
             reused = False
         else:
             reused = True
@@ -359,6 +382,19 @@ class SessionPool:
                 if entry.token is not None:
                     self.budget.release(entry.host, entry.token)
 
+    def _close_idle_to(self, key: SessionKey) -> bool:
+        """Close this process's idle sessions to ``key``'s host and port (their shells count
+        against the host's quotas); True if there were any."""
+        with self._lock:
+            entries = [e for e in self._idle.values() if (e.key.host, e.key.port) == (key.host, key.port)]
+            for entry in entries:
+                del self._idle[id(entry)]
+        for entry in entries:
+            _close_quietly(entry.session)
+            if self.budget is not None and entry.token is not None:
+                self.budget.release(entry.host, entry.token)
+        return bool(entries)
+
     def idle_tokens(self, host: str) -> tuple[str, ...]:
         """Tokens of this process's idle sessions to ``host`` (newest first), for ``acquire``."""
         with self._lock:
@@ -379,6 +415,11 @@ class SessionPool:
             return len(self._idle)
 
     # --- internals -----------------------------------------------------------------------------
+    def _worn_out(self, entry: _Entry) -> bool:
+        """The session ran ``max_commands`` calls: recycled (closed, not reused), so hosts with a
+        commands-per-shell quota never fault on it (``WINCERT_SESSION_MAX_COMMANDS``)."""
+        return bool(self.max_commands) and entry.commands >= self.max_commands
+
     def _expired(self, entry: _Entry, now: float) -> bool:
         return now - entry.last_used >= self.idle_seconds or now - entry.opened_at >= self.max_age_seconds
 
@@ -434,7 +475,7 @@ class SessionPool:
         entry.last_used = now
         closing: list[_Entry] = []
         with self._lock:
-            if now - entry.opened_at >= self.max_age_seconds:
+            if now - entry.opened_at >= self.max_age_seconds or self._worn_out(entry):
                 self._stats.expired += 1
                 closing.append(entry)
             else:
@@ -460,7 +501,8 @@ class SessionPool:
             return
         entry.token = token
         with self._lock:
-            if now - entry.opened_at >= self.max_age_seconds or entry.evict_requested:
+            worn = self._worn_out(entry)
+            if now - entry.opened_at >= self.max_age_seconds or entry.evict_requested or worn:
                 self._stats.expired += 1
                 self._doomed.append(entry)
             else:

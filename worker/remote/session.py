@@ -87,6 +87,8 @@ class SessionOptions:
     (``WINCERT_SESSION_MAX_AGE_SECONDS``)."""
     session_pool_size: int = DEFAULT_MAX_SIZE
     """Idle sessions one worker process keeps at most (all hosts); the least recently used is closed."""
+    session_max_commands: int = 100
+    """Calls after which a pooled session is recycled (``WINCERT_SESSION_MAX_COMMANDS``; 0: no limit)."""
     ssh_known_hosts: Path | None = None
     """protocol ssh: the known_hosts file host keys are checked against (``WINCERT_SSH_KNOWN_HOSTS``)."""
     ssh_trust_on_first_use: bool = False
@@ -440,6 +442,7 @@ class WorkerSessionFactory:
                 max_size=options.session_pool_size,
                 ca_bundle=str(options.ca_bundle) if options.ca_bundle is not None else None,
                 on_reuse=on_reuse,
+                max_commands=options.session_max_commands,
             )
 
     def _connect(self, store: StoreRef, credential: Credential) -> PsrpSession | SshSession:
