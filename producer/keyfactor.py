@@ -356,10 +356,12 @@ def _protocol(props: _Keys, notes: list[str]) -> Protocol:
     assert found is not None
     text = (_text(value, found[0]) or "").strip().lower()
     if text == "ssh":
-        raise _error(
-            found[0],
-            "ssh (PowerShell SSH remoting) is not supported; use https (port 5986) or http (5985) WinRM",
+        notes.append(
+            f'{found[0]} is ssh: PowerShell over SSH with the key in ServerPassword (carried sealed,'
+            " never written to disk); unlike the Keyfactor orchestrator the worker verifies the"
+            " host key (WINCERT_SSH_KNOWN_HOSTS) and uses the store's port"
         )
+        return Protocol.SSH
     if text not in {"http", "https"}:
         raise _error(found[0], f"{value!r} is not a WinRM protocol; give https or http")
     return Protocol(text)
@@ -683,6 +685,11 @@ def parse_keyfactor(config: Mapping[str, Any] | str | bytes, client: Client | No
         "port": _port(props.value("WinRM Port"), paths["store.port"]),
         "spn_with_port": _bool(props.value("spnwithport"), paths["store.spn_with_port"], False),
     }
+    if store["protocol"] == "ssh" and store["port"] in (5985, 5986):
+        # the Keyfactor orchestrator ignores the port for ssh (always 22): a WinRM port here is
+        # the store type's default, not an sshd port
+        notes.append(f"{paths['store.port']} is {store['port']}, a WinRM port; using 22 for ssh")
+        store["port"] = None
     jea = _text(props.value("JEAEndpointName"), paths["store.jea_endpoint"])
     if jea and jea.strip():
         store["jea_endpoint"] = jea.strip()

@@ -77,6 +77,8 @@ class SshLab:
         key_text, public = new_key(passphrase=PASSPHRASE.encode())
         self.sshd.authorize(public)
         stranger, _ = new_key()
+        peer_key, peer_public = new_key()
+        self.sshd.authorize(peer_public)
         self.known_hosts = root / "known_hosts"
         self.known_hosts.write_text(self.sshd.known_hosts_line(), encoding="utf-8")
         self.credentials = root / "credentials.json"
@@ -87,6 +89,8 @@ class SshLab:
                     "ops": {"username": user, "private_key": key_text, "private_key_passphrase": PASSPHRASE},
                     "stranger": {"username": user, "private_key": stranger},
                     "no-passphrase": {"username": user, "private_key": key_text},
+                    # the Keyfactor orchestrator's way: the key is the password, line breaks as spaces
+                    "peer-style": {"username": user, "password": peer_key.replace("\n", " ")},
                 }
             ),
             encoding="utf-8",
@@ -212,6 +216,11 @@ def test_reenrollment_over_ssh(lab: SshLab) -> None:
     der = x509.load_pem_x509_certificate(signed.encode()).public_bytes(Encoding.DER)
     inventory = lab.run(_job("inventory", store))
     assert hashlib.sha1(der).hexdigest().upper() in {i.thumbprint for i in inventory.items or []}
+
+
+def test_a_key_given_as_the_password_with_its_line_breaks_lost_works(lab: SshLab) -> None:
+    result = lab.run(_job("inventory", lab.store("peer-style")))
+    assert result.code == ResultCode.OK, result.message
 
 
 def test_a_key_the_host_does_not_authorize_is_auth_failed(lab: SshLab) -> None:

@@ -116,6 +116,19 @@ def test_wincert_inventory(client: Client) -> None:
     assert converted.capability == "CertStores.WinCert.Inventory"
 
 
+def test_ssh_store_becomes_protocol_ssh_on_port_22_with_host_key_checking_noted(client: Client) -> None:
+    config = _props(load("wincert-inventory.json"), **{"WinRM Protocol": "ssh", "WinRM Port": "5986"})
+    converted = parse_keyfactor(config, client)
+    store = wire(converted.job)["store"]
+    assert (store["protocol"], store["port"], store["auth"]) == ("ssh", None, "publickey")
+    assert converted.job.store.effective_port == 22
+    assert any("WINCERT_SSH_KNOWN_HOSTS" in note for note in converted.notes)
+    assert any("using 22 for ssh" in note for note in converted.notes)
+    custom = parse_keyfactor(_props(load("wincert-inventory.json"), **{"WinRM Protocol": "ssh",
+                                                                       "WinRM Port": "2222"}), client)
+    assert custom.job.store.effective_port == 2222  # the peer ignores it; we honour it
+
+
 def test_iisu_add_properties_json_string_with_winrm_camel_case(client: Client) -> None:
     job = from_keyfactor(load("iisu-add-winrm-camel.json"), client)
     assert isinstance(job, AddJob)
@@ -526,12 +539,6 @@ ERRORS: list[tuple[str, Any, str, str]] = [
         lambda c: _props(c, **{"WinRM Port": "70000"}),
         f'{PROPS}["WinRM Port"]',
         "70000 is not a TCP port; give 1-65535",
-    ),
-    (
-        "wincert-inventory.json",
-        lambda c: _props(c, **{"WinRM Protocol": "ssh"}),
-        f'{PROPS}["WinRM Protocol"]',
-        "ssh (PowerShell SSH remoting) is not supported; use https (port 5986) or http (5985) WinRM",
     ),
     (
         "wincert-inventory.json",

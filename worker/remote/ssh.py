@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import logging
 import queue
+import re
 import socket
 import threading
 import time
@@ -34,9 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from pydantic import SecretStr
 
 from producer.codes import ResultCode
 from producer.messages import StoreRef
+from worker.credential_material import CredentialMaterial
 from worker.credentials import Credential
 from worker.remote.errors import TransportFailureError
 from worker.remote.local import LocalSession, Packet, PacketTransport, read_packets
@@ -54,6 +57,16 @@ def known_hosts_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+def peer_key_text(text: str) -> str:
+    """A PEM/OpenSSH key whose line breaks were turned into spaces (pasted into a password
+    field, the Keyfactor orchestrator's PR #162) with its lines rebuilt; other text unchanged."""
+    match = re.match(r"^\s*(-----BEGIN [A-Z0-9 ]+-----)(.*?)(-----END [A-Z0-9 ]+-----)\s*$", text, re.S)
+    if match is None or "\n" in match.group(2).strip():
+        return text
+    head, body, tail = match.groups()
+    return "\n".join([head, *body.split(), tail]) + "\n"
+
+
 def load_private_key(credential: Credential) -> paramiko.PKey:
     """The SSH user key of ``credential`` (parsed in memory; Ed25519, ECDSA or RSA).
 
@@ -61,6 +74,11 @@ def load_private_key(credential: Credential) -> paramiko.PKey:
         TransportFailureError: no key in the credential, unreadable file, wrong passphrase.
     """
     material = credential.material
+    password = credential.password.get_secret_value()
+    if (material is None or (material.private_key is None and material.private_key_file is None)) and (
+        "PRIVATE KEY-----" in password
+    ):  # the Keyfactor orchestrator's way: the key is the credential's password (ServerPassword)
+        material = CredentialMaterial(private_key=SecretStr(peer_key_text(password)))
     if material is None or (material.private_key is None and material.private_key_file is None):
         raise TransportFailureError(
             ResultCode.CREDENTIAL_UNAVAILABLE,
