@@ -33,8 +33,8 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
-from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
-from celery.signals import worker_process_shutdown, worker_shutdown
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure, worker_process_shutdown, worker_shutdown
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
@@ -211,7 +211,58 @@ def register(
         )
         return _signing_failed(runtime, app, job, detail, None)
 
+    def _on_task_failure(
+        sender: Any = None, task_id: Any = None, exception: Any = None, args: Any = None, **_: Any
+    ) -> None:
+        ours = getattr(sender, "name", None) == TASK_NAME and getattr(sender, "app", None) is app
+        if ours and isinstance(exception, TimeLimitExceeded):
+            publish_hard_timeout(runtime, str(task_id), args)
+
+    # the hard time limit kills the pool process; Celery's parent then sends task_failure
+    task_failure.connect(_on_task_failure, weak=False, dispatch_uid=f"wincert-hard-timeout-{id(app)}")
     return run_job
+
+
+def publish_hard_timeout(rt: Runtime, task_id: str, args: Any) -> None:
+    """Publish the ``timeout`` JobResult of a job whose pool process the hard time limit killed
+    (runs in the worker's main process, from Celery's ``task_failure`` signal).
+
+    Without it the job would end with only Celery's FAILURE state and no JobResult in the
+    stream. Published once (a result the job published itself wins). Redis errors are logged,
+    never raised: the main process must keep consuming.
+    """
+    job = args[0] if isinstance(args, list | tuple) and args else None
+    try:
+        parsed = parse_job(job)
+    except ValidationError:
+        return  # an invalid job never runs long enough to meet the hard limit
+    settings = rt.settings
+    result = results.failure_result(
+        parsed.job_id,
+        JobType(parsed.job_type),
+        ResultCode.TIMEOUT,
+        f"the job ran longer than WINCERT_TASK_TIME_LIMIT={settings.task_time_limit:g} s on host"
+        f" {parsed.store.host} and its worker process was killed (the soft limit"
+        f" WINCERT_TASK_SOFT_TIME_LIMIT={settings.task_soft_time_limit:g} s did not stop it); the"
+        f" host slot returns when its lease ends (WINCERT_LEASE_SECONDS={settings.lease_seconds:g}),"
+        " and a command still running on the host ends with it or at the host's idle timeout",
+        store=parsed.store,
+    )
+    try:
+        results.publish_result(
+            rt.redis,
+            result,
+            settings.results_stream_maxlen,
+            keep_as=JobState(rt.redis, str(parsed.job_id)).result_key,
+            expires=settings.result_expires,
+        )
+    except redis.RedisError:
+        log.exception("could not publish the hard time limit result of job %s", task_id)
+        return
+    metrics.JOBS.labels(
+        job_type=result.job_type.value, store_type=parsed.store.store_type.value, status=result.status.value
+    ).inc()
+    log.error("job %s killed by the hard time limit; timeout result published", task_id)
 
 
 def publish_invalid(app: Celery, settings: WorkerSettings, task_id: str, message: str) -> None:

@@ -5,6 +5,7 @@ The journal and outage retries run against the session's real redis-server.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -147,3 +148,49 @@ def test_a_result_is_published_once_per_job(redis_client: Any) -> None:
     assert [fields["job_id"] for _, fields in entries] == [str(result.job_id)]
     assert JobResult.model_validate_json(redis_client.get(key)) == result
     assert 0 < redis_client.ttl(key) <= 60
+
+
+def test_a_job_killed_by_the_hard_time_limit_gets_a_timeout_result(
+    redis_url: str, redis_client: Any
+) -> None:
+    """Celery's main process sends task_failure(TimeLimitExceeded) when the hard limit killed the
+    pool process (celery.worker.request.Request.on_timeout); the worker publishes the JobResult."""
+    from celery.exceptions import TimeLimitExceeded
+    from celery.signals import task_failure
+    from cryptography.fernet import Fernet
+
+    from producer.messages import RESULTS_STREAM, TASK_NAME
+    from worker.app import create_app
+
+    settings = load_settings(
+        broker_url=redis_url,
+        metrics_port=0,
+        task_soft_time_limit=5,
+        task_time_limit=8,
+        lease_seconds=7,
+        secret_keys=Fernet.generate_key().decode(),
+    )
+    app = create_app(settings)
+    job_id = str(uuid.uuid4())
+    job = {
+        "job_id": job_id,
+        "job_type": "inventory",
+        "store": {
+            "store_type": "WinCert",
+            "client_machine": "web01.contoso.com",
+            "store_path": "My",
+            "credential": {"kind": "named", "name": "web01"},
+        },
+    }
+    task_failure.send(
+        sender=app.tasks[TASK_NAME], task_id=job_id, exception=TimeLimitExceeded(8), args=[job], kwargs={}
+    )
+    task_failure.send(  # a second signal (or the job's own late publish) adds nothing
+        sender=app.tasks[TASK_NAME], task_id=job_id, exception=TimeLimitExceeded(8), args=[job], kwargs={}
+    )
+    entries = redis_client.xrange(RESULTS_STREAM)
+    published = [json.loads(f["result"]) for _, f in entries if f["job_id"] == job_id]
+    assert [(r["status"], r["code"]) for r in published] == [("failure", "timeout")]
+    message = published[0]["message"]
+    assert "WINCERT_TASK_TIME_LIMIT=8" in message and "WINCERT_LEASE_SECONDS=7" in message
+    assert redis_client.get(f"wincert:job:{job_id}:result") is not None
