@@ -217,9 +217,7 @@ class Client:
             merge_celery_options(
                 {
                     "broker_transport_options": dict(app.conf.broker_transport_options or {}),
-                    "result_backend_transport_options": dict(
-                        app.conf.result_backend_transport_options or {}
-                    ),
+                    "result_backend_transport_options": dict(app.conf.result_backend_transport_options or {}),
                 },
                 settings.redis_connection,
             )

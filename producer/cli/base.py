@@ -321,3 +321,27 @@ def _check_timeout(timeout: float) -> None:
 
 # --- options shared by the job commands -------------------------------------------------------
 # Defined once and used by inventory, add, remove, reenroll and complete; _Connection and
+
+
+def option_given(name: str) -> bool:
+    """Whether the running command's parameter ``name`` (its Python name) came from the command
+    line (not its default or the environment).
+
+    Typer 0.29 runs its own copy of click (``typer._click``), so ``click.get_current_context``
+    does not see its context; this is the one place that reaches into it (falling back to click).
+    """
+    context: Any = None
+    try:
+        from typer._click.globals import get_current_context
+
+        context = get_current_context(silent=True)
+    except ImportError:  # pragma: no cover - a typer that uses click itself
+        pass
+    if context is None:
+        import click
+
+        context = click.get_current_context(silent=True)
+    if context is None:
+        return False
+    source = context.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"

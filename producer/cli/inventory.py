@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from producer.cli.base import ExitCode, UsageProblemError, _check_timeout, _fail, _load_settings
+from producer.cli.fleet_run import FleetOpt, GroupOpt, LimitOpt, fleet_targets, run_fleet
 from producer.cli.options import (
     AuthOpt,
     CredentialOpt,
@@ -49,6 +50,9 @@ def inventory(
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
+    fleet: FleetOpt = None,
+    group: GroupOpt = None,
+    limit: LimitOpt = None,
 ) -> None:
     """Submit an inventory job: list every certificate in a store on a Windows host.
 
@@ -61,6 +65,10 @@ def inventory(
         target, host, store_path, store_type, protocol, port, auth, credential, username,
         password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
     )  # fmt: skip
+    if fleet is not None:
+        targets = fleet_targets(fleet, group, limit, conn, job_id=job_id)
+        out = _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet)
+        run_fleet(settings, conn, targets, lambda _target: _job_fields("inventory", None), out)
     try:
         address = conn.check("inventory")
     except UsageProblemError as exc:

@@ -14,6 +14,7 @@ from producer.cli.base import (
     _load_settings,
     _read_password,
 )
+from producer.cli.fleet_run import FleetOpt, GroupOpt, LimitOpt, fleet_targets, run_fleet
 from producer.cli.inputs import _read_certificate_file, _read_secret_file, check_certificate_input
 from producer.cli.options import (
     AllowTakeoverOpt,
@@ -143,6 +144,9 @@ def add(
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
+    fleet: FleetOpt = None,
+    group: GroupOpt = None,
+    limit: LimitOpt = None,
 ) -> None:
     """Submit a Management Add job: import a certificate into a store (and bind it for IISU/WinSQL).
 
@@ -160,8 +164,9 @@ def add(
         target, host, store_path, store_type, protocol, port, auth, credential, username,
         password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
     )  # fmt: skip
+    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
     try:
-        address = conn.check("add")
+        address = conn.check("add") if fleet is None else ("", None)
         modes = [
             option
             for option, given in (
@@ -183,10 +188,14 @@ def add(
                 " (--password-stdin); give the PKCS#12 password with --pfx-password-file FILE, or the"
                 " WinRM credential with --credential NAME"
             )
-        entry = _Binding(
-            store_type, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
-            restart_service, allow_takeover, provider_name,
-        ).entry_parameters()  # fmt: skip
+
+        def binding(kind: str) -> dict[str, Any] | None:
+            return _Binding(
+                kind, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
+                restart_service, allow_takeover, provider_name,
+            ).entry_parameters()  # fmt: skip
+
+        entry = binding(store_type) if fleet is None else None
         if certificate is None:
             raise UsageProblemError(
                 "certificate (--certificate): missing; give the certificate file (.pfx, .p12, .cer,"
@@ -234,6 +243,17 @@ def add(
         renewal_thumbprint=renewal_thumbprint,
     )
     placeholder = {"certificate": {"contents_plaintext": "-"}}
+    output = _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet)
+    if fleet is not None:
+        run_fleet(
+            settings,
+            conn,
+            targets,
+            lambda target: {**fields, "entry_parameters": binding(target.store["store_type"])},
+            output,
+            restart_service=restart_service,
+            sealed=_Sealed(placeholder, seal, "certificate", "--certificate"),
+        )
     _submit_command(
         settings,
         conn,
@@ -275,6 +295,9 @@ def remove(
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
+    fleet: FleetOpt = None,
+    group: GroupOpt = None,
+    limit: LimitOpt = None,
 ) -> None:
     """Submit a Management Remove job: unbind (IISU, WinSQL) and delete a certificate.
 
@@ -287,10 +310,16 @@ def remove(
         target, host, store_path, store_type, protocol, port, auth, credential, username,
         password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
     )  # fmt: skip
+    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
+
+    def instances(kind: str) -> dict[str, Any] | None:
+        return _entry_parameters(kind, {"--instance-name": _instance_names(instance_name)})
+
     try:
-        address = conn.check("remove")
-        entry = _entry_parameters(store_type, {"--instance-name": _instance_names(instance_name)})
-        _check_applicable(store_type, {"--restart-service": restart_service})
+        address = conn.check("remove") if fleet is None else ("", None)
+        entry = instances(store_type) if fleet is None else None
+        if fleet is None:
+            _check_applicable(store_type, {"--restart-service": restart_service})
         if alias is None:
             raise UsageProblemError(
                 "alias (--alias): missing; give the certificate's thumbprint (IISU: its alias"
@@ -299,6 +328,15 @@ def remove(
     except UsageProblemError as exc:
         _fail(str(exc), ExitCode.USAGE)
     fields = _job_fields("remove", job_id, alias=alias, entry_parameters=entry)
+    if fleet is not None:
+        run_fleet(
+            settings,
+            conn,
+            targets,
+            lambda target: {**fields, "entry_parameters": instances(target.store["store_type"])},
+            _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet),
+            restart_service=restart_service,
+        )
     _submit_command(
         settings,
         conn,

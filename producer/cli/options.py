@@ -63,8 +63,12 @@ PortOpt = Annotated[
     typer.Option("--port", help="Port 1-65535; default 5985 (http) / 5986 (https) / 22 (ssh)."),
 ]
 AuthOpt = Annotated[
-    str, typer.Option("--auth", help="negotiate, ntlm, kerberos, basic, credssp or certificate (WinRM);"
-                      " publickey (ssh, its default).")
+    str,
+    typer.Option(
+        "--auth",
+        help="negotiate, ntlm, kerberos, basic, credssp or certificate (WinRM);"
+        " publickey (ssh, its default).",
+    ),
 ]
 CredentialOpt = Annotated[
     str | None, typer.Option("--credential", help="Named credential the worker resolves.")

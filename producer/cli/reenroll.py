@@ -6,7 +6,7 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography import x509
@@ -22,6 +22,7 @@ from producer.cli.base import (
     _fail,
     _load_settings,
 )
+from producer.cli.fleet_run import FleetOpt, GroupOpt, LimitOpt, fleet_targets, run_fleet
 from producer.cli.inputs import _signed_certificate_text
 from producer.cli.options import (
     AllowTakeoverOpt,
@@ -255,6 +256,9 @@ def reenroll(
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
+    fleet: FleetOpt = None,
+    group: GroupOpt = None,
+    limit: LimitOpt = None,
 ) -> None:
     """Submit a reenrollment job: the host generates a key pair and returns a CSR (PKCS#10).
 
@@ -270,12 +274,19 @@ def reenroll(
         target, host, store_path, store_type, protocol, port, auth, credential, username,
         password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
     )  # fmt: skip
-    try:
-        address = conn.check("reenroll")
-        entry = _Binding(
-            store_type, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
+    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
+
+    def binding(kind: str) -> dict[str, Any] | None:
+        return _Binding(
+            kind, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
             restart_service, allow_takeover,
         ).entry_parameters()  # fmt: skip
+
+    try:
+        if fleet is not None and csr_out is not None:
+            raise UsageProblemError("--csr-out: one file cannot take a fleet's CSRs; read 'csr' from --json")
+        address = conn.check("reenroll") if fleet is None else ("", None)
+        entry = binding(store_type) if fleet is None else None
         if subject is None:
             raise UsageProblemError(
                 "subject (--subject): missing; give the X.500 subject, e.g. --subject"
@@ -305,6 +316,15 @@ def reenroll(
         signer=None if signer is None else {"task": signer, "queue": signer_queue},
         allow_takeover=allow_takeover,
     )
+    if fleet is not None:
+        run_fleet(
+            settings,
+            conn,
+            targets,
+            lambda target: {**fields, "entry_parameters": binding(target.store["store_type"])},
+            _Output(wait, timeout, output, quiet=quiet),
+            restart_service=restart_service,
+        )
     _submit_command(
         settings,
         conn,
@@ -368,6 +388,9 @@ def complete(
     as_json: JsonOpt = False,
     fmt: FormatOpt = None,
     quiet: QuietOpt = False,
+    fleet: FleetOpt = None,
+    group: GroupOpt = None,
+    limit: LimitOpt = None,
 ) -> None:
     """Submit a reenrollment completion job: install the signed certificate with its pending key.
 
@@ -382,12 +405,17 @@ def complete(
         target, host, store_path, store_type, protocol, port, auth, credential, username,
         password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
     )  # fmt: skip
-    try:
-        address = conn.check("complete")
-        entry = _Binding(
-            store_type, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
+    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
+
+    def binding(kind: str) -> dict[str, Any] | None:
+        return _Binding(
+            kind, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
             restart_service, allow_takeover,
         ).entry_parameters()  # fmt: skip
+
+    try:
+        address = conn.check("complete") if fleet is None else ("", None)
+        entry = binding(store_type) if fleet is None else None
         if certificate is None:
             raise UsageProblemError(
                 "certificate (--certificate): missing; give the issued certificate file (PEM or DER)"
@@ -406,6 +434,15 @@ def complete(
         include_chain=include_chain,
         allow_takeover=allow_takeover,
     )
+    if fleet is not None:
+        run_fleet(
+            settings,
+            conn,
+            targets,
+            lambda target: {**fields, "entry_parameters": binding(target.store["store_type"])},
+            _Output(wait, timeout, output, quiet=quiet),
+            restart_service=restart_service,
+        )
     _submit_command(
         settings,
         conn,
