@@ -67,6 +67,10 @@ class ResultCode(StrEnum):
     """A wildcard host name on IIS older than 10."""
     BINDING_CONFLICT = "binding_conflict"
     """Another site already owns the ip:port (or host:port with SNI); set allow_takeover to take it."""
+    SSL_MAPPING_SHADOWED = "ssl_mapping_shadowed"
+    """IISU: the binding's http.sys mapping would shadow, or be shadowed by, another http.sys
+    mapping (an IP-specific IP:port mapping wins over SNI and central-store mappings on its port
+    for clients on that IP); set allow_takeover to bind deliberately."""
     CERTIFICATE_NOT_FOUND = "certificate_not_found"
     """The certificate to bind is not in the store (or has no private key)."""
     SQL_INSTANCE_NOT_FOUND = "sql_instance_not_found"

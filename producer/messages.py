@@ -844,6 +844,21 @@ class KeyAccess(_Model):
     granted: bool
 
 
+class SslMapping(_Model):
+    """IISU inventory: one http.sys SSL certificate mapping of the host, with or without an IIS
+    binding (``orphan``: no https binding uses it; http.sys still serves its certificate)."""
+
+    kind: Literal["ipport", "hostnameport", "ccs"] = Field(
+        description="ipport: IP:port (0.0.0.0 = all addresses); hostnameport: SNI host:port;"
+        " ccs: central certificate store port"
+    )
+    endpoint: str = Field(description="e.g. 192.0.2.10:443, www.example.test:443, or the port for ccs")
+    thumbprint: str = Field(description="Upper-case hex; empty when the mapping names none")
+    store_name: str
+    iis_bindings: list[str] = Field(default_factory=list, description="'<site> <ip:port:host>' using it")
+    orphan: bool
+
+
 class JobResult(_Model):
     """The outcome of one job. Published to the result backend and the results stream.
 
@@ -870,6 +885,9 @@ class JobResult(_Model):
     )
     items: list[CertificateItem] | None = None
     csr: str | None = Field(default=None, description="Reenrollment: the PKCS#10 request (PEM)")
+    ssl_mappings: list[SslMapping] | None = Field(
+        default=None, description="IISU inventory: every http.sys SSL mapping of the host, orphans included"
+    )
     key_access: list[KeyAccess] | None = Field(
         default=None,
         description="WinSQL Add / reenrollment: per instance, the accounts with read access to the key",

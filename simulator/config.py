@@ -73,6 +73,18 @@ class IisBindingSpec(_Model):
         return value.upper()
 
 
+class SslMappingSpec(_Model):
+    """An http.sys SSL certificate mapping of its own, with or without an IIS binding (an
+    orphan left by a removed site, or made with ``netsh http add sslcert``). ``kind`` ``ipport``
+    (``endpoint`` ``192.0.2.10:443``, ``0.0.0.0:443``, ``[::1]:443``), ``hostnameport`` (SNI,
+    ``www.example.test:443``) or ``ccs`` (central certificate store, ``endpoint`` the port)."""
+
+    kind: Literal["ipport", "hostnameport", "ccs"]
+    endpoint: str
+    certificate_thumbprint: str = ""
+    certificate_store_name: str = "My"
+
+
 class IisSiteSpec(_Model):
     """One IIS site; ``id`` None = the next free id."""
 
@@ -91,6 +103,9 @@ class IisSpec(_Model):
 
     version: str = Field(default="10.0", description="IIS version, e.g. 8.5 or 10.0")
     sites: list[IisSiteSpec] = Field(default_factory=_default_iis_sites)
+    ssl_mappings: list[SslMappingSpec] = Field(
+        default_factory=list, description="http.sys SSL mappings beyond those of the bindings (orphans)"
+    )
 
 
 class SqlInstanceSpec(_Model):

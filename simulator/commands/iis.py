@@ -22,6 +22,7 @@ from simulator.windows.iis import (
     IisServer,
     idn_forms,
     iis_not_installed,
+    mapping_parts,
     split_binding_information,
 )
 
@@ -205,6 +206,39 @@ def set_wincert_iis_binding(ctx: CommandContext, params: dict[str, Any]) -> None
         "BindingInformation": result.binding_information,
         "PreviousThumbprint": result.previous_thumbprint,
     }))
+
+
+@REGISTRY.register("Get-WinCertHttpSysMapping")
+def get_wincert_http_sys_mapping(ctx: CommandContext, params: dict[str, Any]) -> None:
+    """One compact JSON object per http.sys SSL mapping, with or without an IIS binding.
+
+    Keys: Kind (``ipport`` | ``hostnameport`` | ``ccs``), Endpoint (``0.0.0.0:443``,
+    ``www.example.test:443``, or the port for ``ccs``), CertificateHash, CertificateStoreName,
+    IisBindings (``"<site> <binding information>"`` of the https bindings using it; [] for an
+    orphan). A host without IIS has no mappings here (the model keeps them with IIS).
+    """
+    iis = getattr(ctx.host, "iis", None)
+    if iis is None:
+        return
+    with ctx.host.lock:
+        users: dict[str, list[str]] = {}
+        for site in iis.sites:
+            for binding in site.bindings:
+                if binding.endpoint is not None:
+                    used = f"{site.name} {binding.binding_information}"
+                    users.setdefault(binding.endpoint, []).append(used)
+        rows = []
+        for key, mapping in iis.ssl_mappings.items():
+            kind, _, port = mapping_parts(key)
+            rows.append({
+                "Kind": kind,
+                "Endpoint": str(port) if kind == "ccs" else key.partition("=")[2],
+                "CertificateHash": mapping.certificate_hash,
+                "CertificateStoreName": mapping.store_name,
+                "IisBindings": users.get(key, []),
+            })
+    for row in rows:
+        ctx.write_output(dumps(row))
 
 
 @REGISTRY.register(

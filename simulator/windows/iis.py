@@ -24,7 +24,7 @@ from typing import Any
 
 import idna
 
-from simulator.config import IisSpec
+from simulator.config import IisSpec, SslMappingSpec
 
 SNI = 1
 CENTRAL_CERTIFICATE_STORE = 2
@@ -187,9 +187,57 @@ def endpoint_of(info: str, ssl_flags: int) -> str | None:
 
 
 def describe_endpoint(endpoint: str) -> str:
-    """``ipport=0.0.0.0:443`` → ``IP:port 0.0.0.0:443``; ``hostnameport=a:443`` → ``host:port a:443``."""
+    """``ipport=0.0.0.0:443`` → ``IP:port 0.0.0.0:443``; ``hostnameport=a:443`` → ``host:port
+    a:443``; ``ccs=443`` → ``central certificate store port 443``."""
     kind, _, value = endpoint.partition("=")
+    if kind == "ccs":
+        return f"central certificate store port {value}"
     return f"{'IP:port' if kind == 'ipport' else 'host:port'} {value}"
+
+
+def mapping_key(spec: SslMappingSpec) -> str:
+    """The endpoint key of a configured http.sys mapping (as ``Get-WinCertPrivateHttpSysMapping``
+    builds it from the registry)."""
+    if spec.kind == "ccs":
+        return f"ccs={int(spec.endpoint.rpartition(':')[2])}"
+    if spec.kind == "hostnameport":
+        host, _, port = spec.endpoint.rpartition(":")
+        return f"hostnameport={_host_key(host)}:{int(port)}"
+    key = endpoint_of(f"{spec.endpoint}:", 0)
+    if key is None:
+        raise ValueError(f"ssl_mappings: {spec.endpoint!r} is not ip:port")
+    return key
+
+
+def mapping_parts(key: str) -> tuple[str, str, int]:
+    """``(kind, address, port)`` of an endpoint key (address "" for ``ccs``)."""
+    kind, _, value = key.partition("=")
+    if kind == "ccs":
+        return kind, "", int(value)
+    address, _, port = value.rpartition(":")
+    return kind, address, int(port)
+
+
+def _specific(kind: str, address: str) -> bool:
+    return kind == "ipport" and address not in ("0.0.0.0", "[::]")
+
+
+def shadowing(key: str, mappings: dict[str, SslCertificateMapping]) -> list[tuple[str, str]]:
+    """``(other key, "shadows" | "shadowed")`` for each http.sys mapping the new mapping ``key``
+    would take precedence over, or that takes precedence over it, for some clients. http.sys
+    order: IP-specific IP:port, then SNI host:port, then the central certificate store, then the
+    wildcard 0.0.0.0:port / [::]:port (``Find-WinCertPrivateShadowedMapping``)."""
+    kind, address, port = mapping_parts(key)
+    found = []
+    for other in mappings:
+        other_kind, other_address, other_port = mapping_parts(other)
+        if other == key or other_port != port:
+            continue
+        if _specific(kind, address) and other_kind in ("hostnameport", "ccs"):
+            found.append((other, "shadows"))
+        elif kind == "hostnameport" and _specific(other_kind, other_address):
+            found.append((other, "shadowed"))
+    return found
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -221,7 +269,8 @@ class IisSite:
 
 @dataclass(frozen=True)
 class SslCertificateMapping:
-    """An http.sys SSL certificate binding (``netsh http show sslcert``)."""
+    """An http.sys SSL certificate binding (``netsh http show sslcert``), kept apart from the IIS
+    bindings: it may exist without one (an orphan)."""
 
     certificate_hash: str
     store_name: str
@@ -288,6 +337,9 @@ class IisServer:
                     server.ssl_mappings[endpoint] = SslCertificateMapping(
                         b.certificate_thumbprint, b.certificate_store_name)
             server.sites.append(site)
+        for mapping in spec.ssl_mappings:
+            server.ssl_mappings[mapping_key(mapping)] = SslCertificateMapping(
+                mapping.certificate_thumbprint.upper(), mapping.certificate_store_name)
         return server
 
     def to_state(self) -> dict[str, Any]:
@@ -431,9 +483,29 @@ class IisServer:
                     f" uses the same {describe_endpoint(new_endpoint)}{served}. Use -AllowTakeover to bind"
                     " anyway.",
                     "WinCert.BindingConflict", "ResourceExists", info)
+            shadow_texts = []
+            for other_key, direction in shadowing(new_endpoint, self.ssl_mappings):
+                other_hash = self.ssl_mappings[other_key].certificate_hash
+                served = f" (certificate {other_hash})" if other_hash else ""
+                if direction == "shadows":
+                    client = mapping_parts(new_endpoint)[1]
+                    shadow_texts.append(
+                        f"its {describe_endpoint(new_endpoint)} would take precedence over the http.sys"
+                        f" {describe_endpoint(other_key)} mapping{served} for clients connecting to {client}")
+                else:
+                    shadow_texts.append(
+                        f"the http.sys {describe_endpoint(other_key)} mapping{served} takes precedence over"
+                        f" its {describe_endpoint(new_endpoint)} for clients connecting to"
+                        f" {mapping_parts(other_key)[1]}")
+            if shadow_texts and not allow_takeover:
+                raise IisError(
+                    f"Binding '{info}' would change which certificate some clients get:"
+                    f" {'; '.join(shadow_texts)}. Use -AllowTakeover to bind deliberately.",
+                    "WinCert.SslMappingShadowed", "ResourceExists", info)
             takeovers = tuple(
                 f"Binding '{info}' takes over the {describe_endpoint(new_endpoint)} from site '{other}'"
-                f" (binding '{other_info}')." for other, other_info, _ in conflicts)
+                f" (binding '{other_info}')." for other, other_info, _ in conflicts) + tuple(
+                f"Binding '{info}': {text}." for text in shadow_texts)
             old_endpoint = existing.endpoint if existing is not None else None
             if existing is None:
                 site.bindings.append(IisBinding("https", info, ssl_flags))

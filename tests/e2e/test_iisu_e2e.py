@@ -642,5 +642,5 @@ def test_inventory_skips_non_https_and_unbound_and_warns_for_a_missing_certifica
     assert outcome(web_result) == ("success", "ok"), web_result
     assert list(items_by_alias(web_result)) == [f"{web.thumbprint}:Shop:*:7443:"]
     assert sorted(calls(stack, "IIS-INV")) == sorted(
-        ["Get-WinCertIisBinding", "Get-WinCertInventory"] * 2
+        ["Get-WinCertIisBinding", "Get-WinCertHttpSysMapping", "Get-WinCertInventory"] * 2
     )

@@ -10,6 +10,8 @@ Hosts (one per concern):
 * ``FID-IDN``   IIS 10 on Server 2022 with an SNI binding IIS stores in Unicode
   (``*:443:bücher.example.test``);
 * ``FID-IIS85`` IIS 8.5 on Server 2012 R2 (build 9600): SSL flags;
+* ``FID-HTTPSYS`` IIS 10 with SNI bindings for two sites on ``*:443`` and an orphan http.sys
+  mapping ``192.0.2.99:8443`` that no IIS binding uses;
 * ``FID-SQL``   German Windows (de-DE) with SQL Server instances under a virtual account (its
   Certificate value seeded in upper case), a domain account, LocalSystem without a service SID,
   NetworkService with a restricted service SID, and a SQL Server 2019 instance.
@@ -37,7 +39,15 @@ from producer.messages import (
     StoreRef,
 )
 from producer.secrets import encrypt_secret
-from simulator.config import HostConfig, IisBindingSpec, IisSiteSpec, IisSpec, SeedSpec, SqlInstanceSpec
+from simulator.config import (
+    HostConfig,
+    IisBindingSpec,
+    IisSiteSpec,
+    IisSpec,
+    SeedSpec,
+    SqlInstanceSpec,
+    SslMappingSpec,
+)
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_iisu_e2e import PFX_PASSWORD, Cert, make_cert
 
@@ -54,7 +64,7 @@ def cert(label: str, **kwargs: Any) -> Cert:
 
 
 def _hosts(seed_dir: Path) -> list[HostConfig]:
-    for label in ("SHARED-A", "SHARED-B", "LOCKED", "IDN-OLD", "SQL-SEEDED"):
+    for label in ("SHARED-A", "SHARED-B", "LOCKED", "IDN-OLD", "SQL-SEEDED", "SNI-A", "SNI-B", "ORPHAN"):
         (seed_dir / f"{label}.pfx").write_bytes(cert(label).pfx)
 
     def seed(store: str, label: str, container: str | None = None) -> SeedSpec:
@@ -81,6 +91,20 @@ def _hosts(seed_dir: Path) -> list[HostConfig]:
             ]),
         ),
         HostConfig(name="FID-IIS85", os_build=9600, iis=IisSpec(version="8.5")),
+        HostConfig(
+            name="FID-HTTPSYS",
+            seed=[seed("My", "SNI-A"), seed("My", "SNI-B"), seed("My", "ORPHAN")],
+            iis=IisSpec(version="10.0", sites=[
+                IisSiteSpec(name="A", id=1, bindings=[IisBindingSpec(
+                    binding_information="*:443:a.example.test", ssl_flags=1,
+                    certificate_thumbprint=cert("SNI-A").thumbprint)]),
+                IisSiteSpec(name="B", id=2, bindings=[IisBindingSpec(
+                    binding_information="*:443:b.example.test", ssl_flags=1,
+                    certificate_thumbprint=cert("SNI-B").thumbprint)]),
+                IisSiteSpec(name="C", id=3),
+            ], ssl_mappings=[SslMappingSpec(kind="ipport", endpoint="192.0.2.99:8443",
+                                            certificate_thumbprint=cert("ORPHAN").thumbprint)]),
+        ),
         HostConfig(
             name="FID-SQL",
             ui_language="de-DE",
@@ -341,3 +365,54 @@ def test_sql_registry_value_in_upper_case_is_found_inventoried_and_removed(stack
     assert outcome(removed) == ("success", "ok"), removed
     assert "unbound MSSQLSERVER" in removed.message
     assert sql_registry(stack)["MSSQLSERVER"] == ""
+
+
+# -- 2/8: http.sys SSL mappings apart from IIS bindings -------------------------------------
+
+
+def test_inventory_reports_http_sys_mappings_including_orphans(stack: Stack) -> None:
+    a, b, orphan = cert("SNI-A"), cert("SNI-B"), cert("ORPHAN")
+    result = run1(stack, InventoryJob(job_type="inventory", store=store(stack, "FID-HTTPSYS", "IISU")))
+    assert outcome(result) == ("success", "ok"), result
+    mappings = {(m.kind, m.endpoint): m for m in result.ssl_mappings or []}
+    assert mappings[("hostnameport", "a.example.test:443")].thumbprint == a.thumbprint
+    assert mappings[("hostnameport", "a.example.test:443")].iis_bindings == ["A *:443:a.example.test"]
+    assert mappings[("hostnameport", "b.example.test:443")].orphan is False
+    lonely = mappings[("ipport", "192.0.2.99:8443")]
+    assert (lonely.thumbprint, lonely.store_name, lonely.iis_bindings, lonely.orphan) == (
+        orphan.thumbprint, "My", [], True)
+    # the bound certificates are items; the orphan's certificate is bound to no IIS binding
+    assert {i.thumbprint for i in result.items or []} == {a.thumbprint, b.thumbprint}
+
+
+def test_an_ip_specific_binding_that_would_shadow_sni_bindings_is_refused_then_taken_deliberately(
+    stack: Stack,
+) -> None:
+    c = cert("SHADOWING")
+    fields: dict[str, Any] = {"SiteName": "C", "IPAddress": "192.0.2.10", "Port": 443,
+                              "HostName": "c.example.test", "SniFlag": 0}
+    refused = run1(stack, add_job(stack, "FID-HTTPSYS", "IISU", c, **fields))
+    assert outcome(refused) == ("failure", "ssl_mapping_shadowed"), refused
+    for sni in ("a.example.test:443", "b.example.test:443"):
+        assert (f"its IP:port 192.0.2.10:443 would take precedence over the http.sys host:port {sni}"
+                " mapping") in refused.message
+    assert "for clients connecting to 192.0.2.10" in refused.message
+    assert "Set allow_takeover on the job to bind deliberately" in refused.message
+    assert https_bindings(stack, "FID-HTTPSYS", "C") == []
+    found = stack.host("FID-HTTPSYS").windows_host.get_store("My")
+    assert found is not None and found.get(c.thumbprint) is None  # the import was rolled back
+
+    taken = run1(stack, add_job(stack, "FID-HTTPSYS", "IISU", c, allow_takeover=True, **fields))
+    assert outcome(taken) == ("success", "ok"), taken.message
+    assert https_bindings(stack, "FID-HTTPSYS", "C") == [("192.0.2.10:443:c.example.test", 0, c.thumbprint)]
+    assert sum("would take precedence over the http.sys host:port" in w for w in taken.warnings) == 2
+
+
+def test_an_sni_binding_shadowed_by_an_orphan_ip_mapping_is_refused(stack: Stack) -> None:
+    d = cert("SHADOWED")
+    result = run1(stack, add_job(stack, "FID-HTTPSYS", "IISU", d, SiteName="C", Port=8443,
+                                 HostName="d.example.test", SniFlag=1))
+    assert outcome(result) == ("failure", "ssl_mapping_shadowed"), result
+    assert (f"the http.sys IP:port 192.0.2.99:8443 mapping (certificate {cert('ORPHAN').thumbprint}) takes"
+            " precedence over its host:port d.example.test:8443 for clients connecting to 192.0.2.99"
+            ) in result.message

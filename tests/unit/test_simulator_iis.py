@@ -504,7 +504,20 @@ def test_non_sni_host_headers_sharing_an_endpoint(host: WindowsHost) -> None:
     assert err.error_id == "WinCert.BindingConflict" and "site 'Shop'" in err.message
     # Another IP (a separate mapping) or SNI (a hostnameport mapping) does not conflict.
     assert out(bind(host, b, ip="10.0.0.5", host_name="www.contoso.com"))[0]["Outcome"] == "created"
-    assert out(bind(host, b, host_name="api.contoso.com", flags=1))[0]["Outcome"] == "created"
+    # ...but the IP-specific 10.0.0.5:443 mapping takes precedence over a new SNI mapping there
+    err = bind_fails(host, b, host_name="api.contoso.com", flags=1)
+    assert err.error_id == "WinCert.SslMappingShadowed"
+    assert err.message == (
+        "Binding '*:443:api.contoso.com' would change which certificate some clients get: the http.sys"
+        f" IP:port 10.0.0.5:443 mapping (certificate {b}) takes precedence over its host:port"
+        " api.contoso.com:443 for clients connecting to 10.0.0.5. Use -AllowTakeover to bind deliberately."
+    )
+    ctx = bind(host, b, host_name="api.contoso.com", flags=1, takeover=True)
+    assert out(ctx)[0]["Outcome"] == "created"
+    assert ctx.warnings == [
+        "Binding '*:443:api.contoso.com': the http.sys IP:port 10.0.0.5:443 mapping (certificate"
+        f" {b}) takes precedence over its host:port api.contoso.com:443 for clients connecting to 10.0.0.5."
+    ]
 
 
 def test_sni_conflict_is_per_host_and_port(host: WindowsHost) -> None:

@@ -94,6 +94,7 @@ def result_from(
         thumbprint=outcome.thumbprint,
         csr=outcome.csr,
         key_access=outcome.key_access,
+        ssl_mappings=outcome.ssl_mappings,
         **extra,
     )
 

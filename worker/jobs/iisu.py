@@ -1,6 +1,8 @@
 """IISU store jobs: certificates bound to IIS https bindings (peer store type "IIS Bound Certificate").
 
-* Inventory: one item per https binding with a certificate whose certificate store is the job's
+* Inventory: every http.sys SSL mapping of the host in ``ssl_mappings`` (IP:port, host:port,
+  central store; orphans without an IIS binding included), and one item per https binding with a
+  certificate whose certificate store is the job's
   store path (``My`` or ``WebHosting``; the peer reports every store under both, defect B16);
   alias ``<THUMBPRINT>:<SiteName>:<ip>:<port>:<host>`` and the peer's parameters (``HostName``
   as IIS stores it) plus ``HostNameAscii`` / ``HostNameUnicode``, its A-label and U-label forms.
@@ -22,7 +24,7 @@ from typing import Any
 
 from producer.codes import ResultCode
 from producer.entry_parameters import IisParameters, ssl_flags_problem
-from producer.messages import AddJob, CertificateItem, InventoryJob, RemoveJob, Status
+from producer.messages import AddJob, CertificateItem, InventoryJob, RemoveJob, SslMapping, Status
 from worker import journal
 from worker.jobs import certificates
 from worker.jobs.certificates import HostInfo, PreparedCertificate
@@ -33,6 +35,23 @@ from worker.remote.session import RemoteSession
 
 BINDING_CONFLICT_ID = "WinCert.BindingConflict"
 """Error id of ``Set-WinCertIisBinding`` when another site owns the endpoint."""
+SSL_MAPPING_SHADOWED_ID = "WinCert.SslMappingShadowed"
+"""Error id of ``Set-WinCertIisBinding`` when the new http.sys mapping shadows or is shadowed."""
+
+
+def http_sys_mappings(session: RemoteSession) -> list[SslMapping]:
+    """Every http.sys SSL mapping of the host (``Get-WinCertHttpSysMapping``), orphans included."""
+    return [
+        SslMapping(
+            kind=r["Kind"],
+            endpoint=str(r["Endpoint"]),
+            thumbprint=str(r.get("CertificateHash") or "").upper(),
+            store_name=str(r.get("CertificateStoreName") or ""),
+            iis_bindings=[str(b) for b in r.get("IisBindings") or []],
+            orphan=not r.get("IisBindings"),
+        )
+        for r in session.invoke("Get-WinCertHttpSysMapping", {}).records()
+    ]
 
 
 def bindings(session: RemoteSession) -> list[dict[str, Any]]:
@@ -47,9 +66,11 @@ def _https_with_certificate(binding: dict[str, Any]) -> bool:
 def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
     """One item per https binding with a certificate in the job's store path."""
     store_path = job.store.store_path
+    all_bindings = bindings(session)
+    mappings = http_sys_mappings(session)
     selected = [
         b
-        for b in bindings(session)
+        for b in all_bindings
         if _https_with_certificate(b)
         and str(b.get("CertificateStoreName") or "My").lower() == store_path.lower()
     ]
@@ -86,7 +107,9 @@ def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
                 }
             )
         )
-    return inventory_outcome(items, warnings)
+    outcome = inventory_outcome(items, warnings)
+    return Outcome(outcome.status, outcome.code, outcome.message, outcome.warnings, outcome.items,
+                   ssl_mappings=mappings)
 
 
 def _same_binding(binding: dict[str, Any], ip_address: str, port: int, host_name: str) -> bool:
@@ -165,6 +188,11 @@ def bind(
         if exc.error_id == BINDING_CONFLICT_ID:
             # the host names its own switch (-AllowTakeover); say what to set on the job
             exc.message += " Set allow_takeover on the job to take the binding over."
+        elif exc.error_id == SSL_MAPPING_SHADOWED_ID:
+            exc.message += (
+                " Set allow_takeover on the job to bind deliberately, or remove the other mapping"
+                " (IISU inventory lists every http.sys mapping in ssl_mappings)."
+            )
         raise
     record = invocation.record()
     previous = record.get("PreviousThumbprint")

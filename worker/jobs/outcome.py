@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from producer.codes import ResultCode
-from producer.messages import CertificateItem, KeyAccess, Status
+from producer.messages import CertificateItem, KeyAccess, SslMapping, Status
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Outcome:
     thumbprint: str | None = None
     csr: str | None = None
     key_access: list[KeyAccess] | None = None
+    ssl_mappings: list[SslMapping] | None = None
 
 
 class JobStepError(Exception):

@@ -598,6 +598,96 @@ function Get-WinCertPrivateServiceSidType {
     finally { $key.Close() }
 }
 
+# Every http.sys SSL certificate mapping, read from where http.sys persists its configuration
+# (HKLM\SYSTEM\CurrentControlSet\Services\HTTP\Parameters: SslBindingInfo\<ip:port>,
+# SslSniBindingInfo\<host:port>, SslCcsBindingInfo\<ip:port>; values SslCertHash, SslCertStoreName),
+# never from netsh's localized text. Objects {Kind ('ipport'|'hostnameport'|'ccs'), Key (the
+# endpoint key of Get-WinCertPrivateEndpointKey, 'ccs=<port>' for the central store), Address
+# (IP, '[v6]', or the A-label host), Port, CertificateHash (upper hex or ''),
+# CertificateStoreName}. Mirrors IisServer.ssl_mappings in simulator/windows/iis.py.
+function Get-WinCertPrivateHttpSysMapping {
+    param(
+        [Microsoft.Win32.RegistryKey]$Root
+    )
+    $mappings = [System.Collections.Generic.List[object]]::new()
+    $parameters = 'SYSTEM\CurrentControlSet\Services\HTTP\Parameters'
+    foreach ($kind in @('ipport', 'hostnameport', 'ccs')) {
+        $folder = switch ($kind) { 'ipport' { 'SslBindingInfo' } 'hostnameport' { 'SslSniBindingInfo' } 'ccs' { 'SslCcsBindingInfo' } }
+        $key = $Root.OpenSubKey(('{0}\{1}' -f $parameters, $folder))
+        if ($null -eq $key) { continue }
+        try {
+            foreach ($name in $key.GetSubKeyNames()) {
+                $separator = $name.LastIndexOf(':')
+                if ($separator -lt 1) { continue }
+                $address = $name.Substring(0, $separator)
+                $portText = $name.Substring($separator + 1)
+                if ($portText -notmatch '^[0-9]+\z') { continue }
+                $entry = $key.OpenSubKey($name)
+                if ($null -eq $entry) { continue }
+                try {
+                    $hashBytes = $entry.GetValue('SslCertHash', $null)
+                    $hash = if ($hashBytes -is [byte[]] -and $hashBytes.Length -gt 0) { [System.BitConverter]::ToString($hashBytes).Replace('-', '') } else { '' }
+                    $storeName = [string]$entry.GetValue('SslCertStoreName', '')
+                }
+                finally { $entry.Close() }
+                if ($kind -eq 'hostnameport') {
+                    $forms = ConvertTo-WinCertPrivateIdnHost -HostName $address
+                    $address = if ($null -ne $forms) { $forms[0] } else { $address.ToLowerInvariant() }
+                    $endpointKey = 'hostnameport={0}:{1}' -f $address, [int]$portText
+                }
+                elseif ($kind -eq 'ccs') {
+                    $endpointKey = 'ccs={0}' -f [int]$portText
+                }
+                else {
+                    $endpointKey = Get-WinCertPrivateEndpointKey -Information ('{0}:{1}:' -f $address, $portText) -Flags 0
+                    $address = $endpointKey.Substring(7, $endpointKey.LastIndexOf(':') - 7)
+                }
+                $mappings.Add([pscustomobject]@{
+                        Kind                 = $kind
+                        Key                  = $endpointKey
+                        Address              = $address
+                        Port                 = [int]$portText
+                        CertificateHash      = $hash.ToUpperInvariant()
+                        CertificateStoreName = $storeName
+                    })
+            }
+        }
+        finally { $key.Close() }
+    }
+    return , $mappings.ToArray()
+}
+
+# The http.sys mappings that take precedence over the new mapping $Key, or that it would take
+# precedence over, for some clients. http.sys picks a certificate in this order: an IP-specific
+# IP:port mapping, then the SNI host:port mapping, then the central certificate store (CCS) on
+# the port, then the wildcard 0.0.0.0:port / [::]:port mapping (Microsoft's IIS 8.0 SNI article;
+# the failure report of issue 12). So an IP-specific IP:port mapping shadows every SNI and CCS
+# mapping on its port for clients connecting to that IP, and an SNI mapping is shadowed by every
+# IP-specific mapping on its port. Objects {Mapping (the shadowing/shadowed mapping), Direction
+# ('shadows'|'shadowed')}. Mirrors shadowing in simulator/windows/iis.py.
+function Find-WinCertPrivateShadowedMapping {
+    param(
+        [string]$Key,
+        [object[]]$Mappings
+    )
+    $found = [System.Collections.Generic.List[object]]::new()
+    $kind, $value = $Key.Split([char[]]'=', 2)
+    $port = [int]$value.Substring($value.LastIndexOf(':') + 1)
+    $address = $value.Substring(0, $value.LastIndexOf(':'))
+    $specific = $kind -eq 'ipport' -and $address -ne '0.0.0.0' -and $address -ne '[::]'
+    foreach ($mapping in $Mappings) {
+        if ($mapping.Key -eq $Key -or $mapping.Port -ne $port) { continue }
+        $otherSpecific = $mapping.Kind -eq 'ipport' -and $mapping.Address -ne '0.0.0.0' -and $mapping.Address -ne '[::]'
+        if ($specific -and ($mapping.Kind -eq 'hostnameport' -or $mapping.Kind -eq 'ccs')) {
+            $found.Add([pscustomobject]@{ Mapping = $mapping; Direction = 'shadows' })
+        }
+        elseif ($kind -eq 'hostnameport' -and $otherSpecific) {
+            $found.Add([pscustomobject]@{ Mapping = $mapping; Direction = 'shadowed' })
+        }
+    }
+    return , $found.ToArray()
+}
+
 # The sslFlags attribute of an IIS binding (0 when it has none).
 function Get-WinCertPrivateBindingSslFlags {
     param(

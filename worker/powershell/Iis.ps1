@@ -94,6 +94,11 @@ function Set-WinCertIisBinding {
       information, or one sharing the http.sys endpoint (ip:port without SNI, host:port with
       SNI) served by another certificate; the message names the site. With -AllowTakeover the
       binding is made anyway and each such binding is a warning.
+    WinCert.SslMappingShadowed - the http.sys mapping the binding makes would shadow, or be
+      shadowed by, another http.sys mapping (IIS binding or orphan): an IP-specific IP:port
+      mapping takes precedence over SNI host:port and central-store mappings on its port for
+      clients connecting to that IP. With -AllowTakeover the binding is made and each is a
+      warning.
     Only the https binding of this site whose binding information equals IPAddress:Port:HostName
     compared in normalised form (IP and host case-insensitive, the host by its A-label form, so
     an existing '*:443:b<U+00FC>cher.example' is the binding '*:443:xn--bcher-kva.example') is
@@ -161,6 +166,7 @@ function Set-WinCertIisBinding {
         )
         $kind, $value = $Key.Split([char[]]'=', 2)
         if ($kind -eq 'ipport') { return ('IP:port {0}' -f $value) }
+        if ($kind -eq 'ccs') { return ('central certificate store port {0}' -f $value) }
         return ('host:port {0}' -f $value)
     }
 
@@ -277,6 +283,28 @@ function Set-WinCertIisBinding {
             $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.BindingConflict' -Category ResourceExists -Target $information))
         }
 
+        # http.sys mappings (IIS bindings or not, orphans included) that the new mapping would
+        # shadow or be shadowed by (Find-WinCertPrivateShadowedMapping).
+        $registry = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
+            [Microsoft.Win32.RegistryHive]::LocalMachine, [Microsoft.Win32.RegistryView]::Registry64)
+        try { $httpSys = Get-WinCertPrivateHttpSysMapping -Root $registry }
+        finally { $registry.Close() }
+        $shadowTexts = @(foreach ($shadow in (Find-WinCertPrivateShadowedMapping -Key $endpoint -Mappings $httpSys)) {
+                $other = $shadow.Mapping
+                $served = if ($other.CertificateHash) { ' (certificate {0})' -f $other.CertificateHash } else { '' }
+                $client = $endpoint.Substring(7, $endpoint.LastIndexOf(':') - 7)
+                if ($shadow.Direction -eq 'shadows') {
+                    "its {0} would take precedence over the http.sys {1} mapping{2} for clients connecting to {3}" -f (Format-Endpoint -Key $endpoint), (Format-Endpoint -Key $other.Key), $served, $client
+                }
+                else {
+                    "the http.sys {0} mapping{1} takes precedence over its {2} for clients connecting to {3}" -f (Format-Endpoint -Key $other.Key), $served, (Format-Endpoint -Key $endpoint), $other.Address
+                }
+            })
+        if ($shadowTexts.Count -gt 0 -and -not $AllowTakeover) {
+            $message = "Binding '{0}' would change which certificate some clients get: {1}. Use -AllowTakeover to bind deliberately." -f $information, ($shadowTexts -join '; ')
+            $PSCmdlet.ThrowTerminatingError((New-WinCertPrivateErrorRecord -Message $message -ErrorId 'WinCert.SslMappingShadowed' -Category ResourceExists -Target $information))
+        }
+
         # One commit: certificate, store and the full sslFlags value (no second appcmd step).
         $hashBytes = $certificate.GetCertHash()
         if ($null -eq $existing) {
@@ -303,6 +331,9 @@ function Set-WinCertIisBinding {
         foreach ($conflict in $conflicts) {
             Write-Warning ("Binding '{0}' takes over the {1} from site '{2}' (binding '{3}')." -f $information, (Format-Endpoint -Key $endpoint), $conflict.Site, $conflict.Information)
         }
+        foreach ($text in $shadowTexts) {
+            Write-Warning ("Binding '{0}': {1}." -f $information, $text)
+        }
         [pscustomobject]@{
             Outcome            = $outcome
             BindingInformation = $information
@@ -311,6 +342,60 @@ function Set-WinCertIisBinding {
     }
     finally {
         $manager.Dispose()
+    }
+}
+
+function Get-WinCertHttpSysMapping {
+    <#
+    .SYNOPSIS
+    Lists every http.sys SSL certificate mapping as one compact JSON string each, IIS or not.
+
+    .DESCRIPTION
+    Read from where http.sys persists its configuration (HKLM\SYSTEM\CurrentControlSet\Services\
+    HTTP\Parameters SslBindingInfo, SslSniBindingInfo, SslCcsBindingInfo), never from netsh's
+    localized text. Keys: Kind ('ipport' | 'hostnameport' | 'ccs'), Endpoint ('0.0.0.0:443',
+    '[::1]:443', 'www.example.test:443', or the port for the central certificate store),
+    CertificateHash (upper hex or ''), CertificateStoreName, IisBindings (["<site> <binding
+    information>"] of the https bindings that use the mapping; [] for an orphan, or without IIS).
+    #>
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+
+    $ErrorActionPreference = 'Stop'
+
+    $registry = [Microsoft.Win32.RegistryKey]::OpenBaseKey(
+        [Microsoft.Win32.RegistryHive]::LocalMachine, [Microsoft.Win32.RegistryView]::Registry64)
+    try { $mappings = Get-WinCertPrivateHttpSysMapping -Root $registry }
+    finally { $registry.Close() }
+    $users = @{}
+    $manager = $null
+    try { $manager = Open-WinCertPrivateServerManager -Cmdlet $PSCmdlet } catch { $manager = $null }
+    if ($null -ne $manager) {
+        try {
+            foreach ($site in $manager.Sites) {
+                foreach ($binding in $site.Bindings) {
+                    if ($binding.Protocol -ne 'https') { continue }
+                    $information = [string]$binding.BindingInformation
+                    $key = Get-WinCertPrivateEndpointKey -Information $information -Flags (Get-WinCertPrivateBindingSslFlags -Binding $binding)
+                    if ($null -eq $key) { continue }
+                    if (-not $users.ContainsKey($key)) { $users[$key] = [System.Collections.Generic.List[string]]::new() }
+                    $users[$key].Add(('{0} {1}' -f $site.Name, $information))
+                }
+            }
+        }
+        finally { $manager.Dispose() }
+    }
+    foreach ($mapping in $mappings) {
+        $endpointText = if ($mapping.Kind -eq 'ccs') { [string]$mapping.Port } else { $mapping.Key.Split([char[]]'=', 2)[1] }
+        $bindings = if ($users.ContainsKey($mapping.Key)) { [object[]]$users[$mapping.Key].ToArray() } else { [object[]]@() }
+        [pscustomobject]@{
+            Kind                 = $mapping.Kind
+            Endpoint             = $endpointText
+            CertificateHash      = $mapping.CertificateHash
+            CertificateStoreName = $mapping.CertificateStoreName
+            IisBindings          = $bindings
+        } | ConvertTo-Json -Compress
     }
 }
 

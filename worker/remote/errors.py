@@ -48,6 +48,7 @@ ERROR_ID_CODES: dict[str, ResultCode] = {
     "WinCert.InvalidHostName": ResultCode.INVALID_HOST_NAME,
     "WinCert.WildcardHostNotSupported": ResultCode.WILDCARD_HOST_NOT_SUPPORTED,
     "WinCert.BindingConflict": ResultCode.BINDING_CONFLICT,
+    "WinCert.SslMappingShadowed": ResultCode.SSL_MAPPING_SHADOWED,
     "WinCert.CertificateNotFound": ResultCode.CERTIFICATE_NOT_FOUND,
     "WinCert.SqlInstanceNotFound": ResultCode.SQL_INSTANCE_NOT_FOUND,
     "WinCert.PrivateKeyNotFound": ResultCode.PRIVATE_KEY_NOT_FOUND,
