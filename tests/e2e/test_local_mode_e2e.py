@@ -172,9 +172,8 @@ def test_local_and_winrm_spellings_of_one_host_share_its_limit(local: LocalStack
         winrm_result = client.wait(winrm_job.job_id, timeout=90)
     assert (local_result.code.value, local_result.client_machine) == ("ok", "web01|LocalMachine")
     assert {i.thumbprint for i in local_result.items or []} >= local.seeded
-    # WEB01 waited for the slot 'web01|LocalMachine' held: re-published at least once, and it
-    # started only after the local job had finished
-    assert winrm_result.attempts > 1, winrm_result
+    # WEB01 waited for the slot 'web01|LocalMachine' held (in its process, woken by the release:
+    # worker/limits.py) and started only after the local job had finished
     assert winrm_result.started_at and local_result.finished_at
     assert winrm_result.started_at >= local_result.finished_at
     assert winrm_result.code.value != "slot_deadline_exceeded"

@@ -60,7 +60,6 @@ HOST_QUIET = "WC-QUIET"
 IMPORT = "Import-WinCertCertificate"
 REMOVE = "Remove-WinCertCertificate"
 HOST_INFO = "Get-WinCertHostInfo"
-LIBRARY_FILES = len(list((Path(__file__).resolve().parents[2] / "worker" / "powershell").glob("*.ps1")))
 WAIT_SECONDS = 240.0
 
 # --- the cryptography-vectors PKCS#12 table -----------------------------------------------------
