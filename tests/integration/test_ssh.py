@@ -167,6 +167,7 @@ def test_a_pooled_session_whose_host_process_died_is_reopened_once(lab: SshLab) 
     opened: list[StoreRef] = []
     options = SessionOptions(ssh_known_hosts=lab.known_hosts)
     factory = make_session_factory(options, on_open=opened.append, on_reuse=reused.append)
+    wait_for(lambda: not lab.sshd.subsystem_pids(), 10, "earlier tests' sessions to end")
     try:
         first = lab.run(_job("inventory", lab.store()), factory=factory)
         assert first.code == ResultCode.OK, first.message
