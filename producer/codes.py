@@ -107,6 +107,9 @@ class ResultCode(StrEnum):
     # --- failure: the job itself -----------------------------------------------------------
     INVALID_JOB = "invalid_job"
     """The job failed schema validation on the worker (a producer bypassed validation)."""
+    JOB_TOO_OLD = "job_too_old"
+    """The job's ``submitted_at`` is older than ``WINCERT_JOB_MAX_AGE_SECONDS``: a replayed
+    message, or one stuck in a queue for that long; nothing was done."""
     UNAUTHENTICATED = "unauthenticated"
     """The queue message carries no valid job MAC (``wincert_auth``): not sent by a producer
     holding ``WINCERT_SECRET_KEYS``, or changed after signing. Dead-lettered, never run."""

@@ -171,6 +171,13 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         default=False,
         description="Run jobs that carry no valid producer MAC (development only; see docs/producers.md)",
     )
+    job_max_age_seconds: float = Field(
+        default=86400,
+        gt=0,
+        allow_inf_nan=False,
+        description="Jobs whose submitted_at is older are refused (job_too_old): a replayed message"
+        " past WINCERT_RESULT_EXPIRES never runs again",
+    )
     max_message_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -458,6 +459,20 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
             attempts=delivery.attempts,
             worker=worker,
         )
+
+    submitted = parsed.submitted_at
+    if submitted is not None:
+        if submitted.tzinfo is None:
+            submitted = submitted.replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - submitted).total_seconds()
+        if age > settings.job_max_age_seconds:  # a replayed message, or one stuck for a day
+            result = failure(
+                ResultCode.JOB_TOO_OLD,
+                f"the job was submitted {age:.0f} s ago, more than WINCERT_JOB_MAX_AGE_SECONDS="
+                f"{settings.job_max_age_seconds:g}; nothing was done. Submit it again (a new job id)"
+                " if it is still wanted",
+            )
+            return _dead(rt, task, job, state, result, "job_too_old")
 
     if delivery.deliveries > settings.max_deliveries:
         result = failure(
