@@ -316,8 +316,8 @@ class WindowsHost:
                                           old.key_container)
             else:
                 entry = StoredCertificate(der, key, friendly or old.friendly_name, container)
-        if entry.key_container:
-            self._key_containers[entry.key_container.casefold()] = entry.key_container
+        if entry.key_container:  # the container keeps the name it was created with
+            self._key_containers.setdefault(entry.key_container.casefold(), entry.key_container)
         store._put(entry)
         return entry
 
@@ -384,7 +384,7 @@ class WindowsHost:
         entry = StoredCertificate(der, key, str(item.get("friendly_name") or ""),
                                   str(item.get("key_container") or ""))
         if entry.key_container:
-            self._key_containers[entry.key_container.casefold()] = entry.key_container
+            self._key_containers.setdefault(entry.key_container.casefold(), entry.key_container)
         if entry.thumbprint != thumb:
             raise HostStateError(f"{cert_file}: content does not match its thumbprint")
         self._written.add(f"certs/{thumb}.cer")
