@@ -121,9 +121,9 @@ def test_commands_are_real_entry_points(compose: dict[str, Any], tmp_path: Path)
         commands = split_shell_commands(list(svc["command"]))
         health = svc.get("healthcheck", {}).get("test", [])
         if name == "worker":
-            assert health[0] == "CMD-SHELL"
-            probe = health[1].replace('"wincert@$HOSTNAME"', "wincert@test")
-            commands += split_shell_commands(["sh", "-c", probe])
+            assert health[:2] == ["CMD", "wincert-probe"] and "--node" not in health
+            assert "wincert@%h" in svc["command"], "the probe's default node is wincert@<host name>"
+            commands.append(health[1:])
         for argv in commands:
             result = run_help(argv, env)
             assert result.returncode == 0, f"service {name}: {argv} does not parse:\n{result.stderr[-2000:]}"

@@ -121,14 +121,13 @@ def test_worker_command_and_probes_parse(objects: list[dict[str, Any]], tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     for probe in ("readinessProbe", "livenessProbe"):
         argv = container[probe]["exec"]["command"]
-        assert argv[:2] == ["sh", "-c"]
-        words = argv[2].removeprefix("exec ").replace('"wincert@$HOSTNAME"', "wincert@pod").split()
-        assert words[:4] == ["celery", "-A", "worker.app", "inspect"] and "ping" in words
+        assert argv[0] == "wincert-probe" and "--node" not in argv
         node = container["command"][container["command"].index("--hostname") + 1]
-        assert node == "wincert@%h", "the probe pings wincert@$HOSTNAME: the node name must match"
-        result = run_help(words, env)
+        assert node == "wincert@%h", "the probe's default node is wincert@<pod name>: the names must match"
+        result = run_help(argv, env)
         assert result.returncode == 0, result.stderr[-2000:]
-        assert container[probe]["timeoutSeconds"] > 10
+        timeout = float(argv[argv.index("--timeout") + 1])
+        assert container[probe]["timeoutSeconds"] > timeout
 
 
 def test_restricted_security_context(objects: list[dict[str, Any]]) -> None:

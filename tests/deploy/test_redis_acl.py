@@ -1,5 +1,5 @@
 """deploy/redis/users.acl on a real redis-server: a producer (user wincert-producer) submits a job,
-a prefork worker (user wincert-worker) runs it, answers ``celery inspect ping`` (the Kubernetes
+a prefork worker (user wincert-worker) runs it, answers ``wincert-probe`` (the Kubernetes
 probe) and serves its Redis-backed metrics; each user is refused what it must not do, and KEDA's
 user can only read the queue length."""
 
@@ -49,8 +49,8 @@ def test_producer_and_worker_run_a_job_with_their_acl_users(acl_redis: int, tmp_
 
 
 def test_the_probe_works_with_the_worker_user(acl_redis: int, tmp_path: Path) -> None:
-    """``celery inspect ping`` (the Kubernetes probe) needs only the worker's permissions; with
-    no worker running it exits non-zero (the probe is not a probe that always passes)."""
+    """``wincert-probe`` (the Kubernetes probe) needs only the worker's permissions: with the
+    worker's user and no worker running it reaches Redis and reports that nobody answered."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WINCERT_")}
     env.update({
         "WINCERT_BROKER_URL": url("wincert-worker", acl_redis),
@@ -58,12 +58,11 @@ def test_the_probe_works_with_the_worker_user(acl_redis: int, tmp_path: Path) ->
         "WINCERT_METRICS_DIR": str(tmp_path / "metrics"),
     })  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker.app", "inspect", "ping", "--destination",
-         "wincert@nowhere", "--timeout", "2"],
+        [sys.executable, "-m", "worker.probe", "--node", "wincert@nowhere", "--timeout", "2"],
         cwd=project_root(), env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert result.returncode != 0
-    assert "No nodes replied" in result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "did not answer" in result.stderr, result.stderr
     assert "NOPERM" not in result.stdout + result.stderr
 
 
