@@ -24,6 +24,7 @@ SSH is done by paramiko (pinned in pyproject):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import queue
@@ -50,6 +51,11 @@ KNOWN_HOSTS_SETTING = "WINCERT_SSH_KNOWN_HOSTS"
 TOFU_SETTING = "WINCERT_SSH_TRUST_ON_FIRST_USE"
 _KEY_CLASSES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 _TOFU_LOCK = threading.Lock()
+_KEY_CACHE: dict[str, paramiko.PKey] = {}
+"""Parsed keys by SHA-256 of (key text, passphrase): an encrypted OpenSSH key costs ~0.5 s of
+bcrypt KDF to decrypt, once per worker process instead of once per session."""
+_KEY_CACHE_SIZE = 32
+_KEY_CACHE_LOCK = threading.Lock()
 
 
 def known_hosts_name(host: str, port: int) -> str:
@@ -69,6 +75,9 @@ def peer_key_text(text: str) -> str:
 
 def load_private_key(credential: Credential) -> paramiko.PKey:
     """The SSH user key of ``credential`` (parsed in memory; Ed25519, ECDSA or RSA).
+
+    Parsed keys are kept per process (see ``_KEY_CACHE``): decrypting an encrypted OpenSSH
+    key runs its bcrypt KDF, ~0.5 s.
 
     Raises:
         TransportFailureError: no key in the credential, unreadable file, wrong passphrase.
@@ -100,6 +109,20 @@ def load_private_key(credential: Credential) -> paramiko.PKey:
             raise TransportFailureError(
                 ResultCode.CREDENTIAL_UNAVAILABLE, f"cannot read {source}: {exc.strerror}", "credential"
             ) from None
+    digest = hashlib.sha256(f"{text}\0{passphrase or ''}".encode()).hexdigest()
+    with _KEY_CACHE_LOCK:
+        cached = _KEY_CACHE.get(digest)
+    if cached is not None:
+        return cached
+    key = _parse_key(text, passphrase, source)
+    with _KEY_CACHE_LOCK:
+        _KEY_CACHE[digest] = key
+        while len(_KEY_CACHE) > _KEY_CACHE_SIZE:
+            _KEY_CACHE.pop(next(iter(_KEY_CACHE)))
+    return key
+
+
+def _parse_key(text: str, passphrase: str | None, source: str) -> paramiko.PKey:
     problems: list[str] = []
     for cls in _KEY_CLASSES:
         try:
