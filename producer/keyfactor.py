@@ -357,7 +357,7 @@ def _protocol(props: _Keys, notes: list[str]) -> Protocol:
     text = (_text(value, found[0]) or "").strip().lower()
     if text == "ssh":
         notes.append(
-            f'{found[0]} is ssh: PowerShell over SSH with the key in ServerPassword (carried sealed,'
+            f"{found[0]} is ssh: PowerShell over SSH with the key in ServerPassword (carried sealed,"
             " never written to disk); unlike the Keyfactor orchestrator the worker verifies the"
             " host key (WINCERT_SSH_KNOWN_HOSTS) and uses the store's port"
         )

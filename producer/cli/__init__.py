@@ -26,7 +26,7 @@ from typing import Annotated
 import click
 import typer
 
-from producer.cli import inventory, keyfactor, management, observe, reenroll, results, serve, tools
+from producer.cli import inventory, keyfactor, management, observe, reenroll, results, schedule, serve, tools
 from producer.cli.base import EXIT_CODES_HELP, ExitCode, OutputFormat, app, parse_target, validation_lines
 from producer.cli.reenroll import csr_subject, render_reenrollment
 from producer.cli.render import render_result
@@ -72,6 +72,7 @@ _OTHER_COMMANDS: tuple[Callable[..., None], ...] = (
     tools.schema,
     tools.keygen,
     serve.intake,
+    schedule.schedule,
 )
 for _command in _JOB_COMMANDS:
     app.command(epilog=EXIT_CODES_HELP)(_command)
