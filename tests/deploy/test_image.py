@@ -173,19 +173,23 @@ def _apt_installs(stage: list[dockerfile.Command]) -> set[str]:
 
 
 def _depends_closure(packages: set[str]) -> set[str]:
-    """``packages`` and everything they depend on (apt-cache depends --recurse, Depends only)."""
-    result = subprocess.run(
-        ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
-         "--no-breaks", "--no-replaces", "--no-enhances", *sorted(packages)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    closure = set(packages)
-    for line in result.stdout.splitlines():
-        line = line.strip()
-        if line.startswith(("Depends:", "PreDepends:")):
-            closure.add(line.split(":", 1)[1].strip().strip("<>").split(":")[0])
-        elif line and not line.startswith(("|", "Depends", "PreDepends")) and ":" not in line:
-            closure.add(line.split(":")[0])
+    """``packages`` and everything they depend on, from the dpkg database (installed packages;
+    no apt lists needed): Depends and Pre-Depends, alternatives included."""
+    closure: set[str] = set()
+    todo = list(packages)
+    while todo:
+        package = todo.pop()
+        if package in closure:
+            continue
+        closure.add(package)
+        result = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Depends}, ${Pre-Depends}", package],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        for alternative in re.split(r"[,|]", result.stdout):
+            name = alternative.strip().split(" ")[0].split(":")[0]
+            if name:
+                todo.append(name)
     return closure
 
 
