@@ -35,6 +35,7 @@ from producer.messages import (
     InventoryJob,
     JobResult,
     NamedCredential,
+    ReenrollmentJob,
     RemoveJob,
     StoreRef,
 )
@@ -416,3 +417,18 @@ def test_an_sni_binding_shadowed_by_an_orphan_ip_mapping_is_refused(stack: Stack
     assert (f"the http.sys IP:port 192.0.2.99:8443 mapping (certificate {cert('ORPHAN').thumbprint}) takes"
             " precedence over its host:port d.example.test:8443 for clients connecting to 192.0.2.99"
             ) in result.message
+
+
+def test_sql_reenrollment_with_an_ecdsa_key_is_refused_before_a_key_exists(stack: Stack) -> None:
+    stack.host("FID-SQL").stats.reset()
+    requests = stack.host("FID-SQL").windows_host.get_store("REQUEST")
+    before = len(requests) if requests is not None else 0
+    result = run1(stack, ReenrollmentJob(
+        job_type="reenrollment", store=store(stack, "FID-SQL", "WinSQL"), subject="CN=sql.fidelity.example",
+        key_algorithm="ECDSA_P256", provider_name="Microsoft Software Key Storage Provider",
+        entry_parameters={"InstanceName": "OLD2019"}))
+    assert outcome(result) == ("failure", "sql_ecc_not_supported"), result
+    assert result.csr is None
+    assert calls(stack, "FID-SQL") == ["Get-WinCertHostInfo", "Get-WinCertSqlInstance"]
+    after = stack.host("FID-SQL").windows_host.get_store("REQUEST")
+    assert (len(after) if after is not None else 0) == before

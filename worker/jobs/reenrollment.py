@@ -168,6 +168,11 @@ def generate(job: ReenrollmentJob, session: RemoteSession) -> Outcome:
     info = certificates.host_info(session)
     provider = _provider(job)
     certificates.check_provider(info, provider)
+    if job.store.store_type is StoreType.WIN_SQL and job.key_algorithm != "RSA":
+        # an ECDSA key SQL Server cannot use is refused before any key exists (winsql.ecc_problem)
+        entry = job.entry_parameters if isinstance(job.entry_parameters, SqlParameters) else SqlParameters()
+        installed_sql, sql_names = winsql.resolve_instances(session, entry)
+        winsql.check_ecc(installed_sql, sql_names, "EC")
     params: dict[str, Any] = {
         "RequestId": str(job.job_id),
         "Subject": canonical_subject(job.subject),
