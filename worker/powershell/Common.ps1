@@ -430,7 +430,8 @@ function ConvertTo-WinCertPrivateIdnHost {
         $ascii = $mapping.GetAscii($body).ToLowerInvariant()
         $unicode = $mapping.GetUnicode($ascii)
     }
-    catch [System.ArgumentException] {
+    catch {
+        # ArgumentException (invalid name), wrapped by PowerShell in a MethodInvocationException
         return $null
     }
     return , @(($prefix + $ascii), ($prefix + $unicode))
