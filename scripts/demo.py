@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -179,6 +180,15 @@ def main() -> int:
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir()
     console.print(Rule("WinCert Orchestrator demo"))
+    # The demo's hosts are simulated and have no Kerberos realm: Negotiate's Kerberos attempt must
+    # fail here at once instead of asking the system krb5.conf's KDCs (DNS off this machine).
+    if "KRB5_CONFIG" not in os.environ:
+        (WORKDIR / "krb5.conf").write_text(
+            "[libdefaults]\n    default_realm = WINCERT.INVALID\n    dns_lookup_kdc = false\n"
+            "    dns_lookup_realm = false\n[realms]\n    WINCERT.INVALID = {\n    }\n",
+            encoding="utf-8",
+        )
+        os.environ["KRB5_CONFIG"] = str(WORKDIR / "krb5.conf")
     with ExitStack() as stack:
         redis_url = stack.enter_context(redis_server(WORKDIR / "redis"))
         console.print(f"  private redis-server at {redis_url}")

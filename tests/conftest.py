@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.kdc import hermetic_kerberos
 from tests.support import redis_server
+
+_KRB5_DIR = Path(tempfile.mkdtemp(prefix="wincert-tests-krb5-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test (and every worker subprocess it starts) uses a krb5.conf without KDCs, so
+    Negotiate's Kerberos attempt never leaves this machine; the Kerberos tests start their own
+    realm (tests/kdc.py) and put this back afterwards."""
+    os.environ.update(hermetic_kerberos(_KRB5_DIR))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_KRB5_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,31 @@ def _which(name: str) -> str:
     return found
 
 
+HERMETIC_KRB5_CONF = """[libdefaults]
+    default_realm = WINCERT.INVALID
+    dns_lookup_kdc = false
+    dns_lookup_realm = false
+    rdns = false
+    dns_canonicalize_hostname = false
+
+[realms]
+    WINCERT.INVALID = {
+    }
+"""
+"""A krb5.conf naming a realm without KDCs and no DNS lookups: with gssapi installed, pyspnego's
+Negotiate tries Kerberos first (as Windows does) and would otherwise ask the system krb5.conf's
+realm (Debian's default names MIT's KDCs: DNS traffic off this machine); here it fails at once,
+locally, and Negotiate falls back to NTLM."""
+
+
+def hermetic_kerberos(directory: Path) -> dict[str, str]:
+    """Write :data:`HERMETIC_KRB5_CONF` into ``directory``; the variables that select it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "krb5.conf"
+    conf.write_text(HERMETIC_KRB5_CONF, encoding="utf-8")
+    return {"KRB5_CONFIG": str(conf), "KRB5CCNAME": f"FILE:{directory / 'ccache'}"}
+
+
 class MiniKdc:
     """A running KDC for realm :data:`REALM` under ``root`` (see the module docstring)."""
 
