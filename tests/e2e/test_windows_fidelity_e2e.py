@@ -49,6 +49,7 @@ from simulator.config import (
     SqlInstanceSpec,
     SslMappingSpec,
 )
+from simulator.windows.certstore import default_key_container
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_iisu_e2e import PFX_PASSWORD, Cert, make_cert
 
@@ -105,6 +106,8 @@ def _hosts(seed_dir: Path) -> list[HostConfig]:
                 IisSiteSpec(name="C", id=3),
             ], ssl_mappings=[SslMappingSpec(kind="ipport", endpoint="192.0.2.99:8443",
                                             certificate_thumbprint=cert("ORPHAN").thumbprint)]),
+            # the key an import of SHADOWED creates cannot be deleted: the roll-back says so
+            locked_key_containers=[default_key_container(cert("SHADOWED").thumbprint)],
         ),
         HostConfig(
             name="FID-SQL",
@@ -417,6 +420,10 @@ def test_an_sni_binding_shadowed_by_an_orphan_ip_mapping_is_refused(stack: Stack
     assert (f"the http.sys IP:port 192.0.2.99:8443 mapping (certificate {cert('ORPHAN').thumbprint}) takes"
             " precedence over its host:port d.example.test:8443 for clients connecting to 192.0.2.99"
             ) in result.message
+    # the roll-back of the import reports the key it could not delete (a warning of the host)
+    assert (f"(the certificate {d.thumbprint} this job imported was removed again); Certificate"
+            f" {d.thumbprint} was removed but its private key could not be deleted: Access is denied.") in (
+        result.message)
 
 
 def test_sql_reenrollment_with_an_ecdsa_key_is_refused_before_a_key_exists(stack: Stack) -> None:

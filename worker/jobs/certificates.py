@@ -361,3 +361,5 @@ def roll_back_import(
         )
     else:
         cause.message += f" (the certificate {thumbprint} this job imported was removed again)"
+    for warning in removed.warnings:  # e.g. its private key could not be deleted
+        cause.message += f"; {warning}"
