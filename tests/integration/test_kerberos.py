@@ -62,6 +62,14 @@ class Realm:
         self.kdc = MiniKdc(root / "kdc").start()
         self.saved = {k: os.environ.get(k) for k in self.kdc.environ()}
         os.environ.update(self.kdc.environ())
+        self.sim: Simulator | None = None
+        try:
+            self._set_up(root)
+        except BaseException:  # never leave the KDC (or the hosts) running after a failed start
+            self.close()
+            raise
+
+    def _set_up(self, root: Path) -> None:
         self.alice = self.kdc.add_user("alice", PASSWORD)
         self.svc = self.kdc.add_user("svc-wincert", "x-" + uuid.uuid4().hex)
         self.kdc.export_keytab(self.svc, root / "svc.keytab")
@@ -102,7 +110,8 @@ class Realm:
         )
 
     def close(self) -> None:
-        self.sim.stop()
+        if self.sim is not None:
+            self.sim.stop()
         self.kdc.stop()
         for key, value in self.saved.items():
             if value is None:
@@ -111,6 +120,7 @@ class Realm:
                 os.environ[key] = value
 
     def host(self, name: str) -> SimulatedHost:
+        assert self.sim is not None
         return self.sim.host(name)
 
 
