@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from producer.certinput import CertificateInputError, parse_certificate_input
+from producer.codes import ResultCode
 from producer.messages import (
     AnyJob,
     JobResult,
@@ -484,6 +486,11 @@ def _certificate(top: _Keys, client: Client | None, paths: dict[str, str]) -> An
     password_path = password_found[0] if password_found else "JobCertificate.PrivateKeyPassword"
     password = _text(password_found[1], password_path) if password_found else None
     paths["certificate"] = contents_path
+    try:  # the worker's certificate-input checks, here where the file and its password are at hand
+        parse_certificate_input(raw, password)
+    except CertificateInputError as exc:
+        where = password_path if exc.code is ResultCode.PFX_PASSWORD_INCORRECT else contents_path
+        raise _error(where, f"{exc.code.value}: {exc.message}") from None
     with _using(client) as sealer:
         try:
             return sealer.certificate_data(compact, password)  # null: no password; "": empty password

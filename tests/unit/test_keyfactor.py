@@ -328,14 +328,51 @@ def test_wincert_der_add_local_machine_no_password_and_non_uuid_job_id(client: C
     assert isinstance(job.job_id, uuid.UUID)
 
 
+def _pfx_b64(password: str | None) -> str:
+    """A PKCS#12 file (base64) whose password is ``password``: None = no password at all,
+    "" = the empty password (cryptography's unencrypted form, MAC keyed with "")."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    from producer.certinput.pkcs12_writer import legacy_pkcs12
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.contoso.com")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(7).not_valid_before(now).not_valid_after(now.replace(year=now.year + 1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    if password is None:
+        data = legacy_pkcs12(cert.public_bytes(serialization.Encoding.DER), key, [], None)
+    else:
+        data = pkcs12.serialize_key_and_certificates(b"shop", key, cert, None, serialization.NoEncryption())
+    return base64.b64encode(data).decode("ascii")
+
+
+def test_a_wrong_pfx_password_is_refused_naming_the_field(client: Client) -> None:
+    config = load("iisu-add-winrm-camel.json")
+    config["JobCertificate"]["PrivateKeyPassword"] = "not-the-password"
+    with pytest.raises(KeyfactorConfigError, match="PrivateKeyPassword: pfx_password_incorrect"):
+        from_keyfactor(config, client)
+
+
 def test_empty_pfx_password_differs_from_none(client: Client) -> None:
     config = load("iisu-add-winrm-camel.json")
     config["JobCertificate"]["PrivateKeyPassword"] = ""
+    config["JobCertificate"]["Contents"] = _pfx_b64("")
     job = from_keyfactor(config, client)
     assert isinstance(job, AddJob)
     assert job.certificate.password_encrypted is not None
     assert decrypt_secret(job.certificate.password_encrypted, KEY) == ""
     config["JobCertificate"]["PrivateKeyPassword"] = None
+    config["JobCertificate"]["Contents"] = _pfx_b64(None)
     job = from_keyfactor(config, client)
     assert isinstance(job, AddJob)
     assert job.certificate.password_encrypted is None
