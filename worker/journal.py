@@ -28,11 +28,14 @@ import redis
 
 from producer.codes import ResultCode
 from producer.messages import JobResult, Status
+from worker.outage import RedisOutageError, retry_redis
 from worker.state import STATE_TTL_SECONDS
 
 log = logging.getLogger(__name__)
 
 _NOTHING_CHANGED = (ResultCode.ALREADY_PRESENT, ResultCode.ALREADY_ABSENT)
+JOURNAL_RETRY_SECONDS = 5.0
+"""How long one journal write retries a dropped or restarting Redis before giving up."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,15 @@ class StepJournal:
         return [s for s in self.steps() if s.attempt < self.attempt]
 
     def _append(self, entry: dict[str, object]) -> None:
-        try:
+        def write() -> None:
             pipe = self.client.pipeline(transaction=True)
             pipe.rpush(self.key, json.dumps(entry))
             pipe.expire(self.key, STATE_TTL_SECONDS)
             pipe.execute()
-        except redis.RedisError as exc:
+
+        try:  # a dropped connection is retried for a while; a longer outage is logged
+            retry_redis(write, JOURNAL_RETRY_SECONDS, "journal a step")
+        except (redis.RedisError, RedisOutageError) as exc:
             log.warning(
                 "could not journal step %s (%s); a redelivery would not report it", entry["step"], exc
             )

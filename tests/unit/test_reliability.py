@@ -127,7 +127,8 @@ def test_a_change_sent_but_never_answered_is_reported_as_sent(redis_client: Any)
     )
 
 
-def test_step_journal_survives_an_unreachable_redis() -> None:
+def test_step_journal_survives_an_unreachable_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "JOURNAL_RETRY_SECONDS", 0.3)
     down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     steps = journal.StepJournal(down, str(uuid.uuid4()), attempt=2)
     steps.record("import", "added certificate AB12 to My")  # logged, not raised
