@@ -124,7 +124,7 @@ typecheck: $(STAMP)
 test: $(STAMP) system-packages redis-server redis-sentinel kubectl prometheus node-deps lint typecheck rules
 	$(PY) -m pytest -q -p no:cacheprovider
 
-unit: $(STAMP)
+unit: $(STAMP) node-deps
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/contract
 
 demo: $(STAMP) redis-server
