@@ -114,8 +114,13 @@ class Screen:
 
     # --- the checks ---------------------------------------------------------------------------
 
-    def check(self, item: bytes | str) -> dict[str, Any]:
-        """The rebuilt envelope of a raw queue entry, or :class:`RejectError`."""
+    def check(self, item: bytes | str, queue: str | None = None) -> dict[str, Any]:
+        """The rebuilt envelope of a raw queue entry popped from ``queue``, or :class:`RejectError`.
+
+        The rebuilt ``delivery_info`` names ``queue`` (the list the entry was popped from), never
+        the envelope's own ``exchange``/``routing_key``: those are outside the MAC, and Celery's
+        ``Task.retry`` re-publishes (signed by this worker) to the queue they name.
+        """
         raw = item.encode("utf-8", "surrogateescape") if isinstance(item, str) else bytes(item)
         if len(raw) > self.max_bytes:
             raise RejectError(
@@ -183,12 +188,8 @@ class Screen:
             if self.mac_keys is not None and task not in CALLBACK_TASKS:
                 exc.job_id = clean["id"]  # a producer sent it: its job gets a failure result
             raise
-        delivery_info = properties.get("delivery_info")
-        exchange, routing_key = "", ""
-        if isinstance(delivery_info, dict):
-            ex, rk = delivery_info.get("exchange"), delivery_info.get("routing_key")
-            exchange = ex if isinstance(ex, str) else ""
-            routing_key = rk if isinstance(rk, str) else ""
+        # where the entry really came from: a retry goes back there (the default exchange)
+        exchange, routing_key = "", queue or ""
         priority = properties.get("priority")
         reply_to = properties.get("reply_to")
         return {
@@ -244,7 +245,9 @@ class Screen:
         for name in ("argsrepr", "kwargsrepr"):
             value = headers.get(name)
             clean[name] = value[:_MAX_REPR] if isinstance(value, str) else None
-        clean["ignore_result"] = headers.get("ignore_result") is True
+        # outside the MAC: ignore_result=True would keep the result out of the result backend
+        # (producers' wait() then blocks to its timeout); this worker's tasks always store it
+        clean["ignore_result"] = False
         if auth.AUTH_HEADER in headers:
             clean[auth.AUTH_HEADER] = str(headers[auth.AUTH_HEADER])[:80]
         return clean
@@ -314,7 +317,7 @@ class Screen:
     def screen(self, item: Any, queue: str | None) -> dict[str, Any] | None:
         """:meth:`check` ``item``; on rejection dead-letter it and return None. Never raises."""
         try:
-            return self.check(item)
+            return self.check(item, queue)
         except RejectError as rejected:
             self.reject(item, queue, rejected)
             if rejected.job_id is not None and self.on_invalid is not None:

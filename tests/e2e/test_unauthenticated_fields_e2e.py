@@ -1,0 +1,74 @@
+"""Fields of a queue entry outside the job MAC must not change what the worker does.
+
+A real ``celery worker`` subprocess (real redis-server, the simulator) consumes authenticated
+messages whose envelope an attacker with Redis write access edited outside the MAC:
+
+* ``properties.delivery_info.routing_key``: Celery's ``Task.retry`` re-publishes to the queue it
+  names, so before the fix the worker itself signed the job and pushed it onto any list the
+  attacker chose (another site's queue, the signer queue, or one nobody reads: the job never
+  got a result);
+* ``headers.ignore_result`` = true: the result was kept out of the Celery result backend, so a
+  producer's ``wait`` blocked to its timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from producer import Client
+from simulator.config import HostConfig
+from tests.e2e.conftest import Stack, start_stack
+from tests.e2e.test_raw_messages_e2e import Builder, _job
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+OTHER_QUEUE = "wincert-attacker-chosen"
+
+
+@pytest.fixture(scope="module")
+def rstack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
+    hosts = [HostConfig(name="RAW-HTTP", address="127.0.0.62", transport="http")]
+    workdir = Path(tmp_path_factory.mktemp("unmacd-e2e"))
+    with start_stack(
+        workdir,
+        redis_url,
+        hosts,
+        WINCERT_TRANSIENT_RETRIES="1",
+        WINCERT_TRANSIENT_RETRY_DELAY_SECONDS="0.2",
+    ) as running:
+        yield running
+
+
+def _closed_port(address: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_retry_goes_back_to_its_own_queue_and_the_result_is_stored(rstack: Stack) -> None:
+    client = redis.Redis.from_url(rstack.redis_url, decode_responses=True)
+    client.delete(OTHER_QUEUE)
+    host = rstack.host("RAW-HTTP").bind
+    # a closed port: host_unreachable, a transient code, so the worker re-publishes the job once
+    job = _job(rstack, port=_closed_port(host))
+    raw, task_id = Builder(rstack).envelope(
+        task_id=job["job_id"],
+        body=Builder(rstack).body([job]),
+        headers={"ignore_result": True},
+        properties={"delivery_info": {"exchange": "", "routing_key": OTHER_QUEUE}},
+    )
+    client.lpush(rstack.queue, raw)
+    with Client(rstack.producer_settings()) as producer:
+        wait_for(lambda: producer.result(task_id) is not None, 60, "the job's result")
+        result = producer.result(task_id)
+        assert result is not None
+        assert (result.code.value, result.attempts) == ("host_unreachable", 2)
+        assert producer.task_state(task_id) == "SUCCESS"  # in the result backend, not only the stream
+    assert client.llen(OTHER_QUEUE) == 0
+    assert not client.exists(OTHER_QUEUE)
