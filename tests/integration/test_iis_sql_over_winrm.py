@@ -211,12 +211,14 @@ def test_iis_bindings_over_winrm(env: tuple[Any, RunspacePool, dict[str, str]]) 
         ]
         == "[2001:db8::1]:443:"
     )
-    assert (
-        ok(pool, "Set-WinCertIisBinding", **binding("Default Web Site", ec_thumb, "www.contoso.com", 1 | 16))[
-            0
-        ]["Outcome"]
-        == "created"
+    # the IP-specific [2001:db8::1]:443 mapping takes precedence over an SNI mapping on 443
+    fq, message = error(
+        pool, "Set-WinCertIisBinding", **binding("Default Web Site", ec_thumb, "www.contoso.com", 1 | 16)
     )
+    assert fq == "WinCert.SslMappingShadowed"
+    assert "for clients connecting to [2001:db8::1]" in message
+    sni = binding("Default Web Site", ec_thumb, "www.contoso.com", 1 | 16, AllowTakeover=True)
+    assert ok(pool, "Set-WinCertIisBinding", **sni)[0]["Outcome"] == "created"
     assert error(pool, "Set-WinCertIisBinding", **binding("Default Web Site", ec_thumb, "", 1))[0] == (
         "WinCert.InvalidSslFlags"
     )
