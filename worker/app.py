@@ -44,8 +44,8 @@ from producer import auth
 from producer.inventory_model import InventoryReader
 from producer.messages import TASK_NAME
 from producer.redis_connection import merge_celery_options
+from worker import broker_check, metrics, metrics_dir, redaction, untrusted
 from worker import logging as job_logging
-from worker import metrics, metrics_dir, redaction, untrusted
 from worker.credentials import CredentialResolver
 from worker.metrics_collectors import FleetCollector, QueueCollector, WorkerCollector, WorkerInfo
 from worker.remote.session import SessionFactory
@@ -194,6 +194,13 @@ def _on_celeryd_init(sender: Any = None, **_: Any) -> None:
             "prometheus-client was imported before worker.metrics_dir chose this worker's metrics"
             " directory: pool processes' job metrics will be missing from /metrics"
         )
+
+
+@celeryd_init.connect(dispatch_uid="wincert-broker-check")
+def _on_celeryd_init_check_broker(**_: Any) -> None:
+    settings = _active.get("settings")
+    if settings is not None:
+        broker_check.probe(settings)  # exits 2 naming WINCERT_BROKER_URL when Redis is unreachable
 
 
 def metrics_collectors(settings: WorkerSettings, info: WorkerInfo) -> list[Collector]:

@@ -171,6 +171,12 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         default=False,
         description="Run jobs that carry no valid producer MAC (development only; see docs/producers.md)",
     )
+    broker_startup_timeout_seconds: float = Field(
+        default=60,
+        gt=0,
+        allow_inf_nan=False,
+        description="At start, exit 2 if Redis does not answer within this many seconds",
+    )
     job_max_age_seconds: float = Field(
         default=86400,
         gt=0,

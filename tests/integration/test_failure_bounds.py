@@ -71,3 +71,23 @@ def test_unreachable_broker_fails_within_seconds(redis_url: str) -> None:
     result = invoke_cli(redis_url, ["result", JOB_ID], columns="300", WINCERT_BROKER_URL="redis://127.0.0.1:1/0")
     assert result.exit_code == 1, result.output
     assert "cannot reach Redis" in result.output and "WINCERT_BROKER_URL" in result.output
+
+
+@pytest.mark.parametrize("mismatch", ["unreachable", "tls-to-plain"])
+def test_worker_start_fails_within_its_bound_without_redis(redis_url: str, mismatch: str) -> None:
+    tls_to_plain = redis_url.replace("redis://", "rediss://", 1)
+    url = "redis://127.0.0.1:1/0" if mismatch == "unreachable" else tls_to_plain
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WINCERT_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(WINCERT_BROKER_URL=url, WINCERT_SECRET_KEYS=TEST_SECRET_KEYS, WINCERT_METRICS_PORT="0")
+    env["WINCERT_BROKER_STARTUP_TIMEOUT_SECONDS"] = "2"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "solo"],
+        cwd=project_root(), env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    assert "cannot reach Redis" in proc.stderr and "(WINCERT_BROKER_URL)" in proc.stderr
+    if mismatch == "tls-to-plain":
+        assert "must speak TLS" in proc.stderr
