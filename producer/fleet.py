@@ -108,19 +108,59 @@ class FleetTarget:
         return f"{self.host} {self.store['store_type']} {self.store['store_path']}"
 
 
-def _plain(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
-    """YAML node -> Python value, recording the line (1-based) of every path."""
-    lines[path] = node.start_mark.line + 1
+MAX_NODES = 200_000
+"""Most YAML values a fleet file may expand to, aliases counted at every use (a thousand hosts
+with a few stores each is far below; an alias bomb of kilobytes is millions)."""
+
+
+class _RefusedError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _plain(
+    node: yaml.Node,
+    path: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    budget: list[int] | None = None,
+    active: frozenset[int] = frozenset(),
+) -> Any:
+    """YAML node -> Python value, recording the line (1-based) of every path.
+
+    Raises:
+        _RefusedError: an alias that refers to itself, more than :data:`MAX_NODES` values once
+            aliases are expanded, a mapping key that is not a scalar, or a tag SafeLoader does
+            not construct (``!!python/...``) — each with its line.
+    """
+    budget = [MAX_NODES] if budget is None else budget
+    line = node.start_mark.line + 1
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _RefusedError(
+            line, f"the file expands to more than {MAX_NODES} values (YAML aliases are counted at each use)"
+        )
+    if id(node) in active:
+        raise _RefusedError(line, "a YAML alias refers to a value that contains it (a cycle)")
+    lines[path] = line
     if isinstance(node, yaml.MappingNode):
+        inner = active | {id(node)}
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _plain(key_node, (*path, "<key>"), lines)
-            out[key] = _plain(value_node, (*path, key), lines)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _RefusedError(key_node.start_mark.line + 1, "a mapping key must be a plain value")
+            key = _plain(key_node, (*path, "<key>"), lines, budget, inner)
+            out[key] = _plain(value_node, (*path, key), lines, budget, inner)
             lines[(*path, key)] = key_node.start_mark.line + 1  # errors point at the key
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_plain(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    return _SCALARS.construct_object(node)
+        inner = active | {id(node)}
+        return [_plain(item, (*path, i), lines, budget, inner) for i, item in enumerate(node.value)]
+    try:
+        return _SCALARS.construct_object(node)
+    except yaml.YAMLError as exc:
+        raise _RefusedError(line, f"cannot read this value: {getattr(exc, 'problem', None) or exc}") from None
 
 
 _SCALARS = yaml.SafeLoader("")
@@ -179,10 +219,17 @@ def load_fleet(path: str | Path) -> Fleet:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise FleetFileError(name, [(line, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    except RecursionError:
+        raise FleetFileError(name, [(None, "not a usable fleet file: values nested too deeply")]) from None
     if root is None:
         raise FleetFileError(name, [(None, "the file is empty; give 'groups:' with hosts")])
     lines: dict[tuple[Any, ...], int] = {}
-    data = _plain(root, (), lines)
+    try:
+        data = _plain(root, (), lines)
+    except _RefusedError as refused:
+        raise FleetFileError(name, [(refused.line, refused.message)]) from None
+    except RecursionError:
+        raise FleetFileError(name, [(None, "not a usable fleet file: values nested too deeply")]) from None
 
     def line_of(loc: tuple[Any, ...]) -> int | None:
         for end in range(len(loc), -1, -1):
