@@ -100,6 +100,7 @@ _FIELD_OPTIONS = {
     "signer.queue": "--signer-queue",
     "chain": "--chain",
     "request_job_id": "--request-job-id",
+    "check": "--check",
 }
 # Names in messages of whole-object errors (no field in the loc) -> the option to change.
 _MESSAGE_NAMES = {

@@ -57,6 +57,15 @@ from producer.client import (
     Client,
 )
 
+CheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--check",
+        help="Check mode (WinCert stores): report what the job would change on the host and change"
+        " nothing (result code ok: it would change; already_present/already_absent: it would not).",
+    ),
+]
+
 
 def add(
     target: TargetArg = None,
@@ -147,6 +156,7 @@ def add(
     fleet: FleetOpt = None,
     group: GroupOpt = None,
     limit: LimitOpt = None,
+    check: CheckOpt = False,
 ) -> None:
     """Submit a Management Add job: import a certificate into a store (and bind it for IISU/WinSQL).
 
@@ -241,6 +251,7 @@ def add(
         rewrap_legacy_pfx=rewrap_legacy_pfx,
         allow_takeover=allow_takeover,
         renewal_thumbprint=renewal_thumbprint,
+        **({"check": True} if check else {}),
     )
     placeholder = {"certificate": {"contents_plaintext": "-"}}
     output = _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet)
@@ -298,6 +309,7 @@ def remove(
     fleet: FleetOpt = None,
     group: GroupOpt = None,
     limit: LimitOpt = None,
+    check: CheckOpt = False,
 ) -> None:
     """Submit a Management Remove job: unbind (IISU, WinSQL) and delete a certificate.
 
@@ -327,7 +339,9 @@ def remove(
             )
     except UsageProblemError as exc:
         _fail(str(exc), ExitCode.USAGE)
-    fields = _job_fields("remove", job_id, alias=alias, entry_parameters=entry)
+    fields = _job_fields(
+        "remove", job_id, alias=alias, entry_parameters=entry, **({"check": True} if check else {})
+    )
     if fleet is not None:
         run_fleet(
             settings,

@@ -220,3 +220,36 @@ def test_live_wait_returns_the_result(redis_url: str, redis_client: redis.Redis)
     with Client(ProducerSettings(broker_url=redis_url)) as client:
         found = wait_for_result(client, job_id, 0.5, live=True)
     assert found.job_id == job_id and found.attempts == 2
+
+
+def test_check_mode_is_a_job_field_and_wincert_only(cli: Invoke, redis_client: redis.Redis) -> None:
+    thumb = "AB" * 20
+    ok = cli(
+        ["remove", "web01", "--store-path", "My", "--alias", thumb, "--credential", "ops", "--check", "-q"]
+    )
+    assert ok.exit_code == 0, ok.output
+    (message,) = queued(redis_client)
+    assert message["decoded"][0][0]["check"] is True
+    plain = cli(["remove", "web01", "--store-path", "Root", "--alias", thumb, "--credential", "ops", "-q"])
+    assert plain.exit_code == 0
+    assert "check" not in queued(redis_client)[1]["decoded"][0][0]  # the wire is unchanged without it
+    refused = cli(
+        [
+            "remove",
+            "web01",
+            "--store-type",
+            "WinSQL",
+            "--store-path",
+            "My",
+            "--alias",
+            thumb,
+            "--credential",
+            "ops",
+            "--check",
+        ]
+    )
+    assert refused.exit_code == 2
+    assert (
+        "error: check (--check): check mode covers WinCert stores in this version, not WinSQL"
+        in refused.output
+    )

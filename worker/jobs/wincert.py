@@ -180,10 +180,13 @@ _ADD_MESSAGES = {
 
 
 def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> Outcome:
-    """Import the certificate into ``LocalMachine\\<store path>``; idempotent (``already_present``)."""
+    """Import the certificate into ``LocalMachine\\<store path>``; idempotent (``already_present``).
+    With ``job.check``: only report what the import would do (:func:`check_add`)."""
     info = certificates.host_info(session)
     entry = job.entry
     provider = entry.provider_name if isinstance(entry, WinCertParameters) else None
+    if job.check:
+        return check_add(job, session, prepared, info, provider)
     imported = certificates.import_certificate(session, job, prepared, info, provider)
     code = ResultCode.ALREADY_PRESENT if imported.outcome == "already_present" else ResultCode.OK
     outcome = imported.outcome
@@ -196,7 +199,10 @@ def add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate) -> O
 
 
 def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
-    """Delete the certificate the alias (thumbprint) names; idempotent (``already_absent``)."""
+    """Delete the certificate the alias (thumbprint) names; idempotent (``already_absent``).
+    With ``job.check``: only report whether it would be deleted (:func:`check_remove`)."""
+    if job.check:
+        return check_remove(job, session)
     removed = certificates.remove_certificate(session, job.store.store_path, job.thumbprint, if_unused=False)
     if removed.outcome == "already_absent":
         return Outcome(
@@ -213,3 +219,68 @@ def remove(job: RemoveJob, session: RemoteSession) -> Outcome:
         removed.warnings,
         thumbprint=job.thumbprint,
     )
+
+
+# --- check mode: read the store, report what the job would do, change nothing -----------------
+
+
+def _present(session: RemoteSession, store_path: str, thumbprint: str) -> CertificateItem | None:
+    items, _warnings = inventory_items(session, store_path)  # Get-WinCertInventory: reads only
+    return next((item for item in items if item.thumbprint == thumbprint), None)
+
+
+def check_add(
+    job: AddJob,
+    session: RemoteSession,
+    prepared: PreparedCertificate,
+    info: certificates.HostInfo,
+    provider: str | None,
+) -> Outcome:
+    """What ``add`` would do, decided from the store's inventory with the same host checks as an
+    import (build, key storage provider); nothing is imported. ``ok``: it would change the store;
+    ``already_present``: nothing would change."""
+    parsed = certificates.for_host(prepared, job, info)
+    certificates.check_provider(info, provider, parsed.key_algorithm if parsed.has_private_key else None)
+    thumbprint, store = parsed.thumbprint, job.store.store_path
+    found = _present(session, store, thumbprint)
+    chain = (
+        f" and {len(parsed.chain_der)} chain certificate(s) to CA/Root"
+        if job.include_chain and parsed.chain_der
+        else ""
+    )
+    if found is None:
+        return Outcome(
+            Status.SUCCESS,
+            ResultCode.OK,
+            f"Check: would import certificate {thumbprint} into {store}{chain}; nothing changed.",
+            thumbprint=thumbprint,
+        )
+    if parsed.has_private_key and not found.has_private_key:
+        message = (
+            f"Check: would add the private key of certificate {thumbprint} in {store}{chain};"
+            " nothing changed."
+        )
+        return Outcome(Status.SUCCESS, ResultCode.OK, message, thumbprint=thumbprint)
+    if job.overwrite:
+        message = (
+            f"Check: would replace certificate {thumbprint} in {store} (overwrite){chain}; nothing changed."
+        )
+        return Outcome(Status.SUCCESS, ResultCode.OK, message, thumbprint=thumbprint)
+    message = f"Check: certificate {thumbprint} is already in {store}; the import would change nothing."
+    return Outcome(Status.SUCCESS, ResultCode.ALREADY_PRESENT, message, thumbprint=thumbprint)
+
+
+def check_remove(job: RemoveJob, session: RemoteSession) -> Outcome:
+    """Whether ``remove`` would delete the certificate (``ok``) or find it absent
+    (``already_absent``); nothing is deleted."""
+    store = job.store.store_path
+    found = _present(session, store, job.thumbprint)
+    if found is None:
+        message = f"Check: certificate {job.thumbprint} is not in {store}; the removal would change nothing."
+        return Outcome(Status.SUCCESS, ResultCode.ALREADY_ABSENT, message, thumbprint=job.thumbprint)
+    key = " and its private key" if found.has_private_key else ""
+    message = (
+        f"Check: would delete certificate {job.thumbprint} ({found.subject}){key} from {store};"
+        " nothing changed."
+    )
+    return Outcome(Status.SUCCESS, ResultCode.OK, message, thumbprint=job.thumbprint)
