@@ -322,7 +322,8 @@ def dead_replay(
                 return
             if not new_id:
                 dead_letters.clear_job_state(client.redis, job.job_id)
-            client.submit(job)
+            # a replay is a new submission: a fresh submitted_at, or a day-old job is job_too_old
+            client.submit(job.model_copy(update={"submitted_at": None}))
             dead_letters.record_replay(client.redis, letter, job.job_id)
             typer.echo(f"{what}; wait for it with: wincert result {job.job_id} --wait", err=True)
             typer.echo(str(job.job_id))
