@@ -8,6 +8,9 @@ re-validated with the job models before anything is replayed, and text is only e
 
 Replay (:func:`plan_replay`, :func:`replay`):
 
+* only dead letters of jobs a producer authenticated (:data:`REPLAYABLE_REASONS`) are replayed:
+  a raw queue entry the screen refused (``malformed_envelope``, ``unauthenticated``, ...) may
+  hold a valid-looking job anyone with Redis access pushed, and a replay would authenticate it;
 * a dead letter whose job does not validate cannot be replayed: an invalid job, or one whose
   secrets (sealed passwords, certificate files) were removed when it was dead-lettered —
   submit it again from its source;
@@ -190,9 +193,25 @@ def queued_or_delivered(client: redis.Redis, queue: str, job_id: str, scan: int 
     return any(needle in _text(m, MAX_JOB_BYTES) for _, m in client.hscan_iter("unacked", count=1000))
 
 
+REPLAYABLE_REASONS = frozenset({"invalid_job", "job_too_old", "max_deliveries", "slot_deadline"})
+"""Dead-letter reasons the worker gives only to a job whose message a producer authenticated
+(``worker/tasks.py``). Every other reason (``malformed_envelope``, ``unauthenticated``,
+``bad_signature``, ``unknown_task``, ...) is a raw queue entry nobody authenticated: replaying
+its content would sign it with this producer's key, so anyone able to LPUSH a bare job onto the
+queue could have an operator's replay run it."""
+
+
 def plan_replay(client: redis.Redis, letter: DeadLetter, queue: str) -> ReplayPlan:
     """Decide whether and how ``letter`` can be replayed (see the module docstring); ``queue``
     is the queue the job would go to."""
+    if letter.reason not in REPLAYABLE_REASONS:
+        return ReplayPlan(
+            None,
+            False,
+            f"its reason {letter.reason!r} means the queue entry was never an authenticated job"
+            " (only dead letters of reason " + ", ".join(sorted(REPLAYABLE_REASONS)) + " are"
+            " replayed); if the job is wanted, submit it from its source",
+        )
     data = letter.job_data
     if data is None:
         return ReplayPlan(None, False, "the dead letter holds no readable job; resubmit it from its source")

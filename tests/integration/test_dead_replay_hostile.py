@@ -1,0 +1,50 @@
+"""``wincert dead replay`` never authenticates what nobody authenticated: a bare job pushed onto
+the queue (no envelope, no MAC) is dead-lettered by the worker's screen with its content; before
+the fix a replay of that dead letter submitted the job signed with the operator's key."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import redis
+
+from producer import auth
+from producer.secrets import generate_key
+from tests.unit.cli_support import invoke_cli, queued
+from worker.untrusted import Screen
+
+
+def _remove_job() -> dict[str, Any]:
+    return {
+        "job_type": "remove",
+        "job_id": str(uuid.uuid4()),
+        "store": {
+            "store_type": "WinCert",
+            "client_machine": "dc01.contoso.com",
+            "store_path": "Root",
+            "credential": {"kind": "named", "name": "domain-admins"},
+        },
+        "alias": "0123456789ABCDEF0123456789ABCDEF01234567",
+    }
+
+
+def test_a_raw_entry_the_screen_refused_is_never_replayed(redis_url: str, redis_client: Any) -> None:
+    key = generate_key()
+    job = _remove_job()
+    raw = json.dumps(job)  # LPUSH wincert '<a job>': no envelope, no MAC
+    screen = Screen(
+        mac_keys=auth.mac_keys(key),
+        tasks={},
+        connect=lambda: redis.Redis.from_url(redis_url),
+        max_bytes=1 << 20,
+        maxlen=1000,
+    )
+    assert screen.screen(raw.encode(), "wincert") is None  # refused and dead-lettered by the worker's code
+    letter = redis_client.xrevrange("wincert:dead", count=1)[0]
+    entry = letter[0]
+    out = invoke_cli(redis_url, ["dead", "replay", entry, "--new-id"], columns="250", WINCERT_SECRET_KEYS=key)
+    assert out.exit_code == 4, out.output
+    assert "never an authenticated job" in out.stderr
+    assert queued(redis_client) == []
