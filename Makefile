@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv redis-server redis-sentinel kubectl prometheus rules bench clean system-packages node node-deps
+.PHONY: demo test lint typecheck unit venv redis-server redis-sentinel kubectl prometheus rules bench clean system-packages node node-deps schemas
 
 # apt before pip: the gssapi and krb5 wheels build against libkrb5-dev (krb5-config).
 $(STAMP): pyproject.toml | system-packages
@@ -114,6 +114,13 @@ examples/node/node_modules/.package-lock.json: examples/node/package-lock.json |
 	cd examples/node && npm ci --no-audit --no-fund --loglevel=error
 
 node-deps: tests/node/node_modules/.package-lock.json examples/node/node_modules/.package-lock.json
+
+# Regenerate the committed schemas after changing the job/result models (tests keep them in step;
+# a changed job rule also needs producer/schema.py and the corpus in tests/fixtures/schema-corpus)
+schemas: $(STAMP)
+	$(VENV)/bin/wincert schema > schema/job.schema.json
+	$(VENV)/bin/wincert schema result > schema/result.schema.json
+	$(VENV)/bin/wincert intake --openapi > schema/intake.openapi.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

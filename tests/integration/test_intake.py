@@ -249,7 +249,7 @@ def test_openapi_is_served_and_committed(intake: Running) -> None:
     committed = (REPO / "schema" / "intake.openapi.json").read_text(encoding="utf-8")
     assert json.loads(committed) == served
     app = create_app(IntakeSettings(tokens=SecretStr("x" * 32)), ProducerSettings())
-    assert committed == openapi_text(app), "run: wincert intake --openapi > schema/intake.openapi.json"
+    assert committed == openapi_text(app), "the job/result models changed: run `make schemas`"
     assert set(served["paths"]) == {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/results"}
 
 

@@ -60,10 +60,10 @@ def test_schema_files_are_current() -> None:
     job_file, result_file = REPO / "schema" / "job.schema.json", REPO / "schema" / "result.schema.json"
     assert job_file.read_text(encoding="utf-8") == schema_text(job_schema()), (
         "the job models changed: update producer/schema.py if a rule changed, then run"
-        " `wincert schema > schema/job.schema.json`"
+        " `make schemas`"
     )
     assert result_file.read_text(encoding="utf-8") == schema_text(result_schema()), (
-        "JobResult changed: run `wincert schema result > schema/result.schema.json`"
+        "JobResult changed: run `make schemas` (wincert schema result > schema/result.schema.json)"
     )
 
 
