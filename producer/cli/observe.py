@@ -7,11 +7,13 @@ All of it is untrusted text: it is validated before use and printed as text, nev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from celery import Celery
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -36,11 +38,20 @@ dead_app = typer.Typer(
 )
 
 
-def _table(*columns: str) -> Table:
+def _print_table(console: Console, columns: tuple[str, ...], rows: Sequence[tuple[Text, ...]]) -> None:
+    """A table on a terminal; on plain output (stdout not a terminal, README "Scripting the
+    CLI") tab-separated rows under a header row, never wrapped (tabs and newlines in values
+    become spaces)."""
+    if console.soft_wrap:
+        for cells in (columns, *(tuple(cell.plain for cell in row) for row in rows)):
+            console.file.write("\t".join(" ".join(c.split()) for c in cells) + "\n")
+        return
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2))
     for column in columns:
         table.add_column(column, overflow="fold")
-    return table
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _int(value: Any) -> int:
@@ -143,10 +154,11 @@ def status(
         console.print(Text(f"dead letters: {dead['count']}{newest} (wincert dead list)"))
         console.print(Text(f"hosts with slots in use: {data['hosts']['busy']}"))
         if data["hosts"]["busiest"]:
-            table = _table("Host", "Slots in use")
-            for row in data["hosts"]["busiest"]:
-                table.add_row(Text(row["host"]), Text(str(row["slots_in_use"])))
-            console.print(table)
+            _print_table(
+                console,
+                ("Host", "Slots in use"),
+                [(Text(row["host"]), Text(str(row["slots_in_use"]))) for row in data["hosts"]["busiest"]],
+            )
 
     _run(show, settings)
 
@@ -202,21 +214,30 @@ def expiring(
         if not rows:
             console.print(Text(f"no certificate in the inventory state expires within {within}"))
             return
-        table = _table(
-            "Not after (UTC)", "Days left", "Host", "Store type", "Store path", "Subject CN", "Thumbprint"
+        columns = (
+            "Not after (UTC)",
+            "Days left",
+            "Host",
+            "Store type",
+            "Store path",
+            "Subject CN",
+            "Thumbprint",
         )
+        cells = []
         for r in rows:
             days = (r.not_after - now).total_seconds() / 86400
-            table.add_row(
-                Text(r.not_after.strftime("%Y-%m-%d %H:%M")),
-                Text(f"{days:.1f}", style="bold red" if days < 7 else ("yellow" if days < 14 else "")),
-                Text(r.host),
-                Text(r.store_type),
-                Text(r.store_path),
-                Text(r.subject_cn),
-                Text(r.thumbprint),
+            cells.append(
+                (
+                    Text(r.not_after.strftime("%Y-%m-%d %H:%M")),
+                    Text(f"{days:.1f}", style="bold red" if days < 7 else ("yellow" if days < 14 else "")),
+                    Text(r.host),
+                    Text(r.store_type),
+                    Text(r.store_path),
+                    Text(r.subject_cn),
+                    Text(r.thumbprint),
+                )
             )
-        console.print(table)
+        _print_table(console, columns, cells)
 
     _run(show, settings)
 
@@ -247,22 +268,24 @@ def dead_list(
         if not letters:
             console.print(Text("no dead letters"))
             return
-        table = _table("Entry", "At", "Job id", "Reason", "Code", "Job", "Store", "Message")
+        cells = []
         for letter in letters:
             s = letter.summary()
             store = " ".join(x for x in (s["store_type"], s["client_machine"], s["store_path"]) if x)
             replayed = f" [replayed as {letter.replayed}]" if letter.replayed else ""
-            table.add_row(
-                Text(letter.entry_id),
-                Text(letter.at[:19]),
-                Text(letter.job_id),
-                Text(letter.reason),
-                Text(letter.code),
-                Text(s["job_type"]),
-                Text(store),
-                Text(letter.message[:300] + replayed),
+            cells.append(
+                (
+                    Text(letter.entry_id),
+                    Text(letter.at[:19]),
+                    Text(letter.job_id),
+                    Text(letter.reason),
+                    Text(letter.code),
+                    Text(s["job_type"]),
+                    Text(store),
+                    Text(letter.message[:300] + replayed),
+                )
             )
-        console.print(table)
+        _print_table(console, ("Entry", "At", "Job id", "Reason", "Code", "Job", "Store", "Message"), cells)
 
     _run(show, settings)
 

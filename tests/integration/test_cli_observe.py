@@ -190,3 +190,42 @@ def test_producer_key_names_match_the_workers() -> None:
     assert f"{dead_letters.JOB_STATE_PREFIX}{job_id}" == state.key
     assert f"{dead_letters.JOB_STATE_PREFIX}{job_id}:result" == state.result_key
     assert dead_letters.SLOT_KEY.format(host="web01") == holders_key("web01")
+
+
+def test_piped_output_is_tab_separated_rows_never_wrapped(redis_url: str, redis_client: Any) -> None:
+    """README "Scripting the CLI": stdout not a terminal and COLUMNS unset -> plain lines,
+    tables as tab-separated rows under a header row, whatever the width of the values."""
+    cert = make_cert("a-rather-long-common-name.web.contoso.com", NOW + timedelta(days=3))
+    state = InventoryState(redis_client)
+    state.record_inventory(
+        StoreRef(store_type="WinCert", client_machine="web01.contoso.com", store_path="My"),  # type: ignore[arg-type]
+        [item(cert)],
+        NOW,
+    )
+    far = int((datetime.now(UTC) + timedelta(minutes=5)).timestamp() * 1000)
+    redis_client.zadd("wincert:sem:{web01.contoso.com}:holders", {"a": far})
+    job = inventory_job()
+    write_dead(redis_client, job, message="a message\twith a tab\nand a line break" + " that goes on" * 20)
+
+    expiring = invoke_cli(redis_url, ["expiring", "--within", "30d"], columns="")
+    assert expiring.exit_code == 0, expiring.output
+    lines = expiring.stdout.splitlines()
+    assert lines[0].split("\t") == [
+        "Not after (UTC)", "Days left", "Host", "Store type", "Store path", "Subject CN", "Thumbprint"
+    ]
+    fields = lines[1].split("\t")
+    assert len(lines) == 2 and fields[2:] == [
+        "web01.contoso.com", "WinCert", "My", "a-rather-long-common-name.web.contoso.com", thumb(cert)
+    ]
+
+    status = invoke_cli(redis_url, ["status", "--ping-timeout", "0.2"], columns="")
+    assert status.exit_code == 0, status.output
+    assert status.stdout.splitlines()[-2:] == ["Host\tSlots in use", "web01.contoso.com\t1"]
+
+    dead = invoke_cli(redis_url, ["dead", "list"], columns="")
+    assert dead.exit_code == 0, dead.output
+    rows = [line.split("\t") for line in dead.stdout.splitlines()]
+    assert len(rows) == 2
+    assert rows[0] == ["Entry", "At", "Job id", "Reason", "Code", "Job", "Store", "Message"]
+    assert rows[1][2] == job["job_id"] and rows[1][3] == "max_deliveries"
+    assert rows[1][7].startswith("a message with a tab and a line break that goes on that")
