@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
+from producer import auth
 from producer.messages import DEAD_LETTER_STREAM, AnyJob, JobResult, Status, parse_job
 
 REPLAYED_KEY = f"{DEAD_LETTER_STREAM}:replayed"
@@ -73,6 +75,7 @@ class DeadLetter:
     at: str
     job_json: str
     replayed: str = ""
+    job_mac: str = ""
 
     @property
     def job_data(self) -> Any:
@@ -128,6 +131,7 @@ def _letter(entry_id: Any, fields: Any, replayed: dict[str, str]) -> DeadLetter:
         at=_text(get.get("at"), 40),
         job_json=_text(get.get("job"), MAX_JOB_BYTES + 1),
         replayed=_text(replayed.get(eid, ""), 200),
+        job_mac=_text(get.get("job_mac"), 80),
     )
 
 
@@ -193,6 +197,18 @@ def queued_or_delivered(client: redis.Redis, queue: str, job_id: str, scan: int 
     return any(needle in _text(m, MAX_JOB_BYTES) for _, m in client.hscan_iter("unacked", count=1000))
 
 
+DEAD_LETTER_MAC_TASK = "wincert.dead-letter"
+"""The ``task`` part of a dead letter's MAC (:func:`dead_letter_mac`; domain separation)."""
+
+
+def dead_letter_mac(keys: Sequence[bytes], reason: str, job_id: str, job_json: str) -> str:
+    """The ``job_mac`` field a worker writes on the dead letter of an authenticated job:
+    :func:`producer.auth.sign` over ``job_json`` (the stored, redacted job text) with task
+    ``wincert.dead-letter:<reason>`` and id ``job_id``. Raises :class:`producer.auth.AuthError`
+    when ``reason`` or ``job_id`` holds a newline."""
+    return auth.sign(keys, f"{DEAD_LETTER_MAC_TASK}:{reason}", job_id, None, job_json.encode("utf-8"))
+
+
 REPLAYABLE_REASONS = frozenset({"invalid_job", "job_too_old", "max_deliveries", "slot_deadline"})
 """Dead-letter reasons the worker gives only to a job whose message a producer authenticated
 (``worker/tasks.py``). Every other reason (``malformed_envelope``, ``unauthenticated``,
@@ -201,9 +217,13 @@ its content would sign it with this producer's key, so anyone able to LPUSH a ba
 queue could have an operator's replay run it."""
 
 
-def plan_replay(client: redis.Redis, letter: DeadLetter, queue: str) -> ReplayPlan:
+def plan_replay(
+    client: redis.Redis, letter: DeadLetter, queue: str, keys: Sequence[bytes] | None = None
+) -> ReplayPlan:
     """Decide whether and how ``letter`` can be replayed (see the module docstring); ``queue``
-    is the queue the job would go to."""
+    is the queue the job would go to. With ``keys`` (the producer's MAC keys, which will sign
+    the replayed job) the letter's ``job_mac`` must verify: the dead-letter stream is writable
+    by anyone with Redis access, and a forged entry must not become an authenticated job."""
     if letter.reason not in REPLAYABLE_REASONS:
         return ReplayPlan(
             None,
@@ -211,6 +231,21 @@ def plan_replay(client: redis.Redis, letter: DeadLetter, queue: str) -> ReplayPl
             f"its reason {letter.reason!r} means the queue entry was never an authenticated job"
             " (only dead letters of reason " + ", ".join(sorted(REPLAYABLE_REASONS)) + " are"
             " replayed); if the job is wanted, submit it from its source",
+        )
+    if keys is not None and not auth.verify(
+        keys,
+        letter.job_mac,
+        f"{DEAD_LETTER_MAC_TASK}:{letter.reason}",
+        letter.job_id,
+        None,
+        letter.job_json.encode("utf-8", "surrogateescape"),
+    ):
+        return ReplayPlan(
+            None,
+            False,
+            "its job_mac does not verify with WINCERT_SECRET_KEYS: a worker holding the key did not"
+            " write this dead letter (written into Redis by someone else, changed, or older than"
+            " dead-letter MACs); submit the job from its source",
         )
     data = letter.job_data
     if data is None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from producer.codes import ResultCode
+from producer.dead_letters import dead_letter_mac
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, JobResult, JobType, Status
 from worker import redaction
 
@@ -134,8 +135,13 @@ def dead_letter(
     envelope_id: str | None = None,
     queue: str | None = None,
     secrets: Iterable[str] = (),
+    mac_keys: Sequence[bytes] | None = None,
 ) -> str:
     """XADD a dead letter (secrets redacted, bounded) to the dead-letter stream; return its id.
+
+    ``mac_keys`` (:func:`producer.auth.mac_keys`): give them only for a job whose message a
+    producer authenticated; the entry then carries ``job_mac``
+    (:func:`producer.dead_letters.dead_letter_mac`) and ``wincert dead replay`` accepts it.
 
     ``reason``: ``invalid_job``, ``max_deliveries``, ``slot_deadline``, or one of the raw
     message reasons of :mod:`worker.untrusted` (``malformed_envelope``, ``unauthenticated``, ...).
@@ -164,6 +170,8 @@ def dead_letter(
         "queue": (queue or "")[:256],
         "truncated": "1" if truncated else "0",
     }
+    if mac_keys:
+        fields["job_mac"] = dead_letter_mac(mac_keys, reason, fields["job_id"], job_json)
     entry: Any = client.xadd(DEAD_LETTER_STREAM, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 

@@ -39,6 +39,7 @@ from celery.signals import task_failure, worker_process_shutdown, worker_shutdow
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 
+from producer import auth
 from producer.codes import ResultCode
 from producer.messages import TASK_NAME, AnyJob, JobResult, JobType, Status, StoreRef, parse_job
 from worker import inventory_state, jobs, journal, metrics, results, signing
@@ -367,6 +368,8 @@ def _dead(
         attempts=result.attempts,
         worker=task.request.hostname,
         maxlen=rt.settings.dead_letter_stream_maxlen,
+        # the screen let this message through: a producer authenticated it (replayable)
+        mac_keys=auth.mac_keys(keys) if (keys := rt.settings.secret_keys_text) else None,
     )
     metrics.DEAD_LETTERED.labels(reason=reason).inc()
     log.error("job dead-lettered (%s): %s", reason, result.message)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from producer import dead_letters
+from producer import auth, dead_letters
 from producer.cli.base import ExitCode, _console, _fail, _load_settings, _print_json, _run
 from producer.client import Client
 from producer.inventory_model import InventoryReader, parse_within
@@ -319,7 +319,12 @@ def dead_replay(
                     f"ID: no dead letter {ident!r} (give an entry id from wincert dead list, or a job id)",
                     ExitCode.USAGE,
                 )
-            plan = dead_letters.plan_replay(client.redis, letter, settings.queue)
+            keys = (
+                auth.mac_keys(settings.secret_keys.get_secret_value())
+                if settings.secret_keys is not None and settings.has_secret_keys
+                else None
+            )
+            plan = dead_letters.plan_replay(client.redis, letter, settings.queue, keys)
             if plan.job is None:
                 _fail(f"dead letter {letter.entry_id} cannot be replayed: {plan.reason}", ExitCode.FAILURE)
             job = plan.job

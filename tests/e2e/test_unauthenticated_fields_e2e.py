@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from producer import Client
+from producer import Client, auth, dead_letters
+from producer.secrets import generate_key
 from simulator.config import HostConfig
 from tests.e2e.conftest import Stack, start_stack
 from tests.e2e.test_raw_messages_e2e import Builder, _job
@@ -72,3 +73,23 @@ def test_a_retry_goes_back_to_its_own_queue_and_the_result_is_stored(rstack: Sta
         assert producer.task_state(task_id) == "SUCCESS"  # in the result backend, not only the stream
     assert client.llen(OTHER_QUEUE) == 0
     assert not client.exists(OTHER_QUEUE)
+
+
+def test_the_workers_dead_letter_of_an_authenticated_job_carries_its_mac(rstack: Stack) -> None:
+    """``wincert dead replay`` accepts only dead letters a worker holding the key wrote
+    (``job_mac``); a real worker writes it for an authenticated job (here: job_too_old)."""
+    client = redis.Redis.from_url(rstack.redis_url, decode_responses=True)
+    job = {**_job(rstack), "submitted_at": "2020-01-01T00:00:00Z"}
+    raw, task_id = Builder(rstack).envelope(task_id=job["job_id"], body=Builder(rstack).body([job]))
+    client.lpush(rstack.queue, raw)
+
+    def letter() -> dead_letters.DeadLetter | None:
+        return dead_letters.find_dead_letter(client, task_id, scan=1000)
+
+    wait_for(lambda: letter() is not None, 60, "the job_too_old dead letter")
+    found = letter()
+    assert found is not None and found.reason == "job_too_old" and found.job_mac.startswith("v1:")
+    plan = dead_letters.plan_replay(client, found, rstack.queue, auth.mac_keys(rstack.secret_keys))
+    assert plan.job is not None and str(plan.job.job_id) == task_id
+    other = dead_letters.plan_replay(client, found, rstack.queue, auth.mac_keys(generate_key()))
+    assert other.job is None and "job_mac does not verify" in other.reason

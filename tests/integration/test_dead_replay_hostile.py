@@ -11,8 +11,10 @@ from typing import Any
 import redis
 
 from producer import auth
+from producer.codes import ResultCode
 from producer.secrets import generate_key
 from tests.unit.cli_support import invoke_cli, queued
+from worker.results import dead_letter
 from worker.untrusted import Screen
 
 
@@ -48,3 +50,55 @@ def test_a_raw_entry_the_screen_refused_is_never_replayed(redis_url: str, redis_
     assert out.exit_code == 4, out.output
     assert "never an authenticated job" in out.stderr
     assert queued(redis_client) == []
+
+
+def test_a_forged_dead_letter_is_not_replayed_and_a_workers_is(redis_url: str, redis_client: Any) -> None:
+    """The dead-letter stream is writable by anyone with Redis access: an entry with a replayable
+    reason must still carry the MAC a worker holding the key writes (worker.results.dead_letter
+    with mac_keys, as worker.tasks does for authenticated jobs)."""
+    key = generate_key()
+    forged_job = _remove_job()
+    forged = redis_client.xadd(
+        "wincert:dead",
+        {
+            "job": json.dumps(forged_job),
+            "job_id": forged_job["job_id"],
+            "reason": "max_deliveries",
+            "code": "x",
+        },
+    )
+    out = invoke_cli(
+        redis_url, ["dead", "replay", forged, "--new-id"], columns="250", WINCERT_SECRET_KEYS=key
+    )
+    assert out.exit_code == 4, out.output
+    assert "job_mac does not verify" in out.stderr and queued(redis_client) == []
+    # the same with a MAC made by a worker holding another key
+    other = dead_letter(
+        redis_client,
+        job=forged_job,
+        reason="max_deliveries",
+        code=ResultCode.INTERNAL_ERROR,
+        message="m",
+        attempts=6,
+        worker="w",
+        maxlen=1000,
+        mac_keys=auth.mac_keys(generate_key()),
+    )
+    out = invoke_cli(redis_url, ["dead", "replay", other, "--new-id"], columns="250", WINCERT_SECRET_KEYS=key)
+    assert out.exit_code == 4 and queued(redis_client) == []
+    # a dead letter the worker wrote with the shared key is replayed
+    job = _remove_job()
+    genuine = dead_letter(
+        redis_client,
+        job=job,
+        reason="max_deliveries",
+        code=ResultCode.INTERNAL_ERROR,
+        message="m",
+        attempts=6,
+        worker="w",
+        maxlen=1000,
+        mac_keys=auth.mac_keys(key),
+    )
+    out = invoke_cli(redis_url, ["dead", "replay", genuine], columns="250", WINCERT_SECRET_KEYS=key)
+    assert out.exit_code == 0, out.output
+    assert [m["headers"]["id"] for m in queued(redis_client)] == [job["job_id"]]
