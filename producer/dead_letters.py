@@ -29,6 +29,7 @@ Replays are recorded in the hash :data:`REPLAYED_KEY` (stream entry id → ``<jo
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,6 +155,10 @@ def read_dead_letters(client: redis.Redis, count: int = 50, reason: str | None =
     return letters[:count]
 
 
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+"""A Redis stream entry id, ``<milliseconds>-<sequence>``."""
+
+
 def find_dead_letter(client: redis.Redis, ident: str, scan: int = 100_000) -> DeadLetter | None:
     """The dead letter with stream entry id ``ident`` (``1765100000000-0``), or the newest one
     of job id ``ident`` (a UUID) among the last ``scan`` entries."""
@@ -164,6 +169,8 @@ def find_dead_letter(client: redis.Redis, ident: str, scan: int = 100_000) -> De
     except ValueError:
         wanted = ""
     if not wanted:
+        if not _STREAM_ID.fullmatch(ident):  # Redis refuses anything else with an error
+            return None
         found: Any = client.xrange(DEAD_LETTER_STREAM, min=ident, max=ident, count=1)
         return _letter(found[0][0], found[0][1], replayed) if found else None
     for letter in read_dead_letters(client, count=scan):

@@ -229,3 +229,12 @@ def test_piped_output_is_tab_separated_rows_never_wrapped(redis_url: str, redis_
     assert rows[0] == ["Entry", "At", "Job id", "Reason", "Code", "Job", "Store", "Message"]
     assert rows[1][2] == job["job_id"] and rows[1][3] == "max_deliveries"
     assert rows[1][7].startswith("a message with a tab and a line break that goes on that")
+
+
+def test_replay_of_an_id_that_is_no_stream_id_is_a_usage_error(redis_url: str, redis_client: Any) -> None:
+    """Redis refuses a malformed stream id with an error; the CLI says what ID takes (exit 2)."""
+    write_dead(redis_client, inventory_job())
+    for ident in ("bogus", "1-x", "1765100000000-0 x", "web01"):
+        out = run(redis_url, "dead", "replay", ident, "--dry-run")
+        assert out.exit_code == 2, out.output
+        assert f"no dead letter {ident!r}" in out.output and "Traceback" not in out.output
