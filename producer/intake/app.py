@@ -16,10 +16,11 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kombu.exceptions import DecodeError
 from pydantic import BaseModel, Field, ValidationError
 from redis.exceptions import RedisError
 
-from producer.client import Client, PlaintextSecretRefusedError
+from producer.client import Client, PlaintextSecretRefusedError, ResultFormatError, TaskFailedError
 from producer.intake.settings import IntakeSettings
 from producer.messages import RESULTS_STREAM, Job, JobResult
 from producer.progress import Phase, job_progress
@@ -208,11 +209,24 @@ def create_app(intake: IntakeSettings | None = None, producer: ProducerSettings 
             raise
         return Accepted(job_id=prepared.job_id, status_url=url, replayed=False)
 
-    @app.get("/v1/jobs/{job_id}", dependencies=[Depends(authorized)], responses={404: {"model": Problem}})
+    @app.get(
+        "/v1/jobs/{job_id}",
+        dependencies=[Depends(authorized)],
+        responses={404: {"model": Problem}, 502: {"model": Problem}},
+    )
     def job_status(job_id: uuid.UUID) -> JobStatus:
         """The job's result once it finished, else its state. 404 for an id this intake never
-        accepted and no worker has seen."""
-        found = client.result(job_id)
+        accepted and no worker has seen; 502 when what Redis holds for the job is not a result
+        (the task raised, or the stored value is not a JobResult)."""
+        try:
+            found = client.result(job_id)
+        except (TaskFailedError, ResultFormatError, DecodeError) as exc:
+            # read from Redis, hence untrusted: the reason by type only, never the stored text
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY,
+                f"job {job_id} has no readable result ({type(exc).__name__}); see the worker log"
+                " for this job id",
+            ) from None
         if found is not None:
             return JobStatus(job_id=job_id, state="finished", attempts=found.attempts, result=found)
         progress = job_progress(client.redis, job_id, client.task_state(job_id))
