@@ -132,10 +132,11 @@ class Runtime:
                     pool.budget = ShellBudget(self._limiter, pool.idle_seconds)
             return self._limiter
 
-    def idle_tokens(self, host: str) -> tuple[str, ...]:
-        """This process's idle sessions to ``host`` (their slot tokens), for ``acquire``."""
+    def idle_tokens(self, host: str, store: StoreRef) -> tuple[str, ...]:
+        """This process's idle sessions to ``host`` a job for ``store`` could use (their slot
+        tokens), for ``acquire``."""
         pool = getattr(self.session_factory, "pool", None)
-        return pool.idle_tokens(host) if isinstance(pool, SessionPool) else ()
+        return pool.idle_tokens(host, store) if isinstance(pool, SessionPool) else ()
 
     @property
     def credentials(self) -> CredentialResolver:
@@ -507,7 +508,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         settings.limit_for(host),
         block,
         settings.slot_waiters_for(host),
-        idle_tokens=lambda: rt.idle_tokens(host),
+        idle_tokens=lambda: rt.idle_tokens(host, parsed.store),
     )
     if acquired.outcome is not SlotOutcome.GRANTED:
         if delivery.waited_seconds >= settings.slot_wait_deadline_seconds:

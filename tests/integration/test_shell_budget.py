@@ -87,7 +87,7 @@ def _run_with_slot(
     assert factory.pool is not None
     pool = factory.pool
     acquired = limiter.wait_for_slot(
-        HOST, job_id, limit, block, 2, idle_tokens=lambda: pool.idle_tokens(HOST)
+        HOST, job_id, limit, block, 2, idle_tokens=lambda: pool.idle_tokens(HOST, job.store)
     )
     assert acquired.outcome is Outcome.GRANTED
     with limiter.lease(HOST, job_id, acquired.reused):
@@ -105,6 +105,10 @@ def test_an_idle_session_keeps_its_jobs_slot_and_the_next_job_takes_it_over(
     (token,) = limiter.holders(HOST)  # the job's slot now belongs to its idle session
     assert token.startswith("idle:") and factory.pool.idle_tokens(HOST) == (token,)
     assert host.stats.shells_open == 1
+    # offered to take over only for jobs the session could serve (port, protocol, auth, endpoint)
+    store = _job(host).store
+    assert factory.pool.idle_tokens(HOST, store) == (token,)
+    assert factory.pool.idle_tokens(HOST, store.model_copy(update={"jea_endpoint": "Other"})) == ()
 
     assert _run_with_slot(limiter, factory, host) == token  # reused: no new slot, no new shell
     assert list(limiter.holders(HOST)) == [token]

@@ -395,11 +395,16 @@ class SessionPool:
                 self.budget.release(entry.host, entry.token)
         return bool(entries)
 
-    def idle_tokens(self, host: str) -> tuple[str, ...]:
-        """Tokens of this process's idle sessions to ``host`` (newest first), for ``acquire``."""
+    def idle_tokens(self, host: str, store: StoreRef | None = None) -> tuple[str, ...]:
+        """Tokens of this process's idle sessions to ``host`` (newest first), for ``acquire``;
+        with ``store``, only sessions a job for it could use (same port, protocol, auth and JEA
+        endpoint; the credential is checked at checkout), so taking over a slot never closes a
+        session another job could have used."""
         with self._lock:
             return tuple(
-                e.token for e in reversed(self._idle.values()) if e.host == host and e.token is not None
+                e.token
+                for e in reversed(self._idle.values())
+                if e.host == host and e.token is not None and (store is None or _may_serve(e.key, store))
             )
 
     # --- introspection (tests, bench, logs) ----------------------------------------------------
@@ -575,6 +580,16 @@ class SessionPool:
         self._doomed = []
         self._out = {}
         self._reaper = None
+
+
+def _may_serve(key: SessionKey, store: StoreRef) -> bool:
+    """Whether a session with ``key`` could serve a job for ``store`` (all but the credential)."""
+    return (
+        key.port == store.effective_port
+        and key.protocol == store.protocol.value
+        and key.auth == store.auth.value
+        and key.jea_endpoint == store.jea_endpoint
+    )
 
 
 def _close_quietly(session: PooledSession) -> None:
