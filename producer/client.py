@@ -101,7 +101,9 @@ class ResultTimeoutError(ProducerError, TimeoutError):
         self.timeout = timeout
         super().__init__(
             f"no result for job {job_id} after {timeout:g} s; it may still be queued or running."
-            f" Check later with `wincert result {job_id}` (or `--wait --timeout SECONDS`)"
+            f" Check later with `wincert result {job_id}` (or `--wait --timeout SECONDS`); `wincert status`"
+            " shows the queue and the workers online, and a message the workers refused (not"
+            " authenticated with WINCERT_SECRET_KEYS, malformed) is in `wincert dead list`"
         )
 
 

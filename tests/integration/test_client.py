@@ -430,7 +430,9 @@ def test_wait_times_out_naming_the_job_and_the_follow_up(client: Client) -> None
     assert isinstance(info.value, TimeoutError)
     assert str(info.value) == (
         f"no result for job {job_id} after 0.3 s; it may still be queued or running. Check later"
-        f" with `wincert result {job_id}` (or `--wait --timeout SECONDS`)"
+        f" with `wincert result {job_id}` (or `--wait --timeout SECONDS`); `wincert status` shows the"
+        " queue and the workers online, and a message the workers refused (not authenticated with"
+        " WINCERT_SECRET_KEYS, malformed) is in `wincert dead list`"
     )
 
 
