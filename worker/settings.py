@@ -351,6 +351,13 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
                 f" {ENV_PREFIX}OPERATION_TIMEOUT ({self.operation_timeout}): the host answers a"
                 " Receive only after the operation timeout"
             )
+        if self.job_max_age_seconds > self.result_expires:
+            problems.append(
+                f"{ENV_PREFIX}JOB_MAX_AGE_SECONDS ({self.job_max_age_seconds:g}) must not exceed"
+                f" {ENV_PREFIX}RESULT_EXPIRES ({self.result_expires}): a captured job replayed after its"
+                " stored result expired and before it is too old would run again; lower the max age"
+                " or keep results longer"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -68,3 +68,12 @@ def test_verified_message_passes_and_any_change_is_caught() -> None:
 
 def test_kombu_still_has_the_shape_the_screen_replaces() -> None:
     check_compatible()
+
+
+def test_a_job_max_age_past_the_result_expiry_is_refused_naming_both() -> None:
+    # replay protection has no gap only when a job is too old before its stored result expires
+    expected = r"JOB_MAX_AGE_SECONDS \(86400\) must not exceed.*RESULT_EXPIRES \(3600\)"
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(metrics_port=0, result_expires=3600)
+    shorter = load_settings(metrics_port=0, result_expires=3600, job_max_age_seconds=3600)
+    assert shorter.job_max_age_seconds == 3600
