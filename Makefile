@@ -27,7 +27,7 @@ redis-server:
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "redis-server not found: installing it with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq redis-server >/dev/null; \
 	  else \
 	    echo "redis-server is required. Install it: sudo apt-get install redis-server (Debian/Ubuntu)," \
 	         "brew install redis (macOS), then run make again." >&2; exit 1; \
@@ -58,7 +58,7 @@ redis-sentinel: redis-server
 	@if ! command -v redis-sentinel >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "redis-sentinel not found: installing it with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq redis-sentinel >/dev/null; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq redis-sentinel >/dev/null; \
 	  else \
 	    echo "redis-sentinel is required. Install it: sudo apt-get install redis-sentinel (Debian/Ubuntu)," \
 	         "then run make again." >&2; exit 1; \
@@ -99,7 +99,7 @@ node:
 	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "node/npm not found: installing nodejs and npm with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq nodejs npm >/dev/null; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq nodejs npm >/dev/null; \
 	  else \
 	    echo "node and npm are required (schema tests, Node example). Install them: sudo apt-get install" \
 	         "nodejs npm (Debian/Ubuntu), then run make again." >&2; exit 1; \
