@@ -183,7 +183,7 @@ class Screen:
                     code=ResultCode.UNAUTHENTICATED,
                 )
         try:
-            self._arguments(task, target, body)
+            self._arguments(task, target, body, unauthenticated=task in CALLBACK_TASKS)
         except RejectError as exc:
             if self.mac_keys is not None and task not in CALLBACK_TASKS:
                 exc.job_id = clean["id"]  # a producer sent it: its job gets a failure result
@@ -253,7 +253,7 @@ class Screen:
         return clean
 
     @staticmethod
-    def _arguments(task: str, target: Any, body: bytes) -> None:
+    def _arguments(task: str, target: Any, body: bytes, *, unauthenticated: bool = False) -> None:
         try:
             decoded = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -265,6 +265,14 @@ class Screen:
             raise RejectError("malformed_envelope", "the body is not [args list, kwargs dict, embed dict]")
         if set(embed) - _EMBED_KEYS:
             raise RejectError("malformed_envelope", "the body's embed has unknown keys")
+        if unauthenticated and any(embed.get(key) for key in _EMBED_KEYS):
+            # the worker would publish the linked tasks itself, signed with its own key
+            raise RejectError(
+                "unauthenticated",
+                f"{task} is not authenticated by a producer, so it may not carry callbacks,"
+                " errbacks, a chain or a chord",
+                code=ResultCode.UNAUTHENTICATED,
+            )
         try:
             signature = inspect.signature(target.run)
             signature.bind(*args, **kwargs)

@@ -14,6 +14,8 @@ messages whose envelope an attacker with Redis write access edited outside the M
 from __future__ import annotations
 
 import socket
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 import redis
 
 from producer import Client, auth, dead_letters
+from producer.messages import DEAD_LETTER_STREAM, TASK_NAME
 from producer.secrets import generate_key
 from simulator.config import HostConfig
 from tests.e2e.conftest import Stack, start_stack
@@ -93,3 +96,43 @@ def test_the_workers_dead_letter_of_an_authenticated_job_carries_its_mac(rstack:
     assert plan.job is not None and str(plan.job.job_id) == task_id
     other = dead_letters.plan_replay(client, found, rstack.queue, auth.mac_keys(generate_key()))
     assert other.job is None and "job_mac does not verify" in other.reason
+
+
+def test_an_unauthenticated_callback_task_cannot_chain_a_job(rstack: Stack) -> None:
+    """The chained-signing callbacks are exempt from the producer MAC (the signer's worker sends
+    them). Their embed (callbacks, errbacks, chain, chord) must not be: the worker would publish
+    the linked task itself, signed with its own key, and then run it as authenticated."""
+    client = redis.Redis.from_url(rstack.redis_url, decode_responses=True)
+    smuggled = _job(rstack)
+    link = {
+        "task": TASK_NAME,
+        "args": [smuggled],
+        "kwargs": {},
+        "options": {"queue": rstack.queue},
+        "subtask_type": None,
+        "immutable": True,
+    }
+    builder = Builder(rstack)
+    for embed_key in ("callbacks", "errbacks", "chain"):
+        raw, _ = builder.envelope(
+            task="wincert.install_signed",
+            body=builder.body(
+                ["-----BEGIN CERTIFICATE-----", str(uuid.uuid4())],
+                embed={"callbacks": None, "errbacks": None, "chain": None, "chord": None, embed_key: [link]},
+            ),
+            sign=False,
+        )
+        client.lpush(rstack.queue, raw)
+    # each becomes a dead letter; the smuggled job never runs
+    wait_for(
+        lambda: (
+            sum(1 for _, f in client.xrange(DEAD_LETTER_STREAM) if f.get("reason") == "unauthenticated")
+            >= 3
+        ),
+        60,
+        "three dead letters",
+    )
+    time.sleep(2)
+    with Client(rstack.producer_settings()) as producer:
+        assert producer.result(smuggled["job_id"]) is None
+    assert not client.exists(f"wincert:job:{smuggled['job_id']}")
