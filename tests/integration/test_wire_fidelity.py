@@ -28,7 +28,13 @@ from simulator.config import HostConfig
 from simulator.runtime import CommandRegistry
 from tests.integration.conftest import wsman_for
 
-RECORDINGS = Path("/work/shared/fixtures/windows-winrm-recordings")
+# shared/ stands beside the repository (CI lays a copy there); /work/shared is this team's own
+_SHARED_CANDIDATES = (Path(__file__).resolve().parents[3] / "shared", Path("/work/shared"))
+RECORDINGS = next(
+    (p / "fixtures" / "windows-winrm-recordings" for p in _SHARED_CANDIDATES
+     if (p / "fixtures" / "windows-winrm-recordings").is_dir()),
+    _SHARED_CANDIDATES[0] / "fixtures" / "windows-winrm-recordings",
+)
 SOAP = "{http://www.w3.org/2003/05/soap-envelope}"
 LIBRARY = "function Invoke-Recorded {}\nfunction Get-Quiet {}\n"
 
