@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from producer.cli.base import ExitCode, _fail
+from producer.cli.base import ExitCode, _fail, _load_settings
 
 
 def intake(
@@ -38,8 +39,18 @@ def intake(
     if openapi:
         typer.echo(openapi_text(create_app(IntakeSettings(tokens=SecretStr("x" * 32)))), nl=False)
         return
+    settings = _load_settings()
+    unauthenticated_ok = os.environ.get("WINCERT_ALLOW_UNAUTHENTICATED_JOBS", "").strip().lower()
+    if not settings.has_secret_keys and unauthenticated_ok not in ("1", "true", "yes", "on"):
+        # Workers dead-letter unauthenticated jobs: every 202 would be a job that never runs.
+        _fail(
+            "WINCERT_SECRET_KEYS is not set: the intake authenticates every job with the key the"
+            " workers share (generate one with `wincert keygen`); workers run nothing else. For"
+            " development against workers with WINCERT_ALLOW_UNAUTHENTICATED_JOBS=true, set it here too",
+            ExitCode.USAGE,
+        )
     try:
-        app = create_app()
+        app = create_app(producer=settings)
     except (ValidationError, ValueError) as exc:
         _fail(f"intake settings: {exc}", ExitCode.USAGE)
     import uvicorn
