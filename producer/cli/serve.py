@@ -51,7 +51,10 @@ def intake(
         )
     try:
         app = create_app(producer=settings)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:  # the message alone, not pydantic's input dump and link
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        _fail(f"intake settings: {problems}", ExitCode.USAGE)
+    except ValueError as exc:
         _fail(f"intake settings: {exc}", ExitCode.USAGE)
     import uvicorn
 
