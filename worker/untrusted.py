@@ -43,6 +43,7 @@ import importlib
 import inspect
 import json
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -344,9 +345,21 @@ _CONTENT_LIMIT = 65_536
 dead letter is cut to 16 KiB anyway, and redaction of hostile text costs time."""
 
 
+_ID = re.compile(rb'[{,]\s*"id"\s*:\s*"([^"\\]{1,128})"')
+"""The task id header of a kombu envelope too large to parse (the base64 body has no quotes)."""
+
+
 def _content(item: Any) -> tuple[Any, str | None]:
     """What a dead letter keeps of a raw entry (the envelope, its body decoded when possible)
     and the envelope's task id."""
+    if isinstance(item, bytes | bytearray) and len(item) > _CONTENT_LIMIT:
+        # never parse an oversized entry: JSON of 48 MiB ('[{},{},...]') took 1.2 GB to decode
+        head, tail = bytes(item[:_CONTENT_LIMIT]), bytes(item[-_CONTENT_LIMIT:])
+        found = _ID.search(head) or _ID.search(tail)
+        return (
+            {"raw": head[:8192].decode("utf-8", "replace"), "size": len(item)},
+            found.group(1).decode("utf-8", "replace") if found else None,
+        )
     raw = item.decode("utf-8", "replace") if isinstance(item, bytes | bytearray) else str(item)
     try:
         envelope = json.loads(raw)
