@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from producer.messages import StoreRef, StoreType
+from producer.messages import StoreRef, StoreType, SubjectAltName
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,25 @@ class InvalidStateError(ValueError):
     """A document read from Redis is not a valid :class:`StoreInventory`."""
 
 
+class CertificateDetails(BaseModel):
+    """The parsed fields of a certificate that never change for a thumbprint (no DER), kept so
+    incremental inventory can report a known certificate without the host sending it again.
+
+    Times are Unix seconds (UTC); ``serial_number`` upper-case hex. The host's mutable
+    properties (``HasPrivateKey``, ``FriendlyName``) are never kept: every inventory asks for them.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    subject: str = Field(max_length=4096)
+    issuer: str = Field(max_length=4096)
+    serial_number: str = Field(pattern=r"^[0-9A-F]{1,128}$")
+    not_before: float = Field(ge=0, le=253402300799)
+    key_algorithm: str = Field(default="", max_length=256)
+    key_size: int | None = Field(default=None, ge=0, le=1_000_000)
+    sans: list[SubjectAltName] = Field(default_factory=list, max_length=1000)
+
+
 class CertificateEntry(BaseModel):
     """One certificate of a store as last seen (see the module docstring for units)."""
 
@@ -50,6 +69,9 @@ class CertificateEntry(BaseModel):
     not_after: float = Field(ge=0, le=253402300799)  # Unix seconds, up to 9999-12-31
     binding: str | None = Field(default=None, max_length=1024)
     seen: float = Field(ge=0)
+    details: CertificateDetails | None = None
+    """Recorded by a full inventory; None when a job recorded the entry (an add): incremental
+    inventory then asks the host for the certificate's full details."""
 
     @field_validator("thumbprint")
     @classmethod

@@ -431,9 +431,19 @@ class SubjectAltName(_Model):
 class InventoryJob(_JobBase):
     """List the store's certificates: WinCert every certificate in the store path; IISU every
     https binding with a certificate (alias ``THUMB:site:ip:port:host``); WinSQL every
-    certificate an instance uses (alias = thumbprint, ``InstanceName`` parameter)."""
+    certificate an instance uses (alias = thumbprint, ``InstanceName`` parameter).
+
+    ``include_der`` false: items carry ``der_b64`` empty, and a WinCert inventory becomes
+    incremental (the host sends only the certificates the worker's inventory state does not know;
+    see docs/incremental-inventory.md)."""
 
     job_type: Literal["inventory"]
+    include_der: bool = Field(
+        strict=True,
+        default=True,
+        description="false: items carry der_b64 \"\" and WinCert inventories ask the host only for"
+        " certificates the worker does not already know (incremental inventory)",
+    )
 
 
 _ENTRY_MODELS: dict[str, type[WinCertParameters | IisParameters | SqlParameters]] = {
@@ -880,6 +890,17 @@ class SslMapping(_Model):
     orphan: bool
 
 
+class InventoryChanges(_Model):
+    """What an inventory found changed since the store's previous successful inventory known to
+    the workers (thumbprints upper-case hex, sorted). Counts are of distinct thumbprints."""
+
+    added: int = Field(ge=0)
+    removed: int = Field(ge=0)
+    unchanged: int = Field(ge=0)
+    added_thumbprints: list[str] = Field(default_factory=list)
+    removed_thumbprints: list[str] = Field(default_factory=list)
+
+
 class JobResult(_Model):
     """The outcome of one job. Published to the result backend and the results stream.
 
@@ -905,6 +926,11 @@ class JobResult(_Model):
         default=None, description="Add: the certificate installed; Remove: the one removed (upper hex)"
     )
     items: list[CertificateItem] | None = None
+    changes: InventoryChanges | None = Field(
+        default=None,
+        description="Inventory: added / removed / unchanged since the previous inventory the workers"
+        " recorded (null: none recorded, or the inventory failed)",
+    )
     csr: str | None = Field(default=None, description="Reenrollment: the PKCS#10 request (PEM)")
     ssl_mappings: list[SslMapping] | None = Field(
         default=None, description="IISU inventory: every http.sys SSL mapping of the host, orphans included"

@@ -623,7 +623,9 @@ def _jobs() -> dict[str, Schema]:
         "additionalProperties": False,
     }
     return {
-        "InventoryJob": _job("inventory", "List the store's certificates", {}, [], []),
+        "InventoryJob": _job(
+            "inventory", "List the store's certificates", {"include_der": _BOOL}, [], []
+        ),
         "AddJob": _job(
             "add",
             "Management Add: import a certificate, then bind it (IISU, WinSQL)",

@@ -33,9 +33,17 @@ document, :class:`StoreInventory`::
      "updated": 1765100000.0,               # last write of any kind
      "certificates": [{"alias": "3B8D...E91F", "thumbprint": "3B8D...E91F",
                        "subject_cn": "web01.contoso.com", "not_after": 1790000000.0,
-                       "binding": null, "seen": 1765100000.0}],
+                       "binding": null, "seen": 1765100000.0,
+                       "details": {"subject": "CN=web01.contoso.com", "issuer": "CN=CA",
+                                   "serial_number": "0A1B", "not_before": 1760000000.0,
+                                   "key_algorithm": "RSA", "key_size": 2048,
+                                   "sans": [{"type": "dns", "value": "web01.contoso.com"}]}}],
      "removed": {"<alias>": 1765100001.0}}  # tombstones newer than the last inventory
 
+* ``details`` (optional, :class:`producer.inventory_model.CertificateDetails`): the parsed
+  fields a full inventory saw (never the DER, never the mutable HasPrivateKey/FriendlyName);
+  absent for entries a job recorded. Incremental inventory (:mod:`worker.jobs.incremental`)
+  reports known certificates from them.
 * ``alias`` is the inventory alias in Keyfactor's format for the store type (WinCert/WinSQL:
   the thumbprint; IISU: ``THUMB:site:ip:port:host``), unique within a store;
   ``thumbprint`` is 40 upper-case hex; ``not_after`` is Unix seconds (UTC);
@@ -74,10 +82,12 @@ import redis
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
 
 from producer.inventory_model import (
     CN_MAX,
     INVENTORY_KEY,
+    CertificateDetails,
     CertificateEntry,
     ExpiringCertificate,
     InvalidStateError,
@@ -202,6 +212,19 @@ def entry_from_item(item: CertificateItem, seen: float) -> CertificateEntry:
         binding = item.alias.split(":", 1)[1]
     elif item.parameters.get("InstanceName"):
         binding = str(item.parameters["InstanceName"])
+    details: CertificateDetails | None
+    try:
+        details = CertificateDetails(
+            subject=item.subject,
+            issuer=item.issuer,
+            serial_number=item.serial_number,
+            not_before=item.not_before.timestamp(),
+            key_algorithm=item.key_algorithm,
+            key_size=item.key_size,
+            sans=item.sans,
+        )
+    except (ValidationError, ValueError, OverflowError):
+        details = None  # not kept: incremental inventory asks the host for this one in full
     return CertificateEntry(
         alias=item.alias,
         thumbprint=item.thumbprint.upper(),
@@ -209,6 +232,7 @@ def entry_from_item(item: CertificateItem, seen: float) -> CertificateEntry:
         not_after=item.not_after.timestamp(),
         binding=binding,
         seen=seen,
+        details=details,
     )
 
 
@@ -239,7 +263,15 @@ class InventoryState(InventoryReader):
 
         def change(doc: StoreInventory) -> StoreInventory:
             removed = {a: t for a, t in doc.removed.items() if t > started}
-            by_alias = {e.alias: e for e in fresh if e.alias not in removed}
+            # Items without DER (incremental inventory): keep the CN read from the DER before.
+            cns = {e.thumbprint: e.subject_cn for e in doc.certificates if e.subject_cn}
+            entries = [
+                e.model_copy(update={"subject_cn": cns[e.thumbprint]})
+                if not item.der_b64 and e.thumbprint in cns
+                else e
+                for e, item in zip(fresh, items, strict=True)
+            ]
+            by_alias = {e.alias: e for e in entries if e.alias not in removed}
             for kept in doc.certificates:
                 if kept.seen > started and kept.alias not in by_alias:
                     by_alias[kept.alias] = kept

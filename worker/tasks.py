@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from producer import auth
 from producer.codes import ResultCode
-from producer.messages import TASK_NAME, AnyJob, JobResult, JobType, Status, StoreRef, parse_job
+from producer.messages import TASK_NAME, AnyJob, InventoryJob, JobResult, JobType, Status, StoreRef, parse_job
 from worker import inventory_state, jobs, journal, metrics, results, signing
 from worker.credentials import CredentialResolver
 from worker.jobs.outcome import Outcome
@@ -538,6 +538,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     metrics.SLOTS_IN_USE.inc()
     lease = rt.limiter.lease(host, job_id, acquired.reused)
     steps = journal.StepJournal(rt.redis, job_id, delivery.attempts)
+    previous = _previous_inventory(rt, parsed)
     try:
         with lease, journal.active(steps):
             run = jobs.run(
@@ -549,6 +550,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
                 ca_bundle=settings.ca_bundle,
                 read_timeout=settings.read_timeout,
                 reraise=(SoftTimeLimitExceeded,),
+                previous=previous,
             )
     except SoftTimeLimitExceeded:
         outcome = Outcome(
@@ -603,6 +605,18 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     )
     _record_inventory_state(rt, parsed, result, run.certificate_der)
     return _finish(rt, state, result, ran=True)
+
+
+def _previous_inventory(rt: Runtime, job: AnyJob) -> inventory_state.StoreInventory | None:
+    """Inventory jobs: the store's state before the job (incremental inventory and the result's
+    ``changes``); None for other jobs, or when Redis fails (a full inventory then)."""
+    if not isinstance(job, InventoryJob):
+        return None
+    try:
+        return inventory_state.InventoryState(rt.redis).get(job.store)
+    except redis.RedisError as exc:
+        log.warning("inventory state not read (full inventory): %s", exc)
+        return None
 
 
 def _record_inventory_state(rt: Runtime, job: AnyJob, result: JobResult, der: bytes | None) -> None:

@@ -35,7 +35,19 @@ def validate_not_null_or_empty(command: str, parameter: str, value: Any) -> str:
     return text
 
 
-@REGISTRY.register("Get-WinCertInventory", parameters=("StorePath",), mandatory=("StorePath",))
+def known_thumbprints(value: Any) -> set[str]:
+    """``[string[]]$KnownThumbprint`` as PowerShell binds it: null or absent → empty; a single
+    string → one element; each element's string form, upper-cased (the match is
+    case-insensitive)."""
+    if value is None:
+        return set()
+    values = value if isinstance(value, list | tuple) else [value]
+    return {str(v).upper() for v in values if v is not None and str(v)}
+
+
+@REGISTRY.register(
+    "Get-WinCertInventory", parameters=("StorePath", "KnownThumbprint"), mandatory=("StorePath",)
+)
 def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
     """Write one compact JSON string per certificate in ``LocalMachine\\<StorePath>``.
 
@@ -43,10 +55,12 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
     provider paths). Each output is ``json.dumps(record, separators=(",", ":"))`` of
     :func:`simulator.windows.certificates.inventory_record` (keys Thumbprint, Subject, Issuer,
     SerialNumber, NotBefore, NotAfter, HasPrivateKey, FriendlyName, KeyAlgorithm, KeySize,
-    Sans, RawData). A certificate that cannot be read is skipped with the warning
-    ``Skipped certificate <thumbprint>: <reason>``; one whose SAN extension cannot be decoded
-    is reported with ``Sans`` empty and a warning. Stops between certificates when the
-    pipeline is stopped.
+    Sans, RawData). ``KnownThumbprint`` (a string array, matched case-insensitively): those
+    certificates are written as ``{"Thumbprint", "Known": true, "HasPrivateKey",
+    "FriendlyName"}`` only (incremental inventory). A certificate that cannot be read is
+    skipped with the warning ``Skipped certificate <thumbprint>: <reason>``; one whose SAN
+    extension cannot be decoded is reported with ``Sans`` empty and a warning. Stops between
+    certificates when the pipeline is stopped.
 
     Raises:
         CommandError: ``WinCert.StoreNotFound`` (ObjectNotFound, target = the store path).
@@ -55,9 +69,19 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
     store = ctx.host.get_store(store_path)
     if store is None:
         raise store_not_found(store_path)
+    known = known_thumbprints(params.get("KnownThumbprint"))
     for entry in store.list():
         if ctx.cancelled.is_set():
             return
+        if entry.thumbprint.upper() in known:
+            record = {
+                "Thumbprint": entry.thumbprint,
+                "Known": True,
+                "HasPrivateKey": bool(entry.has_private_key),
+                "FriendlyName": entry.friendly_name or "",
+            }
+            ctx.write_output(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            continue
         try:
             record, warnings = inventory_record(
                 entry.der, has_private_key=entry.has_private_key, friendly_name=entry.friendly_name

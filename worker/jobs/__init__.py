@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from producer.codes import ResultCode
-from producer.messages import AddJob, AnyJob, JobResult, JobType, Status, StoreType
+from producer.inventory_model import StoreInventory
+from producer.messages import AddJob, AnyJob, InventoryJob, JobResult, JobType, Status, StoreType
 from worker import redaction
 from worker.credentials import (
     Credential,
@@ -28,7 +29,7 @@ from worker.credentials import (
     CredentialScopeError,
     check_scope,
 )
-from worker.jobs import certificates, iisu, reenrollment, wincert, winsql
+from worker.jobs import certificates, iisu, incremental, reenrollment, wincert, winsql
 from worker.jobs.outcome import JobStepError, Outcome
 from worker.remote.errors import classify
 from worker.remote.session import LOCAL_CREDENTIAL, SessionFactory
@@ -109,6 +110,7 @@ def run(
     ca_bundle: Path | None = None,
     read_timeout: int | None = None,
     reraise: tuple[type[BaseException], ...] = (),
+    previous: StoreInventory | None = None,
 ) -> JobRun:
     """Run ``job`` against its host and return the :class:`JobResult` (never raises for job failures).
 
@@ -119,10 +121,14 @@ def run(
         attempts, worker: copied into the result.
         ca_bundle, read_timeout: named in failure messages.
         reraise: exception types to let through (e.g. Celery's SoftTimeLimitExceeded).
+        previous: inventory jobs: the store's inventory state read before the job (untrusted;
+            used only if it is this store's, :func:`worker.jobs.incremental.baseline`): the
+            result's ``changes``, and a WinCert inventory without DER asks the host only for
+            what it does not know.
     """
     started = datetime.now(UTC)
     clock = time.monotonic()
-    extra = {"attempts": attempts, "worker": worker}
+    extra: dict[str, Any] = {"attempts": attempts, "worker": worker}
     handler = HANDLERS.get((JobType(job.job_type), job.store.store_type))
     if handler is None:
         outcome = Outcome(
@@ -166,6 +172,10 @@ def run(
             )
         label = credential.label
         redaction.remember(secrets)  # logs (pypsrp, Celery, ours) never show them from now on
+        if isinstance(job, InventoryJob):
+            previous = incremental.baseline(job.store, previous)
+            if job.store.store_type is StoreType.WIN_CERT:
+                args = (previous,)
         with session_factory(job.store, credential) as session:
             outcome = handler(job, session, *args)
     except JobStepError as exc:
@@ -192,4 +202,6 @@ def run(
         log.warning("job failed: %s (%s)", classified.code.value, type(exc).__name__)
         outcome = Outcome(Status.FAILURE, classified.code, classified.message)
         return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), classified.kind)
+    if isinstance(job, InventoryJob) and outcome.status is not Status.FAILURE and outcome.items is not None:
+        extra["changes"] = incremental.changes(previous, outcome.items, outcome.warnings)
     return JobRun(result_from(job, outcome, started, time.monotonic() - clock, **extra), certificate_der=leaf)

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from producer.codes import ResultCode
 from producer.entry_parameters import WinCertParameters
+from producer.inventory_model import CertificateEntry, StoreInventory
 from producer.messages import (
     THUMBPRINT_RE,
     AddJob,
@@ -36,7 +37,7 @@ from producer.messages import (
     Status,
     SubjectAltName,
 )
-from worker.jobs import certificates
+from worker.jobs import certificates, incremental
 from worker.jobs.certificates import PreparedCertificate
 from worker.jobs.outcome import Outcome
 from worker.remote.session import RemoteSession
@@ -130,6 +131,33 @@ def parse_record(text: Any) -> CertificateItem:
         raise RecordError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
 
+def _known_item(text: Any, known: dict[str, CertificateEntry]) -> CertificateItem | None:
+    """The item of a host's ``Known`` record (None: not one, parse it in full).
+
+    Raises:
+        RecordError: a ``Known`` record that is malformed or names a thumbprint not asked for.
+    """
+    if not isinstance(text, str) or '"Known"' not in text[:200]:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(record, dict) or record.get("Known") is not True:
+        return None
+    try:
+        short = incremental.parse_known(record)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+    entry = known.get(short.thumbprint)
+    if entry is None:
+        raise RecordError("the host reported a certificate as known that the worker did not send")
+    try:
+        return incremental.item_from_known(entry, short)
+    except (ValueError, ValidationError) as exc:
+        raise RecordError(f"the inventory state's fields are unusable ({exc})") from None
+
+
 def _record_name(text: Any) -> str:
     if isinstance(text, str):
         match = re.search(r'"Thumbprint"\s*:\s*"([^"]{1,64})"', text)
@@ -138,9 +166,18 @@ def _record_name(text: Any) -> str:
     return "(unknown)"
 
 
-def inventory(job: InventoryJob, session: RemoteSession) -> Outcome:
-    """List every certificate in ``Cert:\\LocalMachine\\<store path>``; alias = thumbprint."""
-    items, warnings = inventory_items(session, job.store.store_path)
+def inventory(job: InventoryJob, session: RemoteSession, previous: StoreInventory | None = None) -> Outcome:
+    """List every certificate in ``Cert:\\LocalMachine\\<store path>``; alias = thumbprint.
+
+    ``job.include_der`` false: incremental (:mod:`worker.jobs.incremental`) against
+    ``previous``, the store's inventory state; every item's ``der_b64`` is empty.
+    """
+    if job.include_der:
+        items, warnings = inventory_items(session, job.store.store_path)
+    else:
+        known = incremental.known_entries(job.store, previous)
+        items, warnings = inventory_items(session, job.store.store_path, known)
+        items = [item if not item.der_b64 else item.model_copy(update={"der_b64": ""}) for item in items]
     return inventory_outcome(items, warnings)
 
 
@@ -153,15 +190,26 @@ def inventory_outcome(items: list[CertificateItem], warnings: list[str]) -> Outc
     return Outcome(Status.SUCCESS, ResultCode.OK, message, warnings, items)
 
 
-def inventory_items(session: RemoteSession, store_path: str) -> tuple[list[CertificateItem], list[str]]:
-    """``Get-WinCertInventory`` of one store: validated items (alias = thumbprint) and warnings."""
-    invocation = session.invoke(INVENTORY_FUNCTION, {"StorePath": store_path})
+def inventory_items(
+    session: RemoteSession, store_path: str, known: dict[str, CertificateEntry] | None = None
+) -> tuple[list[CertificateItem], list[str]]:
+    """``Get-WinCertInventory`` of one store: validated items (alias = thumbprint) and warnings.
+
+    ``known`` (thumbprint → state entry with details): sent as ``-KnownThumbprint``; the host's
+    short records of those are completed from the entries (``der_b64`` empty).
+    """
+    parameters: dict[str, Any] = {"StorePath": store_path}
+    if known:
+        parameters["KnownThumbprint"] = sorted(known)
+    invocation = session.invoke(INVENTORY_FUNCTION, parameters)
     warnings = list(invocation.warnings)
     items: list[CertificateItem] = []
     seen: set[str] = set()
     for text in invocation.output:
         try:
-            item = parse_record(text)
+            item = _known_item(text, known) if known else None
+            if item is None:
+                item = parse_record(text)
         except RecordError as exc:
             warnings.append(f"Skipped certificate {_record_name(text)}: {exc}")
             continue

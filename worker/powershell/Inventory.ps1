@@ -22,13 +22,21 @@ function Get-WinCertInventory {
     A certificate whose subject alternative name extension cannot be decoded is reported with
     no SANs and a warning. A missing store is a terminating error with id WinCert.StoreNotFound;
     a store that exists but cannot be opened (e.g. access denied), WinCert.StoreOpenFailed.
+
+    Incremental inventory: KnownThumbprint lists the certificates the caller already knows
+    (upper-case hex thumbprints, matched case-insensitively). Each of those is written as
+    {Thumbprint, Known = true, HasPrivateKey, FriendlyName} only (no parsed fields, no RawData);
+    every other certificate in full, as above.
     #>
     [CmdletBinding()]
     [OutputType([string])]
     param(
         [Parameter(Mandatory)]
         [ValidateNotNullOrEmpty()]
-        [string]$StorePath
+        [string]$StorePath,
+
+        [AllowEmptyCollection()]
+        [string[]]$KnownThumbprint = @()
     )
 
     # Any error inside becomes terminating, so the per-certificate try/catch below turns it
@@ -327,12 +335,26 @@ function Get-WinCertInventory {
     $invariant = [System.Globalization.CultureInfo]::InvariantCulture
     $timeFormat = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 
+    $known = [System.Collections.Generic.HashSet[string]]::new([System.StringComparer]::OrdinalIgnoreCase)
+    foreach ($value in $KnownThumbprint) {
+        if (-not [string]::IsNullOrEmpty($value)) { [void]$known.Add($value) }
+    }
+
     $store = Open-WinCertPrivateTargetStore -StorePath $StorePath -Flags 'ReadOnly, OpenExistingOnly' -Cmdlet $PSCmdlet
     try {
         foreach ($certificate in $store.Certificates) {
             $thumbprint = '<unknown>'
             try {
                 $thumbprint = $certificate.Thumbprint
+                if ($known.Contains($thumbprint)) {
+                    [pscustomobject]@{
+                        Thumbprint    = $thumbprint
+                        Known         = $true
+                        HasPrivateKey = [bool]$certificate.HasPrivateKey
+                        FriendlyName  = [string]$certificate.FriendlyName
+                    } | ConvertTo-Json -Compress
+                    continue
+                }
                 $keyOid = $certificate.PublicKey.Oid.Value
                 $keyAlgorithm = $keyAlgorithms[$keyOid]
                 if ($null -eq $keyAlgorithm) { $keyAlgorithm = $keyOid }

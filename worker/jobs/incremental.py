@@ -1,0 +1,129 @@
+"""Incremental inventory: what the worker already knows of a store, and what changed.
+
+A WinCert inventory job with ``include_der`` false passes ``-KnownThumbprint`` (a PSRP string
+array of upper-case hex thumbprints, never script text) to ``Get-WinCertInventory``: the host
+writes full records only for the other certificates, and ``{Thumbprint, Known, HasPrivateKey,
+FriendlyName}`` for the known ones. The worker fills a known certificate's parsed fields from
+the inventory state's :class:`~producer.inventory_model.CertificateDetails` (no DER is ever
+kept there) and takes the mutable properties (private key, friendly name) from the host.
+
+A state document is used only when it is for this very store (store type, host, store path),
+has had a successful inventory, and holds details for the certificate; otherwise the worker
+asks the host for the certificate in full (absent or invalid state: a full inventory).
+:func:`changes` compares any inventory with the previous one (every store type).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from producer.inventory_model import CertificateEntry, StoreInventory
+from producer.messages import THUMBPRINT_RE, CertificateItem, InventoryChanges, StoreRef
+
+__all__ = ["KnownRecord", "baseline", "changes", "item_from_known", "known_entries", "parse_known"]
+
+_SKIPPED = re.compile(r"^Skipped certificate ([0-9A-Fa-f]{40}):")
+
+
+def baseline(store: StoreRef, doc: StoreInventory | None) -> StoreInventory | None:
+    """``doc`` if it describes ``store`` (store type, host key, store path case-insensitively)
+    and has had a successful inventory; else None (another store's or a never-inventoried
+    document is no baseline)."""
+    if doc is None or doc.last_inventory is None:
+        return None
+    if doc.store_type is not store.store_type or doc.host != store.host_key:
+        return None
+    if doc.store_path.lower() != store.store_path.lower():
+        return None
+    return doc
+
+
+def known_entries(store: StoreRef, doc: StoreInventory | None) -> dict[str, CertificateEntry]:
+    """Thumbprint → entry of the certificates the host need not send in full (entries with
+    :attr:`CertificateEntry.details`); empty when ``doc`` is no baseline for ``store``."""
+    base = baseline(store, doc)
+    if base is None:
+        return {}
+    return {e.thumbprint: e for e in base.certificates if e.details is not None}
+
+
+class KnownRecord:
+    """The host's short record of a known certificate (thumbprint upper-case hex)."""
+
+    __slots__ = ("friendly_name", "has_private_key", "thumbprint")
+
+    def __init__(self, thumbprint: str, has_private_key: bool, friendly_name: str) -> None:
+        self.thumbprint = thumbprint
+        self.has_private_key = has_private_key
+        self.friendly_name = friendly_name
+
+
+def parse_known(record: dict[str, Any]) -> KnownRecord:
+    """Validate a ``Known`` record (already JSON-decoded).
+
+    Raises:
+        ValueError: a field is missing or of the wrong type (the message names it).
+    """
+    thumbprint = str(record.get("Thumbprint", "")).upper()
+    if not THUMBPRINT_RE.match(thumbprint):
+        raise ValueError(f"Thumbprint {record.get('Thumbprint')!r} is not 40 hex characters")
+    has_key = record.get("HasPrivateKey")
+    if not isinstance(has_key, bool):
+        raise ValueError("HasPrivateKey is not a boolean")
+    friendly = record.get("FriendlyName")
+    if friendly is not None and not isinstance(friendly, str):
+        raise ValueError("FriendlyName is not a string")
+    return KnownRecord(thumbprint, has_key, friendly or "")
+
+
+def item_from_known(entry: CertificateEntry, record: KnownRecord) -> CertificateItem:
+    """The inventory item of a known certificate: parsed fields from the state, the private-key
+    flag and friendly name from the host, ``der_b64`` empty.
+
+    Raises:
+        ValueError: the entry has no details (callers only pass :func:`known_entries`).
+    """
+    details = entry.details
+    if details is None:
+        raise ValueError(f"no details recorded for {entry.thumbprint}")
+    return CertificateItem(
+        alias=entry.thumbprint,
+        thumbprint=entry.thumbprint,
+        subject=details.subject,
+        issuer=details.issuer,
+        serial_number=details.serial_number,
+        not_before=datetime.fromtimestamp(details.not_before, UTC),
+        not_after=datetime.fromtimestamp(entry.not_after, UTC),
+        has_private_key=record.has_private_key,
+        friendly_name=record.friendly_name,
+        key_algorithm=details.key_algorithm,
+        key_size=details.key_size,
+        sans=list(details.sans),
+        der_b64="",
+        parameters={},
+    )
+
+
+def changes(
+    previous: StoreInventory | None, items: Iterable[CertificateItem], warnings: Iterable[str] = ()
+) -> InventoryChanges | None:
+    """Added / removed / unchanged thumbprints of an inventory against ``previous`` (a
+    :func:`baseline`; None → None). Certificates the inventory skipped ("Skipped certificate
+    <thumbprint>: ..." warnings) are not counted as removed."""
+    if previous is None:
+        return None
+    before = previous.thumbprints()
+    now = {item.thumbprint.upper() for item in items}
+    skipped = {m.group(1).upper() for m in (_SKIPPED.match(w) for w in warnings) if m}
+    added = sorted(now - before)
+    removed = sorted(before - now - skipped)
+    return InventoryChanges(
+        added=len(added),
+        removed=len(removed),
+        unchanged=len(now & before),
+        added_thumbprints=added,
+        removed_thumbprints=removed,
+    )
