@@ -31,11 +31,13 @@ from pydantic import (
     Field,
     RootModel,
     SecretStr,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails
@@ -444,6 +446,15 @@ class InventoryJob(_JobBase):
         description="false: items carry der_b64 \"\" and WinCert inventories ask the host only for"
         " certificates the worker does not already know (incremental inventory)",
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_default_include_der(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``include_der`` is left out when true (the default), so a job from this producer
+        stays valid for workers that predate the field (rolling upgrades)."""
+        data = handler(self)
+        if self.include_der and isinstance(data, dict):
+            data.pop("include_der", None)
+        return data
 
 
 _ENTRY_MODELS: dict[str, type[WinCertParameters | IisParameters | SqlParameters]] = {
