@@ -1,0 +1,79 @@
+"""worker.jobs.incremental: which state is a baseline, and the changes summary."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from producer.inventory_model import CertificateDetails, CertificateEntry, StoreInventory
+from producer.messages import CertificateItem, StoreRef
+from worker.jobs import incremental
+
+A, B, C = "A" * 40, "B" * 40, "C" * 40
+
+
+def store() -> StoreRef:
+    return StoreRef.model_validate({"store_type": "WinCert", "client_machine": "Web01", "store_path": "my"})
+
+
+def entry(thumb: str, details: bool = True) -> CertificateEntry:
+    d = (
+        CertificateDetails(subject="CN=x", issuer="CN=x", serial_number="01", not_before=1.0)
+        if details
+        else None
+    )
+    return CertificateEntry(alias=thumb, thumbprint=thumb, not_after=2.0, seen=1.0, details=d)
+
+
+def doc(**fields: object) -> StoreInventory:
+    values: dict[str, object] = {
+        "store_type": "WinCert",
+        "host": "web01",
+        "store_path": "My",
+        "last_inventory": 1.0,
+        "certificates": [entry(A), entry(B, details=False)],
+    }
+    values.update(fields)
+    return StoreInventory.model_validate(values)
+
+
+def item(thumb: str) -> CertificateItem:
+    now = datetime.now(UTC)
+    return CertificateItem(
+        alias=thumb, thumbprint=thumb, subject="", issuer="", serial_number="01",
+        not_before=now, not_after=now, has_private_key=False, der_b64="",
+    )  # fmt: skip
+
+
+def test_only_this_stores_inventoried_document_is_a_baseline() -> None:
+    assert incremental.baseline(store(), doc()) is not None
+    assert incremental.baseline(store(), None) is None
+    assert incremental.baseline(store(), doc(last_inventory=None)) is None
+    assert incremental.baseline(store(), doc(host="web02")) is None
+    assert incremental.baseline(store(), doc(store_path="Root")) is None
+    assert incremental.baseline(store(), doc(store_type="WinSQL")) is None
+
+
+def test_known_entries_are_those_with_details() -> None:
+    assert set(incremental.known_entries(store(), doc())) == {A}
+    assert incremental.known_entries(store(), doc(host="other")) == {}
+
+
+def test_changes_count_thumbprints_and_ignore_skipped_certificates() -> None:
+    changes = incremental.changes(doc(), [item(A), item(C)], [f"Skipped certificate {B.lower()}: unreadable"])
+    assert changes is not None
+    assert (changes.added, changes.removed, changes.unchanged) == (1, 0, 1)
+    assert changes.added_thumbprints == [C] and changes.removed_thumbprints == []
+    gone = incremental.changes(doc(), [item(A)])
+    assert gone is not None and gone.removed_thumbprints == [B]
+    assert incremental.changes(None, [item(A)]) is None
+
+
+def test_a_known_record_must_be_well_formed() -> None:
+    record = incremental.parse_known({"Thumbprint": A.lower(), "Known": True, "HasPrivateKey": True})
+    assert (record.thumbprint, record.has_private_key, record.friendly_name) == (A, True, "")
+    for bad in ({"Thumbprint": "12"}, {"Thumbprint": A, "HasPrivateKey": "yes"}):
+        try:
+            incremental.parse_known(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
