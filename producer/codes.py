@@ -110,6 +110,10 @@ class ResultCode(StrEnum):
     JOB_TOO_OLD = "job_too_old"
     """The job's ``submitted_at`` is older than ``WINCERT_JOB_MAX_AGE_SECONDS``: a replayed
     message, or one stuck in a queue for that long; nothing was done."""
+    SUBMITTED_IN_FUTURE = "submitted_in_future"
+    """The job's ``submitted_at`` lies more than ``WINCERT_JOB_MAX_CLOCK_SKEW_SECONDS`` in the
+    worker's future: a producer with a wrong clock, or a timestamp set to dodge the age check;
+    nothing was done."""
     UNAUTHENTICATED = "unauthenticated"
     """The queue message carries no valid job MAC (``wincert_auth``): not sent by a producer
     holding ``WINCERT_SECRET_KEYS``, or changed after signing. Dead-lettered, never run."""

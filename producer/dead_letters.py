@@ -216,7 +216,9 @@ def dead_letter_mac(keys: Sequence[bytes], reason: str, job_id: str, job_json: s
     return auth.sign(keys, f"{DEAD_LETTER_MAC_TASK}:{reason}", job_id, None, job_json.encode("utf-8"))
 
 
-REPLAYABLE_REASONS = frozenset({"invalid_job", "job_too_old", "max_deliveries", "slot_deadline"})
+REPLAYABLE_REASONS = frozenset(
+    {"invalid_job", "job_too_old", "submitted_in_future", "max_deliveries", "slot_deadline"}
+)
 """Dead-letter reasons the worker gives only to a job whose message a producer authenticated
 (``worker/tasks.py``). Every other reason (``malformed_envelope``, ``unauthenticated``,
 ``bad_signature``, ``unknown_task``, ...) is a raw queue entry nobody authenticated: replaying

@@ -184,6 +184,13 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         description="Jobs whose submitted_at is older are refused (job_too_old): a replayed message"
         " past WINCERT_RESULT_EXPIRES never runs again",
     )
+    job_max_clock_skew_seconds: float = Field(
+        default=300,
+        ge=0,
+        allow_inf_nan=False,
+        description="Jobs whose submitted_at lies further in the future are refused"
+        " (submitted_in_future): a future timestamp would switch the age check off",
+    )
     max_message_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,

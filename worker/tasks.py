@@ -477,6 +477,14 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
                 " if it is still wanted",
             )
             return _dead(rt, task, job, state, result, "job_too_old")
+        if -age > settings.job_max_clock_skew_seconds:  # would switch the age check off
+            result = failure(
+                ResultCode.SUBMITTED_IN_FUTURE,
+                f"the job's submitted_at is {-age:.0f} s in the future, more than"
+                f" WINCERT_JOB_MAX_CLOCK_SKEW_SECONDS={settings.job_max_clock_skew_seconds:g};"
+                " nothing was done. Check the producer's clock (and the worker's)",
+            )
+            return _dead(rt, task, job, state, result, "submitted_in_future")
 
     if delivery.deliveries > settings.max_deliveries:
         result = failure(

@@ -42,3 +42,14 @@ def test_job_older_than_the_max_age_never_runs(redis_url: str, redis_client: Any
     assert "WINCERT_JOB_MAX_AGE_SECONDS=86400" in result["message"]
     assert [f["reason"] for _, f in redis_client.xrange(DEAD_LETTER_STREAM)] == ["job_too_old"]
     assert uuid.UUID(result["job_id"]) == uuid.UUID(job["job_id"])
+
+
+def test_job_submitted_in_the_future_never_runs(redis_url: str, redis_client: Any) -> None:
+    """A future submitted_at would switch the age check off: refused beyond the clock skew."""
+    job = _job(free_port())
+    job["submitted_at"] = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    with running_worker(_settings(redis_url)) as app:
+        result = app.send_task(TASK_NAME, args=[job], task_id=job["job_id"]).get(timeout=60)
+    assert result["code"] == "submitted_in_future", result["message"]
+    assert "WINCERT_JOB_MAX_CLOCK_SKEW_SECONDS=300" in result["message"]
+    assert [f["reason"] for _, f in redis_client.xrange(DEAD_LETTER_STREAM)] == ["submitted_in_future"]
