@@ -495,15 +495,6 @@ def _check_entry_type(store: StoreRef, entry: Any) -> None:
         )
 
 
-def _check_mode_supported(check: bool, store: StoreRef) -> None:
-    if check and store.store_type is not StoreType.WIN_CERT:
-        raise ValueError(
-            f"check: check mode covers WinCert stores in this version, not {store.store_type.value}"
-            " (bindings are not simulated yet); leave check false, or check the certificate with a"
-            " WinCert job on the same store path"
-        )
-
-
 class CertificateData(_Model):
     """The certificate to add: a PKCS#12 (``.pfx``/``.p12``), DER, PEM or PKCS#7 file.
 
@@ -574,7 +565,7 @@ class AddJob(_JobBase):
     check: JsonBool = Field(
         default=False,
         exclude_if=lambda value: not value,  # jobs without it read as before (older workers)
-        description="Check mode: report what would change on the host and change nothing (WinCert stores)",
+        description="Check mode: report what would change on the host and change nothing",
     )
 
     @model_validator(mode="before")
@@ -590,7 +581,6 @@ class AddJob(_JobBase):
     @model_validator(mode="after")
     def _consistent(self) -> AddJob:
         _check_entry_type(self.store, self.entry_parameters)
-        _check_mode_supported(self.check, self.store)
         if self.alias and self.alias.strip() and self.renewal_thumbprint is None:
             try:
                 renewal = thumbprint_alias(self.alias)
@@ -622,7 +612,7 @@ class RemoveJob(_JobBase):
     check: JsonBool = Field(
         default=False,
         exclude_if=lambda value: not value,  # jobs without it read as before (older workers)
-        description="Check mode: report what would change on the host and change nothing (WinCert stores)",
+        description="Check mode: report what would change on the host and change nothing",
     )
 
     @model_validator(mode="before")
@@ -633,7 +623,6 @@ class RemoveJob(_JobBase):
     @model_validator(mode="after")
     def _alias(self) -> RemoveJob:
         _check_entry_type(self.store, self.entry_parameters)
-        _check_mode_supported(self.check, self.store)
         try:
             if self.store.store_type is StoreType.IISU:
                 normalized = str(parse_iis_alias(self.alias))

@@ -512,16 +512,7 @@ right: the site may contain ':'; an IPv6 address needs its brackets)."""
 
 _CHECK: Schema = {
     "type": "boolean",
-    "description": "Check mode: report what would change on the host, change nothing (WinCert stores)",
-}
-_CHECK_RULE: Schema = {
-    "if": {"type": "object", "required": ["check"], "properties": {"check": {"const": True}}},
-    "then": {
-        "type": "object",
-        "properties": {
-            "store": {"type": "object", "properties": {"store_type": {"const": StoreType.WIN_CERT.value}}}
-        },
-    },
+    "description": "Check mode: report what would change on the host, change nothing",
 }
 
 
@@ -552,7 +543,6 @@ def _jobs() -> dict[str, Schema]:
     alias_thumb = rf"^{_THUMB_HEAD}(?::[\s\S]*)?$"
     add_rules = [
         *_entry_by_store_type(),
-        _CHECK_RULE,
         {
             # an alias naming the renewed certificate, unless renewal_thumbprint says it
             "if": {"type": "object", "required": ["alias"], "properties": {"alias": _pattern(_NOT_BLANK)}},
@@ -581,7 +571,6 @@ def _jobs() -> dict[str, Schema]:
     }
     remove_rules = [
         *_entry_by_store_type(),
-        _CHECK_RULE,
         {
             "if": iisu_store,
             "then": {"type": "object", "properties": {"alias": _pattern(_IIS_ALIAS)}},

@@ -61,7 +61,7 @@ CheckOpt = Annotated[
     bool,
     typer.Option(
         "--check",
-        help="Check mode (WinCert stores): report what the job would change on the host and change"
+        help="Check mode (WinCert, IISU, WinSQL): report what the job would change on the host and change"
         " nothing (result code ok: it would change; already_present/already_absent: it would not).",
     ),
 ]

@@ -222,7 +222,7 @@ def test_live_wait_returns_the_result(redis_url: str, redis_client: redis.Redis)
     assert found.job_id == job_id and found.attempts == 2
 
 
-def test_check_mode_is_a_job_field_and_wincert_only(cli: Invoke, redis_client: redis.Redis) -> None:
+def test_check_mode_is_a_job_field_for_every_store_type(cli: Invoke, redis_client: redis.Redis) -> None:
     thumb = "AB" * 20
     ok = cli(
         ["remove", "web01", "--store-path", "My", "--alias", thumb, "--credential", "ops", "--check", "-q"]
@@ -233,7 +233,7 @@ def test_check_mode_is_a_job_field_and_wincert_only(cli: Invoke, redis_client: r
     plain = cli(["remove", "web01", "--store-path", "Root", "--alias", thumb, "--credential", "ops", "-q"])
     assert plain.exit_code == 0
     assert "check" not in queued(redis_client)[1]["decoded"][0][0]  # the wire is unchanged without it
-    refused = cli(
+    sql = cli(
         [
             "remove",
             "web01",
@@ -246,10 +246,8 @@ def test_check_mode_is_a_job_field_and_wincert_only(cli: Invoke, redis_client: r
             "--credential",
             "ops",
             "--check",
+            "-q",
         ]
     )
-    assert refused.exit_code == 2
-    assert (
-        "error: check (--check): check mode covers WinCert stores in this version, not WinSQL"
-        in refused.output
-    )
+    assert sql.exit_code == 0, sql.output  # IISU and WinSQL checks are accepted too
+    assert queued(redis_client)[2]["decoded"][0][0]["check"] is True

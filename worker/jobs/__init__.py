@@ -29,7 +29,7 @@ from worker.credentials import (
     CredentialScopeError,
     check_scope,
 )
-from worker.jobs import certificates, iisu, incremental, reenrollment, wincert, winsql
+from worker.jobs import certificates, check_bindings, iisu, incremental, reenrollment, wincert, winsql
 from worker.jobs.outcome import JobStepError, Outcome
 from worker.remote.errors import classify
 from worker.remote.session import LOCAL_CREDENTIAL, SessionFactory
@@ -44,11 +44,11 @@ HANDLERS: dict[tuple[JobType, StoreType], Handler] = {
     (JobType.ADD, StoreType.WIN_CERT): wincert.add,
     (JobType.REMOVE, StoreType.WIN_CERT): wincert.remove,
     (JobType.INVENTORY, StoreType.IISU): iisu.inventory,
-    (JobType.ADD, StoreType.IISU): iisu.add,
-    (JobType.REMOVE, StoreType.IISU): iisu.remove,
+    (JobType.ADD, StoreType.IISU): check_bindings.iisu_add,
+    (JobType.REMOVE, StoreType.IISU): check_bindings.iisu_remove,
     (JobType.INVENTORY, StoreType.WIN_SQL): winsql.inventory,
-    (JobType.ADD, StoreType.WIN_SQL): winsql.add,
-    (JobType.REMOVE, StoreType.WIN_SQL): winsql.remove,
+    (JobType.ADD, StoreType.WIN_SQL): check_bindings.winsql_add,
+    (JobType.REMOVE, StoreType.WIN_SQL): check_bindings.winsql_remove,
     (JobType.REENROLLMENT, StoreType.WIN_CERT): reenrollment.generate,
     (JobType.REENROLLMENT, StoreType.IISU): reenrollment.generate,
     (JobType.REENROLLMENT, StoreType.WIN_SQL): reenrollment.generate,
