@@ -14,6 +14,7 @@ import pytest
 
 from producer import entry_parameters
 from simulator.windows import iis as sim_iis
+from worker.jobs import check_bindings
 from worker.powershell import read_script
 
 BUILDS = (7601, 9200, 9600, 14393, 17763, 19041, 20348, 26100)
@@ -199,3 +200,47 @@ def test_key_access_goes_by_sid_never_by_english_name() -> None:
     assert sim_sql.account_sid("NT AUTHORITY\\NetworkService", "H", "de-DE")[0] == "S-1-5-20"
     with pytest.raises(LookupError):
         sim_sql.account_sid("NT AUTHORITY\\SYSTEM", "H", "de-DE")  # what localized Windows does
+
+
+# -- check mode: http.sys endpoint and shadowing (worker/jobs/check_bindings.py) ----------------
+
+_BINDINGS = [
+    ("*", 443, "", 0),
+    ("*", 443, "www.example.test", 1),
+    ("127.0.0.5", 443, "", 0),
+    ("[::1]", 8443, "", 0),
+    ("[0:0::1]", 8443, "a.example.test", 0),
+    ("192.0.2.10", 443, "b.example.test", 1),
+    ("*", 444, "xn--bcher-kva.example", 1),
+]
+
+
+@pytest.mark.parametrize(("ip", "port", "host", "flags"), _BINDINGS)
+def test_check_mode_endpoint_is_the_hosts(ip: str, port: int, host: str, flags: int) -> None:
+    assert check_bindings.endpoint_key(ip, port, host, flags) == sim_iis.endpoint_of(
+        f"{ip}:{port}:{host}", flags
+    )
+
+
+def test_check_mode_shadowing_is_the_hosts() -> None:
+    keys = [
+        "ipport=0.0.0.0:443",
+        "ipport=127.0.0.5:443",
+        "ipport=[::]:443",
+        "ipport=[::1]:443",
+        "hostnameport=www.example.test:443",
+        "hostnameport=a.example.test:8443",
+        "ccs=443",
+        "ipport=127.0.0.5:8443",
+    ]
+    mappings = {key: sim_iis.SslCertificateMapping("AB" * 20, "My") for key in keys}
+    for new in keys:
+        expected = {other for other, _direction in sim_iis.shadowing(new, mappings)}
+        texts = check_bindings.shadowing(new, [(key, "AB" * 20) for key in keys])
+        assert len(texts) == len(expected), new
+        for other in expected:
+            assert any(check_bindings.describe_endpoint(other) in text for text in texts), (new, other)
+    # the PowerShell Format-Endpoint words the endpoints as describe_endpoint does
+    text = _ps_block("Iis.ps1", "function Format-Endpoint {")
+    assert "'IP:port {0}'" in text and "'central certificate store port {0}'" in text
+    assert "'host:port {0}'" in text
