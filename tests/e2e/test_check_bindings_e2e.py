@@ -168,10 +168,8 @@ def test_iisu_check_reports_binding_changes_and_changes_nothing(stack: Stack) ->
         "would replace binding Default Web Site https *:443: (SSL flags 0 -> 0): certificate"
         f" {OLD.thumbprint} -> {NEW.thumbprint}" in renew.message
     )
-    assert (
-        f"would keep the renewed certificate {OLD.thumbprint}: still used by IIS site 'Other' binding *:8443:"
-        in renew.message
-    )
+    kept = f"the renewed certificate {OLD.thumbprint} %s: still used by IIS site 'Other' binding *:8443:"
+    assert renew.warnings == [kept % "would be kept"]
     assert renew.message.endswith("nothing changed.")
 
     assert (conflict.status.value, conflict.code.value) == ("failure", "binding_conflict"), conflict
@@ -244,3 +242,39 @@ def test_winsql_check_reports_instances_and_changes_nothing(stack: Stack) -> Non
 
     assert functions(stack) <= READS, functions(stack)
     assert state(stack) == before
+
+
+def test_check_after_the_real_run_changes_nothing_more(stack: Stack) -> None:
+    """The real run does what the check said (replaced; OLD kept, still used by site Other);
+    the same check afterwards is already_present, and a real remove follows its check."""
+    dws = {"SiteName": "Default Web Site", "IPAddress": "*", "Port": 443, "HostName": ""}
+    (real,) = run(stack, add_job(stack, IIS, "IISU", NEW, dws, renewal_thumbprint=OLD.thumbprint))
+    assert (real.code.value, real.message) == (
+        "ok",
+        f"Bound certificate {NEW.thumbprint} to Default Web Site https *:443: (replaced; certificate added).",
+    ), real
+    assert any(f"renewed certificate {OLD.thumbprint} was kept" in w for w in real.warnings), real
+    before = state(stack)
+    stack.host(IIS).stats.reset()
+    again, remove = run(
+        stack,
+        add_job(stack, IIS, "IISU", NEW, dws, renewal_thumbprint=OLD.thumbprint, check=True),
+        remove_job(stack, IIS, "IISU", f"{NEW.thumbprint}:Default Web Site:*:443:", check=True),
+    )
+    assert again.code.value == "already_present", again
+    assert again.message == (
+        f"Check: certificate {NEW.thumbprint} is already bound to Default Web Site https *:443: (SSL flags"
+        " 0); the job would change nothing."
+    ), again
+    kept = f"the renewed certificate {OLD.thumbprint} %s: still used by IIS site 'Other' binding *:8443:"
+    assert again.warnings == [kept % "would be kept"] and kept % "was kept" in real.warnings, again
+    assert remove.message == (
+        "Check: would remove binding Default Web Site https *:443: (SSL flags 0, certificate"
+        f" {NEW.thumbprint}); would delete certificate {NEW.thumbprint} from My; nothing changed."
+    ), remove
+    assert functions(stack) <= READS and state(stack) == before
+    (real,) = run(stack, remove_job(stack, IIS, "IISU", f"{NEW.thumbprint}:Default Web Site:*:443:"))
+    assert (real.code.value, real.message) == (
+        "ok",
+        "Removed Default Web Site https *:443: and its certificate.",
+    )

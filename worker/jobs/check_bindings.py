@@ -156,13 +156,24 @@ def _import_plan(
 
 
 def _renewal_plan(
-    renewal: str | None, thumbprint: str, store: str, in_store: set[str], users: list[str]
-) -> str | None:
+    renewal: str | None,
+    thumbprint: str,
+    store: str,
+    in_store: set[str],
+    users: list[str],
+    steps: list[str],
+    warnings: list[str],
+) -> None:
+    """The renewal cleanup: a step when the renewed certificate would be deleted, a warning (as
+    the real run words it) when it would be kept because something still uses it."""
     if not renewal or renewal == thumbprint or renewal not in in_store:
-        return None
+        return
     if users:
-        return f"would keep the renewed certificate {renewal}: still used by {'; '.join(users)}"
-    return f"would delete the renewed certificate {renewal} from {store} (no binding or instance uses it)"
+        warnings.append(f"the renewed certificate {renewal} would be kept: still used by {'; '.join(users)}")
+    else:
+        steps.append(
+            f"would delete the renewed certificate {renewal} from {store} (no binding or instance uses it)"
+        )
 
 
 def _outcome(thumbprint: str, steps: list[str], unchanged: str) -> Outcome:
@@ -269,7 +280,7 @@ def iisu_add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate)
             )
     if binding_step:
         steps.append(binding_step)
-    renewal = _renewal_plan(
+    _renewal_plan(
         job.renewal_thumbprint,
         thumbprint,
         store,
@@ -280,9 +291,9 @@ def iisu_add(job: AddJob, session: RemoteSession, prepared: PreparedCertificate)
             _sql_instances(session) if job.renewal_thumbprint else [],
             skip=f"{entry.site_name}|{key}",
         ),
+        steps,
+        warnings,
     )
-    if renewal:
-        steps.append(renewal)
     outcome = _outcome(
         thumbprint,
         steps,
@@ -411,9 +422,7 @@ def winsql_add(job: AddJob, session: RemoteSession, prepared: PreparedCertificat
             )
             if u not in rebound
         ]
-        renewal = _renewal_plan(job.renewal_thumbprint, thumbprint, store, in_store, users)
-        if renewal:
-            steps.append(renewal)
+        _renewal_plan(job.renewal_thumbprint, thumbprint, store, in_store, users, steps, warnings)
     outcome = _outcome(
         thumbprint,
         steps,
