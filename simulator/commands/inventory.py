@@ -35,14 +35,18 @@ def validate_not_null_or_empty(command: str, parameter: str, value: Any) -> str:
     return text
 
 
-def known_thumbprints(value: Any) -> set[str]:
-    """``[string[]]$KnownThumbprint`` as PowerShell binds it: null or absent → empty; a single
-    string → one element; each element's string form, upper-cased (the match is
-    case-insensitive)."""
+def known_thumbprints(value: Any) -> dict[str, int]:
+    """``[string[]]$KnownThumbprint`` as PowerShell binds it (null or absent → empty; a single
+    string → one element), as the function indexes it: each element's string form, upper-cased
+    (the match is case-insensitive) → its first 0-based position in the array."""
     if value is None:
-        return set()
+        return {}
     values = value if isinstance(value, list | tuple) else [value]
-    return {str(v).upper() for v in values if v is not None and str(v)}
+    known: dict[str, int] = {}
+    for index, v in enumerate(values):
+        if v is not None and str(v):
+            known.setdefault(str(v).upper(), index)
+    return known
 
 
 @REGISTRY.register(
@@ -55,9 +59,11 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
     provider paths). Each output is ``json.dumps(record, separators=(",", ":"))`` of
     :func:`simulator.windows.certificates.inventory_record` (keys Thumbprint, Subject, Issuer,
     SerialNumber, NotBefore, NotAfter, HasPrivateKey, FriendlyName, KeyAlgorithm, KeySize,
-    Sans, RawData). ``KnownThumbprint`` (a string array, matched case-insensitively): those
-    certificates are written as ``{"Thumbprint", "Known": true, "HasPrivateKey",
-    "FriendlyName"}`` only (incremental inventory). A certificate that cannot be read is
+    Sans, RawData). ``KnownThumbprint`` (a string array, matched case-insensitively;
+    incremental inventory): those certificates are not written one by one; when the array is
+    not empty, ONE last record ``{"KnownCertificates": [[Index, HasPrivateKey, FriendlyName],
+    ...]}`` lists the ones present (Index: the thumbprint's first 0-based position in
+    ``KnownThumbprint``), in store order. A certificate that cannot be read is
     skipped with the warning ``Skipped certificate <thumbprint>: <reason>``; one whose SAN
     extension cannot be decoded is reported with ``Sans`` empty and a warning. Stops between
     certificates when the pipeline is stopped.
@@ -70,17 +76,13 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
     if store is None:
         raise store_not_found(store_path)
     known = known_thumbprints(params.get("KnownThumbprint"))
+    found: list[list[Any]] = []
     for entry in store.list():
         if ctx.cancelled.is_set():
             return
-        if entry.thumbprint.upper() in known:
-            record = {
-                "Thumbprint": entry.thumbprint,
-                "Known": True,
-                "HasPrivateKey": bool(entry.has_private_key),
-                "FriendlyName": entry.friendly_name or "",
-            }
-            ctx.write_output(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        index = known.get(entry.thumbprint.upper())
+        if index is not None:
+            found.append([index, bool(entry.has_private_key), entry.friendly_name or ""])
             continue
         try:
             record, warnings = inventory_record(
@@ -92,3 +94,5 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
         for warning in warnings:
             ctx.write_warning(warning)
         ctx.write_output(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+    if known:
+        ctx.write_output(json.dumps({"KnownCertificates": found}, separators=(",", ":"), ensure_ascii=False))

@@ -1,8 +1,8 @@
 """Incremental inventory end to end: producer → Redis → prefork worker → WinRM → simulator.
 
 An inventory with ``include_der`` false sends the thumbprints the worker's inventory state knows
-(``-KnownThumbprint``); the host answers those with short records. The results must be the same
-items a full inventory gives (without DER), with a ``changes`` summary.
+(``-KnownThumbprint``); the host answers those with one compact ``KnownCertificates`` record.
+The results must be the same items a full inventory gives (without DER), with a ``changes`` summary.
 """
 
 from __future__ import annotations
@@ -121,6 +121,8 @@ def test_unchanged_added_removed_and_private_key_flag(istack: Stack) -> None:
         assert second.changes.added_thumbprints == [] and second.changes.removed_thumbprints == []
         assert second_bytes * 3 < first_bytes, (first_bytes, second_bytes)
         assert sorted(last_inventory_parameters(istack)["KnownThumbprint"]) == sorted(items_of(first))
+        # the known certificates come back as ONE compact record (~12 bytes each), not one each
+        assert second_bytes * 6 < first_bytes, (first_bytes, second_bytes)
 
         # on the host: one certificate added, one removed, one gets its private key
         new_der, _ = new_certificate(1000)
@@ -138,11 +140,16 @@ def test_unchanged_added_removed_and_private_key_flag(istack: Stack) -> None:
         assert third.changes.removed_thumbprints == [gone]
         assert (third.changes.added, third.changes.removed, third.changes.unchanged) == (2, 1, COUNT - 1)
 
-        # a known certificate whose private key arrives later is reported with it
-        windows.add_certificate("My", keyed_der, keyed_key)
+        # a known certificate whose private key and friendly name arrive later is reported with
+        # them (a hostile friendly name is data)
+        friendly = 'Keyed "]],[0,true,"x"] $(whoami) é'
+        windows.add_certificate("My", keyed_der, keyed_key, friendly)
         fourth, _ = inventory(istack, client)
+        assert keyed_thumb in last_inventory_parameters(istack)["KnownThumbprint"]
         assert fourth.changes is not None and fourth.changes.unchanged == COUNT + 1
         assert items_of(fourth)[keyed_thumb]["has_private_key"] is True
+        assert items_of(fourth)[keyed_thumb]["friendly_name"] == friendly
+        assert not fourth.warnings
         assert items_of(third)[keyed_thumb]["has_private_key"] is False
 
         # every field but the DER is what a full inventory reports

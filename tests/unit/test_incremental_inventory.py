@@ -68,12 +68,30 @@ def test_changes_count_thumbprints_and_ignore_skipped_certificates() -> None:
     assert incremental.changes(None, [item(A)]) is None
 
 
-def test_a_known_record_must_be_well_formed() -> None:
-    record = incremental.parse_known({"Thumbprint": A.lower(), "Known": True, "HasPrivateKey": True})
-    assert (record.thumbprint, record.has_private_key, record.friendly_name) == (A, True, "")
-    for bad in ({"Thumbprint": "12"}, {"Thumbprint": A, "HasPrivateKey": "yes"}):
-        try:
-            incremental.parse_known(bad)
-        except ValueError:
-            continue
-        raise AssertionError(bad)
+def test_the_known_certificates_record_must_be_well_formed() -> None:
+    sent = [A, B, C]
+    record = {"KnownCertificates": [[1, True, "web"], [0, False, None], [1, False, "again"]]}
+    shorts, warnings = incremental.parse_known_certificates(record, sent)
+    assert [(r.thumbprint, r.has_private_key, r.friendly_name) for r in shorts] == [
+        (B, True, "web"),
+        (A, False, ""),
+    ]
+    assert warnings == []
+    entries = [[3, True, ""], [True, True, ""], "x", [2, "yes", ""], [0, True, 5], [1, True]]
+    bad = {"KnownCertificates": entries}
+    shorts, warnings = incremental.parse_known_certificates(bad, sent)
+    assert shorts == []
+    assert warnings == [
+        "Skipped known-certificate entry 0: Index is not a position in KnownThumbprint",
+        "Skipped known-certificate entry 1: Index is not a position in KnownThumbprint",
+        "Skipped known-certificate entry 2: Index is not a position in KnownThumbprint",
+        f"Skipped certificate {C}: HasPrivateKey is not a boolean",
+        f"Skipped certificate {A}: FriendlyName is not a string",
+        f"Skipped certificate {B}: an entry must be [Index, HasPrivateKey, FriendlyName]",
+    ]
+    try:
+        incremental.parse_known_certificates({"KnownCertificates": {"0": 1}}, sent)
+    except ValueError as exc:
+        assert "KnownCertificates is not a list" in str(exc)
+    else:
+        raise AssertionError("a non-list KnownCertificates was accepted")

@@ -2,8 +2,10 @@
 
 A WinCert inventory job with ``include_der`` false passes ``-KnownThumbprint`` (a PSRP string
 array of upper-case hex thumbprints, never script text) to ``Get-WinCertInventory``: the host
-writes full records only for the other certificates, and ``{Thumbprint, Known, HasPrivateKey,
-FriendlyName}`` for the known ones. The worker fills a known certificate's parsed fields from
+writes full records only for the other certificates, and ONE last record
+``{"KnownCertificates": [[Index, HasPrivateKey, FriendlyName], ...]}`` for the known ones
+(Index: position in the ``-KnownThumbprint`` array; ~12 bytes per certificate).
+The worker fills a known certificate's parsed fields from
 the inventory state's :class:`~producer.inventory_model.CertificateDetails` (no DER is ever
 kept there) and takes the mutable properties (private key, friendly name) from the host.
 
@@ -21,10 +23,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from producer.inventory_model import CertificateEntry, StoreInventory
-from producer.messages import THUMBPRINT_RE, CertificateItem, InventoryChanges, StoreRef
+from producer.messages import CertificateItem, InventoryChanges, StoreRef
 
-__all__ = ["KnownRecord", "baseline", "changes", "item_from_known", "known_entries", "parse_known"]
+__all__ = [
+    "KNOWN_CERTIFICATES",
+    "KnownRecord",
+    "baseline",
+    "changes",
+    "item_from_known",
+    "known_entries",
+    "parse_known_certificates",
+]
 
+_SENT = "KnownThumbprint"
 _SKIPPED = re.compile(r"^Skipped certificate ([0-9A-Fa-f]{40}):")
 
 
@@ -61,22 +72,50 @@ class KnownRecord:
         self.friendly_name = friendly_name
 
 
-def parse_known(record: dict[str, Any]) -> KnownRecord:
-    """Validate a ``Known`` record (already JSON-decoded).
+KNOWN_CERTIFICATES = "KnownCertificates"
+"""The key of the host's one record for the known certificates."""
+
+
+def parse_known_certificates(record: dict[str, Any], sent: list[str]) -> tuple[list[KnownRecord], list[str]]:
+    """Validate the host's ``{"KnownCertificates": [[Index, HasPrivateKey, FriendlyName], ...]}``
+    (already JSON-decoded; untrusted). ``Index`` is the 0-based position in ``sent`` (the
+    ``-KnownThumbprint`` array, upper-case hex) of the certificate's thumbprint.
+
+    Returns the valid records and, for each bad entry, a warning: ``Skipped certificate
+    <thumbprint>: <reason>`` when the entry's index names a sent thumbprint (so the certificate
+    is not counted as removed), else ``Skipped known-certificate entry <n>: <reason>``. A
+    thumbprint reported twice keeps its first entry.
 
     Raises:
-        ValueError: a field is missing or of the wrong type (the message names it).
+        ValueError: ``KnownCertificates`` is not a list (the message names it).
     """
-    thumbprint = str(record.get("Thumbprint", "")).upper()
-    if not THUMBPRINT_RE.match(thumbprint):
-        raise ValueError(f"Thumbprint {record.get('Thumbprint')!r} is not 40 hex characters")
-    has_key = record.get("HasPrivateKey")
-    if not isinstance(has_key, bool):
-        raise ValueError("HasPrivateKey is not a boolean")
-    friendly = record.get("FriendlyName")
-    if friendly is not None and not isinstance(friendly, str):
-        raise ValueError("FriendlyName is not a string")
-    return KnownRecord(thumbprint, has_key, friendly or "")
+    entries = record.get(KNOWN_CERTIFICATES)
+    if not isinstance(entries, list):
+        raise ValueError(f"{KNOWN_CERTIFICATES} is not a list")
+    out: list[KnownRecord] = []
+    warnings: list[str] = []
+    seen: set[int] = set()
+    for n, entry in enumerate(entries):
+        index = entry[0] if isinstance(entry, list) and entry else None
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(sent):
+            warnings.append(f"Skipped known-certificate entry {n}: Index is not a position in {_SENT}")
+            continue
+        thumbprint = sent[index]
+        if index in seen:
+            continue
+        problem = None
+        if len(entry) != 3:
+            problem = "an entry must be [Index, HasPrivateKey, FriendlyName]"
+        elif not isinstance(entry[1], bool):
+            problem = "HasPrivateKey is not a boolean"
+        elif entry[2] is not None and not isinstance(entry[2], str):
+            problem = "FriendlyName is not a string"
+        if problem:
+            warnings.append(f"Skipped certificate {thumbprint}: {problem}")
+            continue
+        seen.add(index)
+        out.append(KnownRecord(thumbprint, entry[1], entry[2] or ""))
+    return out, warnings
 
 
 def item_from_known(entry: CertificateEntry, record: KnownRecord) -> CertificateItem:

@@ -131,31 +131,36 @@ def parse_record(text: Any) -> CertificateItem:
         raise RecordError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
 
-def _known_item(text: Any, known: dict[str, CertificateEntry]) -> CertificateItem | None:
-    """The item of a host's ``Known`` record (None: not one, parse it in full).
+def _known_items(
+    text: Any, known: dict[str, CertificateEntry], sent: list[str]
+) -> tuple[list[CertificateItem], list[str]] | None:
+    """The items of the host's one ``KnownCertificates`` record, and warnings for bad entries
+    (None: not that record, parse it in full).
 
     Raises:
-        RecordError: a ``Known`` record that is malformed or names a thumbprint not asked for.
+        RecordError: a ``KnownCertificates`` record that is not JSON or not a list.
     """
-    if not isinstance(text, str) or '"Known"' not in text[:200]:
+    if not isinstance(text, str) or '"KnownCertificates"' not in text[:40]:
         return None
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(record, dict) or record.get("Known") is not True:
+    if not isinstance(record, dict) or incremental.KNOWN_CERTIFICATES not in record:
         return None
     try:
-        short = incremental.parse_known(record)
+        shorts, warnings = incremental.parse_known_certificates(record, sent)
     except ValueError as exc:
         raise RecordError(str(exc)) from None
-    entry = known.get(short.thumbprint)
-    if entry is None:
-        raise RecordError("the host reported a certificate as known that the worker did not send")
-    try:
-        return incremental.item_from_known(entry, short)
-    except (ValueError, ValidationError) as exc:
-        raise RecordError(f"the inventory state's fields are unusable ({exc})") from None
+    items: list[CertificateItem] = []
+    for short in shorts:
+        try:
+            items.append(incremental.item_from_known(known[short.thumbprint], short))
+        except (ValueError, ValidationError) as exc:
+            warnings.append(
+                f"Skipped certificate {short.thumbprint}: the inventory state's fields are unusable ({exc})"
+            )
+    return items, warnings
 
 
 def _record_name(text: Any) -> str:
@@ -195,27 +200,33 @@ def inventory_items(
 ) -> tuple[list[CertificateItem], list[str]]:
     """``Get-WinCertInventory`` of one store: validated items (alias = thumbprint) and warnings.
 
-    ``known`` (thumbprint → state entry with details): sent as ``-KnownThumbprint``; the host's
-    short records of those are completed from the entries (``der_b64`` empty).
+    ``known`` (thumbprint → state entry with details): sent as ``-KnownThumbprint`` (sorted);
+    the host's one ``KnownCertificates`` record (indexes into that array) is completed from the
+    entries (``der_b64`` empty); those items follow the ones the host sent in full.
     """
     parameters: dict[str, Any] = {"StorePath": store_path}
-    if known:
-        parameters["KnownThumbprint"] = sorted(known)
+    sent = sorted(known) if known else []
+    if sent:
+        parameters["KnownThumbprint"] = sent
     invocation = session.invoke(INVENTORY_FUNCTION, parameters)
     warnings = list(invocation.warnings)
     items: list[CertificateItem] = []
     seen: set[str] = set()
     for text in invocation.output:
         try:
-            item = _known_item(text, known) if known else None
-            if item is None:
-                item = parse_record(text)
+            batch = _known_items(text, known, sent) if known else None
+            if batch is None:
+                parsed = [parse_record(text)]
+            else:
+                parsed, batch_warnings = batch
+                warnings.extend(batch_warnings)
         except RecordError as exc:
             warnings.append(f"Skipped certificate {_record_name(text)}: {exc}")
             continue
-        if item.thumbprint not in seen:
-            seen.add(item.thumbprint)
-            items.append(item)
+        for item in parsed:
+            if item.thumbprint not in seen:
+                seen.add(item.thumbprint)
+                items.append(item)
     return items, warnings
 
 
