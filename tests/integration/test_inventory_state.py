@@ -290,3 +290,28 @@ def test_writers_of_different_stores_do_not_hold_each_other_up(redis_url: str) -
     assert errors == []
     readback = InventoryState(redis.Redis.from_url(redis_url, decode_responses=True))
     assert {s.host for s in readback.stores()} >= {f"h{i}" for i in range(6)}
+
+
+def test_an_incremental_inventory_keeps_known_entries_and_rebuilds_changed_ones(redis_client: Any) -> None:
+    from worker.jobs import incremental
+
+    state = InventoryState(redis_client)
+    a, b = (make_cert(n, NOW + timedelta(days=90)) for n in ("keep.contoso.com", "other.contoso.com"))
+    first = state.record_inventory(store(), [item(a), item(b)], NOW - timedelta(minutes=5))
+    by_thumb = {e.thumbprint: e for e in first.certificates}
+    # what incremental inventory reports for known certificates (no DER)
+    known = [
+        incremental.item_from_known(by_thumb[thumb(d)], incremental.KnownRecord(thumb(d), True, "f"))
+        for d in (a, b)
+    ]
+    changed = known[1].model_copy(update={"subject": "CN=renamed.contoso.com"})
+    doc = state.record_inventory(store(), [known[0], changed], NOW)
+    after = {e.thumbprint: e for e in doc.certificates}
+    # the unchanged one is kept as it was (CN read from the DER, details), seen now
+    assert after[thumb(a)] == by_thumb[thumb(a)].model_copy(update={"seen": NOW.timestamp()})
+    # the one whose fields differ is rebuilt from the item (its CN still the one read from the DER)
+    assert after[thumb(b)].details is not None
+    assert after[thumb(b)].details.subject == "CN=renamed.contoso.com"
+    assert after[thumb(b)].subject_cn == "other.contoso.com"
+    again = state.get(store())
+    assert again == doc  # read back: the same document
