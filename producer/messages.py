@@ -644,7 +644,7 @@ class RemoveJob(_JobBase):
         return parse_iis_alias(self.alias)
 
 
-_SAN_KEYWORDS = {
+SAN_KEYWORDS = {
     "dns": "dns",
     "ip": "ip",
     "ipaddress": "ip",
@@ -656,6 +656,8 @@ _SAN_KEYWORDS = {
     "uri": "uri",
     "url": "uri",
 }
+"""Keyword of a legacy ``sans`` string (``dns=a&ip=1.2.3.4``, case-insensitive) → SAN kind;
+the job schema (producer/schema.py) builds its pattern from the same table."""
 
 
 def parse_legacy_sans(text: str) -> list[dict[str, str]]:
@@ -670,7 +672,7 @@ def parse_legacy_sans(text: str) -> list[dict[str, str]]:
     entries = []
     for part in (p for p in text.split("&") if p.strip()):
         key, sep, value = part.partition("=")
-        kind = _SAN_KEYWORDS.get(key.strip().lower())
+        kind = SAN_KEYWORDS.get(key.strip().lower())
         if not sep or kind is None or not value.strip():
             raise ValueError(
                 f"SAN entry {part!r} is not type=value with a type of dns, ip, email, upn or uri"

@@ -24,7 +24,7 @@ from typing import Any
 
 from producer.entry_parameters import SSL_FLAGS_ALL
 from producer.jsontypes import DATE_TIME_PATTERN, UUID_PATTERN
-from producer.messages import AuthMethod, JobResult, Protocol, StoreType
+from producer.messages import SAN_KEYWORDS, AuthMethod, JobResult, Protocol, StoreType
 from producer.subject import ATTRIBUTES
 
 JOB_SCHEMA_ID = "https://wincert-orchestrator.invalid/schema/job.schema.json"
@@ -130,23 +130,10 @@ def _subject_pattern() -> str:
 SUBJECT = _subject_pattern()
 """An X.500 subject as :func:`producer.subject.parse_subject` reads it."""
 
-_SAN_KEYS = {
-    "dns": "dns",
-    "ip": "ip",
-    "ipaddress": "ip",
-    "ip4": "ip",
-    "ip6": "ip",
-    "email": "email",
-    "rfc822": "email",
-    "upn": "upn",
-    "uri": "uri",
-    "url": "uri",
-}
-
 
 def _legacy_sans_pattern() -> str:
-    ip_keys = "|".join(_ci(k) for k, v in _SAN_KEYS.items() if v == "ip")
-    other_keys = "|".join(_ci(k) for k, v in _SAN_KEYS.items() if v != "ip")
+    ip_keys = "|".join(_ci(k) for k, v in SAN_KEYWORDS.items() if v == "ip")
+    other_keys = "|".join(_ci(k) for k, v in SAN_KEYWORDS.items() if v != "ip")
     value = r"\s*[^&\s\x00-\x1f\x7f](?:[^&\x00-\x1f\x7f]*[^&\s\x00-\x1f\x7f])?\s*"
     part = rf"{_WS}(?:(?:{ip_keys}){_WS}={_WS}(?:{IPV4}|{IPV6}){_WS}|(?:{other_keys}){_WS}={value})"
     blank = r"[^&\S]*"

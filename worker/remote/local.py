@@ -470,12 +470,17 @@ class LocalSession:
         while (event := self.pool.next_event()) is not None:
             psrp.apply_event(event, self.pool_events, self._current)
 
-    def _timed_out(self, what: str, limit: str) -> TransportFailureError:
-        seconds = {
+    def _limit(self, limit: str) -> tuple[float, str]:
+        """``(seconds, setting name)`` of ``limit`` (``connection_timeout``, ``read_timeout`` or
+        ``call_timeout``), for timeout messages that name the setting to raise."""
+        return {
             "connection_timeout": (self.connection_timeout, "WINCERT_CONNECTION_TIMEOUT"),
             "read_timeout": (self.read_timeout, "WINCERT_READ_TIMEOUT"),
             "call_timeout": (self.call_timeout, "WINCERT_TASK_SOFT_TIME_LIMIT"),
         }[limit]
+
+    def _timed_out(self, what: str, limit: str) -> TransportFailureError:
+        seconds = self._limit(limit)
         return TransportFailureError(
             ResultCode.TIMEOUT,
             f"the local PowerShell ({self.argv[0]}) on {self.where} did not {what} within"

@@ -359,11 +359,7 @@ class SshSession(LocalSession):
 
     # ---- messages ---------------------------------------------------------------------------
     def _timed_out(self, what: str, limit: str) -> TransportFailureError:
-        seconds = {
-            "connection_timeout": (self.connection_timeout, "WINCERT_CONNECTION_TIMEOUT"),
-            "read_timeout": (self.read_timeout, "WINCERT_READ_TIMEOUT"),
-            "call_timeout": (self.call_timeout, "WINCERT_TASK_SOFT_TIME_LIMIT"),
-        }[limit]
+        seconds = self._limit(limit)
         return TransportFailureError(
             ResultCode.TIMEOUT,
             f"PowerShell over SSH on {self.where} did not {what} within {seconds[0]:g} s ({seconds[1]});"
