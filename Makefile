@@ -116,7 +116,8 @@ examples/node/node_modules/.package-lock.json: examples/node/package-lock.json |
 node-deps: tests/node/node_modules/.package-lock.json examples/node/node_modules/.package-lock.json
 
 # Regenerate the committed schemas after changing the job/result models (tests keep them in step;
-# a changed job rule also needs producer/schema.py and the corpus in tests/fixtures/schema-corpus)
+# a changed job rule also needs producer/schema_store.py or schema_jobs.py and the corpus in
+# tests/fixtures/schema-corpus)
 schemas: $(STAMP)
 	$(VENV)/bin/wincert schema > schema/job.schema.json
 	$(VENV)/bin/wincert schema result > schema/result.schema.json

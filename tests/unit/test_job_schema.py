@@ -59,7 +59,8 @@ def test_schema_files_are_current() -> None:
     """schema/*.json are what `wincert schema` prints (regenerate: wincert schema [result] > ...)."""
     job_file, result_file = REPO / "schema" / "job.schema.json", REPO / "schema" / "result.schema.json"
     assert job_file.read_text(encoding="utf-8") == schema_text(job_schema()), (
-        "the job models changed: update producer/schema.py if a rule changed, then run"
+        "the job models changed: update producer/schema_store.py or schema_jobs.py if a rule"
+        " changed, then run"
         " `make schemas`"
     )
     assert result_file.read_text(encoding="utf-8") == schema_text(result_schema()), (
