@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, cast
 
 import typer
@@ -28,8 +29,8 @@ from producer.cli.base import (
     option_given,
     validation_lines,
 )
-from producer.cli.options import _Connection
-from producer.cli.submitting import _NO_KEYS, _Output, _Sealed
+from producer.cli.options import OptionGroup, _Connection
+from producer.cli.submitting import _NO_KEYS, _Output, _Sealed, _submit_command
 from producer.client import Client, PlaintextSecretRefusedError
 from producer.fleet import FleetFileError, FleetTarget, load_fleet
 from producer.messages import RESULTS_STREAM, AnyJob, JobResult, Status, parse_job
@@ -57,9 +58,38 @@ LimitOpt = Annotated[
     ),
 ]
 
+
+@dataclass(frozen=True)
+class FleetOptions(OptionGroup):
+    """``--fleet FILE [--group G] [--limit PATTERN]`` (see :func:`fleet_targets`)."""
+
+    fleet: FleetOpt = None
+    group: GroupOpt = None
+    limit: LimitOpt = None
+
+    def targets(self, conn: _Connection, *, job_id: str | None) -> list[FleetTarget]:
+        """:func:`fleet_targets` for these options; ``[]`` without ``--fleet``."""
+        if self.fleet is None:
+            return []
+        return fleet_targets(self.fleet, self.group, self.limit, conn, job_id=job_id)
+
+
 FieldsFor = Callable[[FleetTarget], dict[str, Any]]
 """The job fields (all but ``store``) for one store; raises UsageProblemError when an option does
 not fit that store."""
+
+
+def select_fleet(path: str, group: str | None, limit: str | None) -> list[FleetTarget]:
+    """The stores of the fleet file ``path`` in ``group`` (None: all) whose host matches
+    ``limit``; exits 2 naming the file's line or the option when the file or a selector is bad."""
+    try:
+        return load_fleet(path).select(group, limit)
+    except FleetFileError as exc:
+        for line in str(exc).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    except ValueError as exc:
+        _fail(str(exc), ExitCode.USAGE)
 
 
 def fleet_targets(
@@ -84,15 +114,7 @@ def fleet_targets(
             " stores; each job gets its own id; credentials are names in the file)",
             ExitCode.USAGE,
         )
-    try:
-        fleet = load_fleet(path)
-        targets = fleet.select(group, limit)
-    except FleetFileError as exc:
-        for line in str(exc).splitlines():
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(int(ExitCode.USAGE)) from None
-    except ValueError as exc:
-        _fail(str(exc), ExitCode.USAGE)
+    targets = select_fleet(path, group, limit)
     by_type = option_given("store_type")
     if by_type:
         targets = [t for t in targets if t.store["store_type"] == conn.store_type]
@@ -105,6 +127,34 @@ def fleet_targets(
             ExitCode.USAGE,
         )
     return targets
+
+
+def submit_one_or_fleet(
+    settings: ProducerSettings,
+    conn: _Connection,
+    address: tuple[str, int | None],
+    targets: list[FleetTarget],
+    fields: dict[str, Any],
+    entry_for: Callable[[str], dict[str, Any] | None],
+    out: _Output,
+    *,
+    restart_service: bool = False,
+    sealed: _Sealed | None = None,
+) -> None:
+    """A job command's last step. With ``--fleet`` (``targets`` not empty): :func:`run_fleet`, each
+    store's ``entry_parameters`` from ``entry_for(its store type)`` (exits). Otherwise the one job
+    (``fields``) to ``address`` (``_submit_command``)."""
+    if targets:
+        run_fleet(
+            settings,
+            conn,
+            targets,
+            lambda target: {**fields, "entry_parameters": entry_for(target.store["store_type"])},
+            out,
+            restart_service=restart_service,
+            sealed=sealed,
+        )
+    _submit_command(settings, conn, address, fields, out, restart_service=restart_service, sealed=sealed)
 
 
 def run_fleet(

@@ -17,8 +17,7 @@ from producer.cli.base import (
     _fail_validation,
     _load_settings,
 )
-from producer.cli.options import FormatOpt, JsonOpt, QuietOpt, TimeoutOpt, WaitOpt
-from producer.cli.render import _output_format
+from producer.cli.options import OutputOptions, option_groups
 from producer.cli.submitting import _Output, _send
 from producer.client import (
     Client,
@@ -38,6 +37,7 @@ def _read_keyfactor_file(path: str) -> str:
         raise UsageProblemError(f"--keyfactor: cannot read {path!r}: {reason}") from None
 
 
+@option_groups
 def submit(
     keyfactor: Annotated[
         str | None,
@@ -48,11 +48,7 @@ def submit(
             " Management Add/Remove or Reenrollment for WinCert, IISU (IISBin) or WinSql stores.",
         ),
     ] = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 60.0,
-    as_json: JsonOpt = False,
-    fmt: FormatOpt = None,
-    quiet: QuietOpt = False,
+    out: OutputOptions = OutputOptions(),
 ) -> None:
     """Submit the job a Keyfactor orchestrator job configuration describes.
 
@@ -62,8 +58,8 @@ def submit(
     the job id (exit 0); with --wait, the result (--format keyfactor: Keyfactor's JobResult with
     the configuration's JobHistoryId, plus the inventory items).
     """
-    _check_timeout(timeout)
-    output = _output_format(as_json, fmt)
+    _check_timeout(out.timeout)
+    output = out.format()
     settings = _load_settings()
     try:
         if keyfactor is None:
@@ -89,8 +85,6 @@ def submit(
             _fail_validation(exc)
         except PlaintextSecretRefusedError as exc:
             _fail(str(exc), ExitCode.USAGE)
-        _send(
-            client, settings, prepared, _Output(wait, timeout, output, converted.job_history_id, quiet=quiet)
-        )
+        _send(client, settings, prepared, _Output.of(out, output, job_history_id=converted.job_history_id))
     finally:
         client.close()

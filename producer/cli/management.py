@@ -14,45 +14,26 @@ from producer.cli.base import (
     _load_settings,
     _read_password,
 )
-from producer.cli.fleet_run import FleetOpt, GroupOpt, LimitOpt, fleet_targets, run_fleet
+from producer.cli.fleet_run import FleetOptions, submit_one_or_fleet
 from producer.cli.inputs import _read_certificate_file, _read_secret_file, check_certificate_input
 from producer.cli.options import (
     AllowTakeoverOpt,
-    AuthOpt,
-    CredentialOpt,
-    FormatOpt,
-    HostNameOpt,
-    HostOpt,
+    IisBindingOptions,
     IncludeChainOpt,
-    InstanceNameOpt,
-    IpAddressOpt,
-    JeaEndpointOpt,
     JobIdOpt,
-    JsonOpt,
-    NoCertValidationOpt,
-    PasswordStdinOpt,
-    PortBindingOpt,
-    PortOpt,
-    ProtocolOpt,
-    QuietOpt,
-    RestartServiceOpt,
-    SiteNameOpt,
-    SniFlagOpt,
-    SpnWithPortOpt,
-    StorePathOpt,
-    StoreTypeOpt,
+    OutputOptions,
+    SqlOptions,
+    StoreOptions,
     TargetArg,
-    TimeoutOpt,
-    UsernameOpt,
-    WaitOpt,
+    TransportOptions,
     _Binding,
     _check_applicable,
     _Connection,
     _entry_parameters,
     _instance_names,
+    option_groups,
 )
-from producer.cli.render import _output_format
-from producer.cli.submitting import _job_fields, _Output, _Sealed, _submit_command
+from producer.cli.submitting import _job_fields, _Output, _Sealed
 from producer.client import (
     Client,
 )
@@ -67,6 +48,7 @@ CheckOpt = Annotated[
 ]
 
 
+@option_groups
 def add(
     target: TargetArg = None,
     certificate: Annotated[
@@ -103,19 +85,12 @@ def add(
             help="The PKCS#12 password is the empty string (Windows treats it differently from no password).",
         ),
     ] = False,
-    host: HostOpt = None,
-    store_path: StorePathOpt = None,
-    store_type: StoreTypeOpt = "WinCert",
-    site_name: SiteNameOpt = None,
-    ip_address: IpAddressOpt = None,
-    port_binding: PortBindingOpt = None,
-    host_name: HostNameOpt = None,
-    sni_flag: SniFlagOpt = None,
+    store: StoreOptions = StoreOptions(),
+    iis: IisBindingOptions = IisBindingOptions(),
     provider_name: Annotated[
         str | None, typer.Option("--provider-name", help="CSP/KSP to import the private key into.")
     ] = None,
-    instance_name: InstanceNameOpt = None,
-    restart_service: RestartServiceOpt = False,
+    sql: SqlOptions = SqlOptions(),
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the certificate if it is already in the store.")
     ] = False,
@@ -138,24 +113,10 @@ def add(
             help="The certificate this one renews (IISU/WinSQL rebind from it; IISU deletes it when unused).",
         ),
     ] = None,
-    protocol: ProtocolOpt = "https",
-    port: PortOpt = None,
-    auth: AuthOpt = "negotiate",
-    credential: CredentialOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    no_cert_validation: NoCertValidationOpt = False,
-    spn_with_port: SpnWithPortOpt = False,
-    jea_endpoint: JeaEndpointOpt = None,
+    transport: TransportOptions = TransportOptions(),
     job_id: JobIdOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 60.0,
-    as_json: JsonOpt = False,
-    fmt: FormatOpt = None,
-    quiet: QuietOpt = False,
-    fleet: FleetOpt = None,
-    group: GroupOpt = None,
-    limit: LimitOpt = None,
+    out: OutputOptions = OutputOptions(),
+    fleet: FleetOptions = FleetOptions(),
     check: CheckOpt = False,
 ) -> None:
     """Submit a Management Add job: import a certificate into a store (and bind it for IISU/WinSQL).
@@ -168,15 +129,12 @@ def add(
 
     Without --wait, prints the job id (exit 0); with --wait, the result and the thumbprint added.
     """
-    _check_timeout(timeout)
+    _check_timeout(out.timeout)
     settings = _load_settings()
-    conn = _Connection(
-        target, host, store_path, store_type, protocol, port, auth, credential, username,
-        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
-    )  # fmt: skip
-    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
+    conn = _Connection.of(target, store, transport)
+    targets = fleet.targets(conn, job_id=job_id)
     try:
-        address = conn.check("add") if fleet is None else ("", None)
+        address = conn.check("add") if fleet.fleet is None else ("", None)
         modes = [
             option
             for option, given in (
@@ -192,20 +150,14 @@ def add(
                 f"certificate.password: give at most one of {', '.join(modes)}; without any the file"
                 " is sent with no password"
             )
-        if pfx_password_stdin and password_stdin:
+        if pfx_password_stdin and transport.password_stdin:
             raise UsageProblemError(
                 "certificate.password (--pfx-password-stdin): stdin already carries the WinRM password"
                 " (--password-stdin); give the PKCS#12 password with --pfx-password-file FILE, or the"
                 " WinRM credential with --credential NAME"
             )
-
-        def binding(kind: str) -> dict[str, Any] | None:
-            return _Binding(
-                kind, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
-                restart_service, allow_takeover, provider_name,
-            ).entry_parameters()  # fmt: skip
-
-        entry = binding(store_type) if fleet is None else None
+        binding = _Binding(iis, sql, allow_takeover, provider_name).entry_parameters
+        entry = binding(store.store_type) if fleet.fleet is None else None
         if certificate is None:
             raise UsageProblemError(
                 "certificate (--certificate): missing; give the certificate file (.pfx, .p12, .cer,"
@@ -254,28 +206,20 @@ def add(
         **({"check": True} if check else {}),
     )
     placeholder = {"certificate": {"contents_plaintext": "-"}}
-    output = _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet)
-    if fleet is not None:
-        run_fleet(
-            settings,
-            conn,
-            targets,
-            lambda target: {**fields, "entry_parameters": binding(target.store["store_type"])},
-            output,
-            restart_service=restart_service,
-            sealed=_Sealed(placeholder, seal, "certificate", "--certificate"),
-        )
-    _submit_command(
+    submit_one_or_fleet(
         settings,
         conn,
         address,
+        targets,
         fields,
-        _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet),
-        restart_service=restart_service,
+        binding,
+        _Output.of(out),
+        restart_service=sql.restart_service,
         sealed=_Sealed(placeholder, seal, "certificate", "--certificate"),
     )
 
 
+@option_groups
 def remove(
     target: TargetArg = None,
     alias: Annotated[
@@ -286,29 +230,12 @@ def remove(
             " THUMBPRINT:SiteName:IP:Port:HostName as inventory shows it.",
         ),
     ] = None,
-    host: HostOpt = None,
-    store_path: StorePathOpt = None,
-    store_type: StoreTypeOpt = "WinCert",
-    instance_name: InstanceNameOpt = None,
-    restart_service: RestartServiceOpt = False,
-    protocol: ProtocolOpt = "https",
-    port: PortOpt = None,
-    auth: AuthOpt = "negotiate",
-    credential: CredentialOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    no_cert_validation: NoCertValidationOpt = False,
-    spn_with_port: SpnWithPortOpt = False,
-    jea_endpoint: JeaEndpointOpt = None,
+    store: StoreOptions = StoreOptions(),
+    sql: SqlOptions = SqlOptions(),
+    transport: TransportOptions = TransportOptions(),
     job_id: JobIdOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 60.0,
-    as_json: JsonOpt = False,
-    fmt: FormatOpt = None,
-    quiet: QuietOpt = False,
-    fleet: FleetOpt = None,
-    group: GroupOpt = None,
-    limit: LimitOpt = None,
+    out: OutputOptions = OutputOptions(),
+    fleet: FleetOptions = FleetOptions(),
     check: CheckOpt = False,
 ) -> None:
     """Submit a Management Remove job: unbind (IISU, WinSQL) and delete a certificate.
@@ -316,22 +243,19 @@ def remove(
     Removing a certificate that is not there succeeds (already_absent). Without --wait, prints
     the job id (exit 0); with --wait, the result and the thumbprint removed.
     """
-    _check_timeout(timeout)
+    _check_timeout(out.timeout)
     settings = _load_settings()
-    conn = _Connection(
-        target, host, store_path, store_type, protocol, port, auth, credential, username,
-        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
-    )  # fmt: skip
-    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
+    conn = _Connection.of(target, store, transport)
+    targets = fleet.targets(conn, job_id=job_id)
 
     def instances(kind: str) -> dict[str, Any] | None:
-        return _entry_parameters(kind, {"--instance-name": _instance_names(instance_name)})
+        return _entry_parameters(kind, {"--instance-name": _instance_names(sql.instance_name)})
 
     try:
-        address = conn.check("remove") if fleet is None else ("", None)
-        entry = instances(store_type) if fleet is None else None
-        if fleet is None:
-            _check_applicable(store_type, {"--restart-service": restart_service})
+        address = conn.check("remove") if fleet.fleet is None else ("", None)
+        entry = instances(store.store_type) if fleet.fleet is None else None
+        if fleet.fleet is None:
+            _check_applicable(store.store_type, {"--restart-service": sql.restart_service})
         if alias is None:
             raise UsageProblemError(
                 "alias (--alias): missing; give the certificate's thumbprint (IISU: its alias"
@@ -342,20 +266,13 @@ def remove(
     fields = _job_fields(
         "remove", job_id, alias=alias, entry_parameters=entry, **({"check": True} if check else {})
     )
-    if fleet is not None:
-        run_fleet(
-            settings,
-            conn,
-            targets,
-            lambda target: {**fields, "entry_parameters": instances(target.store["store_type"])},
-            _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet),
-            restart_service=restart_service,
-        )
-    _submit_command(
+    submit_one_or_fleet(
         settings,
         conn,
         address,
+        targets,
         fields,
-        _Output(wait, timeout, _output_format(as_json, fmt), quiet=quiet),
-        restart_service=restart_service,
+        instances,
+        _Output.of(out),
+        restart_service=sql.restart_service,
     )

@@ -1,16 +1,71 @@
-"""Options shared by the job commands (store, WinRM, output) and the entry-parameter options."""
+"""Options shared by the job commands (store, WinRM, output) and the entry-parameter options.
+
+Each option is defined once, as an ``Annotated`` type (``HostOpt``, ...). Options that commands
+take together are option groups (:class:`StoreOptions`, :class:`TransportOptions`,
+:class:`OutputOptions`, ...): a command decorated with :func:`option_groups` names the group as
+one parameter, ``--help`` lists the group's options in that place, and the command receives one
+instance of the group.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
 from producer.cli.base import OutputFormat, UsageProblemError, parse_target
+from producer.cli.render import _output_format
 from producer.messages import (
     StoreType,
 )
+
+
+class OptionGroup:
+    """Base of the option-group dataclasses: every field is a command-line option, annotated with
+    its ``Annotated[..., typer.Option(...)]`` type and given its default (see :func:`option_groups`)."""
+
+
+def option_groups(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` as typer sees it with each :class:`OptionGroup` parameter replaced by the
+    group's options, in the parameter's place (the ``--help`` order); when run, the group's
+    values are gathered into one instance of the group for ``command``.
+
+    Raises:
+        ValueError: two parameters (of the command or its groups) share a name.
+    """
+    hints = typing.get_type_hints(command, include_extras=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type[OptionGroup], list[str]]] = {}
+    for param in inspect.signature(command).parameters.values():
+        kind = hints.get(param.name, param.annotation)
+        if isinstance(kind, type) and issubclass(kind, OptionGroup):
+            field_hints = typing.get_type_hints(kind, include_extras=True)
+            fields = dataclasses.fields(kind)  # type: ignore[arg-type]
+            params += [
+                inspect.Parameter(f.name, param.kind, default=f.default, annotation=field_hints[f.name])
+                for f in fields
+            ]
+            groups[param.name] = (kind, [f.name for f in fields])
+        else:
+            params.append(param.replace(annotation=kind))
+
+    @functools.wraps(command)
+    def run(**values: Any) -> None:
+        for name, (kind, names) in groups.items():
+            values[name] = kind(**{field: values.pop(field) for field in names})
+        command(**values)
+
+    signature = inspect.Signature(params, return_annotation=None)
+    run.__signature__ = signature  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return run
+
 
 TargetArg = Annotated[
     str | None,
@@ -157,6 +212,64 @@ IncludeChainOpt = Annotated[
 
 
 @dataclass(frozen=True)
+class StoreOptions(OptionGroup):
+    """``--host``, ``--store-path``, ``--store-type``: which store (with the HOST argument)."""
+
+    host: HostOpt = None
+    store_path: StorePathOpt = None
+    store_type: StoreTypeOpt = "WinCert"
+
+
+@dataclass(frozen=True)
+class TransportOptions(OptionGroup):
+    """How to reach the host: protocol, port, authentication, credential, SPN, JEA endpoint."""
+
+    protocol: ProtocolOpt = "https"
+    port: PortOpt = None
+    auth: AuthOpt = "negotiate"
+    credential: CredentialOpt = None
+    username: UsernameOpt = None
+    password_stdin: PasswordStdinOpt = False
+    no_cert_validation: NoCertValidationOpt = False
+    spn_with_port: SpnWithPortOpt = False
+    jea_endpoint: JeaEndpointOpt = None
+
+
+@dataclass(frozen=True)
+class IisBindingOptions(OptionGroup):
+    """The IISU binding's entry parameters (add, reenroll, complete)."""
+
+    site_name: SiteNameOpt = None
+    ip_address: IpAddressOpt = None
+    port_binding: PortBindingOpt = None
+    host_name: HostNameOpt = None
+    sni_flag: SniFlagOpt = None
+
+
+@dataclass(frozen=True)
+class SqlOptions(OptionGroup):
+    """WinSQL: ``--instance-name`` (entry parameter) and ``--restart-service`` (store field)."""
+
+    instance_name: InstanceNameOpt = None
+    restart_service: RestartServiceOpt = False
+
+
+@dataclass(frozen=True)
+class OutputOptions(OptionGroup):
+    """``--wait``, ``--timeout``, ``--json``, ``--format``, ``-q``: what a job command prints."""
+
+    wait: WaitOpt = False
+    timeout: TimeoutOpt = 60.0
+    as_json: JsonOpt = False
+    fmt: FormatOpt = None
+    quiet: QuietOpt = False
+
+    def format(self) -> OutputFormat:
+        """``--format``, with ``--json`` as its alias; exits 2 when the two disagree."""
+        return _output_format(self.as_json, self.fmt)
+
+
+@dataclass(frozen=True)
 class _Connection:
     """The store and WinRM options every job command takes."""
 
@@ -173,6 +286,15 @@ class _Connection:
     no_cert_validation: bool
     spn_with_port: bool
     jea_endpoint: str | None
+
+    @classmethod
+    def of(cls, target: str | None, store: StoreOptions, transport: TransportOptions) -> _Connection:
+        """The connection from the HOST argument and the store and transport options."""
+        return cls(
+            target, store.host, store.store_path, store.store_type, transport.protocol, transport.port,
+            transport.auth, transport.credential, transport.username, transport.password_stdin,
+            transport.no_cert_validation, transport.spn_with_port, transport.jea_endpoint,
+        )  # fmt: skip
 
     def check(self, command: str) -> tuple[str, int | None]:
         """The host and WinRM port; raises :class:`UsageProblemError` for missing or doubled options."""
@@ -291,35 +413,29 @@ def _entry_parameters(store_type: str, options: dict[str, Any]) -> dict[str, Any
 class _Binding:
     """The entry-parameter options of add, reenroll and complete (IISU binding, WinSQL instances)."""
 
-    store_type: str
-    site_name: str | None
-    ip_address: str | None
-    port_binding: int | None
-    host_name: str | None
-    sni_flag: str | None
-    instance_name: list[str] | None
-    restart_service: bool
+    iis: IisBindingOptions
+    sql: SqlOptions
     allow_takeover: bool
     provider_name: str | None = None
     """``entry_parameters.ProviderName`` (add); reenroll's --provider-name is a job field."""
 
-    def entry_parameters(self) -> dict[str, Any] | None:
-        """Entry parameters by peer name; raises :class:`UsageProblemError` for an option the
-        store type does not take."""
+    def entry_parameters(self, store_type: str) -> dict[str, Any] | None:
+        """Entry parameters by peer name for a ``store_type`` store; raises
+        :class:`UsageProblemError` for an option the store type does not take."""
         entry = _entry_parameters(
-            self.store_type,
+            store_type,
             {
-                "--site-name": self.site_name,
-                "--ip-address": self.ip_address,
-                "--port-binding": self.port_binding,
-                "--host-name": self.host_name,
-                "--sni-flag": self.sni_flag,
+                "--site-name": self.iis.site_name,
+                "--ip-address": self.iis.ip_address,
+                "--port-binding": self.iis.port_binding,
+                "--host-name": self.iis.host_name,
+                "--sni-flag": self.iis.sni_flag,
                 "--provider-name": self.provider_name,
-                "--instance-name": _instance_names(self.instance_name),
+                "--instance-name": _instance_names(self.sql.instance_name),
             },
         )
         _check_applicable(
-            self.store_type,
-            {"--restart-service": self.restart_service, "--allow-takeover": self.allow_takeover},
+            store_type,
+            {"--restart-service": self.sql.restart_service, "--allow-takeover": self.allow_takeover},
         )
         return entry

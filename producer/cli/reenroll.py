@@ -6,7 +6,7 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from cryptography import x509
@@ -22,42 +22,23 @@ from producer.cli.base import (
     _fail,
     _load_settings,
 )
-from producer.cli.fleet_run import FleetOpt, GroupOpt, LimitOpt, fleet_targets, run_fleet
+from producer.cli.fleet_run import FleetOptions, submit_one_or_fleet
 from producer.cli.inputs import _signed_certificate_text
 from producer.cli.options import (
     AllowTakeoverOpt,
-    AuthOpt,
-    CredentialOpt,
-    FormatOpt,
-    HostNameOpt,
-    HostOpt,
+    IisBindingOptions,
     IncludeChainOpt,
-    InstanceNameOpt,
-    IpAddressOpt,
-    JeaEndpointOpt,
     JobIdOpt,
-    JsonOpt,
-    NoCertValidationOpt,
-    PasswordStdinOpt,
-    PortBindingOpt,
-    PortOpt,
-    ProtocolOpt,
-    QuietOpt,
-    RestartServiceOpt,
-    SiteNameOpt,
-    SniFlagOpt,
-    SpnWithPortOpt,
-    StorePathOpt,
-    StoreTypeOpt,
+    OutputOptions,
+    SqlOptions,
+    StoreOptions,
     TargetArg,
-    TimeoutOpt,
-    UsernameOpt,
-    WaitOpt,
+    TransportOptions,
     _Binding,
     _Connection,
+    option_groups,
 )
-from producer.cli.render import _output_format
-from producer.cli.submitting import _job_fields, _Output, _submit_command
+from producer.cli.submitting import _job_fields, _Output
 from producer.messages import (
     AnyJob,
     JobResult,
@@ -182,6 +163,7 @@ ProviderNameOpt = Annotated[
 ]
 
 
+@option_groups
 def reenroll(
     target: TargetArg = None,
     subject: Annotated[
@@ -230,35 +212,14 @@ def reenroll(
         str | None,
         typer.Option("--csr-out", metavar="FILE", help="With --wait: write the CSR (PEM) to FILE."),
     ] = None,
-    host: HostOpt = None,
-    store_path: StorePathOpt = None,
-    store_type: StoreTypeOpt = "WinCert",
-    site_name: SiteNameOpt = None,
-    ip_address: IpAddressOpt = None,
-    port_binding: PortBindingOpt = None,
-    host_name: HostNameOpt = None,
-    sni_flag: SniFlagOpt = None,
-    instance_name: InstanceNameOpt = None,
-    restart_service: RestartServiceOpt = False,
+    store: StoreOptions = StoreOptions(),
+    iis: IisBindingOptions = IisBindingOptions(),
+    sql: SqlOptions = SqlOptions(),
     allow_takeover: AllowTakeoverOpt = False,
-    protocol: ProtocolOpt = "https",
-    port: PortOpt = None,
-    auth: AuthOpt = "negotiate",
-    credential: CredentialOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    no_cert_validation: NoCertValidationOpt = False,
-    spn_with_port: SpnWithPortOpt = False,
-    jea_endpoint: JeaEndpointOpt = None,
+    transport: TransportOptions = TransportOptions(),
     job_id: JobIdOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 60.0,
-    as_json: JsonOpt = False,
-    fmt: FormatOpt = None,
-    quiet: QuietOpt = False,
-    fleet: FleetOpt = None,
-    group: GroupOpt = None,
-    limit: LimitOpt = None,
+    out: OutputOptions = OutputOptions(),
+    fleet: FleetOptions = FleetOptions(),
 ) -> None:
     """Submit a reenrollment job: the host generates a key pair and returns a CSR (PKCS#10).
 
@@ -267,26 +228,18 @@ def reenroll(
     (binding with the entry parameters given here). Without --wait, prints the job id (exit 0);
     with --wait, the result, the CSR's subject and (--csr-out) where the CSR was written.
     """
-    _check_timeout(timeout)
-    output = _output_format(as_json, fmt)
+    _check_timeout(out.timeout)
+    output = out.format()
     settings = _load_settings()
-    conn = _Connection(
-        target, host, store_path, store_type, protocol, port, auth, credential, username,
-        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
-    )  # fmt: skip
-    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
-
-    def binding(kind: str) -> dict[str, Any] | None:
-        return _Binding(
-            kind, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
-            restart_service, allow_takeover,
-        ).entry_parameters()  # fmt: skip
+    conn = _Connection.of(target, store, transport)
+    targets = fleet.targets(conn, job_id=job_id)
+    binding = _Binding(iis, sql, allow_takeover).entry_parameters
 
     try:
-        if fleet is not None and csr_out is not None:
+        if fleet.fleet is not None and csr_out is not None:
             raise UsageProblemError("--csr-out: one file cannot take a fleet's CSRs; read 'csr' from --json")
-        address = conn.check("reenroll") if fleet is None else ("", None)
-        entry = binding(store_type) if fleet is None else None
+        address = conn.check("reenroll") if fleet.fleet is None else ("", None)
+        entry = binding(store.store_type) if fleet.fleet is None else None
         if subject is None:
             raise UsageProblemError(
                 "subject (--subject): missing; give the X.500 subject, e.g. --subject"
@@ -296,7 +249,7 @@ def reenroll(
         if signer_queue is not None and signer is None:
             raise UsageProblemError("signer.queue (--signer-queue): also give --signer TASK")
         if csr_out is not None:
-            if not wait:
+            if not out.wait:
                 raise UsageProblemError(
                     "--csr-out: the CSR comes with the result; add --wait (or read 'csr' from"
                     " `wincert result ID --json` later)"
@@ -316,25 +269,19 @@ def reenroll(
         signer=None if signer is None else {"task": signer, "queue": signer_queue},
         allow_takeover=allow_takeover,
     )
-    if fleet is not None:
-        run_fleet(
-            settings,
-            conn,
-            targets,
-            lambda target: {**fields, "entry_parameters": binding(target.store["store_type"])},
-            _Output(wait, timeout, output, quiet=quiet),
-            restart_service=restart_service,
-        )
-    _submit_command(
+    submit_one_or_fleet(
         settings,
         conn,
         address,
+        targets,
         fields,
-        _Output(wait, timeout, output, extras=_ReenrollExtras(csr_out), quiet=quiet),
-        restart_service=restart_service,
+        binding,
+        _Output.of(out, output, extras=_ReenrollExtras(csr_out)),  # run_fleet does not use extras
+        restart_service=sql.restart_service,
     )
 
 
+@option_groups
 def complete(
     target: TargetArg = None,
     certificate: Annotated[
@@ -361,36 +308,15 @@ def complete(
             help="The reenroll job that made the key (a certificate pairing with another is a warning).",
         ),
     ] = None,
-    host: HostOpt = None,
-    store_path: StorePathOpt = None,
-    store_type: StoreTypeOpt = "WinCert",
-    site_name: SiteNameOpt = None,
-    ip_address: IpAddressOpt = None,
-    port_binding: PortBindingOpt = None,
-    host_name: HostNameOpt = None,
-    sni_flag: SniFlagOpt = None,
-    instance_name: InstanceNameOpt = None,
-    restart_service: RestartServiceOpt = False,
+    store: StoreOptions = StoreOptions(),
+    iis: IisBindingOptions = IisBindingOptions(),
+    sql: SqlOptions = SqlOptions(),
     allow_takeover: AllowTakeoverOpt = False,
     include_chain: IncludeChainOpt = False,
-    protocol: ProtocolOpt = "https",
-    port: PortOpt = None,
-    auth: AuthOpt = "negotiate",
-    credential: CredentialOpt = None,
-    username: UsernameOpt = None,
-    password_stdin: PasswordStdinOpt = False,
-    no_cert_validation: NoCertValidationOpt = False,
-    spn_with_port: SpnWithPortOpt = False,
-    jea_endpoint: JeaEndpointOpt = None,
+    transport: TransportOptions = TransportOptions(),
     job_id: JobIdOpt = None,
-    wait: WaitOpt = False,
-    timeout: TimeoutOpt = 60.0,
-    as_json: JsonOpt = False,
-    fmt: FormatOpt = None,
-    quiet: QuietOpt = False,
-    fleet: FleetOpt = None,
-    group: GroupOpt = None,
-    limit: LimitOpt = None,
+    out: OutputOptions = OutputOptions(),
+    fleet: FleetOptions = FleetOptions(),
 ) -> None:
     """Submit a reenrollment completion job: install the signed certificate with its pending key.
 
@@ -398,24 +324,16 @@ def complete(
     certificate whose key no pending request holds fails with no_matching_request. Without
     --wait, prints the job id (exit 0); with --wait, the result and the thumbprint installed.
     """
-    _check_timeout(timeout)
-    output = _output_format(as_json, fmt)
+    _check_timeout(out.timeout)
+    output = out.format()
     settings = _load_settings()
-    conn = _Connection(
-        target, host, store_path, store_type, protocol, port, auth, credential, username,
-        password_stdin, no_cert_validation, spn_with_port, jea_endpoint,
-    )  # fmt: skip
-    targets = fleet_targets(fleet, group, limit, conn, job_id=job_id) if fleet is not None else []
-
-    def binding(kind: str) -> dict[str, Any] | None:
-        return _Binding(
-            kind, site_name, ip_address, port_binding, host_name, sni_flag, instance_name,
-            restart_service, allow_takeover,
-        ).entry_parameters()  # fmt: skip
+    conn = _Connection.of(target, store, transport)
+    targets = fleet.targets(conn, job_id=job_id)
+    binding = _Binding(iis, sql, allow_takeover).entry_parameters
 
     try:
-        address = conn.check("complete") if fleet is None else ("", None)
-        entry = binding(store_type) if fleet is None else None
+        address = conn.check("complete") if fleet.fleet is None else ("", None)
+        entry = binding(store.store_type) if fleet.fleet is None else None
         if certificate is None:
             raise UsageProblemError(
                 "certificate (--certificate): missing; give the issued certificate file (PEM or DER)"
@@ -434,20 +352,13 @@ def complete(
         include_chain=include_chain,
         allow_takeover=allow_takeover,
     )
-    if fleet is not None:
-        run_fleet(
-            settings,
-            conn,
-            targets,
-            lambda target: {**fields, "entry_parameters": binding(target.store["store_type"])},
-            _Output(wait, timeout, output, quiet=quiet),
-            restart_service=restart_service,
-        )
-    _submit_command(
+    submit_one_or_fleet(
         settings,
         conn,
         address,
+        targets,
         fields,
-        _Output(wait, timeout, output, quiet=quiet),
-        restart_service=restart_service,
+        binding,
+        _Output.of(out, output),
+        restart_service=sql.restart_service,
     )

@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 
 from producer.cli.base import ExitCode, _fail, _load_settings, _run
-from producer.cli.fleet_run import GroupOpt, LimitOpt
+from producer.cli.fleet_run import GroupOpt, LimitOpt, select_fleet
 from producer.client import Client
-from producer.fleet import FleetFileError, load_fleet
 from producer.schedule import Event, Scheduler
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d)?\s*$")
@@ -55,13 +54,9 @@ def schedule(
     """
     try:
         interval = parse_duration(every)
-        targets = load_fleet(fleet).select(group, limit)
-    except FleetFileError as exc:
-        for line in str(exc).splitlines():
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(int(ExitCode.USAGE)) from None
     except ValueError as exc:
         _fail(str(exc), ExitCode.USAGE)
+    targets = select_fleet(fleet, group, limit)
     if not targets:
         _fail(f"--fleet: no store of {fleet} matches", ExitCode.USAGE)
     settings = _load_settings()

@@ -22,7 +22,7 @@ from producer.cli.base import (
     _run,
     live_progress,
 )
-from producer.cli.options import _Connection
+from producer.cli.options import OutputOptions, _Connection
 from producer.cli.render import _exit_for, _print_result
 from producer.client import (
     Client,
@@ -66,6 +66,26 @@ class _Output:
     extras: _Extras | None = None
     quiet: bool = False
     """``-q``: print the job id alone (with ``--wait``: then only the exit code tells the status)."""
+
+    @classmethod
+    def of(
+        cls,
+        options: OutputOptions,
+        fmt: OutputFormat | None = None,
+        *,
+        job_history_id: int | None = None,
+        extras: _Extras | None = None,
+    ) -> _Output:
+        """From the output options; ``fmt``: the format already read from them (else read here,
+        exiting 2 when ``--json`` and ``--format`` disagree)."""
+        return cls(
+            options.wait,
+            options.timeout,
+            fmt if fmt is not None else options.format(),
+            job_history_id,
+            extras,
+            options.quiet,
+        )
 
 
 @dataclass(frozen=True)
