@@ -298,18 +298,28 @@ def _pbe_info(structure: p12.Pkcs12Structure, contents: p12.Pkcs12Contents) -> P
     )
 
 
+def _malformed(exc: p12.Pkcs12FormatError) -> CertificateInputError:
+    """invalid_certificate_data for a PKCS#12 file that does not parse."""
+    return CertificateInputError(ResultCode.INVALID_CERTIFICATE_DATA, f"the PKCS#12 file is malformed: {exc}")
+
+
+def _unsupported(exc: p12.Pkcs12UnsupportedError, advice: str = "") -> CertificateInputError:
+    """unsupported_certificate_format naming what the file uses; ``advice`` follows the sentence."""
+    return CertificateInputError(
+        ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
+        f"the PKCS#12 file uses {exc}, which this worker cannot read{advice}",
+    )
+
+
 def _open_pkcs12(data: bytes, password: str | None) -> _Opened:
     try:
         structure = p12.read_structure(data)
     except p12.Pkcs12FormatError as exc:
-        raise CertificateInputError(
-            ResultCode.INVALID_CERTIFICATE_DATA, f"the PKCS#12 file is malformed: {exc}"
-        ) from exc
+        raise _malformed(exc) from exc
     except p12.Pkcs12UnsupportedError as exc:
-        raise CertificateInputError(
-            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
-            f"the PKCS#12 file uses {exc}, which this worker cannot read. Re-export it with password "
-            "protection (e.g. AES-256 or 3DES) and an HMAC integrity check.",
+        raise _unsupported(
+            exc,
+            ". Re-export it with password protection (e.g. AES-256 or 3DES) and an HMAC integrity check.",
         ) from exc
     # Limits first: nothing is derived from the password before they are checked.
     if structure.mac is not None:
@@ -339,14 +349,9 @@ def _open_pkcs12(data: bytes, password: str | None) -> _Opened:
         )
         raise _password_error(detail, _none_empty_hint(password, works)) from exc
     except p12.Pkcs12FormatError as exc:
-        raise CertificateInputError(
-            ResultCode.INVALID_CERTIFICATE_DATA, f"the PKCS#12 file is malformed: {exc}"
-        ) from exc
+        raise _malformed(exc) from exc
     except p12.Pkcs12UnsupportedError as exc:
-        raise CertificateInputError(
-            ResultCode.UNSUPPORTED_CERTIFICATE_FORMAT,
-            f"the PKCS#12 file uses {exc}, which this worker cannot read",
-        ) from exc
+        raise _unsupported(exc) from exc
 
     keys: list[PrivateKeyTypes] = []
     for n, bag in enumerate(contents.keys):

@@ -110,14 +110,20 @@ _MESSAGE_NAMES = {
 }
 _TAGS = {"inventory", "add", "remove", "reenrollment", "reenrollment_complete", "named", "inline"}
 
+TYPER_SETTINGS: dict[str, Any] = {
+    "no_args_is_help": True,
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+}
+"""How ``wincert`` and its command groups (``wincert dead``) behave: help without arguments, no
+shell-completion options, plain tracebacks and plain help text."""
+
 app = typer.Typer(
     name="wincert",
     help="Submit WinCert Orchestrator jobs and read their results. Settings: WINCERT_* variables.",
     epilog=EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    **TYPER_SETTINGS,
 )
 
 

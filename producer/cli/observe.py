@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from producer import auth, dead_letters
-from producer.cli.base import ExitCode, _console, _fail, _load_settings, _print_json, _run
+from producer.cli.base import TYPER_SETTINGS, ExitCode, _console, _fail, _load_settings, _print_json, _run
 from producer.client import Client
 from producer.inventory_model import InventoryReader, parse_within
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM
@@ -31,10 +31,7 @@ PRIORITY_LISTS = tuple(f"\x06\x16{step}" for step in (3, 6, 9))
 dead_app = typer.Typer(
     name="dead",
     help="Dead letters: jobs the workers could not complete (stream wincert:dead).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    **TYPER_SETTINGS,
 )
 
 
