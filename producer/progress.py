@@ -1,10 +1,9 @@
 """What a submitted job is doing now, for ``wincert ... --wait`` on a terminal.
 
-Read-only view of two things the worker writes: the Celery task state in the result backend
-(``PENDING`` queued or unknown, ``STARTED``, ``RETRY``, ``SUCCESS``, ``FAILURE``; the worker runs
-with ``task_track_started``) and the job's bookkeeping hash ``wincert:job:{job_id}`` on the
-broker's Redis (:mod:`worker.state`: ``attempts``, ``waits``, ``transient``, ``granted``; a
-contract test keeps the key and field names in step).
+Read-only view of what the worker writes on the broker's Redis (:mod:`worker.state`; a contract
+test keeps the key and field names in step): the job's bookkeeping hash
+``wincert:job:{job_id}`` (``attempts``, ``waits``, ``transient``, ``phase``) and its kept result
+``wincert:job:{job_id}:result`` (present: finished).
 """
 
 from __future__ import annotations
@@ -12,11 +11,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
 
 JOB_STATE_KEY = "wincert:job:{job_id}"
 """The worker's per-job bookkeeping hash (``worker.state``)."""
+RESULT_KEY = "wincert:job:{job_id}:result"
+"""The job's kept final result (``worker.results``)."""
 
 
 class Phase(StrEnum):
@@ -27,6 +29,15 @@ class Phase(StrEnum):
     RUNNING = "running"
     RETRYING = "retrying after a transient error"
     FINISHED = "finished"
+
+
+_WORKER_PHASES = {
+    "waiting": Phase.WAITING_FOR_SLOT,
+    "requeued": Phase.WAITING_FOR_SLOT,
+    "running": Phase.RUNNING,
+    "retrying": Phase.RETRYING,
+}
+"""The hash's ``phase`` values (``worker.state.Phase``) as producer phases."""
 
 
 @dataclass(frozen=True)
@@ -63,23 +74,55 @@ def _int(value: str | bytes | None) -> int:
         return 0  # anything read from Redis is untrusted: a bad field reads as zero
 
 
-def job_progress(client: redis.Redis, job_id: uuid.UUID, task_state: str) -> JobProgress:
-    """The progress of ``job_id`` given its Celery ``task_state`` (``AsyncResult.state``).
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _read(client: redis.Redis, job_id: uuid.UUID) -> tuple[bool, list[Any]]:
+    pipe = client.pipeline(transaction=False)
+    pipe.exists(RESULT_KEY.format(job_id=job_id))
+    pipe.hmget(JOB_STATE_KEY.format(job_id=job_id), ["attempts", "waits", "transient", "granted", "phase"])
+    finished, fields = pipe.execute()
+    return bool(finished), list(fields)
+
+
+def _progress(finished: bool, fields: list[Any]) -> JobProgress:
+    if finished:
+        return JobProgress(Phase.FINISHED)
+    attempts, waits, transient = (_int(v) for v in fields[:3])
+    if attempts == 0:
+        return JobProgress(Phase.QUEUED)
+    phase = _WORKER_PHASES.get(_text(fields[4]))
+    if phase is None:  # written by an older worker (no phase): the slot tells
+        phase = Phase.WAITING_FOR_SLOT if fields[3] is None else Phase.RUNNING
+    return JobProgress(phase, attempts, waits, transient)
+
+
+def job_progress(client: redis.Redis, job_id: uuid.UUID, task_state: str | None = None) -> JobProgress:
+    """The progress of ``job_id``: one round trip (``EXISTS`` of the kept result, ``HMGET`` of
+    the hash). ``task_state``: a state already known (``SUCCESS`` / ``FAILURE`` short-cut to
+    finished; other values are ignored: the hash's ``phase`` tells).
 
     Raises:
         redis.exceptions.RedisError: Redis is unreachable.
     """
     if task_state in ("SUCCESS", "FAILURE"):
         return JobProgress(Phase.FINISHED)
-    fields = client.hmget(JOB_STATE_KEY.format(job_id=job_id), ["attempts", "waits", "transient", "granted"])
-    attempts, waits, transient = (_int(v) for v in fields[:3])
-    granted = fields[3] is not None
-    if attempts == 0:
-        return JobProgress(Phase.QUEUED)
-    if not granted:
-        phase = Phase.WAITING_FOR_SLOT
-    elif task_state == "STARTED":
-        phase = Phase.RUNNING
-    else:  # RETRY, or PENDING again: re-queued after the slot was held once
-        phase = Phase.RETRYING if transient else Phase.WAITING_FOR_SLOT
-    return JobProgress(phase, attempts, waits, transient)
+    return _progress(*_read(client, job_id))
+
+
+def task_state(client: redis.Redis, job_id: uuid.UUID) -> str:
+    """A Celery-style state from the worker's records (one round trip): ``SUCCESS`` (the result
+    is kept), ``STARTED`` (a worker process holds the job: waiting for a slot or running),
+    ``RETRY`` (re-published: slot wait or transient retry), ``PENDING`` (queued, or unknown).
+
+    Raises:
+        redis.exceptions.RedisError: Redis is unreachable.
+    """
+    finished, fields = _read(client, job_id)
+    progress = _progress(finished, fields)
+    if progress.phase is Phase.FINISHED:
+        return "SUCCESS"
+    if progress.phase is Phase.QUEUED:
+        return "PENDING"
+    return "RETRY" if _text(fields[4]) in ("requeued", "retrying") else "STARTED"

@@ -111,10 +111,12 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_routes": {TASK_NAME: {"queue": settings.queue}},
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,
-        "task_track_started": True,
+        # no STARTED state in the result backend: the job hash's phase tells (worker/state.py)
+        "task_track_started": False,
         "broker_connection_retry_on_startup": True,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Celery task events (Flower, celery-exporter): WINCERT_TASK_EVENTS, off by default
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "worker_hijack_root_logger": True,
         # raw messages Celery would drop become dead letters (worker/untrusted.py)
         "worker_consumer": "worker.untrusted:Consumer",

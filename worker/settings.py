@@ -271,6 +271,11 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
     )
 
     # --- result streams ----------------------------------------------------------------------
+    task_events: bool = Field(
+        default=False,
+        description="Send Celery task events (task-sent/received/started/succeeded, 3-4 PUBLISH per"
+        " job) for Flower or celery-exporter; off: nothing of WinCert's reads them",
+    )
     results_stream_maxlen: int = Field(
         default=100_000, ge=1, description="Approximate cap of wincert:results"
     )

@@ -1,6 +1,7 @@
-"""Per-job bookkeeping in Redis: delivery counts, slot waits, transient retries, the final result.
+"""Per-job bookkeeping in Redis: delivery counts, slot waits, transient retries, the phase.
 
-One hash per job, ``wincert:job:{job_id}`` (expires after :data:`STATE_TTL_SECONDS` idle):
+One hash per job, ``wincert:job:{job_id}`` (expires :data:`STATE_TTL_SECONDS` after the job's
+first execution):
 
 =================  ============================================================================
 ``attempts``       executions of any message of this job (slot-wait re-publishes included)
@@ -9,18 +10,26 @@ One hash per job, ``wincert:job:{job_id}`` (expires after :data:`STATE_TTL_SECON
                    redelivered after the visibility timeout comes back with the same number,
                    so this counts redeliveries without counting deliberate re-publishes
 ``first_ms``       Redis time of the first execution (slot wait deadline, wait metric)
+``phase``          what the job does now (:class:`Phase`): ``waiting`` for a host slot in a
+                   worker process, ``running`` with a slot, ``requeued`` (re-published to wait
+                   for a slot), ``retrying`` (re-published after a transient error)
 ``waits``          slot-wait re-publishes
 ``transient``      retries after host_unreachable / timeout
 ``granted``        set when the first slot was granted (the wait metric is observed once)
 =================  ============================================================================
 
-The final result is kept at ``wincert:job:{job_id}:result`` (``result_expires``), so a late
-duplicate delivery returns it instead of running the job again.
+The final result is kept at ``wincert:job:{job_id}:result`` (``result_expires``;
+:mod:`worker.results`): a late duplicate delivery finds it and does not run the job again, and
+producers read it (``producer.Client.wait``). The start of an execution is one Lua script
+(``TIME``, ``HMGET``, ``HSET``, ``EXISTS``; ``EXPIRE`` on the first), the first slot grant one
+``HSET``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -28,8 +37,53 @@ import redis
 STATE_TTL_SECONDS = 7 * 24 * 3600
 
 
+class Phase(StrEnum):
+    """The ``phase`` field of the job hash (read by :mod:`producer.progress`)."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    REQUEUED = "requeued"
+    RETRYING = "retrying"
+
+
 def _key(job_id: str) -> str:
     return f"wincert:job:{job_id}"
+
+
+_START = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dfield = 'd:' .. ARGV[1]
+local cur = redis.call('HMGET', KEYS[1], 'attempts', dfield, 'first_ms', 'granted')
+local attempts = (tonumber(cur[1]) or 0) + 1
+local deliveries = (tonumber(cur[2]) or 0) + 1
+local first = tonumber(cur[3])
+if first then
+  redis.call('HSET', KEYS[1], 'attempts', attempts, dfield, deliveries, 'phase', 'waiting')
+else
+  first = now
+  redis.call('HSET', KEYS[1], 'attempts', attempts, dfield, deliveries, 'first_ms', now, 'phase', 'waiting')
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+local granted = 0
+if cur[4] then granted = 1 end
+return {attempts, deliveries, math.max(0, now - first), redis.call('EXISTS', KEYS[2]), granted}
+"""
+
+
+def run_script(client: redis.Redis, script: str, keys: list[str], args: list[Any]) -> Any:
+    """Run a Lua ``script`` by its SHA-1 (``EVALSHA``), loading it on ``NOSCRIPT`` (a Redis
+    restarted or flushed since): one command per call, the script text sent only once."""
+    sha = _SHAS.get(script)
+    if sha is None:
+        sha = _SHAS[script] = hashlib.sha1(script.encode("utf-8"), usedforsecurity=False).hexdigest()
+    try:
+        return client.evalsha(sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return client.eval(script, len(keys), *keys, *args)
+
+
+_SHAS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -41,8 +95,10 @@ class Delivery:
     """Deliveries of this very message (1 on the first)."""
     waited_seconds: float
     """Seconds since the job's first execution (Redis clock)."""
-    stored_result: str | None
-    """The final JobResult JSON if the job already finished."""
+    finished: bool
+    """The job's final result is already kept (a duplicate delivery)."""
+    granted: bool = False
+    """A slot was granted to an earlier execution of the job."""
 
 
 class JobState:
@@ -52,38 +108,37 @@ class JobState:
         self.client = client
         self.job_id = job_id
         self.key = _key(job_id)
-
-    def _now_ms(self) -> int:
-        seconds, micros = self.client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        self._granted = False
 
     def start(self, retries: int) -> Delivery:
-        """Record one execution of the message with Celery retry number ``retries``."""
-        now = self._now_ms()
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hincrby(self.key, "attempts", 1)
-        pipe.hincrby(self.key, f"d:{retries}", 1)
-        pipe.hsetnx(self.key, "first_ms", now)
-        pipe.hget(self.key, "first_ms")
-        pipe.expire(self.key, STATE_TTL_SECONDS)
-        pipe.get(f"{self.key}:result")
-        replies: list[Any] = pipe.execute()
-        first = int(replies[3]) if replies[3] is not None else now
-        stored = replies[5]
-        if isinstance(stored, bytes):
-            stored = stored.decode("utf-8")
-        return Delivery(int(replies[0]), int(replies[1]), max(0.0, (now - first) / 1000), stored)
+        """Record one execution of the message with Celery retry number ``retries`` (one
+        script: counts, first time, ``phase`` = ``waiting``, whether the result is kept)."""
+        keys = [self.key, self.result_key]
+        reply: Any = run_script(self.client, _START, keys, [retries, STATE_TTL_SECONDS])
+        attempts, deliveries, waited_ms, finished, granted = (int(v) for v in reply)
+        self._granted = bool(granted)
+        return Delivery(attempts, deliveries, waited_ms / 1000, bool(finished), bool(granted))
 
-    def incr(self, field: str) -> int:
-        """Add one to ``field`` (``waits``, ``transient``); return the new value."""
-        return int(self.client.hincrby(self.key, field, 1))
+    def incr(self, field: str, phase: Phase | None = None) -> int:
+        """Add one to ``field`` (``waits``, ``transient``), set ``phase`` if given; return the
+        new value."""
+        if phase is None:
+            return int(self.client.hincrby(self.key, field, 1))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hincrby(self.key, field, 1)
+        pipe.hset(self.key, "phase", phase.value)
+        return int(pipe.execute()[0])
 
     def first_grant(self) -> bool:
-        """True the first time a slot is granted to this job."""
-        return bool(self.client.hsetnx(self.key, "granted", 1))
+        """Mark the job ``running`` (a slot is granted); True the first time for this job
+        (known from :meth:`start`; a concurrent duplicate may also see True once)."""
+        first = not self._granted
+        self.client.hset(self.key, mapping={"granted": 1, "phase": Phase.RUNNING.value})
+        self._granted = True
+        return first
 
     @property
     def result_key(self) -> str:
-        """Where the final result is kept for duplicate deliveries (written by
-        :func:`worker.results.publish_result` together with the stream entry)."""
+        """Where the final result is kept (written by :func:`worker.results.publish_result`
+        together with the stream entry)."""
         return f"{self.key}:result"

@@ -54,7 +54,7 @@ from worker.remote.errors import TRANSIENT_CODES
 from worker.remote.pool import SessionPool, close_all_pools
 from worker.remote.session import SessionFactory, SessionOptions, make_session_factory
 from worker.settings import WorkerSettings
-from worker.state import JobState
+from worker.state import JobState, Phase
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +325,15 @@ def _signing_failed(rt: Runtime, app: Celery, job: Any, detail: str, worker: str
     return payload
 
 
+def _stored(rt: Runtime, state: JobState) -> dict[str, Any]:
+    """The kept result of a job that already finished (a duplicate delivery returns it)."""
+    raw = rt.redis.get(state.result_key)
+    if raw is None:  # expired between the check and now: nothing to return, nothing to redo
+        return {}
+    stored: dict[str, Any] = JobResult.model_validate_json(raw).model_dump(mode="json")
+    return stored
+
+
 def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = False) -> dict[str, Any]:
     """Publish the final result (stream + stored for duplicates), count it, return it.
 
@@ -448,10 +457,9 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     delivery = state.start(task.request.retries or 0)
     worker = task.request.hostname
 
-    if delivery.stored_result is not None:
-        log.info("job already finished; returning the stored result (duplicate delivery)")
-        stored: dict[str, Any] = JobResult.model_validate_json(delivery.stored_result).model_dump(mode="json")
-        return stored
+    if delivery.finished:
+        log.info("job already finished; its kept result stands (duplicate delivery)")
+        return _stored(rt, state)
 
     def failure(code: ResultCode, message: str) -> JobResult:
         return results.failure_result(
@@ -527,7 +535,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
                 " raise the host's limit (WINCERT_HOST_LIMITS) or submit fewer jobs for it at once",
             )
             return _dead(rt, task, job, state, result, "slot_deadline")
-        waits = state.incr("waits")
+        waits = state.incr("waits", Phase.REQUEUED)
         countdown = retry_delay(waits - 1, settings.slot_retry_min_seconds, settings.slot_retry_max_seconds)
         metrics.SLOT_REQUEUES.labels(job_type=job_type).inc()
         log.info(
@@ -573,7 +581,8 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     finally:
         metrics.SLOTS_IN_USE.dec()
 
-    result = journal.reconcile(run.result, steps.steps(), delivery.attempts)
+    # a first attempt has no earlier journal entries to report: no read
+    result = journal.reconcile(run.result, steps.steps() if delivery.attempts > 1 else [], delivery.attempts)
     if lease.lost:
         result = result.model_copy(
             update={
@@ -587,7 +596,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     if run.error_kind is not None:
         metrics.REMOTE_ERRORS.labels(kind=run.error_kind).inc()
     if result.code in TRANSIENT_CODES:
-        transient = state.incr("transient")
+        transient = state.incr("transient", Phase.RETRYING)
         if transient <= settings.transient_retries:
             metrics.RETRIES.labels(job_type=job_type, code=result.code.value).inc()
             delay = settings.transient_retry_delay_seconds * random.uniform(1.0, 1.5)

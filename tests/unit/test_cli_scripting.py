@@ -18,6 +18,7 @@ from producer.progress import Phase, job_progress
 from producer.settings import ProducerSettings
 from tests.unit.cli_support import invoke_cli, queued
 from worker.state import JobState
+from worker.state import Phase as WorkerPhase
 
 Invoke = Callable[..., Result]
 LONG_MESSAGE = "the WinRM listener at web01.contoso.com:5986 refused the connection " * 3
@@ -207,8 +208,8 @@ def test_progress_reads_what_the_worker_writes(redis_client: redis.Redis) -> Non
     state.first_grant()
     running = job_progress(redis_client, job_id, "STARTED")
     assert running.describe() == "running (attempt 2, 1 slot wait)"
-    state.incr("transient")
-    assert job_progress(redis_client, job_id, "RETRY").phase is Phase.RETRYING
+    state.incr("transient", WorkerPhase.RETRYING)
+    assert job_progress(redis_client, job_id).phase is Phase.RETRYING
     assert job_progress(redis_client, job_id, "SUCCESS").phase is Phase.FINISHED
 
 
