@@ -46,6 +46,7 @@ from producer.messages import TASK_NAME
 from producer.redis_connection import merge_celery_options
 from worker import broker_check, metrics, metrics_dir, redaction, untrusted
 from worker import logging as job_logging
+from worker import memory as _memory  # noqa: F401  (connects its signals: worker/memory.py)
 from worker.credentials import CredentialResolver
 from worker.metrics_collectors import FleetCollector, QueueCollector, WorkerCollector, WorkerInfo
 from worker.remote.session import SessionFactory

@@ -91,3 +91,20 @@ def test_terminating_error_carries_the_error_id(host: SimulatedHost) -> None:
     assert info.value.error_id == "WinCert.StoreNotFound"
     assert "DoesNotExist" in info.value.message
     assert host.stats.shells_open == 0
+
+
+def test_an_open_session_keeps_no_finished_pipeline(host: SimulatedHost) -> None:
+    """A pooled session runs up to WINCERT_SESSION_MAX_COMMANDS calls: it must not keep each
+    call's pipeline (commands, output, streams) until it closes, nor send anything to drop it."""
+    with open_session(_store(host), _credential(host), SessionOptions()) as session:
+        assert isinstance(session, PsrpSession)
+        for _ in range(3):
+            session.invoke("Get-WinCertInventory", {"StorePath": "My"})
+        with pytest.raises(RemoteCommandError):
+            session.invoke("Get-WinCertInventory", {"StorePath": "DoesNotExist"})
+        assert session.pool.pipelines == {}
+        before = host.stats.requests_total
+        session.invoke("Get-WinCertInventory", {"StorePath": "My"})
+        assert host.stats.requests_total - before == 2  # Command + Receive: no Signal added
+        assert session.pool.pipelines == {}
+    assert host.stats.shells_open == 0

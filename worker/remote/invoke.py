@@ -132,8 +132,24 @@ def run_function(
             value = TaggedValue("SS", str(value))
         ps.add_parameter(name, value)
     output = ps.invoke()
+    forget_pipeline(pool, ps)
     _raise_on_errors(ps, function)
     return Invocation(list(output), [_text(w) for w in ps.streams.warning], function)
+
+
+def forget_pipeline(pool: RunspacePool, ps: PowerShell) -> None:
+    """Drop a finished pipeline from the pool's registry (``RunspacePool.pipelines``).
+
+    pypsrp 0.9.1 registers every ``PowerShell`` in ``pool.pipelines`` and removes it only in
+    ``PowerShell.close()``, which also sends a WS-Man ``Signal`` (one more request per call)
+    that this worker never sent. Without this, a pooled session kept every call's pipeline —
+    its commands, parameters, output and streams — until the session closed (up to
+    ``WINCERT_SESSION_MAX_COMMANDS`` calls, ``WINCERT_SESSION_MAX_AGE_SECONDS``), and the
+    pipeline <-> pool reference cycle left closed sessions to the full garbage collection.
+    Only finished pipelines are dropped (``invoke`` returned): an interrupted one stays so
+    :meth:`worker.remote.session.PsrpSession.close` can stop it on the host. Nothing is sent.
+    """
+    pool.pipelines.pop(ps.id, None)
 
 
 _KEYED_POOLS: weakref.WeakSet[RunspacePool] = weakref.WeakSet()
@@ -155,4 +171,5 @@ def load_script(pool: RunspacePool, name: str, text: str) -> None:
     ps = PowerShell(pool)
     ps.add_script(text)
     ps.invoke()
+    forget_pipeline(pool, ps)
     _raise_on_errors(ps, f"loading {name}")
