@@ -42,6 +42,7 @@ from pydantic import SecretStr
 
 from producer.client import Client
 from producer.messages import RESULTS_STREAM
+from producer.result_store import decode
 from producer.secrets import generate_key
 from producer.settings import ProducerSettings
 from simulator.config import HostConfig, SimulatorConfig, UserSpec
@@ -354,12 +355,14 @@ def _collect(
     n = sc.jobs
     durations: list[float] = []
     for _, fields in client_redis.xrange(RESULTS_STREAM):
-        result = json.loads(fields["result"])
-        if result["status"] == "success":
+        # inline result, or (larger than WINCERT_RESULT_INLINE_BYTES) a reference to the kept copy
+        text = fields.get("result") or decode(client_redis.get(fields["result_key"]) or "{}")
+        result = json.loads(text)
+        if fields["status"] == "success":
             figures.ok += 1
         else:
             figures.failed += 1
-            figures.failures[result["code"]] = figures.failures.get(result["code"], 0) + 1
+            figures.failures[fields["code"]] = figures.failures.get(fields["code"], 0) + 1
         if result.get("duration_seconds") is not None:
             durations.append(float(result["duration_seconds"]))
     pipe = client_redis.pipeline(transaction=False)

@@ -62,6 +62,26 @@ def certificates(count: int) -> list[bytes]:
     return out
 
 
+def redis_memory(client: Any) -> int:
+    """Redis ``used_memory`` (bytes) after the server's lazy frees settle."""
+    time.sleep(0.2)
+    return int(client.info("memory")["used_memory"])
+
+
+def result_memory(client: Any, job_id: str) -> dict[str, int]:
+    """``MEMORY USAGE`` (bytes) of what one result occupies: the kept copy, Celery's result key,
+    the results stream (all entries), the inventory state hash (all stores)."""
+    keys = {
+        "kept": f"wincert:job:{job_id}:result",
+        "celery_meta": f"celery-task-meta-{job_id}",
+        "stream": "wincert:results",
+        "inventory_state": "wincert:inventory",
+    }
+    usage = {name: client.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
+             for name, key in keys.items()}  # fmt: skip
+    return {name: int(value or 0) for name, value in usage.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--certificates", type=int, default=5000)
@@ -108,6 +128,7 @@ def main() -> None:
                     ("full with DER (include_der true, today's default)", True),
                 ):
                     cpu0, sent0 = worker_cpu_seconds(pid), host.stats.snapshot()["bytes_sent"]
+                    mem0 = redis_memory(client.redis)
                     clock = time.monotonic()
                     job = InventoryJob(job_type="inventory", store=store, include_der=include_der)
                     result = client.wait(client.submit(job), 600)
@@ -123,6 +144,8 @@ def main() -> None:
                             "host_bytes_sent": host.stats.snapshot()["bytes_sent"] - sent0,
                             "result_bytes": len(result.model_dump_json()),
                             "wall_s": round(wall, 2),
+                            "redis_added_bytes": redis_memory(client.redis) - mem0,
+                            "redis_result_bytes": result_memory(client.redis, str(result.job_id)),
                         }
                     )
         finally:

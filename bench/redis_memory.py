@@ -6,8 +6,9 @@ Writes real entries with the worker's own publishers into a private redis-server
 * the results stream ``wincert:results`` (``worker.results.publish_result``), for results without
   items (add/remove), and inventories of 10 and 100 certificates (real certificates from
   cryptography-vectors, DER in base64 as inventory carries them);
-* the stored copy of a result (the duplicate-delivery key, ``keep_as``) and the Celery result
-  backend key (``celery-task-meta-<id>``) of the same results;
+* the kept copy of a result (``wincert:job:<id>:result``, ``keep_as``: the one stored copy;
+  JSON, or gzip+base64 above ``WINCERT_RESULT_INLINE_BYTES``, whose stream entry then carries a
+  reference, :mod:`producer.result_store`);
 * the dead-letter stream ``wincert:dead`` (``worker.results.dead_letter``) for a typical job.
 
 Prints bytes per entry and the totals at the default caps (docs/operations.md, "Sizing Redis").
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -100,7 +100,6 @@ def _usage(client: redis.Redis, key: str) -> int:
 
 def measure(client: redis.Redis, url: str) -> dict[str, Any]:
     certs = _certificates()
-    backend = Celery("measure", backend=url, set_as_current=False).backend
     figures: dict[str, Any] = {"certificates_available": len(certs)}
     for label, count in (("no_items", None), ("inventory_10", 10), ("inventory_100", 100)):
         client.flushdb()
@@ -111,15 +110,12 @@ def measure(client: redis.Redis, url: str) -> dict[str, Any]:
             json_bytes += len(result.model_dump_json())
             publish_result(client, result, maxlen=1_000_000, keep_as=f"wincert:job:{result.job_id}:result",
                            expires=86400)  # fmt: skip
-            backend.store_result(str(result.job_id), result.model_dump(mode="json"), "SUCCESS")
         stream = _usage(client, RESULTS_STREAM)
         kept = sum(_usage(client, k) for k in client.scan_iter("wincert:job:*:result", count=1000))
-        meta = sum(_usage(client, k) for k in client.scan_iter("celery-task-meta-*", count=1000))
         figures[label] = {
             "json_bytes_per_result": json_bytes // ENTRIES,
             "stream_bytes_per_entry": stream // ENTRIES,
             "stored_copy_bytes_per_result": kept // ENTRIES,
-            "celery_result_bytes_per_result": meta // ENTRIES,
         }
     client.flushdb()
     job = {

@@ -3,7 +3,9 @@
 :class:`Client` is the producer's whole surface: it validates a job with the models in
 :mod:`producer.messages`, sends it as a Celery message (task :data:`TASK_NAME`, one argument:
 the job as a JSON-mode dict, task id = ``str(job_id)``) to the configured queue, and reads
-results from the Celery result backend or the Redis Stream :data:`RESULTS_STREAM`.
+results where the worker keeps them (:mod:`producer.result_store`: the key
+``wincert:job:<job_id>:result`` and the Redis Stream :data:`RESULTS_STREAM`), on the broker's
+Redis. Celery's result backend is not used.
 
 It builds its own minimal Celery app for sending and never imports the worker, so upstream
 systems can depend on the ``producer`` package alone::
@@ -31,6 +33,7 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -39,11 +42,9 @@ from typing import Any, cast
 
 import redis
 from celery import Celery
-from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import AsyncResult
 from pydantic import RootModel, SecretStr, ValidationError
 
-from producer import auth
+from producer import auth, progress, result_store
 from producer.messages import (
     RESULTS_STREAM,
     TASK_NAME,
@@ -82,6 +83,8 @@ SOCKET_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 """Longest wait for a TCP connection to Redis."""
 _MAX_BLOCK_MS = 20_000
+_FIRST_POLL_SECONDS = 0.05
+_MAX_POLL_SECONDS = 0.5
 
 
 class ProducerError(Exception):
@@ -108,7 +111,10 @@ class ResultTimeoutError(ProducerError, TimeoutError):
 
 
 class TaskFailedError(ProducerError):
-    """The task raised instead of returning a JobResult (a worker defect or a lost worker)."""
+    """The task raised instead of returning a JobResult. Kept for callers that catch it: results
+    are read from the worker's kept copy now, and a worker publishes an ``internal_error`` result
+    for a job whose task failed, so :meth:`Client.wait` and :meth:`Client.result` no longer
+    raise it."""
 
     def __init__(self, job_id: uuid.UUID, detail: str) -> None:
         self.job_id = job_id
@@ -119,7 +125,8 @@ class TaskFailedError(ProducerError):
 
 
 class BackendUnavailableError(ProducerError, ConnectionError):
-    """The Celery result backend could not be reached (after a few quick retries)."""
+    """The Celery result backend could not be reached. Kept for callers that catch it: results
+    are read from the broker's Redis now (its errors are ``redis.exceptions.ConnectionError``)."""
 
 
 class ResultFormatError(ProducerError):
@@ -168,12 +175,10 @@ class Client:
 
     def __init__(self, settings: ProducerSettings | None = None) -> None:
         self.settings = settings if settings is not None else ProducerSettings()
-        # Two minimal apps: sending needs no result backend (with one, Celery's Redis backend
-        # would SUBSCRIBE to every submitted task id, growing a long-lived producer's pubsub
-        # set and failing submits when the backend is down); reading results needs no broker.
+        # Sending needs no result backend (with one, Celery's Redis backend would SUBSCRIBE to
+        # every submitted task id); results are read from the worker's kept copy on Redis.
         self._send_app = self._make_app(self.settings, backend=None)
         self._signing = False
-        self._results_app = self._make_app(self.settings, backend=self.settings.result_backend)
         self._redis: redis.Redis | None = None
 
     @staticmethod
@@ -245,7 +250,6 @@ class Client:
             self._redis.close()
             self._redis = None
         self._send_app.close()
-        self._results_app.close()
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -432,23 +436,22 @@ class Client:
 
     # --- results ---------------------------------------------------------------------------
 
-    def _async_result(self, job_id: uuid.UUID) -> AsyncResult[Any]:
-        return self._results_app.AsyncResult(str(job_id))
-
     def task_state(self, job_id: uuid.UUID | str) -> str:
-        """The Celery task state in the result backend (``PENDING`` also when unknown,
-        ``STARTED``, ``RETRY``, ``SUCCESS``, ``FAILURE``); never blocks.
+        """A Celery-style state of the job from what the worker records
+        (:func:`producer.progress.task_state`): ``SUCCESS`` (its result is kept), ``STARTED``
+        (a worker holds it), ``RETRY`` (re-published: slot wait or transient retry), ``PENDING``
+        (queued, or unknown); never blocks.
 
         Raises:
-            redis.exceptions.ConnectionError: the result backend is unreachable.
+            redis.exceptions.ConnectionError: Redis is unreachable.
             ValueError: ``job_id`` is not a UUID.
         """
-        return str(self._async_result(_as_uuid(job_id)).state)
+        return progress.task_state(self.redis, _as_uuid(job_id))
 
     @staticmethod
-    def _to_result(job_id: uuid.UUID, value: Any) -> JobResult:
+    def _to_result(job_id: uuid.UUID, text: str | bytes) -> JobResult:
         try:
-            result = JobResult.model_validate(value)
+            result = JobResult.model_validate_json(text)
         except ValidationError as exc:
             raise ResultFormatError(
                 f"the stored result of job {job_id} is not a valid JobResult ({exc.error_count()}"
@@ -457,8 +460,25 @@ class Client:
             ) from exc
         return result
 
+    def _kept(self, job_id: uuid.UUID, key: str | None = None) -> JobResult | None:
+        """The job's kept result (``key``: its key, default :func:`result_store.result_key`)."""
+        try:
+            raw: Any = self.redis.get(key or result_store.result_key(job_id))
+        except UnicodeDecodeError:  # untrusted bytes: not what a worker writes
+            raise ResultFormatError(f"the stored result of job {job_id} is not UTF-8 text") from None
+        if raw is None:
+            return None
+        try:
+            text = result_store.decode(raw)
+        except result_store.StoredResultError as exc:
+            raise ResultFormatError(f"the stored result of job {job_id} is unreadable: {exc}") from None
+        return self._to_result(job_id, text)
+
     def wait(self, job_id: uuid.UUID | str, timeout: float = 60.0) -> JobResult:
-        """Block until the job's result is in the result backend; return it.
+        """Block until the job's result is kept; return it.
+
+        Polls the kept result (``GET wincert:job:<job_id>:result``: every 50 ms at first, then
+        less often, at most every 0.5 s).
 
         Args:
             job_id: The job id (UUID or its text).
@@ -467,64 +487,46 @@ class Client:
         Raises:
             ResultTimeoutError: no result within ``timeout`` (the stream is checked once more
                 before giving up). The job may still finish; ``wincert result`` reads it later.
-            TaskFailedError: the task raised instead of returning a JobResult and the stream
-                holds no result for the job.
             ResultFormatError: the stored result is not a JobResult.
-            BackendUnavailableError: the result backend is unreachable.
-            redis.exceptions.ConnectionError: the stream's Redis is unreachable.
+            redis.exceptions.ConnectionError: Redis is unreachable.
             ValueError: ``job_id`` is not a UUID, or ``timeout`` is not a finite positive number
                 of seconds (``nan`` would never time out, ``inf`` would wait forever).
         """
         job_uuid = _as_uuid(job_id)
         if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
             raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
-        async_result = self._async_result(job_uuid)
-        try:
-            value = async_result.get(timeout=timeout, propagate=False, interval=0.1)
-        except CeleryTimeoutError:
-            from_stream = self._result_from_stream(job_uuid)
-            if from_stream is not None:
-                return from_stream
-            raise ResultTimeoutError(job_uuid, timeout) from None
-        except RuntimeError as exc:
-            # Celery's Redis result consumer gives up reconnecting with a bare RuntimeError.
-            if not isinstance(exc.__cause__, redis.RedisError):
-                raise
-            raise BackendUnavailableError(
-                f"cannot reach the result backend at {redact_url(self.settings.result_backend)}"
-                f" (WINCERT_RESULT_BACKEND): {exc.__cause__}"
-            ) from exc
-        if async_result.successful():
-            return self._to_result(job_uuid, value)
+        deadline = time.monotonic() + timeout
+        pause = _FIRST_POLL_SECONDS
+        while True:
+            found = self._kept(job_uuid)
+            if found is not None:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 1.5, _MAX_POLL_SECONDS)
         from_stream = self._result_from_stream(job_uuid)
         if from_stream is not None:
             return from_stream
-        raise TaskFailedError(job_uuid, f"{type(value).__name__}: {value}")
+        raise ResultTimeoutError(job_uuid, timeout)
 
     def result(self, job_id: uuid.UUID | str) -> JobResult | None:
         """The job's result if it is available now, else ``None``; never blocks.
 
-        Reads the Celery result backend first, then scans :data:`RESULTS_STREAM` from the
-        newest entry back (O(stream length) when the job has no entry there).
+        Reads the kept result first, then scans :data:`RESULTS_STREAM` from the newest entry
+        back (O(stream length) when the job has no entry there).
 
         Raises:
-            TaskFailedError: the task raised and the stream holds no result for the job.
             ResultFormatError: the stored result is not a JobResult.
-            redis.exceptions.ConnectionError: Redis (result backend or stream) is unreachable.
+            redis.exceptions.ConnectionError: Redis is unreachable.
             ValueError: ``job_id`` is not a UUID.
         """
         job_uuid = _as_uuid(job_id)
-        async_result = self._async_result(job_uuid)
-        state = async_result.state
-        if state == "SUCCESS":
-            return self._to_result(job_uuid, async_result.result)
-        from_stream = self._result_from_stream(job_uuid)
-        if from_stream is not None:
-            return from_stream
-        if state == "FAILURE":
-            value = async_result.result
-            raise TaskFailedError(job_uuid, f"{type(value).__name__}: {value}")
-        return None
+        found = self._kept(job_uuid)
+        if found is not None:
+            return found
+        return self._result_from_stream(job_uuid)
 
     # --- results stream --------------------------------------------------------------------
 
@@ -539,17 +541,36 @@ class Client:
             )
         return self._redis
 
-    @staticmethod
-    def _parse_entry(stream_id: str, fields: Mapping[str, str]) -> JobResult | None:
+    def entry_result(self, stream_id: str, fields: Mapping[str, str]) -> JobResult | None:
+        """The JobResult of a stream entry: inline (``result``) or by reference (``result_key``:
+        read from the kept copy; ``None`` with a warning when it expired or is invalid)."""
         text = fields.get("result")
-        if text is None:
-            log.warning("results stream entry %s has no 'result' field; skipped", stream_id)
+        if text is not None:
+            try:
+                return JobResult.model_validate_json(text)
+            except ValidationError as exc:
+                log.warning("results stream entry %s is not a JobResult (%s); skipped", stream_id, exc)
+                return None
+        key = fields.get("result_key")
+        try:
+            job_id = uuid.UUID(str(fields.get("job_id")))
+        except ValueError:
+            job_id = None
+        if key is None or job_id is None or key != result_store.result_key(job_id):
+            log.warning("results stream entry %s has no 'result' and no valid reference; skipped", stream_id)
             return None
         try:
-            return JobResult.model_validate_json(text)
-        except ValidationError as exc:
-            log.warning("results stream entry %s is not a JobResult (%s); skipped", stream_id, exc)
+            found = self._kept(job_id, key)
+        except ResultFormatError as exc:
+            log.warning("results stream entry %s: %s; skipped", stream_id, exc)
             return None
+        if found is None:
+            log.warning(
+                "results stream entry %s refers to %s, which expired (WINCERT_RESULT_EXPIRES); skipped",
+                stream_id,
+                key,
+            )
+        return found
 
     def _result_from_stream(self, job_id: uuid.UUID) -> JobResult | None:
         wanted = str(job_id)
@@ -560,10 +581,9 @@ class Client:
                 self.redis.xrevrange(RESULTS_STREAM, max=upper, min="-", count=_STREAM_SCAN_BATCH),
             )
             for stream_id, fields in batch:
-                text = fields.get("result", "")
-                if wanted not in text:  # cheap filter before parsing
-                    continue
-                result = self._parse_entry(stream_id, fields)
+                if fields.get("job_id") != wanted and wanted not in fields.get("result", ""):
+                    continue  # cheap filter before parsing
+                result = self.entry_result(stream_id, fields)
                 if result is not None and result.job_id == job_id:
                     return result
             if len(batch) < _STREAM_SCAN_BATCH:
@@ -612,6 +632,6 @@ class Client:
             for _stream, entries in response:
                 for stream_id, fields in entries:
                     last_id = stream_id
-                    result = self._parse_entry(stream_id, fields)
+                    result = self.entry_result(stream_id, fields)
                     if result is not None:
                         yield stream_id, result

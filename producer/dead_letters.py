@@ -39,7 +39,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from producer import auth
+from producer import auth, result_store
 from producer.messages import DEAD_LETTER_STREAM, AnyJob, JobResult, Status, parse_job
 
 REPLAYED_KEY = f"{DEAD_LETTER_STREAM}:replayed"
@@ -279,8 +279,8 @@ def plan_replay(
     stored = client.get(f"{JOB_STATE_PREFIX}{job_id}:result")
     if stored is not None:
         try:
-            previous = JobResult.model_validate_json(_text(stored, MAX_JOB_BYTES))
-        except ValidationError:
+            previous = JobResult.model_validate_json(result_store.decode(stored))
+        except (ValidationError, result_store.StoredResultError):
             previous = None
         if previous is not None and previous.status is not Status.FAILURE:
             return ReplayPlan(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TEST_SECRET_KEYS = "Q1oqFvMRSQ0Bm4h6b2l3OqQ2Q0v2L1W6zq8KkpQmJ9c="
 """A fixed Fernet key for tests whose producer and worker share ``WINCERT_SECRET_KEYS`` (jobs
@@ -125,3 +126,29 @@ def worker_process(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+def kept_result(redis_url: str, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Wait up to ``timeout`` seconds for a job's kept result (``wincert:job:<id>:result``, JSON
+    or gzip+base64: ``producer.result_store``) and return it as a dict."""
+    import json
+
+    import redis
+
+    from producer.result_store import decode, result_key
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        found: list[str] = []
+
+        def kept() -> bool:
+            value = client.get(result_key(job_id))
+            if value is not None:
+                found.append(str(value))
+            return bool(found)
+
+        wait_for(kept, timeout, f"the kept result of job {job_id}")
+        result: dict[str, Any] = json.loads(decode(found[0]))
+        return result
+    finally:
+        client.close()

@@ -1,9 +1,12 @@
 """Publishing results and dead letters to Redis.
 
-* Every finished job's :class:`~producer.messages.JobResult` is the Celery task's return value
-  (so ``AsyncResult(job_id).get()`` returns it) **and** one ``XADD`` to
-  :data:`~producer.messages.RESULTS_STREAM` with field ``result`` = the JobResult JSON
-  (``MAXLEN ~ WINCERT_RESULTS_STREAM_MAXLEN``).
+* Every finished job's :class:`~producer.messages.JobResult` is published once
+  (:func:`publish_result`): kept under ``wincert:job:<job_id>:result`` (what producers read and
+  a duplicate delivery finds) and announced by one ``XADD`` to
+  :data:`~producer.messages.RESULTS_STREAM` (``MAXLEN ~ WINCERT_RESULTS_STREAM_MAXLEN``), the
+  result inline up to ``WINCERT_RESULT_INLINE_BYTES``, else a reference
+  (:mod:`producer.result_store`). Celery's result backend does not hold it (the tasks ignore
+  their results).
 * A job that cannot be completed (invalid payload, redelivery cap, slot wait deadline) is also
   written to :data:`~producer.messages.DEAD_LETTER_STREAM` with the job JSON (every field whose
   name contains "password" dropped), the reason, the result code, the attempt count and the
@@ -20,10 +23,12 @@ from typing import Any
 
 import redis
 
+from producer import result_store
 from producer.codes import ResultCode
 from producer.dead_letters import dead_letter_mac
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, JobResult, JobType, Status
 from worker import redaction
+from worker.state import run_script
 
 _SECRET_WORDS = (
     "password",
@@ -77,46 +82,60 @@ def _redact(data: Any, forms: list[str]) -> Any:
 
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
-                    'result', ARGV[1], 'job_id', ARGV[4], 'status', ARGV[5])
+  local fields = {}
+  if ARGV[4] == '1' then
+    fields[1] = 'result'
+    fields[2] = ARGV[1]
+  end
+  for i = 5, #ARGV do
+    fields[#fields + 1] = ARGV[i]
+  end
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
 end
 return false
 """
 
 
 def publish_result(
-    client: redis.Redis, result: JobResult, maxlen: int, *, keep_as: str | None = None, expires: int = 0
+    client: redis.Redis,
+    result: JobResult,
+    maxlen: int,
+    *,
+    keep_as: str | None = None,
+    expires: int = 0,
+    inline_bytes: int = result_store.DEFAULT_INLINE_BYTES,
+    payload: str | bytes | None = None,
 ) -> str:
-    """XADD ``result`` to the results stream; return the entry id.
+    """Publish a finished job's ``result``: the kept copy and the results stream entry; return
+    the entry id.
 
-    With ``keep_as`` the result JSON is also stored under that key for ``expires`` seconds (what
-    a duplicate delivery returns), atomically with the stream entry and **only if the key does
-    not exist yet** (one Lua script): a worker dying in between can neither publish a result
-    twice nor store one it never published, and a publish retried after its reply was lost
-    (connection dropped, Redis restarted) adds no second entry. Returns ``""`` when the job's
-    result had already been published.
+    ``payload``: ``result``'s JSON when the caller already has it (``result.model_dump_json()``
+    otherwise): a result is serialised once. Encoding (:mod:`producer.result_store`): a JSON of
+    at most ``inline_bytes`` is kept as it is and travels inside the stream entry (field
+    ``result``); a larger one is kept gzip-compressed and the entry carries a reference
+    (``result_key``, ``encoding``, ``bytes``, ``items``) besides ``job_id``, ``status``,
+    ``code``, so the stream is bounded in bytes.
+
+    With ``keep_as`` (the job's :attr:`worker.state.JobState.result_key`) the result is stored
+    under that key for ``expires`` seconds — what producers read and what a duplicate delivery
+    finds — atomically with the stream entry and **only if the key does not exist yet** (one
+    Lua script): a worker dying in between can neither publish a result twice nor store one it
+    never published, and a publish retried after its reply was lost (connection dropped, Redis
+    restarted) adds no second entry. Returns ``""`` when the job's result had already been
+    published. Without ``keep_as`` only the stream entry is written, always inline.
     """
-    payload = result.model_dump_json()
+    data = payload if payload is not None else result.model_dump_json()
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     entry: Any
     if keep_as is None:
-        entry = client.xadd(
-            RESULTS_STREAM,
-            {"result": payload, "job_id": str(result.job_id), "status": result.status.value},
-            maxlen=maxlen,
-            approximate=True,
-        )
+        inline: dict[Any, Any] = {"result": raw, **result_store.entry_fields(result, 0, inline_bytes, "")}
+        entry = client.xadd(RESULTS_STREAM, inline, maxlen=maxlen, approximate=True)
     else:
-        entry = client.eval(
-            _PUBLISH_ONCE,
-            2,
-            keep_as,
-            RESULTS_STREAM,
-            payload,
-            max(1, expires),
-            maxlen,
-            str(result.job_id),
-            result.status.value,
-        )
+        kept, encoding = result_store.encode(raw, inline_bytes)
+        fields = result_store.entry_fields(result, len(raw), inline_bytes, keep_as, encoding)
+        flat = [part for pair in fields.items() for part in pair]
+        args: list[Any] = [kept, max(1, expires), maxlen, "1" if encoding == "json" else "0", *flat]
+        entry = run_script(client, _PUBLISH_ONCE, [keep_as, RESULTS_STREAM], args)
     if not entry:
         return ""
     return entry.decode() if isinstance(entry, bytes) else str(entry)

@@ -271,6 +271,13 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
     )
 
     # --- result streams ----------------------------------------------------------------------
+    result_inline_bytes: int = Field(
+        default=16_384,
+        ge=0,
+        le=64 * 1024 * 1024,
+        description="Longest JobResult JSON (bytes) carried inside its results stream entry; a"
+        " longer one is kept gzip-compressed and the entry references it (producer/result_store.py)",
+    )
     task_events: bool = Field(
         default=False,
         description="Send Celery task events (task-sent/received/started/succeeded, 3-4 PUBLISH per"

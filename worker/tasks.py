@@ -16,8 +16,10 @@ Thin by design; each step lives in its own module:
 5. retry ``host_unreachable`` / ``timeout`` up to ``WINCERT_TRANSIENT_RETRIES`` times;
 6. publish (:mod:`worker.results`) and count (:mod:`worker.metrics`).
 
-The producer sends with ``task_id = str(job_id)``, so ``AsyncResult(job_id)`` holds the final
-JobResult dict.
+The producer sends with ``task_id = str(job_id)``. The tasks ignore their results (Celery's
+backend holds nothing of them): the final JobResult is kept once under
+``wincert:job:<job_id>:result`` with its results stream entry (:mod:`worker.results`), and the
+task returns only a pointer to it.
 """
 
 from __future__ import annotations
@@ -153,14 +155,16 @@ def register(
     runtime = Runtime(settings, session_factory)
 
     # max_retries=None on the task: retry(max_retries=None) alone falls back to the default of 3
-    @app.task(name=TASK_NAME, bind=True, shared=False, max_retries=None)
+    # ignore_result: the job keeps its result itself, once (worker/results.py); Celery's backend
+    # would hold a second copy and cost ~10 Redis commands per job (STARTED, SUCCESS)
+    @app.task(name=TASK_NAME, bind=True, shared=False, max_retries=None, ignore_result=True)
     def run_job(self: Task[Any, Any], job: Any) -> dict[str, Any]:
         return execute(self, runtime, job)
 
     # chained signing (worker/signing.py): the signer task's link and link_error
     keys = settings.secret_keys_text
 
-    @app.task(name=signing.INSTALL_TASK, bind=True, shared=False, max_retries=None)
+    @app.task(name=signing.INSTALL_TASK, bind=True, shared=False, max_retries=None, ignore_result=True)
     def install_signed(self: Task[Any, Any], certificate_pem: Any, job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
@@ -185,7 +189,7 @@ def register(
             return _signing_failed(runtime, app, job, detail, self.request.hostname)
         return execute(self, runtime, signing.completion_job(certificate_pem, job))
 
-    @app.task(name=signing.FAILED_TASK, shared=False)
+    @app.task(name=signing.FAILED_TASK, shared=False, ignore_result=True)
     def signing_failed(*args: Any, job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
@@ -200,7 +204,7 @@ def register(
             return {}
         return _signing_failed(runtime, app, job, signing.failure_detail(app, args), None)
 
-    @app.task(name=signing.DEADLINE_TASK, shared=False)
+    @app.task(name=signing.DEADLINE_TASK, shared=False, ignore_result=True)
     def signing_deadline(job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
@@ -258,6 +262,7 @@ def publish_hard_timeout(rt: Runtime, task_id: str, args: Any) -> None:
             settings.results_stream_maxlen,
             keep_as=JobState(rt.redis, str(parsed.job_id)).result_key,
             expires=settings.result_expires,
+            inline_bytes=settings.result_inline_bytes,
         )
     except redis.RedisError:
         log.exception("could not publish the hard time limit result of job %s", task_id)
@@ -287,10 +292,10 @@ def publish_invalid(app: Celery, settings: WorkerSettings, task_id: str, message
             settings.results_stream_maxlen,
             keep_as=state.result_key,
             expires=settings.result_expires,
+            inline_bytes=settings.result_inline_bytes,
         )
     finally:
         client.close()
-    app.backend.store_result(task_id, result.model_dump(mode="json"), "SUCCESS")
 
 
 def _callback_dead(rt: Runtime, reason: str, message: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -320,33 +325,39 @@ def signer_allowed(app: Celery, settings: WorkerSettings, name: str) -> bool:
 def _signing_failed(rt: Runtime, app: Celery, job: Any, detail: str, worker: str | None) -> dict[str, Any]:
     """Publish and store the ``signing_failed`` result of a chained completion job."""
     result = signing.signing_failed_result(job, detail, worker)
-    payload = _finish(rt, JobState(rt.redis, str(result.job_id)), result)
-    app.backend.store_result(str(result.job_id), payload, "SUCCESS")
-    return payload
+    return _finish(rt, JobState(rt.redis, str(result.job_id)), result)
+
+
+def _summary(result_key: str, result: JobResult | None = None) -> dict[str, Any]:
+    """The task's return value: a pointer to the kept result (Celery stores none of it; the
+    result is published once by :func:`_finish`)."""
+    summary: dict[str, Any] = {"result_key": result_key}
+    if result is not None:
+        summary.update(job_id=str(result.job_id), status=result.status.value, code=result.code.value)
+    return summary
 
 
 def _stored(rt: Runtime, state: JobState) -> dict[str, Any]:
-    """The kept result of a job that already finished (a duplicate delivery returns it)."""
-    raw = rt.redis.get(state.result_key)
-    if raw is None:  # expired between the check and now: nothing to return, nothing to redo
-        return {}
-    stored: dict[str, Any] = JobResult.model_validate_json(raw).model_dump(mode="json")
-    return stored
+    """A job that already finished (a duplicate delivery): its kept result stands."""
+    return _summary(state.result_key)
 
 
-def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = False) -> dict[str, Any]:
-    """Publish the final result (stream + stored for duplicates), count it, return it.
+def _finish(rt: Runtime, state: JobState, result: JobResult, ran: bool = False) -> dict[str, Any]:
+    """Publish the final result once (kept copy + stream entry, serialised once), count it,
+    return the task's small return value (:func:`_summary`).
 
     ``ran``: the job ran against its host (its duration goes into the histogram).
     """
-    payload = result.model_dump(mode="json")
+    payload = result.model_dump_json()
     retry_redis(
         lambda: results.publish_result(
             rt.redis,
             result,
             rt.settings.results_stream_maxlen,
-            keep_as=state.result_key if state is not None else None,
+            keep_as=state.result_key,
             expires=rt.settings.result_expires,
+            inline_bytes=rt.settings.result_inline_bytes,
+            payload=payload,
         ),
         rt.settings.redis_retry_seconds,
         "publish the result",
@@ -363,11 +374,11 @@ def _finish(rt: Runtime, state: JobState | None, result: JobResult, ran: bool = 
             result.duration_seconds
         )
     log.info("job finished: %s / %s: %s", result.status.value, result.code.value, result.message)
-    return payload
+    return _summary(state.result_key, result)
 
 
 def _dead(
-    rt: Runtime, task: Task[Any, Any], job: Any, state: JobState | None, result: JobResult, reason: str
+    rt: Runtime, task: Task[Any, Any], job: Any, state: JobState, result: JobResult, reason: str
 ) -> dict[str, Any]:
     results.dead_letter(
         rt.redis,
@@ -400,7 +411,8 @@ def _invalid(rt: Runtime, task: Task[Any, Any], job: Any, exc: ValidationError) 
         worker=task.request.hostname,
     )
     with job_context(job_id=str(job_id)):
-        return _dead(rt, task, job, None, result, "invalid_job")
+        # kept under the job id like any result (Client.wait finds it); published once
+        return _dead(rt, task, job, JobState(rt.redis, str(job_id)), result, "invalid_job")
 
 
 def execute(task: Task[Any, Any], rt: Runtime, job: Any) -> dict[str, Any]:

@@ -183,6 +183,7 @@ class Screen:
                     " signed with a key not in this worker's WINCERT_SECRET_KEYS)",
                     code=ResultCode.UNAUTHENTICATED,
                 )
+        clean["ignore_result"] = bool(getattr(target, "ignore_result", False))
         try:
             self._arguments(task, target, body, unauthenticated=task in CALLBACK_TASKS)
         except RejectError as exc:
@@ -246,8 +247,8 @@ class Screen:
         for name in ("argsrepr", "kwargsrepr"):
             value = headers.get(name)
             clean[name] = value[:_MAX_REPR] if isinstance(value, str) else None
-        # outside the MAC: ignore_result=True would keep the result out of the result backend
-        # (producers' wait() then blocks to its timeout); this worker's tasks always store it
+        # outside the MAC, so never taken from the message: the task's own setting decides
+        # (check() sets it; WinCert's tasks keep their result themselves, worker/results.py)
         clean["ignore_result"] = False
         if auth.AUTH_HEADER in headers:
             clean[auth.AUTH_HEADER] = str(headers[auth.AUTH_HEADER])[:80]

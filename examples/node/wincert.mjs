@@ -2,7 +2,10 @@
 //   sealSecret(key, text)        Fernet token of a UTF-8 secret (what the worker decrypts)
 //   jobAuth(key, task, id, eta, body)   the wincert_auth header value
 //   celeryEnvelope(job, opts)    the Celery protocol-2 message kombu's Redis transport stores
+//   waitForResult(redis, id, ms) the job's JobResult from its kept key (JSON or gzip+base64)
+//   streamEntryResult(redis, f)  the JobResult of a wincert:results entry (inline or by reference)
 import crypto from "node:crypto";
+import zlib from "node:zlib";
 
 export const TASK_NAME = "wincert.run_job";
 export const DEFAULT_QUEUE = "wincert";
@@ -85,17 +88,44 @@ export function celeryEnvelope(job, { key, queue = DEFAULT_QUEUE, origin = "node
   });
 }
 
-/** The job's result: the Celery result backend key celery-task-meta-<id> (JSON), polled. */
+/** Where the worker keeps a job's result (one copy, WINCERT_RESULT_EXPIRES: 24 h by default). */
+export function resultKey(jobId) {
+  return `wincert:job:${jobId}:result`;
+}
+
+/**
+ * The JobResult in a kept value: JSON text ("{..."), or, for a result larger than the worker's
+ * WINCERT_RESULT_INLINE_BYTES, its gzip in standard base64 ("H4sI..."). Inflation is bounded:
+ * anything read from Redis is untrusted.
+ */
+export function decodeKeptResult(value) {
+  if (value.startsWith("H4sI")) {
+    const json = zlib.gunzipSync(Buffer.from(value, "base64"), { maxOutputLength: 256 * 1024 * 1024 });
+    return JSON.parse(json.toString("utf8"));
+  }
+  return JSON.parse(value);
+}
+
+/** The job's result (a JobResult, schema/result.schema.json): the kept key, polled. */
 export async function waitForResult(redis, jobId, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const stored = await redis.get(`celery-task-meta-${jobId}`);
-    if (stored) {
-      const meta = JSON.parse(stored);
-      if (meta.status === "SUCCESS") return meta.result; // a JobResult (schema/result.schema.json)
-      if (meta.status === "FAILURE") throw new Error(`job ${jobId}: the task raised ${JSON.stringify(meta.result)}`);
-    }
+    const stored = await redis.get(resultKey(jobId));
+    if (stored !== null) return decodeKeptResult(stored);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   throw new Error(`no result for job ${jobId} after ${timeoutMs / 1000} s; it may still be queued or running`);
+}
+
+/**
+ * The JobResult of one wincert:results entry (node-redis: `message` of an xRange/xRead entry):
+ * inline in field `result`, or, for a large result, a reference (`result_key`, `encoding`
+ * gzip+base64, `bytes`, `items`) to the kept copy; null when that copy expired. Every entry also
+ * carries `job_id`, `status` and `code`.
+ */
+export async function streamEntryResult(redis, fields) {
+  if (fields.result !== undefined) return JSON.parse(fields.result);
+  if (fields.result_key === undefined || fields.result_key !== resultKey(fields.job_id)) return null;
+  const stored = await redis.get(fields.result_key);
+  return stored === null ? null : decodeKeptResult(stored);
 }

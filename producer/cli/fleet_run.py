@@ -305,9 +305,8 @@ def _collect(
             for _stream, entries in read or []:
                 for stream_id, fields in entries:
                     last = stream_id
-                    try:
-                        result = JobResult.model_validate_json(fields["result"])
-                    except (KeyError, ValidationError):
+                    result = client.entry_result(stream_id, fields)  # inline or by reference
+                    if result is None:
                         continue
                     if result.job_id in pending:
                         pending.discard(result.job_id)

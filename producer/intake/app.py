@@ -269,12 +269,10 @@ def create_app(intake: IntakeSettings | None = None, producer: ProducerSettings 
         for _stream, items in cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], read or []):
             for stream_id, fields in items:
                 last = stream_id
-                try:
-                    entries.append(
-                        FeedEntry(stream_id=stream_id, result=JobResult.model_validate_json(fields["result"]))
-                    )
-                except (KeyError, ValidationError):
-                    continue  # anything read from Redis is untrusted: a bad entry is skipped
+                # inline or by reference; untrusted: a bad or expired entry is skipped
+                found = client.entry_result(stream_id, fields)
+                if found is not None:
+                    entries.append(FeedEntry(stream_id=stream_id, result=found))
         return ResultsPage(results=entries, next=last)
 
     app.state.client = client

@@ -8,7 +8,8 @@ messages whose envelope an attacker with Redis write access edited outside the M
   attacker chose (another site's queue, the signer queue, or one nobody reads: the job never
   got a result);
 * ``headers.ignore_result`` = true: the result was kept out of the Celery result backend, so a
-  producer's ``wait`` blocked to its timeout.
+  producer's ``wait`` blocked to its timeout (now the task's own setting decides, and results
+  are kept by the worker itself, ``worker/results.py``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def test_a_retry_goes_back_to_its_own_queue_and_the_result_is_stored(rstack: Sta
         result = producer.result(task_id)
         assert result is not None
         assert (result.code.value, result.attempts) == ("host_unreachable", 2)
-        assert producer.task_state(task_id) == "SUCCESS"  # in the result backend, not only the stream
+        assert producer.task_state(task_id) == "SUCCESS"  # its result is kept, not only in the stream
     assert client.llen(OTHER_QUEUE) == 0
     assert not client.exists(OTHER_QUEUE)
 

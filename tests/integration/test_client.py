@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,6 @@ from producer.client import (
     PlaintextSecretRefusedError,
     ResultFormatError,
     ResultTimeoutError,
-    TaskFailedError,
 )
 from producer.messages import (
     DEFAULT_QUEUE,
@@ -43,8 +43,10 @@ from producer.messages import (
     StoreRef,
     parse_job,
 )
+from producer.result_store import result_key
 from producer.secrets import decrypt_secret, generate_key
 from producer.settings import ProducerSettings
+from worker.results import publish_result
 
 
 @pytest.fixture
@@ -382,7 +384,7 @@ def test_iter_results_skips_malformed_entries(
     good_id = str(redis_client.xadd(RESULTS_STREAM, {"result": good.model_dump_json()}))
     assert list(client.iter_results(from_id="0", block_ms=100, stop_when_idle=True)) == [(good_id, good)]
     assert f"results stream entry {bad_json} is not a JobResult" in caplog.text
-    assert f"results stream entry {no_field} has no 'result' field" in caplog.text
+    assert f"results stream entry {no_field} has no 'result' and no valid reference" in caplog.text
 
 
 def test_iter_results_dollar_yields_only_new_entries(client: Client, redis_client: redis.Redis) -> None:
@@ -443,8 +445,9 @@ def test_wait_times_out_naming_the_job_and_the_follow_up(client: Client) -> None
 def stand_in_worker(redis_url: str, redis_client: redis.Redis) -> Iterator[list[dict[str, Any]]]:
     """A solo-pool Celery worker consuming the wincert queue with a stand-in TASK_NAME task.
 
-    The task records the job dict it receives and returns a JobResult dict; a job whose store
-    path is ``Crash`` raises instead, and ``Garbage`` returns something that is not a JobResult.
+    The task records the job dict it receives and publishes a JobResult as the real worker does
+    (``worker.results.publish_result``: the kept copy and the stream entry); a job whose store
+    path is ``Crash`` raises instead, and ``Garbage`` keeps something that is not a JobResult.
     """
     received: list[dict[str, Any]] = []
     app = Celery("stand-in", broker=redis_url, backend=redis_url, set_as_current=False)
@@ -458,14 +461,17 @@ def stand_in_worker(redis_url: str, redis_client: redis.Redis) -> Iterator[list[
 
     # shared=False: a shared task would be added to every Celery app finalized later in this
     # test session (the real worker's app included) and shadow its TASK_NAME task.
-    @app.task(name=TASK_NAME, shared=False)
-    def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    @app.task(name=TASK_NAME, shared=False, ignore_result=True)
+    def run_job(job: dict[str, Any]) -> None:
         received.append(job)
+        key = result_key(job["job_id"])
         if job["store"]["store_path"] == "Crash":
             raise RuntimeError("stand-in crashed")
         if job["store"]["store_path"] == "Garbage":
-            return {"job_id": job["job_id"], "status": "fine"}
-        return result_for(job, message=f"inventory of {job['store']['store_path']}").model_dump(mode="json")
+            redis_client.set(key, json.dumps({"job_id": job["job_id"], "status": "fine"}))
+            return
+        result = result_for(job, message=f"inventory of {job['store']['store_path']}")
+        publish_result(redis_client, result, 1000, keep_as=key, expires=60)
 
     with start_worker(app, pool="solo", concurrency=1, perform_ping_check=True, shutdown_timeout=10):
         yield received
@@ -483,17 +489,18 @@ def test_wait_receives_the_result_from_a_real_worker(
     assert result.worker == "stand-in"
     (received,) = stand_in_worker
     assert parse_job(received).model_copy(update={"submitted_at": None}) == job
-    assert client.result(job_id) == result  # non-blocking read from the result backend
+    assert client.result(job_id) == result  # non-blocking read of the kept result
     assert client.wait(str(job_id), timeout=5) == result
 
 
-def test_wait_reports_a_task_that_raised(client: Client, stand_in_worker: list[dict[str, Any]]) -> None:
+def test_a_task_that_raised_leaves_no_result(client: Client, stand_in_worker: list[dict[str, Any]]) -> None:
+    """Celery's backend is not read: a task that raised (the real worker publishes an
+    internal_error result instead) leaves the producer waiting until its timeout."""
     job_id = client.submit(inventory_job(store_path="Crash"))
-    with pytest.raises(TaskFailedError, match=rf"job {job_id} ended without a result: the task raised"):
-        client.wait(job_id, timeout=30)
+    with pytest.raises(ResultTimeoutError):
+        client.wait(job_id, timeout=3)
     assert [job["store"]["store_path"] for job in stand_in_worker] == ["Crash"]
-    with pytest.raises(TaskFailedError, match="stand-in crashed"):
-        client.result(job_id)
+    assert client.result(job_id) is None
 
 
 def test_wait_reports_a_result_that_is_not_a_job_result(
@@ -504,3 +511,47 @@ def test_wait_reports_a_result_that_is_not_a_job_result(
         ResultFormatError, match=rf"the stored result of job {job_id} is not a valid JobResult"
     ):
         client.wait(job_id, timeout=30)
+
+
+def test_a_large_result_travels_by_reference_and_is_kept_compressed(
+    client: Client, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Above WINCERT_RESULT_INLINE_BYTES the stream entry carries a reference (bounded in bytes)
+    and the kept copy is gzip+base64; wait, result and iter_results read either form."""
+    small = result_for(inventory_job().model_dump(mode="json"))
+    large = result_for(inventory_job().model_dump(mode="json"), message="x" * 5000)
+    for result in (small, large):
+        publish_result(
+            redis_client, result, 1000, keep_as=result_key(result.job_id), expires=60, inline_bytes=2048
+        )
+    (_, inline), (_, reference) = redis_client.xrange(RESULTS_STREAM)
+    assert JobResult.model_validate_json(inline["result"]) == small
+    assert inline["code"] == "ok" and "result_key" not in inline
+    assert "result" not in reference
+    assert reference["result_key"] == result_key(large.job_id)
+    assert reference["encoding"] == "gzip+base64"
+    assert int(reference["bytes"]) == len(large.model_dump_json())
+    assert (reference["job_id"], reference["status"], reference["code"]) == (
+        str(large.job_id),
+        "success",
+        "ok",
+    )
+    kept = redis_client.get(result_key(large.job_id))
+    assert kept.startswith("H4sI") and len(kept) < 1000  # compressed, text-safe
+    assert redis_client.get(result_key(small.job_id)) == small.model_dump_json()
+    assert client.wait(large.job_id, timeout=1) == large
+    assert client.result(small.job_id) == small
+    assert [r for _, r in client.iter_results(from_id="0", block_ms=100, stop_when_idle=True)] == [
+        small,
+        large,
+    ]
+    # published once: a second publish of the same job adds nothing
+    assert publish_result(redis_client, large, 1000, keep_as=result_key(large.job_id), expires=60) == ""
+    assert redis_client.xlen(RESULTS_STREAM) == 2
+    # a reference whose kept copy expired is skipped with a warning; the stream scan still finds
+    # an inline entry
+    redis_client.delete(result_key(large.job_id))
+    with caplog.at_level(logging.WARNING, logger="producer.client"):
+        assert [r for _, r in client.iter_results(from_id="0", block_ms=100, stop_when_idle=True)] == [small]
+    assert "which expired (WINCERT_RESULT_EXPIRES)" in caplog.text
+    assert client.result(large.job_id) is None

@@ -22,6 +22,7 @@ from producer.messages import TASK_NAME, completion_job_id
 from simulator.config import HostConfig
 from simulator.server import SimulatedHost, Simulator
 from tests.integration.test_worker_tasks import _settings, running_worker
+from tests.support import kept_result, wait_for
 from worker import signing
 
 
@@ -55,7 +56,8 @@ def test_signer_outside_the_allow_list_is_refused_before_any_connection(
 ) -> None:
     job = _phase1(enroll_host, {"task": "celery.backend_cleanup", "queue": "wincert"})
     with running_worker(_settings(redis_url, signer_tasks="myca.sign")) as app:
-        result = app.send_task(TASK_NAME, args=[job], task_id=job["job_id"]).get(timeout=60)
+        app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
+        result = kept_result(redis_url, job["job_id"], 60)
     assert result["code"] == "signer_not_allowed", result["message"]
     assert "WINCERT_SIGNER_TASKS" in result["message"]
     assert enroll_host.stats.max_concurrent == 0  # never connected
@@ -69,20 +71,21 @@ def test_missing_certificate_ends_as_signing_failed_at_the_deadline(
     settings = _settings(redis_url, signer_tasks="myca.sign", signing_deadline_seconds=2)
     completion = str(completion_job_id(uuid.UUID(job["job_id"])))
     with running_worker(settings) as app:
-        first = app.send_task(TASK_NAME, args=[job], task_id=job["job_id"]).get(timeout=90)
+        app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
+        first = kept_result(redis_url, job["job_id"], 90)
         assert first["status"] == "success" and first["csr"], first["message"]
         # the signer task waits on its own queue, which no worker consumes here
         [queued] = redis_client.lrange(signing.DEFAULT_SIGNER_QUEUE, 0, -1)
         assert json.loads(queued)["headers"]["task"] == "myca.sign"
-        done = app.AsyncResult(completion).get(timeout=60)
+        done = kept_result(redis_url, completion, 60)
         assert done["code"] == "signing_failed", done
         assert "WINCERT_SIGNING_DEADLINE_SECONDS=2" in done["message"]
         # a certificate arriving after the deadline is not installed
-        late = app.send_task(signing.INSTALL_TASK, args=["-----BEGIN CERTIFICATE-----", job["job_id"]])
-        assert late.get(timeout=30) == {}
+        app.send_task(signing.INSTALL_TASK, args=["-----BEGIN CERTIFICATE-----", job["job_id"]])
+        wait_for(lambda: redis_client.xlen("wincert:dead") == 1, 30, "the late certificate's dead letter")
         # and a callback for a chain this worker never recorded: a dead letter, never a silent drop
-        stray = app.send_task(signing.INSTALL_TASK, args=["PEM", str(uuid.uuid4())])
-        assert stray.get(timeout=30) == {}
+        app.send_task(signing.INSTALL_TASK, args=["PEM", str(uuid.uuid4())])
+        wait_for(lambda: redis_client.xlen("wincert:dead") == 2, 30, "the stray callback's dead letter")
     assert redis_client.get(f"wincert:signing:{job['job_id']}:end") == "expired"
     dead = [fields for _id, fields in redis_client.xrange("wincert:dead")]
     assert [d["reason"] for d in dead] == ["late_certificate", "unknown_chain"]

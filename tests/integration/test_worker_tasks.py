@@ -26,7 +26,7 @@ from prometheus_client import REGISTRY
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, TASK_NAME
 from simulator.config import HostConfig, SeedSpec
 from simulator.server import SimulatedHost, Simulator
-from tests.support import TEST_SECRET_KEYS, free_port, wait_for
+from tests.support import TEST_SECRET_KEYS, free_port, kept_result, wait_for
 from worker.app import create_app
 from worker.limits import HostLimiter, Outcome
 from worker.settings import WorkerSettings, load_settings
@@ -87,9 +87,9 @@ def _job(port: int, store_path: str = "My", password: str = PASSWORD, **store: A
 
 
 def _submit(app: Celery, job: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-    async_result = app.send_task(TASK_NAME, args=[job], task_id=str(job.get("job_id") or uuid.uuid4()))
-    result: dict[str, Any] = async_result.get(timeout=timeout)
-    return result
+    task_id = str(job.get("job_id") or uuid.uuid4())
+    app.send_task(TASK_NAME, args=[job], task_id=task_id)
+    return kept_result(str(app.conf.broker_url), task_id, timeout)
 
 
 def _stream(redis_client: Any, name: str) -> list[dict[str, str]]:
@@ -133,7 +133,8 @@ def test_invalid_payload_fails_with_invalid_job_and_is_dead_lettered(
 def test_garbage_payload_still_gets_a_result(redis_url: str, redis_client: Any) -> None:
     task_id = str(uuid.uuid4())
     with running_worker(_settings(redis_url)) as app:
-        result = app.send_task(TASK_NAME, args=["not a job"], task_id=task_id).get(timeout=30)
+        app.send_task(TASK_NAME, args=["not a job"], task_id=task_id)
+        result = kept_result(redis_url, task_id, 30)
     assert result["code"] == "invalid_job"
     assert result["job_id"] == task_id
     assert len(_stream(redis_client, DEAD_LETTER_STREAM)) == 1
@@ -174,16 +175,16 @@ def test_busy_host_requeues_until_a_slot_frees(
     job = _job(sim_host.port, password=sim_host.users[0].password)
     requeues_before = _sample("wincert_host_slot_requeues_total", {"job_type": "inventory"})
     with running_worker(_settings(redis_url, host_limit=2, slot_block_seconds=0.2)) as app:
-        async_result = app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
+        app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
 
         def waits() -> int:
             return int(redis_client.hget(f"wincert:job:{job['job_id']}", "waits") or 0)
 
         wait_for(lambda: waits() >= 3, 30, "three slot-wait re-publishes")
-        assert not async_result.ready()
+        assert not redis_client.exists(f"wincert:job:{job['job_id']}:result")
         assert sim_host.stats.max_concurrent == 0  # never connected while the host was full
         limiter.release("127.0.0.1", "fake-1")
-        result: dict[str, Any] = async_result.get(timeout=60)
+        result = kept_result(redis_url, job["job_id"], 60)
     assert result["status"] == "success", result["message"]
     assert result["attempts"] >= 4
     assert _sample("wincert_host_slot_requeues_total", {"job_type": "inventory"}) - requeues_before >= 3
@@ -201,12 +202,12 @@ def test_busy_host_job_waits_in_process_and_is_woken_by_the_release(
         assert limiter.acquire("127.0.0.1", fake, 2).outcome is Outcome.GRANTED
     job = _job(sim_host.port, password=sim_host.users[0].password)
     with running_worker(_settings(redis_url, host_limit=2, slot_block_seconds=5)) as app:
-        async_result = app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
+        app.send_task(TASK_NAME, args=[job], task_id=job["job_id"])
         waiting = "wincert:sem:{127.0.0.1}:waiters"
         wait_for(lambda: redis_client.zscore(waiting, job["job_id"]) is not None, 30, "the job to wait")
         assert sim_host.stats.max_concurrent == 0
         limiter.release("127.0.0.1", "fake-1")
-        result: dict[str, Any] = async_result.get(timeout=60)
+        result = kept_result(redis_url, job["job_id"], 60)
     assert result["status"] == "success", result["message"]
     assert result["attempts"] == 1
     assert redis_client.hget(f"wincert:job:{job['job_id']}", "waits") is None

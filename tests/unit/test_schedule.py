@@ -70,9 +70,7 @@ def test_a_running_store_is_skipped_and_a_finished_one_runs_again(
         assert [e[0] for e in events] == ["submitted", "skipped"]
         assert redis_client.llen("sched") == 1  # never two runs of one store
         done = JobResult(job_id=job_id, job_type="inventory", status="success", code="ok", message="ok")
-        redis_client.set(
-            f"celery-task-meta-{job_id}", f'{{"status": "SUCCESS", "result": {done.model_dump_json()}}}'
-        )
+        redis_client.set(f"wincert:job:{job_id}:result", done.model_dump_json())
         redis_client.xadd(RESULTS_STREAM, {"result": done.model_dump_json()})
         scheduler.run_once(slot, events.append)
         assert [e[0] for e in events] == ["submitted", "skipped", "finished", "submitted"]
