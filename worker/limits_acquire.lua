@@ -65,25 +65,30 @@ for i = 7, #ARGV do
     if waiting then
       redis.call('ZREM', waiters, job_id)
     end
-    redis.call('ZREM', holders, token)
     local deadline = now + lease_ms
+    -- add before removing: the key (with its expiry) never disappears in between, so
+    -- PEXPIREAT GT extends its expiry to a second past the latest deadline, never shortens it
     redis.call('ZADD', holders, deadline, job_id)
-    local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')
-    redis.call('PEXPIREAT', holders, tonumber(last[2]) + 1000)
+    redis.call('ZREM', holders, token)
+    redis.call('PEXPIREAT', holders, deadline + 1000, 'GT')
     return {'granted', count, deadline, token}
   end
 end
 
 -- 3. grant: a waiter while a slot is free, anyone else only while more slots are free than
---    jobs wait. The key expires a second after its latest deadline.
+--    jobs wait. The key expires a second after its latest deadline (every writer extends its
+--    expiry with PEXPIREAT GT, Redis 7; only a key created here has none yet).
 if free > 0 and (waiting or others < free) then
   if waiting then
     redis.call('ZREM', waiters, job_id)
   end
   local deadline = now + lease_ms
   redis.call('ZADD', holders, deadline, job_id)
-  local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', holders, tonumber(last[2]) + 1000)
+  if count == 0 then
+    redis.call('PEXPIREAT', holders, deadline + 1000)  -- a new key: no expiry yet
+  else
+    redis.call('PEXPIREAT', holders, deadline + 1000, 'GT')  -- extend, never shorten
+  end
   return {'granted', count + 1, deadline}
 end
 

@@ -8,17 +8,30 @@
 -- ARGV[2]  optional: park the slot under this idle token instead of freeing it
 -- ARGV[3]  with ARGV[2]: the idle token's lease (ms)
 -- Returns 1 if the member held a slot (now released), 2 if parked, else 0.
-local removed = redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
-if removed == 1 and ARGV[2] and ARGV[2] ~= '' then
+if string.sub(ARGV[1], 1, 5) == 'idle:' then
+  -- only idle-session tokens are ever asked to close (a job id is never in the evicting set)
+  redis.call('SREM', KEYS[4], ARGV[1])
+end
+if ARGV[2] and ARGV[2] ~= '' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local deadline = now + tonumber(ARGV[3])
-  redis.call('ZADD', KEYS[1], deadline, ARGV[2])
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) + 1000)
-  return 2
+  -- add before removing: the key (with its expiry) never disappears in between, so
+  -- PEXPIREAT GT extends its expiry to a second past the latest deadline, never shortens it
+  local added = redis.call('ZADD', KEYS[1], 'NX', deadline, ARGV[2])
+  if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+    if added == 0 then
+      redis.call('ZADD', KEYS[1], deadline, ARGV[2])  -- the token was there: its new deadline
+    end
+    redis.call('PEXPIREAT', KEYS[1], deadline + 1000, 'GT')
+    return 2
+  end
+  if added == 1 then
+    redis.call('ZREM', KEYS[1], ARGV[2])  -- the job held no slot: nothing to park
+  end
+  return 0
 end
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 if removed == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('LPUSH', KEYS[3], '1')
   redis.call('LTRIM', KEYS[3], 0, 63)

@@ -16,6 +16,6 @@ local changed = redis.call('ZADD', holders, 'XX', 'CH', deadline, job_id)
 if changed == 0 and not redis.call('ZSCORE', holders, job_id) then
   return 0
 end
-local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', holders, tonumber(last[2]) + 1000)
+-- the key lives a second past its latest deadline: extend, never shorten (PEXPIREAT GT)
+redis.call('PEXPIREAT', holders, deadline + 1000, 'GT')
 return deadline

@@ -1,0 +1,49 @@
+"""The holders key of a host lives at least a second past its latest deadline, whatever order
+grants, hand-overs to idle sessions, renewals and releases come in (the scripts extend its expiry
+with PEXPIREAT GT instead of reading the latest score back)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.limits import HostLimiter, Outcome, holders_key
+
+
+def _expiry_ms(client: Any, key: str) -> int:
+    return int(client.pexpiretime(key))
+
+
+def _latest_deadline(client: Any, key: str) -> int:
+    [(_, score)] = client.zrange(key, -1, -1, withscores=True)
+    return int(score)
+
+
+def test_holders_key_outlives_its_latest_deadline(redis_client: Any) -> None:
+    limiter = HostLimiter(redis_client, lease_seconds=5)
+    key = holders_key("h1")
+    assert limiter.acquire("h1", "job-a", 3).outcome is Outcome.GRANTED  # a new key
+    assert _expiry_ms(redis_client, key) >= _latest_deadline(redis_client, key) + 1000
+    # job-a's slot goes to its idle session for much longer than a lease
+    assert limiter.park("h1", "job-a", "idle:w1:1", idle_seconds=300)
+    idle_deadline = _latest_deadline(redis_client, key)
+    assert _expiry_ms(redis_client, key) >= idle_deadline + 1000
+    # a shorter lease granted later does not shorten the key's life
+    assert limiter.acquire("h1", "job-b", 3).outcome is Outcome.GRANTED
+    assert limiter.renew("h1", "job-b")
+    assert _expiry_ms(redis_client, key) >= idle_deadline + 1000
+    # the idle session's slot taken over by the same process's next job: still alive
+    reused = limiter.acquire("h1", "job-c", 3, idle_tokens=("idle:w1:1",))
+    assert (reused.outcome, reused.reused) == (Outcome.GRANTED, "idle:w1:1")
+    assert set(limiter.holders("h1")) == {"job-b", "job-c"}
+    assert _expiry_ms(redis_client, key) >= _latest_deadline(redis_client, key) + 1000
+
+
+def test_parking_a_job_without_a_slot_changes_nothing(redis_client: Any) -> None:
+    limiter = HostLimiter(redis_client, lease_seconds=5)
+    assert not limiter.park("h2", "never-granted", "idle:w1:2", idle_seconds=60)
+    assert not redis_client.exists(holders_key("h2"))
+    assert limiter.acquire("h2", "job-a", 2).outcome is Outcome.GRANTED
+    assert not limiter.park("h2", "never-granted", "idle:w1:2", idle_seconds=60)
+    assert set(limiter.holders("h2")) == {"job-a"}
+    assert limiter.release("h2", "job-a")
+    assert not redis_client.exists(holders_key("h2"))
