@@ -278,6 +278,11 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         description="Longest JobResult JSON (bytes) carried inside its results stream entry; a"
         " longer one is kept gzip-compressed and the entry references it (producer/result_store.py)",
     )
+    celery_result_copy: bool = Field(
+        default=False,
+        description="Also store each JobResult in Celery's result backend (celery-task-meta-<id>)"
+        " for producers that still read it there (AsyncResult); a second copy of every result",
+    )
     task_events: bool = Field(
         default=False,
         description="Send Celery task events (task-sent/received/started/succeeded, 3-4 PUBLISH per"

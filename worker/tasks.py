@@ -156,15 +156,17 @@ def register(
 
     # max_retries=None on the task: retry(max_retries=None) alone falls back to the default of 3
     # ignore_result: the job keeps its result itself, once (worker/results.py); Celery's backend
-    # would hold a second copy and cost ~10 Redis commands per job (STARTED, SUCCESS)
-    @app.task(name=TASK_NAME, bind=True, shared=False, max_retries=None, ignore_result=True)
+    # would hold a second copy and cost ~5 Redis commands per job (WINCERT_CELERY_RESULT_COPY)
+    ignore = not settings.celery_result_copy
+
+    @app.task(name=TASK_NAME, bind=True, shared=False, max_retries=None, ignore_result=ignore)
     def run_job(self: Task[Any, Any], job: Any) -> dict[str, Any]:
         return execute(self, runtime, job)
 
     # chained signing (worker/signing.py): the signer task's link and link_error
     keys = settings.secret_keys_text
 
-    @app.task(name=signing.INSTALL_TASK, bind=True, shared=False, max_retries=None, ignore_result=True)
+    @app.task(name=signing.INSTALL_TASK, bind=True, shared=False, max_retries=None, ignore_result=ignore)
     def install_signed(self: Task[Any, Any], certificate_pem: Any, job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
@@ -189,7 +191,7 @@ def register(
             return _signing_failed(runtime, app, job, detail, self.request.hostname)
         return execute(self, runtime, signing.completion_job(certificate_pem, job))
 
-    @app.task(name=signing.FAILED_TASK, shared=False, ignore_result=True)
+    @app.task(name=signing.FAILED_TASK, shared=False, ignore_result=ignore)
     def signing_failed(*args: Any, job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
@@ -204,7 +206,7 @@ def register(
             return {}
         return _signing_failed(runtime, app, job, signing.failure_detail(app, args), None)
 
-    @app.task(name=signing.DEADLINE_TASK, shared=False, ignore_result=True)
+    @app.task(name=signing.DEADLINE_TASK, shared=False, ignore_result=ignore)
     def signing_deadline(job_id: Any) -> dict[str, Any]:
         job = signing.phase1_job(runtime.redis, job_id, keys)
         if job is None:
@@ -296,6 +298,8 @@ def publish_invalid(app: Celery, settings: WorkerSettings, task_id: str, message
         )
     finally:
         client.close()
+    if settings.celery_result_copy:
+        app.backend.store_result(task_id, result.model_dump(mode="json"), "SUCCESS")
 
 
 def _callback_dead(rt: Runtime, reason: str, message: str, content: dict[str, Any]) -> dict[str, Any]:
@@ -325,12 +329,16 @@ def signer_allowed(app: Celery, settings: WorkerSettings, name: str) -> bool:
 def _signing_failed(rt: Runtime, app: Celery, job: Any, detail: str, worker: str | None) -> dict[str, Any]:
     """Publish and store the ``signing_failed`` result of a chained completion job."""
     result = signing.signing_failed_result(job, detail, worker)
-    return _finish(rt, JobState(rt.redis, str(result.job_id)), result)
+    returned = _finish(rt, JobState(rt.redis, str(result.job_id)), result)
+    if rt.settings.celery_result_copy:  # for the completion job's id, not this callback's
+        app.backend.store_result(str(result.job_id), returned, "SUCCESS")
+    return returned
 
 
 def _summary(result_key: str, result: JobResult | None = None) -> dict[str, Any]:
     """The task's return value: a pointer to the kept result (Celery stores none of it; the
-    result is published once by :func:`_finish`)."""
+    result is published once by :func:`_finish`). With ``WINCERT_CELERY_RESULT_COPY`` the
+    return value is the JobResult itself, for producers that read Celery's backend."""
     summary: dict[str, Any] = {"result_key": result_key}
     if result is not None:
         summary.update(job_id=str(result.job_id), status=result.status.value, code=result.code.value)
@@ -374,6 +382,9 @@ def _finish(rt: Runtime, state: JobState, result: JobResult, ran: bool = False) 
             result.duration_seconds
         )
     log.info("job finished: %s / %s: %s", result.status.value, result.code.value, result.message)
+    if rt.settings.celery_result_copy:  # the return value is Celery's copy (AsyncResult readers)
+        copy: dict[str, Any] = result.model_dump(mode="json")
+        return copy
     return _summary(state.result_key, result)
 
 
