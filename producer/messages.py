@@ -904,7 +904,8 @@ class InventoryChanges(_Model):
 
 
 class JobResult(_Model):
-    """The outcome of one job. Published to the result backend and the results stream.
+    """The outcome of one job. Kept under ``wincert:job:<job_id>:result`` and announced on the
+    results stream (:mod:`producer.result_store`).
 
     ``duration_seconds`` covers the job's own run (slot held), not the time queued.
     ``attempts`` counts deliveries including slot-wait re-publishes.

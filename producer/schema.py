@@ -129,7 +129,8 @@ def _strip_formats(node: Any) -> Any:
 
 def result_schema() -> Schema:
     """The JobResult JSON Schema (draft 2020-12, ``$id`` :data:`RESULT_SCHEMA_ID`): what the
-    results stream ``wincert:results`` (field ``result``) and the Celery result backend hold."""
+    kept result ``wincert:job:<job_id>:result`` and the results stream ``wincert:results`` (field
+    ``result``, or by reference) hold (:mod:`producer.result_store`)."""
     generated = _strip_formats(JobResult.model_json_schema(mode="serialization"))
     return {
         "$schema": DRAFT,

@@ -91,7 +91,7 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
     )
     soft_shutdown_timeout: float = Field(default=30, ge=0, description="Warm-phase seconds at shutdown")
     result_expires: int = Field(
-        default=86400, ge=60, description="Seconds results stay in the result backend"
+        default=86400, ge=60, description="Seconds a job's kept result (wincert:job:<id>:result) stays"
     )
     max_deliveries: int = Field(
         default=5, ge=1, description="Deliveries of one message before dead-lettering"

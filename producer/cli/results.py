@@ -52,7 +52,7 @@ def result(
         typer.Option("--job-history-id", help="Keyfactor JobHistoryId for --format keyfactor (default 0)."),
     ] = None,
 ) -> None:
-    """Show a job's result (from the result backend, else the results stream).
+    """Show a job's result (its kept copy, else the results stream).
 
     Exits 5 when there is no result yet (without --wait: immediately).
     """
