@@ -250,8 +250,7 @@ def wait_for_result(
     console = Console(stderr=True, highlight=False)
     with console.status("queued") as status:
         while (remaining := deadline - time.monotonic()) > 0:
-            state = client.task_state(job_id)
-            progress = job_progress(client.redis, job_id, state)
+            progress = job_progress(client.redis, job_id)  # one round trip per poll
             if progress.phase is Phase.FINISHED:
                 break
             status.update(progress.describe())

@@ -229,7 +229,7 @@ def create_app(intake: IntakeSettings | None = None, producer: ProducerSettings 
             ) from None
         if found is not None:
             return JobStatus(job_id=job_id, state="finished", attempts=found.attempts, result=found)
-        progress = job_progress(client.redis, job_id, client.task_state(job_id))
+        progress = job_progress(client.redis, job_id)
         known = client.redis.exists(IDEMPOTENCY_KEY.format(job_id=job_id)) or progress.attempts > 0
         if not known:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id} (or its result expired)")
