@@ -7,6 +7,9 @@ scenario. Scenarios, in one run (sizes from the flags; ``--full`` is the issue-1
 * ``fleet fresh`` / ``fleet pooled``: ``--jobs`` inventory jobs over ``--hosts`` hosts, shuffled,
   host limit ``--limit``, worker concurrency ``--concurrency``: the peer's session-per-job model
   (``WINCERT_SESSION_IDLE_SECONDS=0``) against the pooled worker, at ``--rtt-ms``;
+* ``fleet threads`` / ``fleet affinity``: the same jobs on ``--nodes`` workers ``-P threads -c
+  --node-threads`` without and with session affinity (``WINCERT_SESSION_AFFINITY``);
+  ``fleet affinity c1``: ``--nodes`` x ``--node-threads`` workers ``-P prefork -c 1`` with it;
 * ``warm fresh`` / ``warm pooled``: ``--warm-jobs`` jobs round-robin over ``--warm-hosts`` hosts;
 * ``contention``: ``--contention-jobs`` jobs for ONE host, limit 2;
 * ``grouped limit 1`` (``--full`` or ``--grouped``): the fleet jobs with each host's jobs
@@ -45,8 +48,10 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cpu ms", "worker_cpu_ms_per_job", "{:.1f}"),
     ("req", "requests_per_job", "{:.2f}"),
     ("KB out", "kb_sent_per_job", "{:.1f}"),
+    ("nodes", "nodes", "{}"),
     ("opened", "sessions_opened", "{}"),
     ("reuse%", "reuse_pct", "{:.0f}"),
+    ("fwd", "forwarded_per_job", "{:.2f}"),
     ("requeue", "requeues_per_job", "{:.2f}"),
     ("redis", "redis_commands_per_job", "{:.1f}"),
     ("drain", "drain_over_ideal", "{:.2f}"),
@@ -64,6 +69,37 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     runs = [
         Scenario("fleet fresh", args.hosts, args.jobs, pooled=False, **common),
         Scenario("fleet pooled", args.hosts, args.jobs, **common),
+        Scenario(
+            "fleet threads",
+            args.hosts,
+            args.jobs,
+            limit=args.limit,
+            concurrency=args.node_threads,
+            rtt_ms=args.rtt_ms,
+            nodes=args.nodes,
+            pool="threads",
+            affinity=False,
+        ),
+        Scenario(
+            "fleet affinity",
+            args.hosts,
+            args.jobs,
+            limit=args.limit,
+            concurrency=args.node_threads,
+            rtt_ms=args.rtt_ms,
+            nodes=args.nodes,
+            pool="threads",
+        ),
+        Scenario(
+            "fleet affinity c1",
+            args.hosts,
+            args.jobs,
+            limit=args.limit,
+            concurrency=1,
+            rtt_ms=args.rtt_ms,
+            nodes=args.nodes * args.node_threads,
+            pool="prefork",
+        ),
         Scenario("warm fresh", args.warm_hosts, args.warm_jobs, order="round_robin", pooled=False, **common),
         Scenario("warm pooled", args.warm_hosts, args.warm_jobs, order="round_robin", **common),
         Scenario(
@@ -127,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=2, help="host limit (default 2)")
     parser.add_argument("--concurrency", type=int, default=4, help="worker prefork processes (default 4)")
     parser.add_argument("--rtt-ms", type=float, default=5.0, help="round-trip time per request (5 ms)")
+    parser.add_argument("--nodes", type=int, default=2, help="worker nodes of the threads rows (2)")
+    parser.add_argument("--node-threads", type=int, default=2, help="threads per node, threads rows (2)")
     parser.add_argument("--grouped", action="store_true", help="add the grouped limit-1 scenario")
     parser.add_argument(
         "--only",
@@ -138,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.full:
         args.hosts, args.jobs, args.warm_hosts, args.warm_jobs = 1000, 5000, 25, 500
         args.contention_jobs, args.grouped = 200, True
-    if min(args.hosts, args.jobs, args.warm_hosts, args.warm_jobs, args.contention_jobs, args.limit) < 1:
+    sizes = (args.hosts, args.jobs, args.warm_hosts, args.warm_jobs, args.contention_jobs, args.limit)
+    if min(*sizes, args.nodes, args.node_threads) < 1:
         parser.error("sizes and --limit must be at least 1")
 
     console = Console(width=max(160, Console().width))

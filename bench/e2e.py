@@ -71,6 +71,12 @@ class Scenario:
     order: str = "shuffled"
     pooled: bool = True
     extra_env: tuple[tuple[str, str], ...] = ()
+    nodes: int = 1
+    """Worker subprocesses (nodes), each with ``concurrency`` pool processes or threads."""
+    pool: str = "prefork"
+    """Celery pool of each node: ``prefork`` or ``threads`` (a node is then one process)."""
+    affinity: bool = True
+    """Session affinity (``WINCERT_SESSION_AFFINITY``): jobs go to the node holding a session."""
 
 
 @dataclass
@@ -85,6 +91,8 @@ class Figures:
     rtt_ms: float
     order: str
     pooled: bool
+    nodes: int = 1
+    pool: str = "prefork"
     wall_s: float = 0.0
     jobs_per_s: float = 0.0
     ok: int = 0
@@ -104,7 +112,9 @@ class Figures:
     max_shells_open_on_a_host: int = 0
     rss_start_mib: float = 0.0
     rss_end_mib: float = 0.0
-    """Largest prefork child's resident memory at the start / end."""
+    """Largest worker process's resident memory at the start / end (prefork: the children)."""
+    forwarded_per_job: float = 0.0
+    """Jobs re-published to the node holding their host's session (session affinity), per job."""
     ideal_drain_s: float = 0.0
     """Sum of the jobs' run times / min(hosts * limit, concurrency): the drain time with perfect
     slot hand-over."""
@@ -159,10 +169,30 @@ def redis_server(workdir: Path) -> Iterator[str]:
         yield url
 
 
+def worker_processes(pid: int) -> list[int]:
+    """The processes running jobs: a prefork node's children, else the node itself."""
+    return _children(pid) or [pid]
+
+
+def _serving(port: str) -> bool:
+    """Whether a worker serves ``/metrics`` on ``port`` (its main process finished worker_init)."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def celery_worker(env: dict[str, str], log_path: Path, concurrency: int, queue: str) -> Iterator[int]:
-    """A ``celery worker -P prefork`` subprocess; yields its pid once it logged "ready"."""
+def celery_worker(
+    env: dict[str, str], log_path: Path, concurrency: int, queue: str, pool: str = "prefork"
+) -> Iterator[int]:
+    """A ``celery worker -P <pool>`` subprocess; yields its pid once it started (prefork: its
+    children; threads: its ``/metrics`` port, ``WINCERT_METRICS_PORT`` in ``env``, is served)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    node = f"bench-{uuid.uuid4().hex[:6]}"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [
@@ -173,7 +203,7 @@ def celery_worker(env: dict[str, str], log_path: Path, concurrency: int, queue: 
                 "worker.app",
                 "worker",
                 "-P",
-                "prefork",
+                pool,
                 "-c",
                 str(concurrency),
                 "-Q",
@@ -184,7 +214,7 @@ def celery_worker(env: dict[str, str], log_path: Path, concurrency: int, queue: 
                 "--without-gossip",
                 "--without-heartbeat",
                 "-n",
-                f"bench-{uuid.uuid4().hex[:6]}@%h",
+                f"{node}@%h",
             ],
             cwd=ROOT,
             env=full_env,
@@ -194,11 +224,16 @@ def celery_worker(env: dict[str, str], log_path: Path, concurrency: int, queue: 
         )
     try:
         deadline = time.monotonic() + 120
-        while len(_children(proc.pid)) < concurrency:
+        def started() -> bool:
+            if pool == "prefork":
+                return len(_children(proc.pid)) >= concurrency
+            return _serving(env["WINCERT_METRICS_PORT"])
+
+        while not started():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not start; see {log_path}")
             time.sleep(0.2)
-        time.sleep(1.0)  # children import lazily: let them settle before measuring
+        time.sleep(2.0)  # children import lazily; the consumer starts after worker_init: settle
         yield proc.pid
     finally:
         if proc.poll() is None:
@@ -267,7 +302,10 @@ def inventory_job(host: SimulatedHost) -> dict[str, Any]:
 def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) -> Figures:
     """Run ``sc`` against the running simulator ``sim`` (its first ``sc.hosts`` hosts)."""
     hosts = sim.hosts[: sc.hosts]
-    figures = Figures(sc.name, sc.hosts, sc.jobs, sc.limit, sc.concurrency, sc.rtt_ms, sc.order, sc.pooled)
+    figures = Figures(
+        sc.name, sc.hosts, sc.jobs, sc.limit, sc.concurrency, sc.rtt_ms, sc.order, sc.pooled,
+        sc.nodes, sc.pool,
+    )
     creds = workdir / "credentials.json"
     creds.write_text(json.dumps({"bench": {"username": "Administrator", "password": "Bench-Passw0rd!"}}))
     creds.chmod(0o600)
@@ -285,6 +323,7 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         "WINCERT_LOG_LEVEL": "WARNING",
         "WINCERT_RESULTS_STREAM_MAXLEN": str(max(100_000, sc.jobs * 2)),
         "WINCERT_SESSION_IDLE_SECONDS": "60" if sc.pooled else "0",
+        "WINCERT_SESSION_AFFINITY": "true" if sc.affinity else "false",
         **dict(sc.extra_env),
     }
     client_redis = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -295,14 +334,27 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
     rng = random.Random(13)
     payloads = [inventory_job(hosts[i]) for i in job_order(sc.hosts, sc.jobs, sc.order, rng)]
 
-    with celery_worker(env, workdir / f"worker-{sc.name}.log", sc.concurrency, queue) as pid:
-        children = _children(pid)
+    with contextlib.ExitStack() as stack:
+        ports = [_free_port() for _ in range(sc.nodes)]
+        pids = [
+            stack.enter_context(
+                celery_worker(
+                    {**env, "WINCERT_METRICS_PORT": str(port), "WINCERT_METRICS_ADDRESS": "127.0.0.1"},
+                    workdir / f"worker-{sc.name}-{n}.log",
+                    sc.concurrency,
+                    queue,
+                    sc.pool,
+                )
+            )
+            for n, port in enumerate(ports)
+        ]
+        children = [c for pid in pids for c in worker_processes(pid)]
         figures.rss_start_mib = round(max((_rss_mib(c) for c in children), default=0.0), 1)
         for host in hosts:
             host.stats.reset()
         commands_before = int(client_redis.info("stats")["total_commands_processed"])
         stats_before = _commandstats(client_redis)
-        cpu_before = worker_cpu_seconds(pid)
+        cpu_before = sum(worker_cpu_seconds(pid) for pid in pids)
         start = time.perf_counter()
         own_commands = 3
         with Client(
@@ -320,14 +372,16 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
                 raise RuntimeError(f"{sc.name}: {done} of {sc.jobs} results after the deadline")
             time.sleep(0.25)
         figures.wall_s = round(time.perf_counter() - start, 2)
-        cpu = worker_cpu_seconds(pid) - cpu_before
+        cpu = sum(worker_cpu_seconds(pid) for pid in pids) - cpu_before
         commands = (
             int(client_redis.info("stats")["total_commands_processed"]) - commands_before - own_commands
         )
         stats_after = _commandstats(client_redis)
-        figures.rss_end_mib = round(max((_rss_mib(c) for c in _children(pid)), default=0.0), 1)
+        forwarded = sum(_scrape(port, "wincert_jobs_forwarded_total") for port in ports)
+        ends = [c for pid in pids for c in worker_processes(pid)]
+        figures.rss_end_mib = round(max((_rss_mib(c) for c in ends), default=0.0), 1)
 
-    _collect(figures, sc, hosts, client_redis, payloads, cpu, commands)
+    _collect(figures, sc, hosts, client_redis, payloads, cpu, commands, forwarded)
     per_job = {
         name: round((calls - stats_before.get(name, 0)) / sc.jobs, 2)
         for name, calls in stats_after.items()
@@ -336,6 +390,30 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
     figures.redis_commands = dict(sorted(per_job.items(), key=lambda kv: -kv[1]))
     client_redis.close()
     return figures
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int, metric: str) -> float:
+    """The sum of ``metric``'s samples on a worker's ``/metrics`` (0 when absent or unreachable)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(metric) and (line[len(metric)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def _commandstats(client: redis.Redis) -> dict[str, int]:
@@ -351,6 +429,7 @@ def _collect(
     payloads: list[dict[str, Any]],
     cpu: float,
     commands: int,
+    forwarded: float = 0.0,
 ) -> None:
     n = sc.jobs
     durations: list[float] = []
@@ -369,6 +448,7 @@ def _collect(
     for payload in payloads:
         pipe.hget(f"wincert:job:{payload['job_id']}", "waits")
     waits = sum(int(w or 0) for w in pipe.execute())
+    figures.forwarded_per_job = round(forwarded / n, 2)
     snaps = [h.stats.snapshot() for h in hosts]
     figures.jobs_per_s = round(n / figures.wall_s, 1)
     figures.worker_cpu_ms_per_job = round(cpu * 1000 / n, 1)
@@ -383,7 +463,7 @@ def _collect(
     figures.shells_over_limit = sum(1 for s in snaps if s["max_shells_open"] > sc.limit)
     figures.max_shells_open_on_a_host = max((s["max_shells_open"] for s in snaps), default=0)
     if durations:
-        parallel = min(min(sc.hosts, n) * sc.limit, sc.concurrency)
+        parallel = min(min(sc.hosts, n) * sc.limit, sc.concurrency * sc.nodes)
         figures.ideal_drain_s = round(sum(durations) / parallel, 2)
         figures.drain_over_ideal = (
             round(figures.wall_s / figures.ideal_drain_s, 2) if figures.ideal_drain_s else 0

@@ -92,8 +92,11 @@ def worker_process(
     log_path: Path,
     concurrency: int = 2,
     queue: str = "wincert",
+    pool: str = "prefork",
+    name: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``celery -A worker.app worker`` (prefork) as a subprocess in its own process group.
+    """Run ``celery -A worker.app worker`` (``pool``: prefork) as a subprocess in its own process
+    group, as node ``name`` (default: a unique ``e2e-…@%h``).
 
     ``env`` is added to the current environment (WINCERT_* settings). Output goes to
     ``log_path``. Stopped with SIGTERM (then SIGKILL) on exit, the whole group.
@@ -106,9 +109,9 @@ def worker_process(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", "prefork",
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-P", pool,
              "-c", str(concurrency), "-Q", queue, "--loglevel", "INFO", "--without-mingle",
-             "--without-gossip", "-n", f"e2e-{os.getpid()}-{free_port()}@%h"],
+             "--without-gossip", "-n", name or f"e2e-{os.getpid()}-{free_port()}@%h"],
             cwd=project_root(),
             env=full_env,
             stdout=log,

@@ -44,7 +44,7 @@ from producer import auth
 from producer.inventory_model import InventoryReader
 from producer.messages import TASK_NAME
 from producer.redis_connection import merge_celery_options
-from worker import broker_check, metrics, metrics_dir, redaction, untrusted
+from worker import affinity, broker_check, metrics, metrics_dir, redaction, untrusted
 from worker import logging as job_logging
 from worker import memory as _memory  # noqa: F401  (connects its signals: worker/memory.py)
 from worker.credentials import CredentialResolver
@@ -62,6 +62,7 @@ warnings.filterwarnings("ignore", message=r"(?s).*worker_cancel_long_running_tas
 REDIS_SOCKET_TIMEOUT_SECONDS = 30.0
 REDIS_CONNECT_TIMEOUT_SECONDS = 10.0
 _active: dict[str, WorkerSettings] = {}
+_routers: list[affinity.Router] = []
 _worker_info = WorkerInfo()
 
 
@@ -119,6 +120,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "worker_hijack_root_logger": True,
+        # session affinity (worker/affinity.py): each node also consumes its <node>.dq2 queue
+        "worker_direct": settings.session_affinity,
         # raw messages Celery would drop become dead letters (worker/untrusted.py)
         "worker_consumer": "worker.untrusted:Consumer",
     }
@@ -160,8 +163,24 @@ def secure_app(app: Celery, settings: WorkerSettings) -> None:
             maxlen=settings.dead_letter_stream_maxlen,
             secrets=resolver.known_secrets,
             on_invalid=lambda task_id, message: publish_invalid(app, settings, task_id, message),
+            home_queue=settings.queue if settings.session_affinity else None,
+            router=_router(settings),
         ),
     )
+
+
+def _router(settings: WorkerSettings) -> affinity.Router | None:
+    """Session affinity's forwarding hook of this worker's queue screen (started by
+    ``worker_init`` with the node name); None when ``WINCERT_SESSION_AFFINITY`` is off."""
+    if not settings.session_affinity:
+        return None
+    router = affinity.Router(
+        lambda: settings.redis_connection.client(socket_timeout=10, socket_connect_timeout=10),
+        settings.queue,
+        settings.session_affinity_max_queued,
+    )
+    _routers.append(router)
+    return router
 
 
 def create_app(
@@ -239,6 +258,11 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     _worker_info.concurrency = concurrency if isinstance(concurrency, int) else 0
     pool = getattr(sender, "pool_cls", "")
     _worker_info.pool = pool if isinstance(pool, str) else getattr(pool, "__module__", "").rsplit(".", 1)[-1]
+    if _routers and _worker_info.hostname:  # this consumer process is the node (affinity)
+        try:
+            _routers[-1].start(_worker_info.hostname)
+        except Exception as exc:  # a Redis outage at start: the worker still runs, unrouted
+            log.error("session affinity not started (jobs run where they land): %s", exc)
     try:
         collectors = metrics_collectors(settings, _worker_info)
         metrics.serve(settings.metrics_address, settings.metrics_port, collectors)
@@ -265,6 +289,8 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
 @worker_shutdown.connect(dispatch_uid="wincert-worker-shutdown-metrics")
 def _on_worker_shutdown(**_: Any) -> None:
+    if _routers:  # the consumer stopped: jobs in this node's direct queue go back to the queue
+        _routers[-1].stop()
     metrics_dir.remove_own()
 
 

@@ -91,6 +91,26 @@ SESSIONS_REUSED = Counter(
 SLOTS_IN_USE = Gauge(
     "wincert_host_slots_in_use", "Host slots held by this worker's processes.", multiprocess_mode="livesum"
 )
+AFFINITY_FORWARDED = Counter(
+    "wincert_jobs_forwarded_total",
+    "Jobs re-published to the worker node whose process holds an idle session to their host"
+    " (session affinity, worker/affinity.py).",
+)
+AFFINITY_SWEPT = Counter(
+    "wincert_affinity_swept_total",
+    "Jobs moved from dead worker nodes' direct queues back to the job queue.",
+)
+SESSION_POOL_IDLE = Gauge(
+    "wincert_session_pool_idle",
+    "Idle pooled WinRM sessions held by this worker's processes (refreshed every 5 s).",
+    multiprocess_mode="livesum",
+)
+SESSION_POOL_CAPACITY = Gauge(
+    "wincert_session_pool_capacity",
+    "Idle pooled WinRM sessions this worker's processes may keep (WINCERT_SESSION_POOL_MEMORY_MIB /"
+    " 122 KiB, or WINCERT_SESSION_POOL_SIZE).",
+    multiprocess_mode="livesum",
+)
 DEAD_LETTERED = Counter(
     "wincert_jobs_dead_lettered_total", "Jobs written to the dead-letter stream.", ["reason"]
 )

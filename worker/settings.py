@@ -50,6 +50,29 @@ def split_command(value: str) -> list[str]:
     return words
 
 
+SESSION_RSS_KIB = 122
+"""Resident memory of one cached (idle, pooled) WinRM session in KiB: ``python -m bench.memory``
+measured ~43.6 KiB of Python heap and ~122 KiB of RSS per session (BENCHMARKS.md). Each also
+holds one socket (a file descriptor)."""
+
+OPEN_FILES_RESERVE = 256
+"""File descriptors kept for everything but idle sessions (Redis, logs, running jobs)."""
+
+
+def open_files_headroom() -> int:
+    """Descriptors this process may spend on sockets: the soft ``RLIMIT_NOFILE`` minus
+    :data:`OPEN_FILES_RESERVE` (at least 2; a large number where the limit is unknown)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # Windows: no resource module
+        return 1 << 20
+    if soft < 0 or soft == getattr(resource, "RLIM_INFINITY", -1):
+        return 1 << 20
+    return max(2, soft - OPEN_FILES_RESERVE)
+
+
 class SettingsError(ValueError):
     """The worker configuration is invalid; the message names the variables and the fixes."""
 
@@ -238,12 +261,34 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         description="Function calls after which a pooled WinRM session is closed instead of reused"
         " (hosts with a commands-per-shell quota never fault on it); 0 = no limit",
     )
-    session_pool_size: int = Field(
-        default=32,
+    session_pool_size: int | None = Field(
+        default=None,
         ge=1,
-        description="Idle WinRM sessions one worker process keeps at most, all hosts together (each"
-        " ~75 KiB of worker memory and one socket; BENCHMARKS.md); idle sessions also hold their"
-        " host's slots",
+        description="Idle WinRM sessions one worker process keeps at most, all hosts together;"
+        " unset: as many as SESSION_POOL_MEMORY_MIB allows (each ~122 KiB RSS and one socket;"
+        " BENCHMARKS.md); idle sessions also hold their host's slots",
+    )
+    session_pool_memory_mib: float = Field(
+        default=64,
+        gt=0,
+        le=65536,
+        allow_inf_nan=False,
+        description="Memory (MiB of RSS) one worker process may spend on idle WinRM sessions: the"
+        " pool keeps at most this / 122 KiB sessions (64 MiB: 537), fewer if SESSION_POOL_SIZE is"
+        " lower or the open-files limit is near",
+    )
+    session_affinity: bool = Field(
+        default=True,
+        description="Send a job to the worker node whose process holds an idle session to its host"
+        " (its direct queue <node>.dq2) instead of opening another one; jobs are forwarded at most"
+        " once and only to live nodes with a short queue",
+    )
+    session_affinity_max_queued: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Forward a job to a node only while fewer than this many jobs wait in its direct"
+        " queue",
     )
 
     # --- SSH (protocol ssh) -------------------------------------------------------------------
@@ -400,6 +445,15 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         """Longest time before a job whose worker died (parent SIGKILL, node loss) runs again on
         a live worker: the visibility timeout plus one redelivery sweep."""
         return self.effective_visibility_timeout + self.redelivery_check_seconds
+
+    @property
+    def effective_session_pool_size(self) -> int:
+        """Idle sessions one process keeps at most: ``session_pool_memory_mib`` / the RSS of one
+        cached session (:data:`SESSION_RSS_KIB`), lowered to ``session_pool_size`` when that is
+        set and to half the process's open-files headroom (:func:`open_files_headroom`)."""
+        by_memory = max(1, int(self.session_pool_memory_mib * 1024 // SESSION_RSS_KIB))
+        size = min(by_memory, self.session_pool_size) if self.session_pool_size is not None else by_memory
+        return max(1, min(size, open_files_headroom() // 2))
 
     @property
     def effective_result_backend(self) -> str:

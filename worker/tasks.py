@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from producer import auth
 from producer.codes import ResultCode
 from producer.messages import TASK_NAME, AnyJob, InventoryJob, JobResult, JobType, Status, StoreRef, parse_job
-from worker import inventory_state, jobs, journal, metrics, results, signing
+from worker import affinity, inventory_state, jobs, journal, metrics, results, signing
 from worker.credentials import CredentialResolver
 from worker.jobs.outcome import Outcome
 from worker.limits import HostLimiter, limit_key, retry_delay
@@ -93,6 +93,7 @@ class Runtime:
     _redis: redis.Redis | None = None
     _limiter: HostLimiter | None = None
     _credentials: CredentialResolver | None = None
+    _affinity: affinity.Affinity | None = None
 
     def __post_init__(self) -> None:
         if self.session_factory is None:
@@ -105,7 +106,7 @@ class Runtime:
                 call_timeout=self.settings.task_soft_time_limit,
                 session_idle_seconds=self.settings.session_idle_seconds,
                 session_max_age_seconds=self.settings.session_max_age_seconds,
-                session_pool_size=self.settings.session_pool_size,
+                session_pool_size=self.settings.effective_session_pool_size,
                 session_max_commands=self.settings.session_max_commands,
                 ssh_known_hosts=self.settings.ssh_known_hosts,
                 ssh_trust_on_first_use=self.settings.ssh_trust_on_first_use,
@@ -139,6 +140,22 @@ class Runtime:
         tokens), for ``acquire``."""
         pool = getattr(self.session_factory, "pool", None)
         return pool.idle_tokens(host, store) if isinstance(pool, SessionPool) else ()
+
+    def register_affinity(self, task: Task[Any, Any]) -> None:
+        """Session affinity (:mod:`worker.affinity`): make this process's idle sessions findable
+        as its node's (once per process; a heartbeat thread refreshes it)."""
+        pool = getattr(self.session_factory, "pool", None)
+        node = getattr(task.request, "hostname", None)
+        if not self.settings.session_affinity or not isinstance(pool, SessionPool) or not node:
+            return
+        client, limiter = self.redis, self.limiter
+        with self._lock:
+            if self._affinity is None:
+                self._affinity = affinity.Affinity(
+                    client, self.settings.queue, self.settings.session_affinity_max_queued, pool
+                )
+        if pool.budget is not None and limiter is not None:
+            self._affinity.register_owner(str(node), pool.budget.owner)
 
     @property
     def credentials(self) -> CredentialResolver:
@@ -475,6 +492,7 @@ def _execute_job(task: Task[Any, Any], rt: Runtime, job: Any) -> dict[str, Any]:
 def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dict[str, Any]:
     settings = rt.settings
     job_id, host = str(parsed.job_id), limit_key(parsed.store)
+    rt.register_affinity(task)
     job_type = str(parsed.job_type)
     state = JobState(rt.redis, job_id)
     delivery = state.start(task.request.retries or 0)

@@ -55,7 +55,9 @@ import redis
 
 from producer import auth
 from producer.codes import ResultCode
+from producer.messages import TASK_NAME
 from worker import metrics, results
+from worker.affinity import DIRECT_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,15 @@ class Screen:
     on_invalid: Callable[[str, str], None] | None = None
     """Called with (task id, message) for an authenticated ``wincert.run_job`` message that is
     still malformed: publishes its ``invalid_job`` result (a producer is waiting for it)."""
+    home_queue: str | None = None
+    """The job queue (``WINCERT_QUEUE``) when session affinity is on: a message popped from a
+    node's direct queue (``<node>.dq2``, :mod:`worker.affinity`) gets it as its routing key (its
+    retries and redeliveries go back there, never to a direct queue whose node may be gone)."""
+    router: Callable[[bytes, Any], bool] | None = None
+    """Session affinity (:class:`worker.affinity.Router`): called with the raw entry and the job
+    (first task argument) of each screened ``wincert.run_job`` message popped from
+    ``home_queue`` that is not a retry and has no ETA; True: it moved the entry to another
+    node's direct queue, so it is not delivered here."""
     _client: redis.Redis | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -190,8 +201,11 @@ class Screen:
             if self.mac_keys is not None and task not in CALLBACK_TASKS:
                 exc.job_id = clean["id"]  # a producer sent it: its job gets a failure result
             raise
-        # where the entry really came from: a retry goes back there (the default exchange)
+        # where the entry really came from: a retry goes back there (the default exchange);
+        # from a node's direct queue: the job queue (the node may die; worker/affinity.py)
         exchange, routing_key = "", queue or ""
+        if self.home_queue and routing_key.endswith(DIRECT_SUFFIX):
+            routing_key = self.home_queue
         priority = properties.get("priority")
         reply_to = properties.get("reply_to")
         return {
@@ -283,6 +297,20 @@ class Screen:
         except ValueError:  # no signature to check against
             return
 
+    def _forwarded(self, item: Any, clean: dict[str, Any]) -> bool:
+        """Offer a first-delivery job (no retry, no ETA) to the :attr:`router`; a router that
+        fails leaves the job here (logged), never rejects it."""
+        headers = clean["headers"]
+        if headers["task"] != TASK_NAME or headers["retries"] or headers.get("eta") or self.router is None:
+            return False
+        try:
+            args = json.loads(base64.b64decode(clean["body"]))[0]
+            raw = item.encode("utf-8", "surrogateescape") if isinstance(item, str) else bytes(item)
+            return bool(args) and self.router(raw, args[0])
+        except Exception:
+            log.exception("session affinity routing failed; the job runs here")
+            return False
+
     # --- dead letters -------------------------------------------------------------------------
 
     def _redis(self) -> redis.Redis:
@@ -325,9 +353,13 @@ class Screen:
         )
 
     def screen(self, item: Any, queue: str | None) -> dict[str, Any] | None:
-        """:meth:`check` ``item``; on rejection dead-letter it and return None. Never raises."""
+        """:meth:`check` ``item``; on rejection dead-letter it and return None; None too when
+        the :attr:`router` forwarded it to another node. Never raises."""
         try:
-            return self.check(item, queue)
+            clean = self.check(item, queue)
+            if self.router is not None and queue == self.home_queue and self._forwarded(item, clean):
+                return None
+            return clean
         except RejectError as rejected:
             self.reject(item, queue, rejected)
             if rejected.job_id is not None and self.on_invalid is not None:

@@ -257,6 +257,25 @@ def dashboard() -> dict[str, Any]:
         unit="ops",
     )
     lay.add(
+        "Session affinity",
+        [
+            ("sum(rate(wincert_jobs_forwarded_total[" + RATE + "]))", "forwarded to the session's node"),
+            ("sum(rate(wincert_affinity_swept_total[" + RATE + "]))", "swept back from dead nodes"),
+        ],
+        unit="ops",
+        description="Jobs sent to the worker node holding an idle session to their host"
+        " (WINCERT_SESSION_AFFINITY), and jobs moved back to the queue from a dead node's direct queue.",
+    )
+    lay.add(
+        "Idle pooled sessions",
+        [
+            ("sum(wincert_session_pool_idle)", "idle"),
+            ("sum(wincert_session_pool_capacity)", "capacity"),
+        ],
+        description="Idle WinRM sessions the workers keep for reuse and the most they may keep"
+        " (WINCERT_SESSION_POOL_MEMORY_MIB / 122 KiB per process).",
+    )
+    lay.add(
         "Remote errors by kind",
         [("sum by (kind) (rate(wincert_remote_errors_total[" + RATE + "]))", "{{kind}}")],
         unit="ops",
