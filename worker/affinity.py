@@ -146,6 +146,7 @@ class Affinity:
         self.live_nodes = 0
         """Live nodes of the home queue at this node's last heartbeat (this one included)."""
         self._stop = threading.Event()
+        self._failing = False
 
     # --- registration ---------------------------------------------------------------------
     def register_owner(self, node: str, owner: str) -> None:
@@ -202,8 +203,11 @@ class Affinity:
                     args=[int(FORGET_SECONDS * 1000), SWEEP_BATCH, *PRIORITY_SUFFIXES],
                 )
                 moved = int(reply)
-        except redis.RedisError as exc:
-            log.warning("session affinity heartbeat failed: %s", exc)
+        except redis.RedisError as exc:  # logged once per outage
+            (log.debug if self._failing else log.warning)("session affinity heartbeat failed: %s", exc)
+            self._failing = True
+        else:
+            self._failing = False
         if self.pool is not None:
             metrics.SESSION_POOL_IDLE.set(self.pool.idle_count())
             metrics.SESSION_POOL_CAPACITY.set(self.pool.max_size)
