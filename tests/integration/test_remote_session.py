@@ -108,3 +108,50 @@ def test_an_open_session_keeps_no_finished_pipeline(host: SimulatedHost) -> None
         assert host.stats.requests_total - before == 2  # Command + Receive: no Signal added
         assert session.pool.pipelines == {}
     assert host.stats.shells_open == 0
+
+
+def test_shared_commands_serialise_exactly_as_pypsrp_copies(host: SimulatedHost) -> None:
+    """worker.remote.invoke.share_commands skips pypsrp's deepcopy of the pipeline's commands:
+    the pipeline must serialise to the same bytes as with the copies, every time (pypsrp
+    serialises a call's pipeline more than once); a SecureString parameter keeps the copies."""
+    import copy
+    from xml.etree import ElementTree
+
+    from pypsrp.complex_objects import Command, Pipeline
+
+    from worker.remote.invoke import Prelude, SecureString, build_pipeline
+    from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library
+
+    bundle = library().bundle_for("Import-WinCertCertificate", set())
+    assert bundle is not None
+    prelude = Prelude(bootstrap_script(), {BOOTSTRAP_PARAMETER: bundle.blob})
+    plain = {"StorePath": "My", "Exportable": True, "Count": 3, "Names": ["a", "b"], "Empty": None}
+
+    with open_session(_store(host), _credential(host), SessionOptions()) as session:
+        assert isinstance(session, PsrpSession)
+
+        def xml(ps: object) -> bytes:
+            commands = ps.commands  # type: ignore[attr-defined]
+            pipeline = Pipeline(is_nested=False, cmds=commands, history=None, redirect_err_to_out=False)
+            element = session.pool.serialize(pipeline)  # the pool's serializer (SecureString key)
+            assert element is not None
+            return ElementTree.tostring(element)
+
+        shared = build_pipeline(session.pool, "Import-WinCertCertificate", plain, prelude)
+        copied = build_pipeline(session.pool, "Import-WinCertCertificate", plain, prelude)
+        for command in copied.commands:
+            command.__class__ = Command  # pypsrp's own class: deep-copied when serialised
+        assert all(copy.deepcopy(c) is c for c in shared.commands)
+        assert not any(copy.deepcopy(c) is c for c in copied.commands)
+        first = xml(shared)
+        assert first == xml(shared) == xml(copied) == xml(copied)
+        assert b"Import-WinCertCertificate" in first and b"<Nil" in first
+
+        secure = build_pipeline(
+            session.pool,
+            "Import-WinCertCertificate",
+            {**plain, "Password": SecureString("s3cret-Pfx!")},
+            prelude,
+        )
+        assert not any(copy.deepcopy(c) is c for c in secure.commands)
+        assert b"<SS N=" in xml(secure) and b"<SS N=" in xml(secure)  # a second serialisation works

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pypsrp.complex_objects import Command
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.serializer import TaggedValue
 
@@ -119,6 +120,20 @@ def run_function(
     Raises:
         RemoteCommandError: the function (or the prelude) wrote an error record or failed.
     """
+    ps = build_pipeline(pool, function, parameters, prelude)
+    output = ps.invoke()
+    forget_pipeline(pool, ps)
+    _raise_on_errors(ps, function)
+    return Invocation(list(output), [_text(w) for w in ps.streams.warning], function)
+
+
+def build_pipeline(
+    pool: RunspacePool, function: str, parameters: Mapping[str, Any], prelude: Prelude | None = None
+) -> PowerShell:
+    """The pipeline :func:`run_function` invokes: ``prelude`` (a script and its parameters) as
+    its own statement, then ``function`` with named ``parameters`` (:class:`SecureString` values
+    as PSRP SecureStrings: the session key is exchanged first); its commands are shared, not
+    deep-copied, when serialised (:func:`share_commands`)."""
     ps = PowerShell(pool)
     if prelude is not None:
         ps.add_script(prelude.script)
@@ -131,10 +146,40 @@ def run_function(
             _ensure_session_key(pool)
             value = TaggedValue("SS", str(value))
         ps.add_parameter(name, value)
-    output = ps.invoke()
-    forget_pipeline(pool, ps)
-    _raise_on_errors(ps, function)
-    return Invocation(list(output), [_text(w) for w in ps.streams.warning], function)
+    share_commands(ps)
+    return ps
+
+
+class _SharedCommand(Command):
+    """A pypsrp ``Command`` that ``copy.deepcopy`` returns as is (see :func:`share_commands`)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _SharedCommand:
+        return self
+
+
+def share_commands(ps: PowerShell) -> None:
+    """Let pypsrp serialise this pipeline's commands without deep-copying them, when that
+    yields the same XML.
+
+    pypsrp 0.9.1 builds the pipeline's statements (``Pipeline._get_statements``, private) with
+    ``copy.deepcopy`` of every command, four times per call (``Cmds`` and ``ExtraCmds``, and
+    the message is serialised twice): ~3 ms of worker CPU per cold call with the bootstrap and
+    its parameters. The copies matter in one case only: serialising a parameter whose metadata
+    says "any type" (``*``) writes the concrete type into that metadata, and a ``TaggedValue``
+    (a SecureString) is unwrapped only while the tag is still ``*`` — a second serialisation of
+    the same command would fail. For plain values (strings, numbers, booleans, lists) the
+    written tag is the one the value gives again, so the same commands produce the same XML
+    every time (checked byte for byte against pypsrp's copies in
+    ``tests/integration/test_remote_session.py``). Pipelines with a SecureString parameter keep
+    pypsrp's copies. Changes only the commands' class (a subclass of ``Command`` defining
+    ``__deepcopy__``); nothing global is patched.
+    """
+    commands = ps.commands
+    if any(isinstance(arg.value, TaggedValue) for command in commands for arg in command.args):
+        return
+    for command in commands:
+        if type(command) is Command:
+            command.__class__ = _SharedCommand
 
 
 def forget_pipeline(pool: RunspacePool, ps: PowerShell) -> None:
