@@ -281,6 +281,25 @@ def _unchanged_entry(entry: CertificateEntry | None, item: CertificateItem) -> C
     return entry
 
 
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _with_seen(entry: CertificateEntry, seen: float) -> CertificateEntry:
+    """``entry.model_copy(update={"seen": seen})`` (same fields set, no validation: ``seen`` is
+    an inventory's start time, a valid value) in ~1.6 µs instead of ~4 µs: what an unchanged
+    5,000-certificate re-inventory does for every certificate. ``tests/integration/
+    test_inventory_state.py`` checks it equals ``model_copy``."""
+    copy = _new_object(CertificateEntry)
+    fields = entry.__dict__.copy()
+    fields["seen"] = seen
+    _set_attribute(copy, "__dict__", fields)
+    _set_attribute(copy, "__pydantic_fields_set__", entry.__pydantic_fields_set__ | {"seen"})
+    _set_attribute(copy, "__pydantic_extra__", None)
+    _set_attribute(copy, "__pydantic_private__", None)
+    return copy
+
+
 # --- the state ------------------------------------------------------------------------------
 
 
@@ -333,7 +352,7 @@ class InventoryState(InventoryReader):
             for item in items:
                 same = _unchanged_entry(before.get(item.alias), item)
                 if same is not None:  # an incremental inventory's known certificate: no re-parse
-                    entries.append(same.model_copy(update={"seen": started}))
+                    entries.append(_with_seen(same, started))
                     continue
                 e = entry_from_item(item, started)
                 if not item.der_b64 and e.thumbprint in cns:

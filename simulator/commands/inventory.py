@@ -37,15 +37,19 @@ def validate_not_null_or_empty(command: str, parameter: str, value: Any) -> str:
 
 def known_thumbprints(value: Any) -> dict[str, int]:
     """``[string[]]$KnownThumbprint`` as PowerShell binds it (null or absent → empty; a single
-    string → one element), as the function indexes it: each element's string form, upper-cased
-    (the match is case-insensitive) → its first 0-based position in the array."""
+    string → one element), as the function indexes it: the list is every element's
+    comma-separated parts in order (a null element is one empty part); each non-empty part,
+    upper-cased (the match is case-insensitive) → its first 0-based position in that list."""
     if value is None:
         return {}
     values = value if isinstance(value, list | tuple) else [value]
     known: dict[str, int] = {}
-    for index, v in enumerate(values):
-        if v is not None and str(v):
-            known.setdefault(str(v).upper(), index)
+    index = 0
+    for v in values:
+        for part in ("" if v is None else str(v)).split(","):
+            if part:
+                known.setdefault(part.upper(), index)
+            index += 1
     return known
 
 
@@ -59,11 +63,12 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
     provider paths). Each output is ``json.dumps(record, separators=(",", ":"))`` of
     :func:`simulator.windows.certificates.inventory_record` (keys Thumbprint, Subject, Issuer,
     SerialNumber, NotBefore, NotAfter, HasPrivateKey, FriendlyName, KeyAlgorithm, KeySize,
-    Sans, RawData). ``KnownThumbprint`` (a string array, matched case-insensitively;
-    incremental inventory): those certificates are not written one by one; when the array is
-    not empty, ONE last record ``{"KnownCertificates": [[Index, HasPrivateKey, FriendlyName],
-    ...]}`` lists the ones present (Index: the thumbprint's first 0-based position in
-    ``KnownThumbprint``), in store order. A certificate that cannot be read is
+    Sans, RawData). ``KnownThumbprint`` (a string array whose elements may each hold several
+    thumbprints separated by commas, matched case-insensitively; incremental inventory): those
+    certificates are not written one by one; when the array is not empty, ONE last record
+    ``{"KnownCertificates": [[Index, HasPrivateKey, FriendlyName], ...]}`` lists the ones
+    present (Index: the thumbprint's first 0-based position in that list:
+    :func:`known_thumbprints`), in store order. A certificate that cannot be read is
     skipped with the warning ``Skipped certificate <thumbprint>: <reason>``; one whose SAN
     extension cannot be decoded is reported with ``Sans`` empty and a warning. Stops between
     certificates when the pipeline is stopped.

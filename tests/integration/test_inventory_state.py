@@ -308,7 +308,15 @@ def test_an_incremental_inventory_keeps_known_entries_and_rebuilds_changed_ones(
     doc = state.record_inventory(store(), [known[0], changed], NOW)
     after = {e.thumbprint: e for e in doc.certificates}
     # the unchanged one is kept as it was (CN read from the DER, details), seen now
-    assert after[thumb(a)] == by_thumb[thumb(a)].model_copy(update={"seen": NOW.timestamp()})
+    expected = by_thumb[thumb(a)].model_copy(update={"seen": NOW.timestamp()})
+    assert after[thumb(a)] == expected
+    assert after[thumb(a)].model_fields_set == expected.model_fields_set
+    assert after[thumb(a)].model_dump_json() == expected.model_dump_json()
+    # an unchanged re-inventory reuses the items it built before (same inputs: same item)
+    again_known = incremental.item_from_known(after[thumb(a)], incremental.KnownRecord(thumb(a), True, "f"))
+    assert again_known is known[0]
+    other = incremental.item_from_known(after[thumb(a)], incremental.KnownRecord(thumb(a), False, "f"))
+    assert other is not known[0] and not other.has_private_key
     # the one whose fields differ is rebuilt from the item (its CN still the one read from the DER)
     assert after[thumb(b)].details is not None
     assert after[thumb(b)].details.subject == "CN=renamed.contoso.com"

@@ -95,3 +95,14 @@ def test_the_known_certificates_record_must_be_well_formed() -> None:
         assert "KnownCertificates is not a list" in str(exc)
     else:
         raise AssertionError("a non-list KnownCertificates was accepted")
+
+
+def test_known_thumbprints_may_be_one_comma_separated_string_or_an_array() -> None:
+    from simulator.commands.inventory import known_thumbprints
+
+    # the worker sends ONE comma-separated string; positions are the parts' positions
+    assert known_thumbprints(f"{A},{B.lower()},{A}") == {A: 0, B: 1}
+    # an array (an older worker) indexes each element's parts in order; empty parts and null
+    # elements take a position but match nothing
+    assert known_thumbprints([A, f"{B},,{C}", None, A]) == {A: 0, B: 1, C: 3}
+    assert known_thumbprints(None) == {} and known_thumbprints("") == {}

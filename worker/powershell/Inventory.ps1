@@ -24,12 +24,14 @@ function Get-WinCertInventory {
     a store that exists but cannot be opened (e.g. access denied), WinCert.StoreOpenFailed.
 
     Incremental inventory: KnownThumbprint lists the certificates the caller already knows
-    (upper-case hex thumbprints, matched case-insensitively). Every other certificate is written
-    in full, as above; the known ones present in the store are written together, after them, as
-    ONE record {"KnownCertificates": [[Index, HasPrivateKey, FriendlyName], ...]} (Index: the
-    0-based position of the thumbprint in KnownThumbprint, its first occurrence; no parsed
-    fields, no RawData), only when KnownThumbprint is not empty. About 12 bytes per known
-    certificate instead of a record each.
+    (upper-case hex thumbprints, matched case-insensitively; each element may hold several,
+    separated by commas: the list is every element's comma-separated parts, in order). Every
+    other certificate is written in full, as above; the known ones present in the store are
+    written together, after them, as ONE record
+    {"KnownCertificates": [[Index, HasPrivateKey, FriendlyName], ...]} (Index: the 0-based
+    position of the thumbprint in that list, its first occurrence; no parsed fields, no
+    RawData), only when KnownThumbprint is not empty. About 12 bytes per known certificate
+    instead of a record each.
     #>
     [CmdletBinding()]
     [OutputType([string])]
@@ -338,11 +340,16 @@ function Get-WinCertInventory {
     $invariant = [System.Globalization.CultureInfo]::InvariantCulture
     $timeFormat = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 
-    # Thumbprint -> its first index in KnownThumbprint (case-insensitive).
+    # Thumbprint -> its first index in the KnownThumbprint list (case-insensitive). Each element
+    # may hold several thumbprints separated by commas (the worker sends ONE such string: one PSRP
+    # string instead of thousands); the list is every element's comma-separated parts, in order.
     $known = [System.Collections.Generic.Dictionary[string, int]]::new([System.StringComparer]::OrdinalIgnoreCase)
-    for ($index = 0; $index -lt $KnownThumbprint.Count; $index++) {
-        $value = $KnownThumbprint[$index]
-        if (-not [string]::IsNullOrEmpty($value) -and -not $known.ContainsKey($value)) { $known[$value] = $index }
+    $index = 0
+    foreach ($element in $KnownThumbprint) {
+        foreach ($value in ([string]$element).Split([char]',')) {
+            if ($value.Length -gt 0 -and -not $known.ContainsKey($value)) { $known[$value] = $index }
+            $index++
+        }
     }
     $knownFound = [System.Collections.Generic.List[object]]::new()
 
