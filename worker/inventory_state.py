@@ -111,6 +111,7 @@ from producer.messages import (
     StoreType,
 )
 from worker import metrics
+from worker.jobs import incremental
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +226,11 @@ def _binding_of(item: CertificateItem) -> str | None:
 def entry_from_item(item: CertificateItem, seen: float) -> CertificateEntry:
     """The state entry of one inventory item (CN from the DER, else from the subject string)."""
     cn = ""
-    try:
-        cn = _cn_of_certificate(x509.load_der_x509_certificate(base64.b64decode(item.der_b64)))
-    except ValueError:
-        cn = ""
+    if item.der_b64:  # an inventory without DER: the CN from the subject string below
+        try:
+            cn = _cn_of_certificate(x509.load_der_x509_certificate(base64.b64decode(item.der_b64)))
+        except ValueError:
+            cn = ""
     if not cn:
         cn = common_name_of_subject(item.subject)
     binding = _binding_of(item)
@@ -358,6 +360,8 @@ class InventoryState(InventoryReader):
                 if not item.der_b64 and e.thumbprint in cns:
                     e = e.model_copy(update={"subject_cn": cns[e.thumbprint]})
                 entries.append(e)
+                if doc.store_type is StoreType.WIN_CERT:
+                    incremental.remember_item(e, item)  # the next incremental run reuses it
             by_alias = {e.alias: e for e in entries if e.alias not in removed}
             for kept in doc.certificates:
                 if kept.seen > started and kept.alias not in by_alias:

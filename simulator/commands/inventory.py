@@ -53,14 +53,20 @@ def known_thumbprints(value: Any) -> dict[str, int]:
     return known
 
 
+BATCH_CHARACTERS = 65536
+"""A batch of full records ends once it holds this many characters ($batchLimit in the .ps1)."""
+
+
 @REGISTRY.register(
     "Get-WinCertInventory", parameters=("StorePath", "KnownThumbprint"), mandatory=("StorePath",)
 )
 def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
-    """Write one compact JSON string per certificate in ``LocalMachine\\<StorePath>``.
+    """Write the certificates of ``LocalMachine\\<StorePath>`` as compact JSON records.
 
     The store path is a *name*, matched case-insensitively and exactly (no wildcards, no
-    provider paths). Each output is ``json.dumps(record, separators=(",", ":"))`` of
+    provider paths). Each output string holds one or more records separated by ``"\\n"``
+    (a string ends once it reaches :data:`BATCH_CHARACTERS`, as the .ps1's StringBuilder
+    does); each record is ``json.dumps(record, separators=(",", ":"))`` of
     :func:`simulator.windows.certificates.inventory_record` (keys Thumbprint, Subject, Issuer,
     SerialNumber, NotBefore, NotAfter, HasPrivateKey, FriendlyName, KeyAlgorithm, KeySize,
     Sans, RawData). ``KnownThumbprint`` (a string array whose elements may each hold several
@@ -82,6 +88,8 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
         raise store_not_found(store_path)
     known = known_thumbprints(params.get("KnownThumbprint"))
     found: list[list[Any]] = []
+    batch: list[str] = []
+    size = 0
     for entry in store.list():
         if ctx.cancelled.is_set():
             return
@@ -98,6 +106,13 @@ def get_wincert_inventory(ctx: CommandContext, params: dict[str, Any]) -> None:
             continue
         for warning in warnings:
             ctx.write_warning(warning)
-        ctx.write_output(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        text = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        batch.append(text)
+        size += len(text) + (1 if len(batch) > 1 else 0)
+        if size >= BATCH_CHARACTERS:
+            ctx.write_output("\n".join(batch))
+            batch, size = [], 0
+    if batch:
+        ctx.write_output("\n".join(batch))
     if known:
         ctx.write_output(json.dumps({"KnownCertificates": found}, separators=(",", ":"), ensure_ascii=False))

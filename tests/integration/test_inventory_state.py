@@ -323,3 +323,28 @@ def test_an_incremental_inventory_keeps_known_entries_and_rebuilds_changed_ones(
     assert after[thumb(b)].subject_cn == "other.contoso.com"
     again = state.get(store())
     assert again == doc  # read back: the same document
+
+
+def test_a_full_inventory_without_der_seeds_the_items_of_the_next_incremental_one(redis_client: Any) -> None:
+    from worker.jobs import incremental
+
+    state = InventoryState(redis_client)
+    when = NOW.replace(microsecond=0) + timedelta(days=30)
+    der = make_cert("seeded.contoso.com", when)
+    reported = item(der).model_copy(update={"der_b64": "", "friendly_name": "web"})
+    doc = state.record_inventory(store(path="Seeded"), [reported], NOW)
+    [entry] = doc.certificates
+    again = incremental.item_from_known(entry, incremental.KnownRecord(entry.thumbprint, False, "web"))
+    assert again is reported  # reused, not rebuilt
+    # ...and it is exactly what building it from the state gives
+    assert again == incremental._build_item(
+        entry, entry.details, incremental.KnownRecord(entry.thumbprint, False, "web")
+    )  # type: ignore[arg-type]
+    # another private-key flag or friendly name: built anew
+    built = incremental.item_from_known(entry, incremental.KnownRecord(entry.thumbprint, True, "web"))
+    assert built is not reported and built.has_private_key
+    # an item with DER or sub-second times is never kept
+    with_der = item(make_cert("der.contoso.com", when))
+    doc = state.record_inventory(store(path="Seeded2"), [with_der], NOW)
+    key = (with_der.thumbprint, doc.certificates[0].not_after, False, "")
+    assert key not in incremental._ITEMS

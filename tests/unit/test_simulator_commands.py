@@ -69,10 +69,13 @@ def run(host: WindowsHost, name: str, **params: Any) -> CollectingContext:
 
 def inventory(host: WindowsHost, store: str) -> tuple[list[dict[str, Any]], CollectingContext]:
     ctx = run(host, "Get-WinCertInventory", StorePath=store)
-    for line in ctx.outputs:
-        assert isinstance(line, str) and "\n" not in line
-        assert line == json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=False)
-    return [json.loads(line) for line in ctx.outputs], ctx
+    lines = []
+    for output in ctx.outputs:  # batches: newline-separated compact records
+        assert isinstance(output, str)
+        for line in output.split("\n"):
+            assert line == json.dumps(json.loads(line), separators=(",", ":"), ensure_ascii=False)
+            lines.append(line)
+    return [json.loads(line) for line in lines], ctx
 
 
 @pytest.fixture
@@ -432,3 +435,22 @@ def test_store_changes_show_in_the_next_inventory(host: WindowsHost) -> None:
     assert len(inventory(host, "My")[0]) == 1
     host.remove_certificate("My", entry.thumbprint)
     assert inventory(host, "My")[0] == []
+
+
+def test_full_records_come_in_batches_of_about_64_kib(host: WindowsHost) -> None:
+    from simulator.commands.inventory import BATCH_CHARACTERS
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    for i in range(160):  # ~1 KB records: three batches
+        host.add_certificate("My", build(cn(f"batch-{i}.contoso.test"), key).public_bytes(DER))
+    records, ctx = inventory(host, "My")
+    assert len(records) == 160 and len({r["Thumbprint"] for r in records}) == 160
+    assert 1 < len(ctx.outputs) < 10
+    for output in ctx.outputs[:-1]:  # each string ends with the record that reached the limit
+        last = output.rsplit("\n", 1)[-1]
+        assert BATCH_CHARACTERS <= len(output) < BATCH_CHARACTERS + len(last) + 1
+    # known certificates: their one record stays a separate, last string
+    thumbprints = [r["Thumbprint"] for r in records[:100]]
+    known = run(host, "Get-WinCertInventory", StorePath="My", KnownThumbprint=",".join(thumbprints))
+    assert json.loads(known.outputs[-1])["KnownCertificates"][0][0] in range(100)
+    assert sum(len(o.split("\n")) for o in known.outputs[:-1]) == 60

@@ -147,6 +147,27 @@ def test_inventory_skips_bad_records_with_a_warning() -> None:
     assert "Skipped certificate ABC: cannot read" in outcome.warnings
 
 
+def test_inventory_reads_batches_of_records_and_checks_each() -> None:
+    other = x509.load_pem_x509_certificate(
+        (VECTORS / "custom" / "ca" / "ca.pem").read_bytes()
+    ).public_bytes(Encoding.DER)
+    second = _record(
+        Thumbprint=hashlib.sha1(other).hexdigest().upper(), RawData=base64.b64encode(other).decode()
+    )
+    batch = "\n".join([_record(), _record(Thumbprint="B" * 40), second])
+    session = _Session([batch], [])
+    outcome = wincert.inventory(_job().model_copy(update={"include_der": False}), session)
+    assert [i.thumbprint for i in outcome.items or []] == [
+        hashlib.sha1(_der()).hexdigest().upper(),
+        hashlib.sha1(other).hexdigest().upper(),
+    ]
+    assert all(i.der_b64 == "" for i in outcome.items or [])  # checked against RawData, not kept
+    assert outcome.code is ResultCode.PARTIAL
+    assert [w for w in outcome.warnings if "B" * 40 in w and "does not match" in w]
+    with_der = wincert.inventory(_job(), _Session([batch], []))
+    assert all(base64.b64decode(i.der_b64) for i in with_der.items or [])
+
+
 def test_inventory_other_warnings_keep_success() -> None:
     outcome = wincert.inventory(_job(), _Session([_record()], ["SAN extension could not be decoded"]))
     assert outcome.status is Status.SUCCESS and outcome.code is ResultCode.OK

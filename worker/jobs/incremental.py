@@ -33,6 +33,7 @@ __all__ = [
     "item_from_known",
     "known_entries",
     "parse_known_certificates",
+    "remember_item",
 ]
 
 _SENT = "KnownThumbprint"
@@ -151,6 +152,32 @@ def item_from_known(entry: CertificateEntry, record: KnownRecord) -> Certificate
     if len(_ITEMS) > ITEMS_CACHE_MAX:
         del _ITEMS[next(iter(_ITEMS))]
     return item
+
+
+def remember_item(entry: CertificateEntry, item: CertificateItem) -> None:
+    """Keep ``item`` — reported in full, without DER, by an inventory — as the item
+    :func:`item_from_known` would build for ``entry``, the state entry recorded from it (so the
+    next, incremental, inventory of the store in this process reuses it). Ignored unless it is
+    exactly that: no DER, no parameters, alias = thumbprint, whole-second times (they round-trip
+    through the state's Unix seconds exactly), and ``entry``'s details."""
+    details = entry.details
+    if (
+        details is None
+        or item.der_b64
+        or item.parameters
+        or item.alias != entry.thumbprint
+        or item.thumbprint != entry.thumbprint
+        or item.not_before.microsecond
+        or item.not_after.microsecond
+        or item.not_after.timestamp() != entry.not_after
+        or item.not_before.timestamp() != details.not_before
+    ):
+        return
+    key = (entry.thumbprint, entry.not_after, item.has_private_key, item.friendly_name)
+    _ITEMS.pop(key, None)
+    _ITEMS[key] = (details, item)
+    if len(_ITEMS) > ITEMS_CACHE_MAX:
+        del _ITEMS[next(iter(_ITEMS))]
 
 
 def _build_item(entry: CertificateEntry, details: CertificateDetails, record: KnownRecord) -> CertificateItem:

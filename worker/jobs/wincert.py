@@ -1,7 +1,8 @@
 """WinCert store jobs: any ``Cert:\\LocalMachine\\<store path>`` certificate store.
 
 Inventory calls ``Get-WinCertInventory -StorePath <path>`` (``worker/powershell/Inventory.ps1``),
-which writes one compact JSON string per certificate. Each record is validated here before it
+which writes one compact JSON record per certificate, in strings of newline-separated records
+(~64 KiB each). Each record is validated here before it
 becomes a :class:`~producer.messages.CertificateItem`: the thumbprint must equal the SHA-1 of
 ``RawData``; a record that fails any check is skipped with a warning, as are certificates the
 host itself skipped ("Skipped certificate ..." warnings). Any skipped certificate makes the job
@@ -67,8 +68,9 @@ def parse_time(value: Any, field: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def parse_record(text: Any) -> CertificateItem:
-    """Turn one JSON string from ``Get-WinCertInventory`` into a :class:`CertificateItem`.
+def parse_record(text: Any, *, keep_der: bool = True) -> CertificateItem:
+    """Turn one JSON record from ``Get-WinCertInventory`` into a :class:`CertificateItem`
+    (``keep_der`` false: ``der_b64`` empty; the thumbprint is checked against RawData anyway).
 
     Raises:
         RecordError: the record is not JSON, misses fields, or its thumbprint does not match.
@@ -123,7 +125,7 @@ def parse_record(text: Any) -> CertificateItem:
             key_algorithm=str(record.get("KeyAlgorithm") or ""),
             key_size=key_size,
             sans=sans,
-            der_b64=base64.b64encode(der).decode("ascii"),
+            der_b64=base64.b64encode(der).decode("ascii") if keep_der else "",
             parameters={},
         )
     except ValidationError as exc:
@@ -181,8 +183,7 @@ def inventory(job: InventoryJob, session: RemoteSession, previous: StoreInventor
         items, warnings = inventory_items(session, job.store.store_path)
     else:
         known = incremental.known_entries(job.store, previous)
-        items, warnings = inventory_items(session, job.store.store_path, known)
-        items = [item if not item.der_b64 else item.model_copy(update={"der_b64": ""}) for item in items]
+        items, warnings = inventory_items(session, job.store.store_path, known, keep_der=False)
     return inventory_outcome(items, warnings)
 
 
@@ -196,9 +197,16 @@ def inventory_outcome(items: list[CertificateItem], warnings: list[str]) -> Outc
 
 
 def inventory_items(
-    session: RemoteSession, store_path: str, known: dict[str, CertificateEntry] | None = None
+    session: RemoteSession,
+    store_path: str,
+    known: dict[str, CertificateEntry] | None = None,
+    *,
+    keep_der: bool = True,
 ) -> tuple[list[CertificateItem], list[str]]:
     """``Get-WinCertInventory`` of one store: validated items (alias = thumbprint) and warnings.
+
+    The host writes its full records in batches (strings of newline-separated records); each
+    record is checked on its own (:func:`parse_record`; ``keep_der`` false: ``der_b64`` empty).
 
     ``known`` (thumbprint → state entry with details): sent sorted as ``-KnownThumbprint``, ONE
     comma-separated string (one PSRP string: serialising 5,000 array elements cost ~70 ms of
@@ -214,17 +222,22 @@ def inventory_items(
     warnings = list(invocation.warnings)
     items: list[CertificateItem] = []
     seen: set[str] = set()
-    for text in invocation.output:
+    for output in invocation.output:
         try:
-            batch = _known_items(text, known, sent) if known else None
-            if batch is None:
-                parsed = [parse_record(text)]
-            else:
-                parsed, batch_warnings = batch
-                warnings.extend(batch_warnings)
+            batch = _known_items(output, known, sent) if known else None
         except RecordError as exc:
-            warnings.append(f"Skipped certificate {_record_name(text)}: {exc}")
+            warnings.append(f"Skipped certificate {_record_name(output)}: {exc}")
             continue
+        if batch is not None:
+            parsed, batch_warnings = batch
+            warnings.extend(batch_warnings)
+        else:
+            parsed = []
+            for text in output.split("\n") if isinstance(output, str) else [output]:
+                try:
+                    parsed.append(parse_record(text, keep_der=keep_der))
+                except RecordError as exc:
+                    warnings.append(f"Skipped certificate {_record_name(text)}: {exc}")
         for item in parsed:
             if item.thumbprint not in seen:
                 seen.add(item.thumbprint)

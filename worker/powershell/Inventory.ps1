@@ -10,11 +10,13 @@
 function Get-WinCertInventory {
     <#
     .SYNOPSIS
-    Lists every certificate of LocalMachine\<StorePath> as one compact JSON string each.
+    Lists every certificate of LocalMachine\<StorePath> as compact JSON records.
 
     .DESCRIPTION
     The store is opened with X509Store (ReadOnly, OpenExistingOnly): StorePath is a store name,
-    never a provider path or a wildcard. Output keys: Thumbprint, Subject, Issuer, SerialNumber,
+    never a provider path or a wildcard. Output: strings of one or more compact JSON records
+    separated by a newline ("`n"; a string ends when it reaches 64 KiB), one record per
+    certificate. Record keys: Thumbprint, Subject, Issuer, SerialNumber,
     NotBefore, NotAfter (UTC, yyyy-MM-ddTHH:mm:ssZ), HasPrivateKey, FriendlyName, KeyAlgorithm
     (RSA, ECDSA, DSA, Ed25519, Ed448 or the key OID), KeySize (bits or null), Sans (a list of
     {Type, Value}; Type is dns, ip, email, upn, uri, dn or other) and RawData (base64 DER).
@@ -353,6 +355,11 @@ function Get-WinCertInventory {
     }
     $knownFound = [System.Collections.Generic.List[object]]::new()
 
+    # Full records go out in batches: one string of newline-separated records per ~64 KiB (one
+    # PSRP object instead of one per certificate; the caller's per-object cost dominated).
+    $batch = [System.Text.StringBuilder]::new()
+    $batchLimit = 65536
+
     $store = Open-WinCertPrivateTargetStore -StorePath $StorePath -Flags 'ReadOnly, OpenExistingOnly' -Cmdlet $PSCmdlet
     try {
         foreach ($certificate in $store.Certificates) {
@@ -379,7 +386,7 @@ function Get-WinCertInventory {
                     }
                 }
 
-                [pscustomobject]@{
+                $record = [pscustomobject]@{
                     Thumbprint    = $thumbprint
                     Subject       = $certificate.Subject
                     Issuer        = $certificate.Issuer
@@ -393,6 +400,12 @@ function Get-WinCertInventory {
                     Sans          = [object[]]@($sans)
                     RawData       = [System.Convert]::ToBase64String($certificate.RawData)
                 } | ConvertTo-Json -Compress -Depth 4
+                if ($batch.Length -gt 0) { [void]$batch.Append("`n") }
+                [void]$batch.Append($record)
+                if ($batch.Length -ge $batchLimit) {
+                    $batch.ToString()
+                    [void]$batch.Clear()
+                }
             }
             catch {
                 Write-Warning ('Skipped certificate {0}: {1}' -f $thumbprint, $_.Exception.Message)
@@ -405,6 +418,7 @@ function Get-WinCertInventory {
     finally {
         $store.Close()
     }
+    if ($batch.Length -gt 0) { $batch.ToString() }
     if ($known.Count -gt 0) {
         # One record for every known certificate (a hashtable value is not unrolled, even with
         # zero or one element).
