@@ -31,7 +31,10 @@ session is:
   copy (a killed node) go to the home queue. Messages still waiting in a dead node's direct
   queue are moved back to the home queue by any live node's heartbeat (``affinity_sweep.lua``)
   once the node's deadline passed (at most :data:`NODE_TTL_SECONDS` + :data:`HEARTBEAT_SECONDS`
-  after its last beat); the route script never pushes onto a node past its deadline. A node
+  after its last beat); the route script never pushes onto a node past its deadline.
+  Registrations read from Redis are untrusted: only a list named ``*.dq2`` (never the home
+  queue) with a deadline at most :data:`AHEAD_MS` ahead is a target or swept; a forged
+  member further ahead is swept as dead, one naming anything else is dropped. A node
   thought dead that was only slow loses nothing either: its jobs run elsewhere, once
   (duplicate deliveries return the stored result, :mod:`worker.state`).
 
@@ -76,7 +79,15 @@ FORGET_SECONDS = 600.0
 """A dead node's direct queue is swept this long after its deadline, then forgotten (a node
 restarted under the same name in that time simply heartbeats again)."""
 SWEEP_BATCH = 1000
-"""Messages one sweep moves at most (the next heartbeat moves more)."""
+"""Messages one sweep moves at most (the next heartbeat moves more); also the most dead nodes
+one sweep looks at."""
+AHEAD_MS = int((NODE_TTL_SECONDS + HEARTBEAT_SECONDS) * 1000)
+"""A node's heartbeat deadline is at most :data:`NODE_TTL_SECONDS` ahead of the Redis clock (a
+heartbeat's slack allowed for the clock stepping back): a live-nodes member further ahead is
+forged (Redis is untrusted input), gets no job, and its queue is swept back."""
+HOLDERS_LOOKED = 64
+"""The route script looks at most at this many of a host's newest holders (a forged, huge
+holders ZSET does not make every job's routing walk it)."""
 PRIORITY_SUFFIXES = ("\x06\x163", "\x06\x166", "\x06\x169")
 """kombu's Redis transport keeps priorities 3, 6 and 9 in lists ``<queue>\\x06\\x16<n>``."""
 
@@ -200,7 +211,7 @@ class Affinity:
                 self.live_nodes = int(pipe.execute()[1])
                 reply: Any = self._sweep(
                     keys=[key, self.home],
-                    args=[int(FORGET_SECONDS * 1000), SWEEP_BATCH, *PRIORITY_SUFFIXES],
+                    args=[int(FORGET_SECONDS * 1000), SWEEP_BATCH, AHEAD_MS, *PRIORITY_SUFFIXES],
                 )
                 moved = int(reply)
         except redis.RedisError as exc:  # logged once per outage
@@ -239,7 +250,8 @@ class Affinity:
             self.client.zadd(key, {node[1]: 0})
             moved = int(
                 self._sweep(
-                    keys=[key, self.home], args=[int(FORGET_SECONDS * 1000), SWEEP_BATCH, *PRIORITY_SUFFIXES]
+                    keys=[key, self.home],
+                    args=[int(FORGET_SECONDS * 1000), SWEEP_BATCH, AHEAD_MS, *PRIORITY_SUFFIXES],
                 )
             )
         except redis.RedisError as exc:
@@ -265,7 +277,7 @@ class Affinity:
             return None
         reply: Any = self._route(
             keys=[holders_key(host), evicting_key(host), nodes_key(self.home)],
-            args=[node[1], self.max_queued, OWNER_PREFIX, message],
+            args=[node[1], self.max_queued, OWNER_PREFIX, message, AHEAD_MS, HOLDERS_LOOKED],
         )
         if not reply:
             return None

@@ -9,6 +9,12 @@
 -- ARGV[2]  push only onto a direct queue holding fewer than this many messages
 -- ARGV[3]  owner key prefix: GET <prefix><owner> = that process's node's direct queue
 -- ARGV[4]  the raw message (as popped from the home queue)
+-- ARGV[5]  a node's heartbeat deadline is at most this far ahead (ms): one further ahead is
+--          forged (Redis is untrusted input) and the node is not a target
+-- ARGV[6]  look at this many of the host's newest holders at most
+-- Only a direct queue (a list named ``*.dq2``, not the caller's own) is ever a target: a
+-- forged registration naming the home queue (a forwarding loop), another queue or a key of
+-- another type leaves the job here.
 -- Returns the direct queue the message was pushed onto, or false: no other node holds a live
 -- idle session to the host, the caller's own node holds one (it runs the job more cheaply),
 -- or every holding node is dead or has a long queue. Newest idle session first.
@@ -18,14 +24,16 @@ local nodes = KEYS[3]
 local mine = ARGV[1]
 local bound = tonumber(ARGV[2])
 local prefix = ARGV[3]
+local ahead = tonumber(ARGV[5])
+local most = tonumber(ARGV[6])
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local members = redis.call('ZRANGEBYSCORE', holders, now, '+inf')
+local members = redis.call('ZREVRANGEBYSCORE', holders, '+inf', now, 'LIMIT', 0, most)
 local queues = {}
 local seen = {}
-for i = #members, 1, -1 do
+for i = 1, #members do
   local member = members[i]
   local owner = string.match(member, '^idle:([^:]+):')
   if owner and not seen[owner] and redis.call('SISMEMBER', evicting, member) == 0 then
@@ -34,14 +42,17 @@ for i = #members, 1, -1 do
     if queue == mine then
       return false
     end
-    if queue then
+    if queue and string.sub(queue, -4) == '.dq2' then
       queues[#queues + 1] = queue
     end
   end
 end
 for _, queue in ipairs(queues) do
   local alive = redis.call('ZSCORE', nodes, queue)
-  if alive and tonumber(alive) > now and redis.call('LLEN', queue) < bound then
+  alive = tonumber(alive)
+  local kind = redis.call('TYPE', queue)['ok']
+  if alive and alive > now and alive <= now + ahead and (kind == 'list' or kind == 'none')
+      and redis.call('LLEN', queue) < bound then
     redis.call('LPUSH', queue, ARGV[4])
     return queue
   end

@@ -194,3 +194,53 @@ def test_a_node_shutting_down_hands_its_direct_queue_back_at_once(client: redis.
     assert leaving.retire() == 2
     assert [client.rpop(HOME), client.rpop(HOME)] == ["older", "newer"]
     assert client.zscore(nodes_key(HOME), "leaving@box.dq2") is None  # gone: nothing forwarded to it
+
+
+def test_forged_registry_entries_never_route_or_sweep_outside_direct_queues(client: redis.Redis) -> None:
+    """A Redis writer's forged owner registration / live-node entry naming the home queue (a
+    forwarding loop), another list (another fleet's queue) or a key of another type is not a
+    target: the job stays here; the sweep never drains such a list into the home queue and one
+    junk member does not stop it from sweeping a dead node's direct queue."""
+    client.flushdb()
+    host = "web02.example.test"
+    a = _affinity(client, "a@box", "owner-a")
+    _affinity(client, "b@box", "owner-b")
+    a.beat()
+    assert a.live_nodes == 2
+    now = _now_ms(client)
+    client.zadd(holders_key(host), {"idle:forged:1": now + 60_000})
+    client.hset("junk@box.dq2", "a", "1")
+    for target in (HOME, "other-fleet-queue", "wincert:results", "junk@box.dq2"):
+        client.set(OWNER_PREFIX + "forged", target)
+        client.zadd(nodes_key(HOME), {target: now + 10_000})
+        client.xadd("wincert:results", {"x": "1"})
+        client.rpush("other-fleet-queue", "theirs")
+        assert a.forward(b"job", host) is None, target
+        assert client.llen(HOME) == 0, target
+        client.zrem(nodes_key(HOME), target)
+    # junk dead members: neither drained into the home queue nor blocking the sweep
+    client.zadd(nodes_key(HOME), {"other-fleet-queue": 1, "wincert:results": 2, HOME: 3, "junk@box.dq2": 3})
+    client.zadd(nodes_key(HOME), {"dead@box.dq2": 4})
+    client.rpush("dead@box.dq2", "stranded")
+    a.beat()
+    assert client.lrange(HOME, 0, -1) == ["stranded"]
+    assert client.lrange("other-fleet-queue", 0, -1) == ["theirs"] * 4
+    assert client.zscore(nodes_key(HOME), "other-fleet-queue") is None  # dropped
+
+
+def test_a_live_node_deadline_far_in_the_future_is_forged(client: redis.Redis) -> None:
+    """A node's deadline is at most NODE_TTL_SECONDS ahead (Redis clock): one further ahead
+    (forged, for a queue nobody consumes) gets no job and its queue is swept back."""
+    client.flushdb()
+    host = "web03.example.test"
+    a = _affinity(client, "a@box", "owner-a")
+    _affinity(client, "b@box", "owner-b")
+    a.beat()
+    now = _now_ms(client)
+    client.zadd(holders_key(host), {"idle:ghost:1": now + 60_000})
+    client.set(OWNER_PREFIX + "ghost", "ghost@nowhere.dq2")
+    client.zadd(nodes_key(HOME), {"ghost@nowhere.dq2": now + 10**12})
+    assert a.forward(b"job", host) is None
+    client.rpush("ghost@nowhere.dq2", "stuck")
+    a.beat()
+    assert client.lrange(HOME, 0, -1) == ["stuck"]
