@@ -466,6 +466,13 @@ class Client:
             raw: Any = self.redis.get(key or result_store.result_key(job_id))
         except UnicodeDecodeError:  # untrusted bytes: not what a worker writes
             raise ResultFormatError(f"the stored result of job {job_id} is not UTF-8 text") from None
+        except redis.exceptions.ResponseError as exc:  # WRONGTYPE: not what a worker writes
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            raise ResultFormatError(
+                f"the stored result of job {job_id} is not a string key (a Redis writer other than"
+                f" a worker wrote {key or result_store.result_key(job_id)})"
+            ) from None
         if raw is None:
             return None
         try:

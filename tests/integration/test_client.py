@@ -555,3 +555,35 @@ def test_a_large_result_travels_by_reference_and_is_kept_compressed(
         assert [r for _, r in client.iter_results(from_id="0", block_ms=100, stop_when_idle=True)] == [small]
     assert "which expired (WINCERT_RESULT_EXPIRES)" in caplog.text
     assert client.result(large.job_id) is None
+
+
+def test_hostile_kept_results_are_reported_not_raised_as_redis_errors(
+    client: Client, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis writer's kept result of the wrong type, invalid base64 or corrupt gzip: wait and
+    result raise ResultFormatError naming the job; iter_results logs and skips the entry (one
+    poisoned entry does not stop the feed) and yields the next one."""
+    good = result_for(inventory_job().model_dump(mode="json"))
+    hostile = {
+        "hash": lambda key: redis_client.hset(key, "a", "1"),
+        "list": lambda key: redis_client.rpush(key, "x"),
+        "bad base64": lambda key: redis_client.set(key, "H4sI!!!not base64"),
+        "not gzip": lambda key: redis_client.set(key, "H4sIAAAA" + "A" * 8),
+    }
+    ids = []
+    for kind, make in hostile.items():
+        job_id = uuid.uuid4()
+        key = result_key(job_id)
+        make(key)
+        with pytest.raises(ResultFormatError, match=str(job_id)):
+            client.result(job_id)
+        with pytest.raises(ResultFormatError, match=str(job_id)):
+            client.wait(job_id, timeout=0.1)
+        fields = {"job_id": str(job_id), "status": "success", "code": "ok", "result_key": key}
+        ids.append((kind, str(redis_client.xadd(RESULTS_STREAM, {**fields, "encoding": "gzip+base64"}))))
+    good_id = str(redis_client.xadd(RESULTS_STREAM, {"result": good.model_dump_json()}))
+    with caplog.at_level(logging.WARNING, logger="producer.client"):
+        got = list(client.iter_results(from_id="0", block_ms=100, stop_when_idle=True))
+    assert got == [(good_id, good)]
+    for _, entry_id in ids:
+        assert f"results stream entry {entry_id}" in caplog.text
