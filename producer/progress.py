@@ -82,8 +82,15 @@ def _read(client: redis.Redis, job_id: uuid.UUID) -> tuple[bool, list[Any]]:
     pipe = client.pipeline(transaction=False)
     pipe.exists(RESULT_KEY.format(job_id=job_id))
     pipe.hmget(JOB_STATE_KEY.format(job_id=job_id), ["attempts", "waits", "transient", "granted", "phase"])
-    finished, fields = pipe.execute()
-    return bool(finished), list(fields)
+    finished, fields = pipe.execute(raise_on_error=False)
+    for reply in (finished, fields):
+        # WRONGTYPE (a key not written by a worker: untrusted) reads as nothing recorded;
+        # connection errors are raised by execute() itself
+        if isinstance(reply, redis.exceptions.ResponseError) and not str(reply).startswith("WRONGTYPE"):
+            raise reply
+    if isinstance(fields, redis.exceptions.ResponseError):
+        fields = [None] * 5
+    return finished is True or (isinstance(finished, int) and finished > 0), list(fields)
 
 
 def _progress(finished: bool, fields: list[Any]) -> JobProgress:

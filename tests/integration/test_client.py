@@ -587,3 +587,18 @@ def test_hostile_kept_results_are_reported_not_raised_as_redis_errors(
     assert got == [(good_id, good)]
     for _, entry_id in ids:
         assert f"results stream entry {entry_id}" in caplog.text
+
+
+def test_a_job_hash_of_another_type_or_with_junk_fields_reads_as_queued_or_its_phase(
+    client: Client, redis_client: redis.Redis
+) -> None:
+    """The job hash is untrusted: a key of another type reads as nothing recorded (PENDING),
+    junk counts read as zero, an unknown phase as the slot tells."""
+    job_id = uuid.uuid4()
+    redis_client.set(f"wincert:job:{job_id}", "junk")
+    assert client.task_state(job_id) == "PENDING"
+    redis_client.delete(f"wincert:job:{job_id}")
+    redis_client.hset(f"wincert:job:{job_id}", mapping={"attempts": "9" * 5000, "phase": "\x00" * 1000})
+    assert client.task_state(job_id) == "PENDING"
+    redis_client.hset(f"wincert:job:{job_id}", mapping={"attempts": "2", "phase": "retrying"})
+    assert client.task_state(job_id) == "RETRY"
