@@ -59,6 +59,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("shells", "max_shells_open_on_a_host", "{}"),
     ("rss0", "rss_start_mib", "{:.0f}"),
     ("rss1", "rss_end_mib", "{:.0f}"),
+    ("anon0", "rss_anon_start_mib", "{:.0f}"),
+    ("anon1", "rss_anon_end_mib", "{:.0f}"),
     ("failed", "failed", "{}"),
 )
 
@@ -128,7 +130,8 @@ LEGEND = (
     "per job: cpu ms = worker user+sys CPU; req = HTTP requests; KB out = KB sent to hosts;"
     " requeue = slot waits re-published; redis = Redis commands. opened = sessions opened;"
     " drain = wall / ideal drain; viol = hosts over their limit; shells = most runspace pools"
-    " open at once on one host; rss0/rss1 = largest worker child's RSS (MiB) before/after"
+    " open at once on one host; rss0/rss1 = largest worker child's RSS (MiB) before/after;"
+    " anon0/anon1 = the same for private memory (RssAnon: shared library pages left out)"
 )
 
 
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(*sizes, args.nodes, args.node_threads) < 1:
         parser.error("sizes and --limit must be at least 1")
 
-    console = Console(width=max(160, Console().width))
+    console = Console(width=max(190, Console().width))
     runs = scenarios(args)
     started = datetime.now(UTC)
     info = machine()

@@ -113,6 +113,11 @@ class Figures:
     rss_start_mib: float = 0.0
     rss_end_mib: float = 0.0
     """Largest worker process's resident memory at the start / end (prefork: the children)."""
+    rss_anon_start_mib: float = 0.0
+    rss_anon_end_mib: float = 0.0
+    """The same for its private (anonymous) memory, ``RssAnon``: RSS less the shared libraries'
+    and files' pages a process maps on first use (~8 MiB of ``RssFile`` at a worker's first
+    job, shared with every process using them)."""
     forwarded_per_job: float = 0.0
     """Jobs re-published to the node holding their host's session (session affinity), per job."""
     ideal_drain_s: float = 0.0
@@ -145,10 +150,10 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _rss_mib(pid: int) -> float:
+def _rss_mib(pid: int, field: str = "VmRSS") -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except FileNotFoundError:
         pass
@@ -350,6 +355,7 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         ]
         children = [c for pid in pids for c in worker_processes(pid)]
         figures.rss_start_mib = round(max((_rss_mib(c) for c in children), default=0.0), 1)
+        figures.rss_anon_start_mib = round(max((_rss_mib(c, "RssAnon") for c in children), default=0.0), 1)
         for host in hosts:
             host.stats.reset()
         commands_before = int(client_redis.info("stats")["total_commands_processed"])
@@ -380,6 +386,7 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         forwarded = sum(_scrape(port, "wincert_jobs_forwarded_total") for port in ports)
         ends = [c for pid in pids for c in worker_processes(pid)]
         figures.rss_end_mib = round(max((_rss_mib(c) for c in ends), default=0.0), 1)
+        figures.rss_anon_end_mib = round(max((_rss_mib(c, "RssAnon") for c in ends), default=0.0), 1)
 
     _collect(figures, sc, hosts, client_redis, payloads, cpu, commands, forwarded)
     per_job = {
