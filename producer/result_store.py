@@ -41,8 +41,15 @@ DEFAULT_INLINE_BYTES = 16_384
 """Default ``WINCERT_RESULT_INLINE_BYTES``: results up to 16 KiB of JSON (every add, remove,
 re-enrollment result; inventories of a few certificates with DER, or ~30 without) travel inside
 the stream entry; larger ones by reference, and their kept copy is compressed."""
-MAX_RESULT_BYTES = 256 * 1024 * 1024
-"""Largest JobResult JSON :func:`decode` inflates (a gzip bomb read from Redis stops here)."""
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+"""Largest JobResult JSON :func:`decode` inflates (a gzip bomb read from Redis stops here): 64
+MiB, ~13x a 5,000-certificate inventory with DER (4.9 MB of JSON)."""
+MAX_INFLATION_RATIO = 64
+"""A kept value inflates to at most this many times its gzip bytes (or :data:`MIN_INFLATED_CAP`):
+the worker's inventory JSON compresses ~5-8x at level 3; a gzip bomb compresses ~1000x, so a
+hostile 340 KB value can no longer make a reader hold hundreds of MiB."""
+MIN_INFLATED_CAP = 1024 * 1024
+"""The inflation cap of a small kept value: 1 MiB."""
 GZIP_LEVEL = 3
 """zlib level of the kept copy: ~6x smaller for inventory JSON at ~5 ms per MB of JSON."""
 
@@ -67,14 +74,21 @@ class StoredResultError(ValueError):
     :data:`MAX_RESULT_BYTES`."""
 
 
+def inflation_cap(gzip_bytes: int) -> int:
+    """Most bytes a kept value of ``gzip_bytes`` bytes of gzip may inflate to:
+    ``min(MAX_RESULT_BYTES, max(MIN_INFLATED_CAP, MAX_INFLATION_RATIO * gzip_bytes))``
+    (examples/node/wincert.mjs applies the same rule)."""
+    return min(MAX_RESULT_BYTES, max(MIN_INFLATED_CAP, MAX_INFLATION_RATIO * gzip_bytes))
+
+
 def decode(raw: bytes | str) -> str:
     """The JobResult JSON text of a kept value (JSON text, or base64 of its gzip: see
     :func:`encode`). JSON is returned as it is (the caller validates it).
 
     Raises:
         StoredResultError: it starts like base64 of gzip (:data:`COMPRESSED_PREFIX`) but is not
-            base64 of a gzip stream that inflates to UTF-8 text of at most
-            :data:`MAX_RESULT_BYTES`.
+            base64 of one whole gzip stream that inflates to UTF-8 text of at most
+            :func:`inflation_cap` bytes.
     """
     text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
     if not text.startswith(COMPRESSED_PREFIX):
@@ -85,13 +99,19 @@ def decode(raw: bytes | str) -> str:
         raise StoredResultError("the stored result is neither JSON nor base64 of gzip") from None
     if data[:2] != GZIP_MAGIC:
         raise StoredResultError("the stored result is neither JSON nor base64 of gzip")
+    cap = inflation_cap(len(data))
     inflater = zlib.decompressobj(31)
     try:
-        inflated = inflater.decompress(data, MAX_RESULT_BYTES)
+        inflated = inflater.decompress(data, cap)
     except zlib.error as exc:
         raise StoredResultError(f"the stored result is corrupt gzip ({exc})") from None
-    if inflater.unconsumed_tail:
-        raise StoredResultError(f"the stored result inflates past {MAX_RESULT_BYTES} bytes")
+    if inflater.unconsumed_tail or (len(inflated) == cap and not inflater.eof):
+        raise StoredResultError(
+            f"the stored result inflates past {cap} bytes ({MAX_INFLATION_RATIO}x its {len(data)}"
+            f" gzip bytes, at most {MAX_RESULT_BYTES}): not a result a worker wrote"
+        )
+    if not inflater.eof:
+        raise StoredResultError("the stored result is truncated gzip (the stream does not end)")
     try:
         return inflated.decode("utf-8")
     except UnicodeDecodeError:

@@ -100,7 +100,11 @@ export function resultKey(jobId) {
  */
 export function decodeKeptResult(value) {
   if (value.startsWith("H4sI")) {
-    const json = zlib.gunzipSync(Buffer.from(value, "base64"), { maxOutputLength: 256 * 1024 * 1024 });
+    const gzip = Buffer.from(value, "base64");
+    // the reader's bound (producer/result_store.py inflation_cap): 64x the gzip bytes, at least
+    // 1 MiB, at most 64 MiB; gunzipSync throws past it and on truncated gzip
+    const cap = Math.min(64 * 1024 * 1024, Math.max(1024 * 1024, 64 * gzip.length));
+    const json = zlib.gunzipSync(gzip, { maxOutputLength: cap });
     return JSON.parse(json.toString("utf8"));
   }
   return JSON.parse(value);
