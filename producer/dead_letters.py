@@ -276,7 +276,12 @@ def plan_replay(
             " from its source",
         )
     job_id = str(job.job_id)
-    stored = client.get(f"{JOB_STATE_PREFIX}{job_id}:result")
+    try:
+        stored = client.get(f"{JOB_STATE_PREFIX}{job_id}:result")
+    except redis.ResponseError as exc:  # WRONGTYPE: not a result a worker wrote (untrusted)
+        if "WRONGTYPE" not in str(exc):
+            raise
+        stored = None
     if stored is not None:
         try:
             previous = JobResult.model_validate_json(result_store.decode(stored))

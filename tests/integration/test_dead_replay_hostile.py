@@ -102,3 +102,25 @@ def test_a_forged_dead_letter_is_not_replayed_and_a_workers_is(redis_url: str, r
     out = invoke_cli(redis_url, ["dead", "replay", genuine], columns="250", WINCERT_SECRET_KEYS=key)
     assert out.exit_code == 0, out.output
     assert [m["headers"]["id"] for m in queued(redis_client)] == [job["job_id"]]
+
+
+def test_a_result_key_of_another_type_does_not_stop_a_replay(redis_url: str, redis_client: Any) -> None:
+    """``wincert:job:<id>:result`` written as a hash by something other than a worker (Redis is
+    untrusted): the replay reads it as no stored result and goes on (before: a raw WRONGTYPE)."""
+    key = generate_key()
+    job = _remove_job()
+    redis_client.hset(f"wincert:job:{job['job_id']}:result", "status", "success")
+    letter = dead_letter(
+        redis_client,
+        job=job,
+        reason="max_deliveries",
+        code=ResultCode.INTERNAL_ERROR,
+        message="m",
+        attempts=6,
+        worker="w",
+        maxlen=1000,
+        mac_keys=auth.mac_keys(key),
+    )
+    out = invoke_cli(redis_url, ["dead", "replay", letter], columns="250", WINCERT_SECRET_KEYS=key)
+    assert out.exit_code == 0, out.output
+    assert [m["headers"]["id"] for m in queued(redis_client)] == [job["job_id"]]
