@@ -305,6 +305,9 @@ def test_an_incremental_inventory_keeps_known_entries_and_rebuilds_changed_ones(
         for d in (a, b)
     ]
     changed = known[1].model_copy(update={"subject": "CN=renamed.contoso.com"})
+    assert incremental.made_from(known[0], by_thumb[thumb(a)])
+    assert not incremental.made_from(changed, by_thumb[thumb(b)])  # compared field by field
+    assert not incremental.made_from(known[0], by_thumb[thumb(b)])
     doc = state.record_inventory(store(), [known[0], changed], NOW)
     after = {e.thumbprint: e for e in doc.certificates}
     # the unchanged one is kept as it was (CN read from the DER, details), seen now

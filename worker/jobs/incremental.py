@@ -32,6 +32,7 @@ __all__ = [
     "changes",
     "item_from_known",
     "known_entries",
+    "made_from",
     "parse_known_certificates",
     "remember_item",
 ]
@@ -152,6 +153,14 @@ def item_from_known(entry: CertificateEntry, record: KnownRecord) -> Certificate
     if len(_ITEMS) > ITEMS_CACHE_MAX:
         del _ITEMS[next(iter(_ITEMS))]
     return item
+
+
+def made_from(item: CertificateItem, entry: CertificateEntry) -> bool:
+    """True when ``item`` is the very object :func:`item_from_known` returns for ``entry``
+    (same thumbprint, not_after and details object; the host's flag and name as in ``item``),
+    i.e. ``entry`` describes ``item`` exactly. False says nothing (compare the fields)."""
+    hit = _ITEMS.get((entry.thumbprint, entry.not_after, item.has_private_key, item.friendly_name))
+    return hit is not None and hit[1] is item and hit[0] is entry.details
 
 
 def remember_item(entry: CertificateEntry, item: CertificateItem) -> None:
