@@ -39,6 +39,9 @@ def redis_client(redis_url: str) -> Iterator[object]:
     """A redis-py client on the private server, flushed before each test."""
     import redis
 
+    from worker import affinity
+
+    affinity.stop_all()  # an earlier test's in-process worker must not write into this one's db
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.flushdb()
     yield client

@@ -131,6 +131,18 @@ def holds_idle_session(host: str) -> bool:
     return any(owner == pid and pool.idle_tokens(host) for pool, owner in list(_LOCAL_POOLS.items()))
 
 
+_INSTANCES: weakref.WeakSet[Affinity] = weakref.WeakSet()
+"""Every :class:`Affinity` of this process (:func:`stop_all`)."""
+
+
+def stop_all(timeout: float = 2.0) -> None:
+    """Stop every heartbeat thread of this process and wait up to ``timeout`` seconds for each
+    (process shutdown; tests, whose in-process workers would otherwise keep writing their
+    registrations into the next test's Redis)."""
+    for instance in list(_INSTANCES):
+        instance.stop(timeout)
+
+
 class Affinity:
     """One process's side of host affinity (see the module docstring).
 
@@ -158,6 +170,8 @@ class Affinity:
         """Live nodes of the home queue at this node's last heartbeat (this one included)."""
         self._stop = threading.Event()
         self._failing = False
+        self._thread: threading.Thread | None = None
+        _INSTANCES.add(self)
 
     # --- registration ---------------------------------------------------------------------
     def register_owner(self, node: str, owner: str) -> None:
@@ -185,7 +199,9 @@ class Affinity:
             if self._thread_pid == os.getpid():
                 return
             self._thread_pid = os.getpid()
-        threading.Thread(target=self._run, args=(os.getpid(),), name="wincert-affinity", daemon=True).start()
+        thread = threading.Thread(target=self._run, args=(os.getpid(),), name="wincert-affinity", daemon=True)
+        self._thread = thread
+        thread.start()
 
     def beat(self) -> None:
         """Refresh this process's registrations; as a node, count the live nodes and sweep dead
@@ -232,9 +248,12 @@ class Affinity:
                 return  # a forked child runs its own thread
             self.beat()
 
-    def stop(self) -> None:
-        """Stop the heartbeat thread (tests)."""
+    def stop(self, timeout: float = 0.0) -> None:
+        """Stop the heartbeat thread; with ``timeout`` (seconds) wait for it to end."""
         self._stop.set()
+        thread = self._thread
+        if timeout > 0 and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def retire(self) -> int:
         """The node shuts down (its consumer stopped): stop heartbeating, mark it dead (no job

@@ -294,6 +294,7 @@ def test_every_raw_message_becomes_one_dead_letter_and_the_worker_keeps_going(rs
     published = {
         json.loads(f["result"])["job_id"]: json.loads(f["result"])
         for _, f in client.xrange("wincert:results")
+        if "result" in f  # another module's large result is a reference (producer/result_store.py)
     }
     by_label = {label: envelope_id for label, _raw, envelope_id, _reason in entries}
     for label in ("two arguments", "body not JSON", "unexpected kwarg"):
