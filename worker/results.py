@@ -101,8 +101,8 @@ def publish_result(
     result: JobResult,
     maxlen: int,
     *,
-    keep_as: str | None = None,
-    expires: int = 0,
+    keep_as: str,
+    expires: int,
     inline_bytes: int = result_store.DEFAULT_INLINE_BYTES,
     payload: str | bytes | None = None,
 ) -> str:
@@ -116,26 +116,21 @@ def publish_result(
     (``result_key``, ``encoding``, ``bytes``, ``items``) besides ``job_id``, ``status``,
     ``code``, so the stream is bounded in bytes.
 
-    With ``keep_as`` (the job's :attr:`worker.state.JobState.result_key`) the result is stored
+    ``keep_as`` (the job's :attr:`worker.state.JobState.result_key`): the result is stored
     under that key for ``expires`` seconds — what producers read and what a duplicate delivery
     finds — atomically with the stream entry and **only if the key does not exist yet** (one
     Lua script): a worker dying in between can neither publish a result twice nor store one it
     never published, and a publish retried after its reply was lost (connection dropped, Redis
     restarted) adds no second entry. Returns ``""`` when the job's result had already been
-    published. Without ``keep_as`` only the stream entry is written, always inline.
+    published.
     """
     data = payload if payload is not None else result.model_dump_json()
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    entry: Any
-    if keep_as is None:
-        inline: dict[Any, Any] = {"result": raw, **result_store.entry_fields(result, 0, inline_bytes, "")}
-        entry = client.xadd(RESULTS_STREAM, inline, maxlen=maxlen, approximate=True)
-    else:
-        kept, encoding = result_store.encode(raw, inline_bytes)
-        fields = result_store.entry_fields(result, len(raw), inline_bytes, keep_as, encoding)
-        flat = [part for pair in fields.items() for part in pair]
-        args: list[Any] = [kept, max(1, expires), maxlen, "1" if encoding == "json" else "0", *flat]
-        entry = run_script(client, _PUBLISH_ONCE, [keep_as, RESULTS_STREAM], args)
+    kept, encoding = result_store.encode(raw, inline_bytes)
+    fields = result_store.entry_fields(result, len(raw), inline_bytes, keep_as, encoding)
+    flat = [part for pair in fields.items() for part in pair]
+    args: list[Any] = [kept, max(1, expires), maxlen, "1" if encoding == "json" else "0", *flat]
+    entry: Any = run_script(client, _PUBLISH_ONCE, [keep_as, RESULTS_STREAM], args)
     if not entry:
         return ""
     return entry.decode() if isinstance(entry, bytes) else str(entry)

@@ -27,12 +27,12 @@ producers read it (``producer.Client.wait``). The start of an execution is one L
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 STATE_TTL_SECONDS = 7 * 24 * 3600
 
@@ -72,18 +72,16 @@ return {attempts, deliveries, math.max(0, now - first), redis.call('EXISTS', KEY
 
 
 def run_script(client: redis.Redis, script: str, keys: list[str], args: list[Any]) -> Any:
-    """Run a Lua ``script`` by its SHA-1 (``EVALSHA``), loading it on ``NOSCRIPT`` (a Redis
-    restarted or flushed since): one command per call, the script text sent only once."""
-    sha = _SHAS.get(script)
-    if sha is None:
-        sha = _SHAS[script] = hashlib.sha1(script.encode("utf-8"), usedforsecurity=False).hexdigest()
-    try:
-        return client.evalsha(sha, len(keys), *keys, *args)
-    except redis.exceptions.NoScriptError:
-        return client.eval(script, len(keys), *keys, *args)
+    """Run a Lua ``script`` with redis-py's :class:`~redis.commands.core.Script` (``EVALSHA``,
+    loaded again on ``NOSCRIPT`` after a Redis restart or flush), one per script text, on
+    ``client``: one command per call, the script text sent only when Redis lacks it."""
+    registered = _SCRIPTS.get(script)
+    if registered is None:
+        registered = _SCRIPTS[script] = client.register_script(script)
+    return registered(keys=keys, args=args, client=client)
 
 
-_SHAS: dict[str, str] = {}
+_SCRIPTS: dict[str, Script] = {}
 
 
 @dataclass(frozen=True)

@@ -362,11 +362,6 @@ def _summary(result_key: str, result: JobResult | None = None) -> dict[str, Any]
     return summary
 
 
-def _stored(rt: Runtime, state: JobState) -> dict[str, Any]:
-    """A job that already finished (a duplicate delivery): its kept result stands."""
-    return _summary(state.result_key)
-
-
 def _finish(rt: Runtime, state: JobState, result: JobResult, ran: bool = False) -> dict[str, Any]:
     """Publish the final result once (kept copy + stream entry, serialised once), count it,
     return the task's small return value (:func:`_summary`).
@@ -500,7 +495,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
 
     if delivery.finished:
         log.info("job already finished; its kept result stands (duplicate delivery)")
-        return _stored(rt, state)
+        return _summary(state.result_key)  # its kept result stands
 
     def failure(code: ResultCode, message: str) -> JobResult:
         return results.failure_result(

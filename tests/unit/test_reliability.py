@@ -151,6 +151,22 @@ def test_a_result_is_published_once_per_job(redis_client: Any) -> None:
     assert 0 < redis_client.ttl(key) <= 60
 
 
+def test_a_publish_after_redis_lost_its_scripts_still_runs_once(redis_client: Any) -> None:
+    """A Redis restarted or flushed since the script was first run (NOSCRIPT): the publish
+    script is loaded again and the result is published once."""
+    from producer.messages import RESULTS_STREAM
+    from worker.results import publish_result
+
+    earlier = _result(ResultCode.OK, "Added certificate AB12 to My.")
+    publish_result(redis_client, earlier, 100, keep_as=f"wincert:job:{earlier.job_id}:result", expires=60)
+    redis_client.script_flush()
+    result = _result(ResultCode.OK, "Added certificate CD34 to My.")
+    key = f"wincert:job:{result.job_id}:result"
+    assert publish_result(redis_client, result, 100, keep_as=key, expires=60)
+    assert [fields["job_id"] for _, fields in redis_client.xrange(RESULTS_STREAM)][-1] == str(result.job_id)
+    assert JobResult.model_validate_json(redis_client.get(key)) == result
+
+
 def test_a_job_killed_by_the_hard_time_limit_gets_a_timeout_result(
     redis_url: str, redis_client: Any
 ) -> None:
