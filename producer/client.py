@@ -460,10 +460,11 @@ class Client:
             ) from exc
         return result
 
-    def _kept(self, job_id: uuid.UUID, key: str | None = None) -> JobResult | None:
-        """The job's kept result (``key``: its key, default :func:`result_store.result_key`)."""
+    def _kept(self, job_id: uuid.UUID) -> JobResult | None:
+        """The job's kept result (:func:`result_store.result_key`), or None."""
+        key = result_store.result_key(job_id)
         try:
-            raw: Any = self.redis.get(key or result_store.result_key(job_id))
+            raw: Any = self.redis.get(key)
         except UnicodeDecodeError:  # untrusted bytes: not what a worker writes
             raise ResultFormatError(f"the stored result of job {job_id} is not UTF-8 text") from None
         except redis.exceptions.ResponseError as exc:  # WRONGTYPE: not what a worker writes
@@ -471,7 +472,7 @@ class Client:
                 raise
             raise ResultFormatError(
                 f"the stored result of job {job_id} is not a string key (a Redis writer other than"
-                f" a worker wrote {key or result_store.result_key(job_id)})"
+                f" a worker wrote {key})"
             ) from None
         if raw is None:
             return None
@@ -567,7 +568,7 @@ class Client:
             log.warning("results stream entry %s has no 'result' and no valid reference; skipped", stream_id)
             return None
         try:
-            found = self._kept(job_id, key)
+            found = self._kept(job_id)
         except ResultFormatError as exc:
             log.warning("results stream entry %s: %s; skipped", stream_id, exc)
             return None

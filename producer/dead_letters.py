@@ -277,7 +277,7 @@ def plan_replay(
         )
     job_id = str(job.job_id)
     try:
-        stored = client.get(f"{JOB_STATE_PREFIX}{job_id}:result")
+        stored = client.get(result_store.result_key(job_id))
     except redis.ResponseError as exc:  # WRONGTYPE: not a result a worker wrote (untrusted)
         if "WRONGTYPE" not in str(exc):
             raise
@@ -304,7 +304,7 @@ def plan_replay(
 def clear_job_state(client: redis.Redis, job_id: uuid.UUID) -> None:
     """Forget a job's stored result, delivery counts and Celery result (before a same-id replay)."""
     client.delete(
-        f"{JOB_STATE_PREFIX}{job_id}", f"{JOB_STATE_PREFIX}{job_id}:result", f"celery-task-meta-{job_id}"
+        f"{JOB_STATE_PREFIX}{job_id}", result_store.result_key(job_id), f"celery-task-meta-{job_id}"
     )
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import redis
 
+from producer import result_store
+
 JOB_STATE_KEY = "wincert:job:{job_id}"
 """The worker's per-job bookkeeping hash (``worker.state``)."""
-RESULT_KEY = "wincert:job:{job_id}:result"
-"""The job's kept final result (``worker.results``)."""
 
 
 class Phase(StrEnum):
@@ -80,7 +80,7 @@ def _text(value: Any) -> str:
 
 def _read(client: redis.Redis, job_id: uuid.UUID) -> tuple[bool, list[Any]]:
     pipe = client.pipeline(transaction=False)
-    pipe.exists(RESULT_KEY.format(job_id=job_id))
+    pipe.exists(result_store.result_key(job_id))
     pipe.hmget(JOB_STATE_KEY.format(job_id=job_id), ["attempts", "waits", "transient", "granted", "phase"])
     finished, fields = pipe.execute(raise_on_error=False)
     for reply in (finished, fields):

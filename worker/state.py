@@ -34,6 +34,8 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
+from producer import result_store
+
 STATE_TTL_SECONDS = 7 * 24 * 3600
 
 
@@ -138,5 +140,5 @@ class JobState:
     @property
     def result_key(self) -> str:
         """Where the final result is kept (written by :func:`worker.results.publish_result`
-        together with the stream entry)."""
-        return f"{self.key}:result"
+        together with the stream entry; :func:`producer.result_store.result_key`)."""
+        return result_store.result_key(self.job_id)
