@@ -68,30 +68,14 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     """The scenarios of one run, from the command-line sizes."""
     common = {"limit": args.limit, "concurrency": args.concurrency, "rtt_ms": args.rtt_ms}
+    # the threads rows: --nodes worker nodes of -P threads with --node-threads threads each
+    threads: dict[str, Any] = {**common, "concurrency": args.node_threads, "nodes": args.nodes}
+    threads["pool"] = "threads"
     runs = [
         Scenario("fleet fresh", args.hosts, args.jobs, pooled=False, **common),
         Scenario("fleet pooled", args.hosts, args.jobs, **common),
-        Scenario(
-            "fleet threads",
-            args.hosts,
-            args.jobs,
-            limit=args.limit,
-            concurrency=args.node_threads,
-            rtt_ms=args.rtt_ms,
-            nodes=args.nodes,
-            pool="threads",
-            affinity=False,
-        ),
-        Scenario(
-            "fleet affinity",
-            args.hosts,
-            args.jobs,
-            limit=args.limit,
-            concurrency=args.node_threads,
-            rtt_ms=args.rtt_ms,
-            nodes=args.nodes,
-            pool="threads",
-        ),
+        Scenario("fleet threads", args.hosts, args.jobs, affinity=False, **threads),
+        Scenario("fleet affinity", args.hosts, args.jobs, **threads),
         Scenario(
             "fleet affinity c1",
             args.hosts,

@@ -47,8 +47,7 @@ def freeze_startup_heap() -> None:
 
 @worker_init.connect(dispatch_uid="wincert-freeze-before-fork")
 def _before_fork(**_: Any) -> None:
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
 
 
 @worker_process_init.connect(dispatch_uid="wincert-freeze-startup-heap")
