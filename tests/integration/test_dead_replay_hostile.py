@@ -32,6 +32,21 @@ def _remove_job() -> dict[str, Any]:
     }
 
 
+def _workers_letter(client: Any, job: dict[str, Any], key: str) -> str:
+    """A ``max_deliveries`` dead letter of ``job`` as a worker holding ``key`` writes it (MAC'd)."""
+    return dead_letter(
+        client,
+        job=job,
+        reason="max_deliveries",
+        code=ResultCode.INTERNAL_ERROR,
+        message="m",
+        attempts=6,
+        worker="w",
+        maxlen=1000,
+        mac_keys=auth.mac_keys(key),
+    )
+
+
 def test_a_raw_entry_the_screen_refused_is_never_replayed(redis_url: str, redis_client: Any) -> None:
     key = generate_key()
     job = _remove_job()
@@ -73,32 +88,12 @@ def test_a_forged_dead_letter_is_not_replayed_and_a_workers_is(redis_url: str, r
     assert out.exit_code == 4, out.output
     assert "job_mac does not verify" in out.stderr and queued(redis_client) == []
     # the same with a MAC made by a worker holding another key
-    other = dead_letter(
-        redis_client,
-        job=forged_job,
-        reason="max_deliveries",
-        code=ResultCode.INTERNAL_ERROR,
-        message="m",
-        attempts=6,
-        worker="w",
-        maxlen=1000,
-        mac_keys=auth.mac_keys(generate_key()),
-    )
+    other = _workers_letter(redis_client, forged_job, generate_key())
     out = invoke_cli(redis_url, ["dead", "replay", other, "--new-id"], columns="250", WINCERT_SECRET_KEYS=key)
     assert out.exit_code == 4 and queued(redis_client) == []
     # a dead letter the worker wrote with the shared key is replayed
     job = _remove_job()
-    genuine = dead_letter(
-        redis_client,
-        job=job,
-        reason="max_deliveries",
-        code=ResultCode.INTERNAL_ERROR,
-        message="m",
-        attempts=6,
-        worker="w",
-        maxlen=1000,
-        mac_keys=auth.mac_keys(key),
-    )
+    genuine = _workers_letter(redis_client, job, key)
     out = invoke_cli(redis_url, ["dead", "replay", genuine], columns="250", WINCERT_SECRET_KEYS=key)
     assert out.exit_code == 0, out.output
     assert [m["headers"]["id"] for m in queued(redis_client)] == [job["job_id"]]
@@ -110,17 +105,7 @@ def test_a_result_key_of_another_type_does_not_stop_a_replay(redis_url: str, red
     key = generate_key()
     job = _remove_job()
     redis_client.hset(f"wincert:job:{job['job_id']}:result", "status", "success")
-    letter = dead_letter(
-        redis_client,
-        job=job,
-        reason="max_deliveries",
-        code=ResultCode.INTERNAL_ERROR,
-        message="m",
-        attempts=6,
-        worker="w",
-        maxlen=1000,
-        mac_keys=auth.mac_keys(key),
-    )
+    letter = _workers_letter(redis_client, job, key)
     out = invoke_cli(redis_url, ["dead", "replay", letter], columns="250", WINCERT_SECRET_KEYS=key)
     assert out.exit_code == 0, out.output
     assert [m["headers"]["id"] for m in queued(redis_client)] == [job["job_id"]]
