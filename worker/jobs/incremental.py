@@ -1,10 +1,11 @@
 """Incremental inventory: what the worker already knows of a store, and what changed.
 
-A WinCert inventory job with ``include_der`` false passes ``-KnownThumbprint`` (a PSRP string
-array of upper-case hex thumbprints, never script text) to ``Get-WinCertInventory``: the host
-writes full records only for the other certificates, and ONE last record
+A WinCert inventory job with ``include_der`` false passes ``-KnownThumbprint`` (a PSRP
+``string[]`` parameter, never script text; the worker sends one element, the sorted upper-case
+hex thumbprints separated by commas, which the function splits) to ``Get-WinCertInventory``:
+the host writes full records only for the other certificates, and ONE last record
 ``{"KnownCertificates": [[Index, HasPrivateKey, FriendlyName], ...]}`` for the known ones
-(Index: position in the ``-KnownThumbprint`` array; ~12 bytes per certificate).
+(Index: position in the thumbprint list; ~12 bytes per certificate).
 The worker fills a known certificate's parsed fields from
 the inventory state's :class:`~producer.inventory_model.CertificateDetails` (no DER is ever
 kept there) and takes the mutable properties (private key, friendly name) from the host.
@@ -81,7 +82,7 @@ KNOWN_CERTIFICATES = "KnownCertificates"
 def parse_known_certificates(record: dict[str, Any], sent: list[str]) -> tuple[list[KnownRecord], list[str]]:
     """Validate the host's ``{"KnownCertificates": [[Index, HasPrivateKey, FriendlyName], ...]}``
     (already JSON-decoded; untrusted). ``Index`` is the 0-based position in ``sent`` (the
-    ``-KnownThumbprint`` array, upper-case hex) of the certificate's thumbprint.
+    thumbprint list sent as ``-KnownThumbprint``, upper-case hex) of the certificate's thumbprint.
 
     Returns the valid records and, for each bad entry, a warning: ``Skipped certificate
     <thumbprint>: <reason>`` when the entry's index names a sent thumbprint (so the certificate
