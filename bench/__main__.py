@@ -46,6 +46,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("hosts", "hosts", "{}"),
     ("jobs/s", "jobs_per_s", "{:.1f}"),
     ("cpu ms", "worker_cpu_ms_per_job", "{:.1f}"),
+    ("sim ms", "sim_cpu_ms_per_job", "{:.1f}"),
+    ("redis ms", "redis_cpu_ms_per_job", "{:.1f}"),
+    ("total ms", "total_cpu_ms_per_job", "{:.1f}"),
     ("req", "requests_per_job", "{:.2f}"),
     ("KB out", "kb_sent_per_job", "{:.1f}"),
     ("nodes", "nodes", "{}"),
@@ -111,7 +114,9 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
 
 
 LEGEND = (
-    "per job: cpu ms = worker user+sys CPU; req = HTTP requests; KB out = KB sent to hosts;"
+    "per job: cpu ms = worker user+sys CPU; sim ms = the bench process's (simulated hosts,"
+    " producer); redis ms = redis-server's; total ms = the three; req = HTTP requests;"
+    " KB out = KB sent to hosts;"
     " requeue = slot waits re-published; redis = Redis commands. opened = sessions opened;"
     " drain = wall / ideal drain; viol = hosts over their limit; shells = most runspace pools"
     " open at once on one host; rss0/rss1 = largest worker child's RSS (MiB) before/after;"
