@@ -4,9 +4,9 @@ store, and the entry parameters typed by the store's type."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
 
 from producer.entry_parameters import IisParameters, SqlParameters, WinCertParameters
@@ -60,3 +60,32 @@ def _check_entry_type(store: StoreRef, entry: Any) -> None:
             f"entry_parameters are {type(entry).__name__} but the store is {store.store_type.value};"
             f" give {expected.__name__} fields"
         )
+
+
+def check_mode_field() -> Any:
+    """The ``check`` field of the jobs that change a host (a bool, default false): left out of
+    the wire form while false, so such jobs read as before for older workers."""
+    return Field(
+        default=False,
+        exclude_if=lambda value: not value,  # jobs without it read as before (older workers)
+        description="Check mode: report what would change on the host and change nothing",
+    )
+
+
+class _EntryJob(_JobBase):
+    """A job with ``entry_parameters``; each subclass declares that field itself, where it stands
+    in the wire order. ``entry_parameters`` given as a dict is validated with the store type's
+    model (errors at ``('entry_parameters', ...)``)."""
+
+    if TYPE_CHECKING:
+        entry_parameters: WinCertParameters | IisParameters | SqlParameters | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entry(cls, data: Any) -> Any:
+        return _typed_entry_parameters(cls.__name__, data)
+
+    @property
+    def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
+        """The entry parameters, or the store type's defaults."""
+        return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()

@@ -25,7 +25,12 @@ from producer.entry_parameters import (
 from producer.jsontypes import JsonBool
 from producer.messages.base import _Model
 from producer.messages.enums import StoreType
-from producer.messages.job_base import _ENTRY_MODELS, _check_entry_type, _JobBase, _typed_entry_parameters
+from producer.messages.job_base import (
+    _check_entry_type,
+    _EntryJob,
+    _JobBase,
+    check_mode_field,
+)
 from producer.validation import normalize_thumbprint
 
 
@@ -96,7 +101,7 @@ class CertificateData(_Model):
         return self.contents_plaintext is not None or self.password_plaintext is not None
 
 
-class AddJob(_JobBase):
+class AddJob(_EntryJob):
     """Management Add: import a certificate into the store, then bind it (IISU, WinSQL).
 
     Idempotent: a certificate already present (same thumbprint, with its key) succeeds with
@@ -123,16 +128,7 @@ class AddJob(_JobBase):
     )
     renewal_thumbprint: str | None = Field(default=None, description="The certificate this one renews")
     alias: str | None = Field(default=None, description="Peer alias; its thumbprint part marks a renewal")
-    check: JsonBool = Field(
-        default=False,
-        exclude_if=lambda value: not value,  # jobs without it read as before (older workers)
-        description="Check mode: report what would change on the host and change nothing",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _entry(cls, data: Any) -> Any:
-        return _typed_entry_parameters(cls.__name__, data)
+    check: JsonBool = check_mode_field()
 
     @field_validator("renewal_thumbprint")
     @classmethod
@@ -153,13 +149,8 @@ class AddJob(_JobBase):
             object.__setattr__(self, "renewal_thumbprint", renewal)
         return self
 
-    @property
-    def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
-        """The entry parameters, or the store type's defaults."""
-        return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()
 
-
-class RemoveJob(_JobBase):
+class RemoveJob(_EntryJob):
     """Management Remove: unbind (IISU, WinSQL) and delete the certificate ``alias`` names.
 
     ``alias``: WinCert/WinSQL the thumbprint (spaces, lower case and the invisible marks the
@@ -170,16 +161,7 @@ class RemoveJob(_JobBase):
     job_type: Literal["remove"]
     alias: str = Field(min_length=1, max_length=1024)
     entry_parameters: WinCertParameters | IisParameters | SqlParameters | None = None
-    check: JsonBool = Field(
-        default=False,
-        exclude_if=lambda value: not value,  # jobs without it read as before (older workers)
-        description="Check mode: report what would change on the host and change nothing",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _entry(cls, data: Any) -> Any:
-        return _typed_entry_parameters(cls.__name__, data)
+    check: JsonBool = check_mode_field()
 
     @model_validator(mode="after")
     def _alias(self) -> RemoveJob:

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from producer.entry_parameters import IisParameters, SqlParameters, WinCertParameters, validate_provider_name
 from producer.jsontypes import JsonBool, JsonInt, JsonUuid
 from producer.messages.base import _Model
-from producer.messages.job_base import _ENTRY_MODELS, _check_entry_type, _JobBase, _typed_entry_parameters
+from producer.messages.job_base import _check_entry_type, _EntryJob, _typed_entry_parameters
 from producer.messages.sans import SubjectAltName, parse_legacy_sans
 from producer.subject import parse_subject
 from producer.validation import CONTROL_CHARS
@@ -34,7 +34,7 @@ class SignerRef(_Model):
     queue: str | None = Field(default=None, max_length=200)
 
 
-class ReenrollmentJob(_JobBase):
+class ReenrollmentJob(_EntryJob):
     """Reenrollment phase 1 (on-device key generation): the host creates the key pair in its
     machine key store and returns a PKCS#10 CSR (PEM) in the result's ``csr``.
 
@@ -63,7 +63,7 @@ class ReenrollmentJob(_JobBase):
 
     @model_validator(mode="before")
     @classmethod
-    def _before(cls, data: Any) -> Any:
+    def _entry(cls, data: Any) -> Any:  # replaces _EntryJob's: legacy sans first
         if isinstance(data, dict) and isinstance(data.get("sans"), str):
             data = {**data, "sans": parse_legacy_sans(data["sans"])}
         return _typed_entry_parameters(cls.__name__, data)
@@ -107,17 +107,12 @@ class ReenrollmentJob(_JobBase):
         return self
 
     @property
-    def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
-        """The entry parameters, or the store type's defaults."""
-        return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()
-
-    @property
     def completion_job_id(self) -> uuid.UUID:
         """The id of the ``reenrollment_complete`` job chained signing runs for this job."""
         return completion_job_id(self.job_id)
 
 
-class ReenrollmentCompleteJob(_JobBase):
+class ReenrollmentCompleteJob(_EntryJob):
     """Reenrollment phase 2: install the signed certificate so it pairs with its pending key,
     confirm ``has_private_key``, then bind it (IISU with the entry parameters, WinSQL honouring
     ``restart_service``). A certificate that matches no pending request fails with
@@ -131,17 +126,7 @@ class ReenrollmentCompleteJob(_JobBase):
     include_chain: JsonBool = False
     allow_takeover: JsonBool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _entry(cls, data: Any) -> Any:
-        return _typed_entry_parameters(cls.__name__, data)
-
     @model_validator(mode="after")
     def _consistent(self) -> ReenrollmentCompleteJob:
         _check_entry_type(self.store, self.entry_parameters)
         return self
-
-    @property
-    def entry(self) -> WinCertParameters | IisParameters | SqlParameters:
-        """The entry parameters, or the store type's defaults."""
-        return self.entry_parameters or _ENTRY_MODELS[self.store.store_type.value]()
