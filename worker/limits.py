@@ -47,6 +47,7 @@ from typing import Any
 import redis
 
 from producer.messages import StoreRef
+from worker.state import Delivery, FirstTry, delivery_from
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class Acquired:
     """Wake tokens this job consumed while waiting (:meth:`HostLimiter.wait_for_slot`)."""
     reused: str | None = None
     """Granted by taking over the slot of this process's idle session with this token."""
+    delivery: Delivery | None = None
+    """A first try (:class:`worker.state.FirstTry`): the execution it recorded."""
 
 
 def retry_delay(waits: int, minimum: float, maximum: float) -> float:
@@ -168,6 +171,8 @@ class HostLimiter:
         wait_seconds: float = 0.0,
         capacity: int = 0,
         idle_tokens: tuple[str, ...] = (),
+        waiting: bool = False,
+        first: FirstTry | None = None,
     ) -> Acquired:
         """Try once to take one of ``limit`` slots of ``host_key`` for ``job_id``; never blocks.
 
@@ -176,18 +181,30 @@ class HostLimiter:
         0: leave the waiters (outcome ``busy``). ``idle_tokens``: this process's idle sessions to
         the host (:mod:`worker.remote.budget`); the first still holding a slot is taken over
         (``reused``). Without a slot, the owner of another process's idle session is asked to
-        close it.
+        close it. ``waiting``: the job joined the waiters in an earlier try (it leaves them when
+        it takes over an idle session's slot). ``first``: the job's first try records its
+        execution in the job hash in the same script (:class:`worker.state.FirstTry`; the reply's
+        ``delivery``); a job whose result is kept or whose message was delivered too often gets
+        ``busy`` without a slot.
         """
         keys = [holders_key(host_key), waiters_key(host_key), evicting_key(host_key)]
         wait_ms = max(0, int(wait_seconds * 1000))
-        args: list[str | int] = [job_id, limit, self.lease_ms, wait_ms, capacity, host_key, *idle_tokens]
+        flag = "1" if waiting else "0"
+        args: list[str | int] = [job_id, limit, self.lease_ms, wait_ms, capacity, host_key, flag]
+        if first is None:
+            args.extend(("", "", ""))
+        else:
+            keys.extend((first.job_key, first.result_key))
+            args.extend((first.retries, first.ttl_seconds, first.max_deliveries))
+        args.extend(idle_tokens)
         reply: Any = self._acquire(keys=keys, args=args)
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         deadline = int(reply[2]) if reply[2] is not None else None
         reused = None
         if len(reply) > 3 and reply[3] is not None:
             reused = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
-        return Acquired(Outcome(outcome), int(reply[1]), deadline, reused=reused)
+        delivery = delivery_from(list(reply[4:9])) if first is not None else None
+        return Acquired(Outcome(outcome), int(reply[1]), deadline, reused=reused, delivery=delivery)
 
     def wait_for_slot(
         self,
@@ -198,6 +215,7 @@ class HostLimiter:
         capacity: int,
         clock: Callable[[], float] = time.monotonic,
         idle_tokens: Callable[[], tuple[str, ...]] = tuple,
+        tried: Acquired | None = None,
     ) -> Acquired:
         """Take a slot, waiting up to ``block_seconds`` among at most ``capacity`` waiters.
 
@@ -205,22 +223,35 @@ class HostLimiter:
         (``BLPOP``, at most ``chunk_seconds`` = :data:`BLPOP_CHUNK_SECONDS` at a time), so a
         released slot wakes it at once. Returns ``granted``, ``duplicate``, or ``busy`` (no room
         among the waiters, or the wait ran out; the job has left the line). ``block_seconds`` <= 0 tries once.
+        ``tried``: the result of a first try the caller made (:meth:`try_wait_seconds` of
+        waiting; with a :class:`~worker.state.FirstTry`) instead of this method's first.
         """
         now = clock
         deadline = now() + max(0.0, block_seconds)
         wakeups = 0
+        waiting = False
+        result = tried
         while True:
             remaining = deadline - now()
-            if remaining <= 0:
-                result = self.acquire(host_key, job_id, limit, 0, capacity, idle_tokens())
-                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups, result.reused)
-            chunk = min(remaining, self.chunk_seconds)
-            # the waiter entry outlives one BLPOP by a margin; a killed waiter leaves after it
-            result = self.acquire(host_key, job_id, limit, chunk + 2.0, capacity, idle_tokens())
+            if result is None:
+                wait = self.try_wait_seconds(remaining)  # 0 when the wait ran out: leave the line
+                result = self.acquire(host_key, job_id, limit, wait, capacity, idle_tokens(), waiting)
             if result.outcome is not Outcome.WAIT:
                 return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups, result.reused)
-            popped = self.client.blpop([wake_key(host_key)], timeout=max(0.01, chunk))
-            wakeups += popped is not None
+            waiting = True
+            result = None
+            if remaining <= 0:
+                continue  # a caller's try joined the line without time left to wait: leave it
+            chunk = max(0.01, min(remaining, self.chunk_seconds))
+            wakeups += self.client.blpop([wake_key(host_key)], timeout=chunk) is not None
+
+    def try_wait_seconds(self, block_seconds: float) -> float:
+        """The ``wait_seconds`` of a try of :meth:`wait_for_slot` with ``block_seconds`` left: one
+        ``BLPOP`` chunk plus a margin, so the waiter entry outlives the ``BLPOP`` and a killed
+        waiter leaves after it (0 when nothing is left: leave the line)."""
+        if block_seconds <= 0:
+            return 0.0
+        return min(block_seconds, self.chunk_seconds) + 2.0
 
     def renew(self, host_key: str, job_id: str) -> bool:
         """Extend ``job_id``'s lease by ``lease_seconds`` from now; False if it no longer holds one."""

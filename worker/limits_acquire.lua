@@ -1,6 +1,7 @@
 -- Acquire a per-host slot (lease semaphore with bounded waiters). See docs/internals-host-limits.md.
 -- KEYS[1]  holders ZSET of the host: member = job_id, score = lease deadline (ms, Redis clock)
 -- KEYS[2]  waiters ZSET of the host: member = job_id, score = wait deadline (ms, Redis clock)
+-- KEYS[3]  evicting SET of the host: idle tokens whose owner was asked to close them
 -- ARGV[1]  job_id
 -- ARGV[2]  limit (concurrent holders allowed for this host)
 -- ARGV[3]  lease length in ms
@@ -8,72 +9,158 @@
 --          is free for it; 0 removes it from the waiters
 -- ARGV[5]  waiter capacity: at most this many jobs wait for the host at once
 -- ARGV[6]  host name (for eviction requests)
--- ARGV[7..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
--- KEYS[3]  evicting SET of the host: idle tokens whose owner was asked to close them
+-- ARGV[7]  "1" when the job joined the waiters in an earlier try (it leaves them when it takes
+--          over an idle session's slot; the other outcomes read the waiters anyway)
+-- ARGV[8]  "" or, for a job's first try, its Celery retry number: the try also records the
+--          execution in the job hash (worker/state.py, what JobState.start did): KEYS[4] the
+--          job hash, KEYS[5] its kept result; ARGV[9] the hash's TTL (s), ARGV[10] the most
+--          deliveries of one message. A job whose result is kept, or whose message was
+--          delivered more often than that, takes no slot (outcome "busy").
+-- ARGV[11..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
 -- Idle pooled sessions hold slots as members ``idle:<owner>:<n>`` (worker/remote/budget.py).
 -- A caller passing one of its own idle tokens takes that token's slot over (the session is
 -- reused: outcome "granted", 4th value = the token). A caller that gets no slot while other
 -- processes' idle sessions hold some asks the oldest one's owner to close it: LPUSH
 -- "<host>\t<token>" onto ``wincert:shells:evict:<owner>`` (the owner closes it while still
 -- holding its slot, then releases it, which wakes a waiter).
--- Returns {outcome, holders after the call, deadline_ms}; outcome is
+-- Returns {outcome, holders after the call, deadline_ms, reused token or nil}, with ARGV[8]
+-- followed by {attempts, deliveries, ms since the first execution, result kept (0/1), a slot
+-- granted to an earlier execution (0/1)}; outcome is
 --   "granted"   the job now holds a slot until deadline_ms
 --   "duplicate" the job already holds a slot (a redelivered copy of a running job)
 --   "wait"      no slot for it now; it is a waiter until deadline_ms (block on the wake list)
 --   "busy"      no slot and no room among the waiters; deadline_ms: the earliest holder's
 -- Waiters go first: a job that is not waiting is granted only while more slots are free than
 -- jobs wait, so a freed slot goes to a woken waiter, not to a newcomer.
+--
+-- Every redis.call is a command Redis counts (docs/internals-host-limits.md, "Commands per
+-- job"): each ZSET is read once, whole (holders: at most the limit plus expired leases;
+-- waiters: at most the capacity plus expired waits), and the decisions are made on that copy.
+-- Expiry: every writer keeps each key's expiry at least a second past its latest score, so a
+-- deadline no later than a live member's needs no PEXPIREAT.
 local holders = KEYS[1]
 local waiters = KEYS[2]
+local evicting = KEYS[3]
 local job_id = ARGV[1]
 local limit = tonumber(ARGV[2])
 local lease_ms = tonumber(ARGV[3])
 local wait_ms = tonumber(ARGV[4])
 local capacity = tonumber(ARGV[5])
 local host = ARGV[6]
-local evicting = KEYS[3]
+local was_waiting = ARGV[7] == '1'
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- 1. holders whose lease ran out (crashed or stalled workers) lose their slot; waiters whose
---    wait ran out (a killed waiter) leave the line (the waiters key exists only while jobs wait)
-redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
-local others = redis.call('ZCARD', waiters)
-local waiting = false
-if others > 0 then
-  others = others - redis.call('ZREMRANGEBYSCORE', waiters, '-inf', now)
-  waiting = redis.call('ZSCORE', waiters, job_id)
-  if waiting then
-    others = others - 1
+-- the job's bookkeeping (first try only): read now, written once with the outcome's phase
+local book = ARGV[8] ~= nil and ARGV[8] ~= ''
+local job_key, dfield, attempts, deliveries, first_ms, granted_before, finished
+if book then
+  job_key = KEYS[4]
+  dfield = 'd:' .. ARGV[8]
+  local cur = redis.call('HMGET', job_key, 'attempts', dfield, 'first_ms', 'granted')
+  attempts = (tonumber(cur[1]) or 0) + 1
+  deliveries = (tonumber(cur[2]) or 0) + 1
+  first_ms = tonumber(cur[3])
+  granted_before = cur[4] and 1 or 0
+  finished = redis.call('EXISTS', KEYS[5])
+end
+
+-- the reply; with bookkeeping, one HSET of the counts and the phase (running when granted)
+local function reply(outcome, count, deadline, token)
+  if not book then
+    return {outcome, count, deadline, token or false}
+  end
+  local fields = {'attempts', attempts, dfield, deliveries}
+  if outcome == 'granted' then
+    fields[#fields + 1] = 'phase'
+    fields[#fields + 1] = 'running'
+    fields[#fields + 1] = 'granted'
+    fields[#fields + 1] = 1
+  else
+    fields[#fields + 1] = 'phase'
+    fields[#fields + 1] = 'waiting'
+  end
+  if not first_ms then
+    fields[#fields + 1] = 'first_ms'
+    fields[#fields + 1] = now
+  end
+  redis.call('HSET', job_key, unpack(fields))
+  if not first_ms then
+    redis.call('EXPIRE', job_key, ARGV[9])
+  end
+  local waited = first_ms and math.max(0, now - first_ms) or 0
+  return {outcome, count, deadline, token or false, attempts, deliveries, waited, finished, granted_before}
+end
+
+if book and (finished == 1 or deliveries > tonumber(ARGV[10])) then
+  return reply('busy', 0, now)
+end
+
+-- read a ZSET once: its live members (score > now) in score order, their scores, the latest
+-- score, and whether any expired (those are removed: a crashed holder's lease, a killed waiter)
+local function live(key)
+  local raw = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local members, scores, latest, expired = {}, {}, 0, false
+  for i = 1, #raw, 2 do
+    local score = tonumber(raw[i + 1])
+    if score <= now then
+      expired = true
+    else
+      members[#members + 1] = raw[i]
+      scores[raw[i]] = score
+      if score > latest then latest = score end
+    end
+  end
+  if expired then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  end
+  return members, scores, latest
+end
+
+-- extend the key's expiry to a second past `deadline`: a key with no live member is new (no
+-- expiry yet); otherwise only a deadline past the latest live score needs it (GT: never shorten)
+local function keep_alive(key, deadline, members, latest)
+  if #members == 0 then
+    redis.call('PEXPIREAT', key, deadline + 1000)
+  elseif deadline > latest then
+    redis.call('PEXPIREAT', key, deadline + 1000, 'GT')
   end
 end
 
+-- 1. holders whose lease ran out (crashed or stalled workers) lose their slot
+local held, held_score, held_latest = live(holders)
+local count = #held
+
 -- 2. the same job already holds a slot
-local held = redis.call('ZSCORE', holders, job_id)
-if held then
-  return {'duplicate', redis.call('ZCARD', holders), tonumber(held)}
+if held_score[job_id] then
+  return reply('duplicate', count, held_score[job_id])
 end
 
-local count = redis.call('ZCARD', holders)
-local free = limit - count
-
 -- 2b. reuse: take over the slot of one of the caller's own idle sessions
-for i = 7, #ARGV do
+for i = 11, #ARGV do
   local token = ARGV[i]
-  if redis.call('ZSCORE', holders, token) and redis.call('SISMEMBER', evicting, token) == 0 then
-    if waiting then
+  if held_score[token] and redis.call('SISMEMBER', evicting, token) == 0 then
+    if was_waiting then
       redis.call('ZREM', waiters, job_id)
     end
     local deadline = now + lease_ms
-    -- add before removing: the key (with its expiry) never disappears in between, so
-    -- PEXPIREAT GT extends its expiry to a second past the latest deadline, never shortens it
+    -- add before removing: the key (with its expiry) never disappears in between
     redis.call('ZADD', holders, deadline, job_id)
     redis.call('ZREM', holders, token)
-    redis.call('PEXPIREAT', holders, deadline + 1000, 'GT')
-    return {'granted', count, deadline, token}
+    keep_alive(holders, deadline, held, held_latest)
+    return reply('granted', count, deadline, token)
   end
 end
+
+-- waiters whose wait ran out (a killed waiter) leave the line
+local queued, queued_score, queued_latest = live(waiters)
+local waiting = queued_score[job_id] ~= nil
+local others = #queued
+if waiting then
+  others = others - 1
+end
+local free = limit - count
 
 -- 3. grant: a waiter while a slot is free, anyone else only while more slots are free than
 --    jobs wait. The key expires a second after its latest deadline (every writer extends its
@@ -84,22 +171,22 @@ if free > 0 and (waiting or others < free) then
   end
   local deadline = now + lease_ms
   redis.call('ZADD', holders, deadline, job_id)
-  if count == 0 then
-    redis.call('PEXPIREAT', holders, deadline + 1000)  -- a new key: no expiry yet
-  else
-    redis.call('PEXPIREAT', holders, deadline + 1000, 'GT')  -- extend, never shorten
-  end
-  return {'granted', count + 1, deadline}
+  keep_alive(holders, deadline, held, held_latest)
+  return reply('granted', count + 1, deadline)
 end
 
 -- 3b. no slot: ask the owner of the oldest idle session not yet asked to close it (one
 --     request per waiting job at most)
 if count >= limit and count > 0 then
-  local asked = redis.call('SCARD', evicting)
-  if asked < others + 1 then
-    local members = redis.call('ZRANGE', holders, 0, -1)
-    for _, member in ipairs(members) do
-      if string.sub(member, 1, 5) == 'idle:' and redis.call('SISMEMBER', evicting, member) == 0 then
+  local asked = {}
+  local asked_count = 0
+  for _, member in ipairs(redis.call('SMEMBERS', evicting)) do
+    asked[member] = true
+    asked_count = asked_count + 1
+  end
+  if asked_count < others + 1 then
+    for _, member in ipairs(held) do
+      if string.sub(member, 1, 5) == 'idle:' and not asked[member] then
         local owner = string.match(member, '^idle:([^:]+):')
         if owner then
           redis.call('SADD', evicting, member)
@@ -118,13 +205,13 @@ end
 if wait_ms > 0 and (waiting or others < capacity) then
   local until_ms = now + wait_ms
   redis.call('ZADD', waiters, until_ms, job_id)
-  redis.call('PEXPIREAT', waiters, until_ms + 1000)
-  return {'wait', count, until_ms}
+  keep_alive(waiters, until_ms, queued, queued_latest)
+  return reply('wait', count, until_ms)
 end
 
 -- 5. busy: leave the line, report the earliest holder's deadline
 if waiting then
   redis.call('ZREM', waiters, job_id)
 end
-local first = redis.call('ZRANGE', holders, 0, 0, 'WITHSCORES')
-return {'busy', count, tonumber(first[2] or now)}
+local first = held[1] and held_score[held[1]] or now
+return reply('busy', count, first)

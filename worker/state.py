@@ -20,9 +20,12 @@ first execution):
 
 The final result is kept at ``wincert:job:{job_id}:result`` (``result_expires``;
 :mod:`worker.results`): a late duplicate delivery finds it and does not run the job again, and
-producers read it (``producer.Client.wait``). The start of an execution is one Lua script
-(``TIME``, ``HMGET``, ``HSET``, ``EXISTS``; ``EXPIRE`` on the first), the first slot grant one
-``HSET``.
+producers read it (``producer.Client.wait``). The start of an execution is recorded by the
+job's first slot try (:class:`FirstTry`, inside ``worker/limits_acquire.lua``: ``HMGET``,
+``EXISTS``, one ``HSET`` with ``phase`` ``running`` when the slot was granted, else
+``waiting``; ``EXPIRE`` on the first execution), or, for a job that fails before it asks for a
+slot, by :meth:`JobState.start` (one script: ``TIME``, ``HMGET``, ``HSET``, ``EXISTS``,
+``EXPIRE`` on the first); a slot granted after a wait costs one ``HSET``.
 """
 
 from __future__ import annotations
@@ -101,6 +104,28 @@ class Delivery:
     """A slot was granted to an earlier execution of the job."""
 
 
+@dataclass(frozen=True)
+class FirstTry:
+    """A job's first slot try records its execution too (:meth:`JobState.first_try`): what
+    :meth:`JobState.start` does, inside ``limits_acquire.lua`` (one script, one ``TIME``, one
+    ``HSET`` with the outcome's phase)."""
+
+    job_key: str
+    result_key: str
+    retries: int
+    """The message's Celery retry number (counts its deliveries in ``d:<retries>``)."""
+    max_deliveries: int
+    """A message delivered more often than this takes no slot (the job is dead-lettered)."""
+    ttl_seconds: int = STATE_TTL_SECONDS
+
+
+def delivery_from(values: list[Any]) -> Delivery:
+    """The :class:`Delivery` of a first try's reply: ``[attempts, deliveries, ms since the first
+    execution, result kept 0/1, granted before 0/1]`` (integers)."""
+    attempts, deliveries, waited_ms, finished, granted = (int(v) for v in values)
+    return Delivery(attempts, deliveries, max(0, waited_ms) / 1000, bool(finished), bool(granted))
+
+
 class JobState:
     """Bookkeeping for one job (see the module docstring)."""
 
@@ -119,6 +144,16 @@ class JobState:
         self._granted = bool(granted)
         return Delivery(attempts, deliveries, waited_ms / 1000, bool(finished), bool(granted))
 
+    def first_try(self, retries: int, max_deliveries: int) -> FirstTry:
+        """The bookkeeping of this execution, for the job's first slot try
+        (:meth:`worker.limits.HostLimiter.acquire`); :meth:`delivered` reads its reply."""
+        return FirstTry(self.key, self.result_key, retries, max_deliveries)
+
+    def delivered(self, delivery: Delivery) -> Delivery:
+        """Take the :class:`Delivery` a first try recorded (as :meth:`start` would return it)."""
+        self._granted = delivery.granted
+        return delivery
+
     def incr(self, field: str, phase: Phase | None = None) -> int:
         """Add one to ``field`` (``waits``, ``transient``), set ``phase`` if given; return the
         new value."""
@@ -129,11 +164,13 @@ class JobState:
         pipe.hset(self.key, "phase", phase.value)
         return int(pipe.execute()[0])
 
-    def first_grant(self) -> bool:
+    def first_grant(self, recorded: bool = False) -> bool:
         """Mark the job ``running`` (a slot is granted); True the first time for this job
-        (known from :meth:`start`; a concurrent duplicate may also see True once)."""
+        (known from :meth:`start` or :meth:`delivered`; a concurrent duplicate may also see True
+        once). ``recorded``: the first try that granted the slot already wrote it (no command)."""
         first = not self._granted
-        self.client.hset(self.key, mapping={"granted": 1, "phase": Phase.RUNNING.value})
+        if not recorded:
+            self.client.hset(self.key, mapping={"granted": 1, "phase": Phase.RUNNING.value})
         self._granted = True
         return first
 

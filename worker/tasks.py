@@ -490,8 +490,29 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     rt.register_affinity(task)
     job_type = str(parsed.job_type)
     state = JobState(rt.redis, job_id)
-    delivery = state.start(task.request.retries or 0)
     worker = task.request.hostname
+    retries = task.request.retries or 0
+    limiter, limit, capacity = rt.limiter, settings.limit_for(host), settings.slot_waiters_for(host)
+    too_old = _submitted_problem(settings, parsed)
+    signer = getattr(parsed, "signer", None)
+    signer_refused = signer is not None and not signer_allowed(task.app, settings, signer.task)
+    waiting_since = time.monotonic()
+    tried = None
+    if too_old is None and not signer_refused:
+        # the first slot try records the execution too (one script; worker/limits_acquire.lua)
+        tried = limiter.acquire(
+            host,
+            job_id,
+            limit,
+            limiter.try_wait_seconds(min(settings.slot_block_seconds, settings.task_soft_time_limit / 4)),
+            capacity,
+            rt.idle_tokens(host, parsed.store),
+            first=state.first_try(retries, settings.max_deliveries),
+        )
+        assert tried.delivery is not None
+        delivery = state.delivered(tried.delivery)
+    else:
+        delivery = state.start(retries)
 
     if delivery.finished:
         log.info("job already finished; its kept result stands (duplicate delivery)")
@@ -508,29 +529,11 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
             worker=worker,
         )
 
-    submitted = parsed.submitted_at
-    if submitted is not None:
-        if submitted.tzinfo is None:
-            submitted = submitted.replace(tzinfo=UTC)
-        age = (datetime.now(UTC) - submitted).total_seconds()
-        if age > settings.job_max_age_seconds:  # a replayed message, or one stuck for a day
-            result = failure(
-                ResultCode.JOB_TOO_OLD,
-                f"the job was submitted {age:.0f} s ago, more than WINCERT_JOB_MAX_AGE_SECONDS="
-                f"{settings.job_max_age_seconds:g}; nothing was done. Submit it again (a new job id)"
-                " if it is still wanted",
-            )
-            return _dead(rt, task, job, state, result, "job_too_old")
-        if -age > settings.job_max_clock_skew_seconds:  # would switch the age check off
-            result = failure(
-                ResultCode.SUBMITTED_IN_FUTURE,
-                f"the job's submitted_at is {-age:.0f} s in the future, more than"
-                f" WINCERT_JOB_MAX_CLOCK_SKEW_SECONDS={settings.job_max_clock_skew_seconds:g};"
-                " nothing was done. Check the producer's clock (and the worker's)",
-            )
-            return _dead(rt, task, job, state, result, "submitted_in_future")
+    if too_old is not None:
+        code, message, reason = too_old
+        return _dead(rt, task, job, state, failure(code, message), reason)
 
-    if delivery.deliveries > settings.max_deliveries:
+    if delivery.deliveries > settings.max_deliveries:  # (a first try took no slot for it)
         result = failure(
             ResultCode.INTERNAL_ERROR,
             f"the job was delivered {delivery.deliveries - 1} times without finishing (its worker"
@@ -539,8 +542,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         )
         return _dead(rt, task, job, state, result, "max_deliveries")
 
-    signer = getattr(parsed, "signer", None)
-    if signer is not None and not signer_allowed(task.app, settings, signer.task):
+    if signer is not None and signer_refused:
         result = failure(
             ResultCode.SIGNER_NOT_ALLOWED,
             f"signer task {signer.task!r} is not in this worker's allow-list (WINCERT_SIGNER_TASKS="
@@ -553,14 +555,14 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         settings.task_soft_time_limit / 4,  # the wait runs inside the task's time limit
         settings.slot_wait_deadline_seconds - delivery.waited_seconds,
     )
-    waiting_since = time.monotonic()
-    acquired = rt.limiter.wait_for_slot(
+    acquired = limiter.wait_for_slot(
         host,
         job_id,
-        settings.limit_for(host),
+        limit,
         block,
-        settings.slot_waiters_for(host),
+        capacity,
         idle_tokens=lambda: rt.idle_tokens(host, parsed.store),
+        tried=tried,
     )
     if acquired.outcome is not SlotOutcome.GRANTED:
         if delivery.waited_seconds >= settings.slot_wait_deadline_seconds:
@@ -583,7 +585,8 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         )
         raise task.retry(countdown=countdown, max_retries=None)
 
-    if state.first_grant():  # waited: earlier executions plus this one's wait in wait_for_slot
+    # waited: earlier executions plus this one's wait in wait_for_slot
+    if state.first_grant(recorded=tried is not None and tried.outcome is SlotOutcome.GRANTED):
         waited = delivery.waited_seconds + (time.monotonic() - waiting_since)
         metrics.SLOT_WAIT.labels(job_type=job_type).observe(waited)
     assert rt.session_factory is not None
@@ -658,6 +661,35 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     )
     _record_inventory_state(rt, parsed, result, run.certificate_der)
     return _finish(rt, state, result, ran=True)
+
+
+def _submitted_problem(settings: WorkerSettings, job: AnyJob) -> tuple[ResultCode, str, str] | None:
+    """Why a job must not run because of its ``submitted_at`` — (code, message, dead-letter
+    reason): submitted longer than ``WINCERT_JOB_MAX_AGE_SECONDS`` ago, or further in the
+    future than the allowed clock skew; None when it may run (or has no ``submitted_at``)."""
+    submitted = job.submitted_at
+    if submitted is None:
+        return None
+    if submitted.tzinfo is None:
+        submitted = submitted.replace(tzinfo=UTC)
+    age = (datetime.now(UTC) - submitted).total_seconds()
+    if age > settings.job_max_age_seconds:  # a replayed message, or one stuck for a day
+        return (
+            ResultCode.JOB_TOO_OLD,
+            f"the job was submitted {age:.0f} s ago, more than WINCERT_JOB_MAX_AGE_SECONDS="
+            f"{settings.job_max_age_seconds:g}; nothing was done. Submit it again (a new job id)"
+            " if it is still wanted",
+            "job_too_old",
+        )
+    if -age > settings.job_max_clock_skew_seconds:  # would switch the age check off
+        return (
+            ResultCode.SUBMITTED_IN_FUTURE,
+            f"the job's submitted_at is {-age:.0f} s in the future, more than"
+            f" WINCERT_JOB_MAX_CLOCK_SKEW_SECONDS={settings.job_max_clock_skew_seconds:g};"
+            " nothing was done. Check the producer's clock (and the worker's)",
+            "submitted_in_future",
+        )
+    return None
 
 
 def _previous_inventory(rt: Runtime, job: AnyJob) -> inventory_state.StoreInventory | None:
