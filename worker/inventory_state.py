@@ -55,9 +55,14 @@ document, :class:`StoreInventory`::
 Ordering: an inventory that started before a change finished must not undo that change. Each
 certificate carries ``seen`` (when it was observed) and each removal a tombstone time; applying
 an inventory started at ``T`` keeps entries seen after ``T`` and honours tombstones after ``T``.
-Every write is a WATCH/MULTI transaction on the store's own version key
-``wincert:inventory:version:<store id>`` (incremented with the write; retried with jitter on
-conflict), so writers of different stores never conflict.
+Every write is a compare-and-set of the store's own field (:data:`_WRITE_IF_UNCHANGED`, one Lua
+script: ``HGET``, ``HSET``): the new document is written only if the field still holds the
+document it was derived from (same SHA-1; first guess: the bytes this process last read or wrote,
+usually the read before the job), else the script returns the current document and the change
+is applied to that again, so writers of different stores never conflict and a write costs three
+Redis commands (six with ``WATCH``/``MULTI``, whose version keys
+``wincert:inventory:version:<store id>`` are no longer written; :meth:`InventoryState.forget`
+still deletes a left-over one).
 
 Everything read back from Redis is untrusted: a document that is not valid JSON, does not match
 the model, or is larger than :data:`MAX_DOCUMENT_BYTES` is ignored (logged, counted in
@@ -112,6 +117,7 @@ from producer.messages import (
 )
 from worker import metrics
 from worker.jobs import incremental
+from worker.state import run_script
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +142,20 @@ MAX_TOMBSTONES = 1000
 """Removal tombstones kept per store between inventories (oldest dropped first)."""
 
 _WRITE_ATTEMPTS = 50
+
+_WRITE_IF_UNCHANGED = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local digest = ''
+if current then digest = redis.sha1hex(current) end
+if digest ~= ARGV[2] then
+  return {0, current}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {1}
+"""
+"""KEYS[1] the state hash, ARGV[1] the store id, ARGV[2] the SHA-1 (hex) of the document the
+new one was derived from ('' = none), ARGV[3] the new document. Writes it only if the field still
+holds that document: ``{1}``; else ``{0, the current document or nil}`` (nothing written)."""
 
 _VALIDATED_MAX = 4
 _VALIDATED: dict[tuple[str, str], tuple[bytes, StoreInventory]] = {}
@@ -495,32 +515,30 @@ class InventoryState(InventoryReader):
 
     def _update(self, store: StoreRef, change: Any) -> StoreInventory:
         sid = store_id_of(store)
-        version = self.version_key(sid)
+        cache_key = (self.key, sid)
+        known = _VALIDATED.get(cache_key)
+        base: bytes | None = known[0] if known is not None else None  # first guess (see module doc)
         for attempt in range(_WRITE_ATTEMPTS):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(version)  # type: ignore[no-untyped-call]
-                    raw = pipe.hget(self.key, sid)
-                    doc = self._parse_once(sid, raw) if raw is not None else None
-                    if doc is None:
-                        doc = StoreInventory(
-                            store_type=store.store_type, host=store.host_key, store_path=store.store_path
-                        )
-                    updated: StoreInventory = change(doc)
-                    if len(updated.removed) > MAX_TOMBSTONES:
-                        newest = sorted(updated.removed.items(), key=lambda kv: kv[1])[-MAX_TOMBSTONES:]
-                        updated = updated.model_copy(update={"removed": dict(newest)})
-                    updated = updated.model_copy(update={"updated": time.time()})
-                    written = updated.model_dump_json()
-                    pipe.multi()
-                    pipe.hset(self.key, sid, written)
-                    pipe.incr(version)
-                    pipe.execute()
-                    _remember((self.key, sid), written.encode("utf-8"), updated)
-                    return updated
-                except redis.WatchError:
-                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # jittered backoff
-                    continue
+            doc = self._parse_once(sid, base) if base is not None else None
+            if doc is None:
+                doc = StoreInventory(
+                    store_type=store.store_type, host=store.host_key, store_path=store.store_path
+                )
+            updated: StoreInventory = change(doc)
+            if len(updated.removed) > MAX_TOMBSTONES:
+                newest = sorted(updated.removed.items(), key=lambda kv: kv[1])[-MAX_TOMBSTONES:]
+                updated = updated.model_copy(update={"removed": dict(newest)})
+            updated = updated.model_copy(update={"updated": time.time()})
+            written = updated.model_dump_json()
+            expected = "" if base is None else hashlib.sha1(base, usedforsecurity=False).hexdigest()
+            reply: Any = run_script(self.client, _WRITE_IF_UNCHANGED, [self.key], [sid, expected, written])
+            if int(reply[0]) == 1:
+                _remember(cache_key, written.encode("utf-8"), updated)
+                return updated
+            current = reply[1] if len(reply) > 1 else None  # untrusted: validated when parsed
+            base = current if current is None or isinstance(current, bytes) else str(current).encode()
+            if attempt:  # another writer keeps winning: back off a little (jittered)
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
         raise RuntimeError(f"inventory state of {sid!r}: too many concurrent writers, gave up")
 
 

@@ -264,8 +264,8 @@ def test_parse_within() -> None:
 
 
 def test_writers_of_different_stores_do_not_hold_each_other_up(redis_url: str) -> None:
-    """Each update WATCHes its own store's version key: six busy writers of six stores all finish
-    (with one WATCH on the whole hash they conflicted until they gave up)."""
+    """Each update compares and sets its own store's field only: six busy writers of six stores
+    all finish (with one WATCH on the whole hash they conflicted until they gave up)."""
     import redis
 
     summary = CertificateSummary("A" * 40, "cn", NOW + timedelta(days=9))
