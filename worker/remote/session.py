@@ -46,6 +46,7 @@ from worker.remote.invoke import Invocation, Prelude, run_function
 from worker.remote.kerberos import uses_kerberos, wsman_kerberos_kwargs
 from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library, library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
+from worker.remote.ntlm import skip_lm_hash
 from worker.remote.pool import DEFAULT_MAX_SIZE, SessionPool
 from worker.remote.ssh import SshSession, ssh_session_kwargs
 
@@ -335,6 +336,9 @@ def _wsman(kwargs: dict[str, Any]) -> WSMan:
     of worker CPU per cold job, 17% of it (``make bench``, cProfile). Turning ``trust_env`` off
     after the build keeps the build-time settings and drops the repeats. Private pypsrp API
     (``WSMan.transport._build_session``, pypsrp 0.9.1), used only here.
+
+    ``auth: ntlm``: the session's auth gets the NT hash instead of the password
+    (:func:`worker.remote.ntlm.skip_lm_hash`: no LM hash computed per NTLM context).
     """
     wsman = WSMan(**kwargs)
     transport: Any = wsman.transport
@@ -343,6 +347,7 @@ def _wsman(kwargs: dict[str, Any]) -> WSMan:
     def build_without_env_lookups() -> Any:
         session = build()
         session.trust_env = False
+        skip_lm_hash(session.auth)
         return session
 
     transport._build_session = build_without_env_lookups
