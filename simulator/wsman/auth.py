@@ -1,7 +1,10 @@
 """HTTP authentication for one simulated host: Negotiate (NTLM or Kerberos), Kerberos, CredSSP, Basic.
 
 * :class:`CredentialStore` — a host's local accounts. It writes pyspnego's ``NTLM_USER_FILE``
-  (Heimdal ``DOMAIN:USER:PASSWORD`` lines, mode 0600) under the state dir. pyspnego matches the
+  (smbpasswd ``DOMAIN\\USER:UID:LM:NT:[U]:LCT-0`` lines with the LM and NT hashes, mode 0600)
+  under the state dir: pyspnego reads the file at every acceptor step and would otherwise derive
+  both hashes from a Heimdal ``DOMAIN:USER:PASSWORD`` line each time (pure-Python DES and MD4, a
+  few ms per handshake), as Windows keeps the hashes, not the password. pyspnego matches the
   domain exactly as the client sent it, so each account without an explicit domain gets a bare
   line, a ``HOSTNAME`` line and a ``.`` line (pitfall 11).
 * :class:`ConnectionAuth` — the auth state of ONE TCP connection (HTTP.sys semantics, pitfall 2):
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -81,6 +85,16 @@ def _ntlm_user_file(path: Path, keytab: Path | None = None) -> Iterator[None]:
                     os.environ[name] = value
 
 
+@functools.lru_cache(maxsize=256)
+def ntlm_hashes(password: str) -> tuple[str, str]:
+    """``(LM, NT)`` one-way functions of ``password`` (MS-NLMP 3.3.1 LMOWFv1 / NTOWFv1), 32 upper-case
+    hex digits each, computed once per password with pyspnego's own functions (the same values
+    it derives from a password line; the only use of its private ``_ntlm_raw`` in the simulator)."""
+    from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
+
+    return lmowfv1(password).hex().upper(), ntowfv1(password).hex().upper()
+
+
 class CredentialStore:
     """The local accounts of one host, for Basic checks and the NTLM acceptor."""
 
@@ -95,7 +109,9 @@ class CredentialStore:
         lines: list[str] = []
         for user in self._users:
             domains = [user.domain] if user.domain else ["", host_name, "."]
-            lines += [f"{domain}:{user.username}:{user.password}" for domain in domains]
+            lm, nt = ntlm_hashes(user.password)
+            names = [f"{domain}\\{user.username}" if domain else user.username for domain in domains]
+            lines += [f"{name}:1000:{lm}:{nt}:[U]:LCT-00000000" for name in names]
         fd = os.open(self.ntlm_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
