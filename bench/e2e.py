@@ -53,6 +53,7 @@ from simulator.server import SimulatedHost, Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+KEPT_FAILURE_MESSAGES = 5
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,9 @@ class Figures:
     slot hand-over."""
     drain_over_ideal: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
+    failure_messages: list[str] = field(default_factory=list)
+    """The first :data:`KEPT_FAILURE_MESSAGES` failed results' ``code: message`` (300 characters
+    each), to investigate a failure after the run."""
     redis_commands: dict[str, float] = field(default_factory=dict)
     """Redis commands per job by name (``INFO commandstats``; commands run by Lua scripts
     included), the bench's own subtracted only from the total."""
@@ -465,6 +469,8 @@ def _collect(
         else:
             figures.failed += 1
             figures.failures[fields["code"]] = figures.failures.get(fields["code"], 0) + 1
+            if len(figures.failure_messages) < KEPT_FAILURE_MESSAGES:
+                figures.failure_messages.append(f"{fields['code']}: {result.get('message', '')}"[:300])
         if result.get("duration_seconds") is not None:
             durations.append(float(result["duration_seconds"]))
     pipe = client_redis.pipeline(transaction=False)
