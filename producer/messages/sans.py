@@ -28,7 +28,7 @@ SAN_KEYWORDS = {
     "url": "uri",
 }
 """Keyword of a legacy ``sans`` string (``dns=a&ip=1.2.3.4``, case-insensitive) → SAN kind;
-the job schema (producer/schema.py) builds its pattern from the same table."""
+the job schema (producer/schema_blocks.py) builds its pattern from the same table."""
 
 
 def parse_legacy_sans(text: str) -> list[dict[str, str]]:
