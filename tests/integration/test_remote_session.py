@@ -155,3 +155,20 @@ def test_shared_commands_serialise_exactly_as_pypsrp_copies(host: SimulatedHost)
         )
         assert not any(copy.deepcopy(c) is c for c in secure.commands)
         assert b"<SS N=" in xml(secure) and b"<SS N=" in xml(secure)  # a second serialisation works
+
+
+def test_the_hosts_private_data_is_not_deserialised(host: SimulatedHost) -> None:
+    """worker.remote.invoke.skip_private_data: the pool-open APPLICATION_PRIVATE_DATA (the
+    host's PSVersionTable) is left unread; the other pool-open messages are read as before."""
+    from pypsrp.complex_objects import RunspacePoolState
+    from pypsrp.serializer import Serializer
+
+    with open_session(_store(host), _credential(host), SessionOptions()) as session:
+        assert isinstance(session, PsrpSession)
+        pool = session.pool
+        assert pool.state == RunspacePoolState.OPENED
+        assert pool.protocol_version and pool.ps_version  # SessionCapability still read
+        private = pool.application_private_data
+        assert private is not None and private.data is None
+        assert isinstance(pool._serializer, Serializer)  # a subclass: serialising is unchanged
+        assert session.invoke("Get-WinCertHostInfo", {}).record()

@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pypsrp.complex_objects import Command
+from pypsrp.complex_objects import Command, ObjectMeta
+from pypsrp.messages import ApplicationPrivateData
 from pypsrp.powershell import PowerShell, RunspacePool
-from pypsrp.serializer import TaggedValue
+from pypsrp.serializer import Serializer, TaggedValue
 
 from worker.remote.errors import RemoteCommandError
 
@@ -180,6 +181,37 @@ def share_commands(ps: PowerShell) -> None:
     for command in commands:
         if type(command) is Command:
             command.__class__ = _SharedCommand
+
+
+_EMPTY_PRIVATE_DATA: Any = ApplicationPrivateData  # pypsrp's __init__ is untyped
+
+
+class _LeanSerializer(Serializer):
+    """pypsrp's ``Serializer`` that leaves the pool-open ``APPLICATION_PRIVATE_DATA`` unread
+    (see :func:`skip_private_data`)."""
+
+    def deserialize(self, element: Any, metadata: ObjectMeta | None = None, clear: bool = True) -> Any:
+        if metadata is not None and metadata.object is ApplicationPrivateData:
+            return _EMPTY_PRIVATE_DATA()
+        return super().deserialize(element, metadata, clear)
+
+
+def skip_private_data(pool: RunspacePool) -> None:
+    """Let ``pool`` (not yet opened) skip deserialising the host's ``APPLICATION_PRIVATE_DATA``.
+
+    The host sends it once, when the pool opens (MS-PSRP 2.2.2.13): a ``PSPrimitiveDictionary``
+    holding ``PSVersionTable`` (~1.2 KB of CLIXML, ~30 nested values). pypsrp 0.9.1 deserialises
+    it into ``pool.application_private_data`` and, for every nested element, also serialises
+    the element back to text (``ElementTree.tostring``, kept as ``_xml`` or thrown away): ~0.7 ms
+    of worker CPU per cold session, and the objects stay in a pooled session's memory. The
+    worker never reads it, so ``pool.application_private_data`` is left an empty
+    ``ApplicationPrivateData`` (``data`` None); every other message is deserialised as before.
+    Private pypsrp API (``RunspacePool._serializer``, shared with its fragmenter): only its
+    class changes, to a subclass of ``Serializer``; nothing global is patched.
+    """
+    serializer: Any = pool._serializer
+    if type(serializer) is Serializer:
+        serializer.__class__ = _LeanSerializer
 
 
 def forget_pipeline(pool: RunspacePool, ps: PowerShell) -> None:

@@ -42,7 +42,7 @@ from producer.messages import AuthMethod, StoreRef
 from producer.messages import Protocol as WinRMProtocol
 from worker.credentials import Credential, CredentialError
 from worker.remote.errors import RemoteCommandError, TransportFailureError
-from worker.remote.invoke import Invocation, Prelude, run_function
+from worker.remote.invoke import Invocation, Prelude, run_function, skip_private_data
 from worker.remote.kerberos import uses_kerberos, wsman_kerberos_kwargs
 from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library, library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
@@ -315,6 +315,7 @@ def connect(
     kwargs = wsman_kwargs(store, credential, options)
     wsman = _wsman(kwargs)
     pool = RunspacePool(wsman, configuration_name=_configuration_name(store))
+    skip_private_data(pool)
     session = PsrpSession(pool, wsman, send_library=store.jea_endpoint is None)
     session.fresh_transport = lambda: _wsman(kwargs)
     try:
