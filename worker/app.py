@@ -44,7 +44,7 @@ from producer import auth
 from producer.inventory_model import InventoryReader
 from producer.messages import TASK_NAME
 from producer.redis_connection import merge_celery_options
-from worker import affinity, broker_check, metrics, metrics_dir, redaction, untrusted
+from worker import affinity, broker_acks, broker_check, metrics, metrics_dir, redaction, untrusted
 from worker import logging as job_logging
 from worker import memory as _memory  # noqa: F401  (connects its signals: worker/memory.py)
 from worker.credentials import CredentialResolver
@@ -167,6 +167,7 @@ def secure_app(app: Celery, settings: WorkerSettings) -> None:
             router=_router(settings),
         ),
     )
+    broker_acks.install(app)  # kombu's unacked bookkeeping without MULTI/EXEC
 
 
 def _router(settings: WorkerSettings) -> affinity.Router | None:

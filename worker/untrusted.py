@@ -23,7 +23,8 @@ acts on headers it should not trust (``timelimit``, ``expires``, ``eta``). So th
 3. As a second line, Celery's own handlers for unknown, invalid and undecodable messages
    (:class:`Consumer`) dead-letter too instead of dropping.
 
-This is the one module that touches private kombu/Celery API: kombu's Redis
+This is one of the two modules that touch private kombu/Celery API (the other,
+:mod:`worker.broker_acks`, kombu's unacked bookkeeping): kombu's Redis
 ``Channel._brpop_read`` (kombu 5.6-5.7) is replaced by :func:`_screened_brpop_read`, a copy with
 the screen between ``BRPOP`` and delivery, and the worker's consumer class is
 :class:`Consumer` (``worker_consumer``). :func:`check_compatible` fails the worker at start if
