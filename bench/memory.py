@@ -2,10 +2,17 @@
 
 Opens ``N`` pooled sessions from this process to ``N`` simulated hosts served by a child process
 (HTTP, NTLM, message encryption; one inventory each, so each pool holds the library functions it
-used), then reports the Python heap held per session (``tracemalloc``) and this process's RSS
-growth per session. Each session also holds one TCP socket (file
-descriptor) to its host. The pool's size (``WINCERT_SESSION_POOL_SIZE``) is the budget:
-size x the per-session figure is what a worker process spends on idle sessions.
+used), twice, after a warm-up session:
+
+* first with ``tracemalloc`` off: this process's private memory (``RssAnon``, KiB) and RSS
+  (``VmRSS``: shared-library pages included) growth per session — what the pool's memory bound
+  (:data:`worker.settings.SESSION_RSS_KIB`) must use;
+* then ``N`` more with ``tracemalloc`` on: the Python heap held per session (tracemalloc's own
+  tables cost RSS per traced block, so no RSS figure is taken in this pass).
+
+Each session also holds one TCP socket (file descriptor) to its host.
+``WINCERT_SESSION_POOL_MEMORY_MIB`` / the private figure is how many idle sessions one worker
+process keeps at most.
 """
 
 from __future__ import annotations
@@ -62,41 +69,52 @@ def _job(host: tuple[str, int]) -> InventoryJob:
 
 
 def measure(sessions: int) -> dict[str, Any]:
-    """Open ``sessions`` pooled sessions (after a warm-up one) and return the figures."""
+    """Open ``2 x sessions`` pooled sessions (after a warm-up one) and return the figures:
+    KiB per idle session of private memory, RSS and Python heap (see the module docstring)."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="wincert-bench-mem-") as tmp:
         ready, stop = context.Queue(), context.Event()
-        server = context.Process(target=_serve, args=(sessions + 1, tmp, ready, stop), daemon=True)
+        server = context.Process(target=_serve, args=(2 * sessions + 1, tmp, ready, stop), daemon=True)
         server.start()
         hosts: list[tuple[str, int]] = ready.get(timeout=120)
         resolver = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
         factory = make_session_factory(
-            SessionOptions(session_idle_seconds=600, session_pool_size=sessions + 1)
+            SessionOptions(session_idle_seconds=600, session_pool_size=2 * sessions + 1)
         )
+        pid = os.getpid()
         try:
-            jobs.run(_job(hosts[0]), factory, resolver)  # warm-up: imports, caches
+            _inventory(hosts[:1], factory, resolver)  # warm-up: imports, caches, library pages
             gc.collect()
+            before_anon, before_rss = _rss_mib(pid, "RssAnon"), _rss_mib(pid)
+            _inventory(hosts[1 : sessions + 1], factory, resolver)
+            gc.collect()
+            anon = _rss_mib(pid, "RssAnon") - before_anon
+            rss = _rss_mib(pid) - before_rss
             tracemalloc.start()
             before_heap = _worker_heap()
-            before_rss = _rss_mib(os.getpid())
-            for host in hosts[1:]:
-                result = jobs.run(_job(host), factory, resolver).result
-                assert result.status.value == "success", result.message
+            _inventory(hosts[sessions + 1 :], factory, resolver)
             gc.collect()
             heap = _worker_heap() - before_heap
-            rss = _rss_mib(os.getpid()) - before_rss
             tracemalloc.stop()
-            assert factory.pool is not None and factory.pool.idle_count() == sessions + 1
+            assert factory.pool is not None and factory.pool.idle_count() == 2 * sessions + 1
         finally:
             factory.close()
             stop.set()
             server.join(30)
     return {
         "sessions": sessions,
-        "heap_kib_per_session": round(heap / 1024 / sessions, 1),
+        "private_kib_per_session": round(anon * 1024 / sessions, 1),
         "rss_kib_per_session": round(rss * 1024 / sessions, 1),
+        "heap_kib_per_session": round(heap / 1024 / sessions, 1),
         "sockets_per_session": 1,
     }
+
+
+def _inventory(hosts: list[tuple[str, int]], factory: Any, resolver: CredentialResolver) -> None:
+    """One inventory per host through ``factory``'s pool (each leaves one idle session)."""
+    for host in hosts:
+        result = jobs.run(_job(host), factory, resolver).result
+        assert result.status.value == "success", result.message
 
 
 def _worker_heap() -> int:
@@ -106,7 +124,7 @@ def _worker_heap() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sessions", type=int, default=40, help="sessions to open (default 40)")
+    parser.add_argument("--sessions", type=int, default=100, help="sessions per pass (default 100)")
     args = parser.parse_args(argv)
     print(json.dumps(measure(max(1, args.sessions)), indent=2))
     return 0

@@ -108,7 +108,7 @@ SESSION_POOL_IDLE = Gauge(
 SESSION_POOL_CAPACITY = Gauge(
     "wincert_session_pool_capacity",
     "Idle pooled WinRM sessions this worker's processes may keep (WINCERT_SESSION_POOL_MEMORY_MIB /"
-    " 122 KiB, or WINCERT_SESSION_POOL_SIZE).",
+    " 32 KiB, or WINCERT_SESSION_POOL_SIZE).",
     multiprocess_mode="livesum",
 )
 DEAD_LETTERED = Counter(

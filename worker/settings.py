@@ -50,10 +50,11 @@ def split_command(value: str) -> list[str]:
     return words
 
 
-SESSION_RSS_KIB = 122
-"""Resident memory of one cached (idle, pooled) WinRM session in KiB: ``python -m bench.memory``
-measured ~43.6 KiB of Python heap and ~122 KiB of RSS per session (BENCHMARKS.md). Each also
-holds one socket (a file descriptor)."""
+SESSION_RSS_KIB = 32
+"""Private memory of one cached (idle, pooled) WinRM session in KiB: ``python -m bench.memory``
+measured 32.2 to 32.5 KiB of ``RssAnon`` per HTTP/NTLM session (100 sessions; BENCHMARKS.md,
+"Worker memory (this session)"; an HTTPS session also holds OpenSSL's connection state, not
+measured). Each also holds one socket (a file descriptor)."""
 
 OPEN_FILES_RESERVE = 256
 """File descriptors kept for everything but idle sessions (Redis, logs, running jobs)."""
@@ -265,16 +266,16 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         default=None,
         ge=1,
         description="Idle WinRM sessions one worker process keeps at most, all hosts together;"
-        " unset: as many as SESSION_POOL_MEMORY_MIB allows (each ~122 KiB RSS and one socket;"
+        " unset: as many as SESSION_POOL_MEMORY_MIB allows (each ~32 KiB and one socket;"
         " BENCHMARKS.md); idle sessions also hold their host's slots",
     )
     session_pool_memory_mib: float = Field(
-        default=64,
+        default=16,
         gt=0,
         le=65536,
         allow_inf_nan=False,
         description="Memory (MiB of RSS) one worker process may spend on idle WinRM sessions: the"
-        " pool keeps at most this / 122 KiB sessions (64 MiB: 537), fewer if SESSION_POOL_SIZE is"
+        " pool keeps at most this / 32 KiB sessions (16 MiB: 512), fewer if SESSION_POOL_SIZE is"
         " lower or the open-files limit is near",
     )
     session_affinity: bool = Field(

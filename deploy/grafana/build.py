@@ -273,7 +273,7 @@ def dashboard() -> dict[str, Any]:
             ("sum(wincert_session_pool_capacity)", "capacity"),
         ],
         description="Idle WinRM sessions the workers keep for reuse and the most they may keep"
-        " (WINCERT_SESSION_POOL_MEMORY_MIB / 122 KiB per process).",
+        " (WINCERT_SESSION_POOL_MEMORY_MIB / 32 KiB per process).",
     )
     lay.add(
         "Remote errors by kind",

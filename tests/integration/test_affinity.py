@@ -175,11 +175,11 @@ def test_the_screen_sends_direct_queue_jobs_home_and_offers_first_deliveries_to_
 def test_the_pool_is_sized_by_memory_unless_a_size_is_set() -> None:
     settings = load_settings(metrics_port=0)
     assert settings.session_pool_size is None
-    assert settings.effective_session_pool_size == int(64 * 1024 // SESSION_RSS_KIB) == 537
-    assert load_settings(metrics_port=0, session_pool_memory_mib=16).effective_session_pool_size == 134
+    assert settings.effective_session_pool_size == int(16 * 1024 // SESSION_RSS_KIB) == 512
+    assert load_settings(metrics_port=0, session_pool_memory_mib=4).effective_session_pool_size == 128
     assert load_settings(metrics_port=0, session_pool_size=32).effective_session_pool_size == 32
     both = load_settings(metrics_port=0, session_pool_size=1000, session_pool_memory_mib=1)
-    assert both.effective_session_pool_size == 8  # the lower bound wins
+    assert both.effective_session_pool_size == 32  # the lower bound wins
     for name, value in (("session_pool_memory_mib", "0"), ("session_pool_memory_mib", "lots")):
         with pytest.raises(SettingsError, match="WINCERT_SESSION_POOL_MEMORY_MIB"):
             load_settings(metrics_port=0, **{name: value})
