@@ -172,3 +172,18 @@ def test_the_hosts_private_data_is_not_deserialised(host: SimulatedHost) -> None
         assert private is not None and private.data is None
         assert isinstance(pool._serializer, Serializer)  # a subclass: serialising is unchanged
         assert session.invoke("Get-WinCertHostInfo", {}).record()
+
+
+def test_a_repeated_call_is_deserialised_once_and_runs_with_its_own_values(host: SimulatedHost) -> None:
+    """The simulator shares the deserialised CreatePipeline of identical bodies
+    (simulator.psrp.compat); calls with other values still get their own."""
+    from simulator.psrp import compat
+
+    with open_session(_store(host), _credential(host), SessionOptions()) as session:
+        session.invoke("Get-WinCertInventory", {"StorePath": "My"})
+        hits = compat._deserialize_once.cache_info().hits
+        session.invoke("Get-WinCertInventory", {"StorePath": "My"})
+        assert compat._deserialize_once.cache_info().hits == hits + 1
+        session.invoke("Get-WinCertInventory", {"StorePath": "Root"})
+    journal = [params for name, params in host.stats.journal if name == "Get-WinCertInventory"]
+    assert [p["StorePath"] for p in journal] == ["My", "My", "Root"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psrpcore import ServerPipeline
+from psrpcore import ServerPipeline, ServerRunspacePool
 from psrpcore.types import PSInvocationState as CoreState
 from pypsrp.complex_objects import ObjectMeta, PSInvocationState
 from pypsrp.exceptions import AuthenticationError
@@ -378,6 +378,8 @@ def test_compat_private_api() -> None:
 
     compat.fail(pipe, error_record(CommandError("m", "E")))
     assert pipe.state == CoreState.Failed and len(pool._send_buffer) == 1
+    # SimRunspacePool._process_message replaces psrpcore's for repeated bodies
+    assert callable(ServerRunspacePool._process_message) and hasattr(pool, "their_capability")
 
 
 def test_cli_serve_ready_and_sigterm(tmp_path: Path) -> None:
