@@ -177,7 +177,8 @@ class Shell:
     def _on_event(self, event: Any) -> None:
         if isinstance(event, CreatePipelineEvent):
             slot = self.commands[str(event.pipeline_id).upper()]
-            if event.pipeline.no_input:
+            # psrpcore built the metadata from the event already; event.pipeline builds it again
+            if slot.pipe.metadata.no_input:
                 self._start(slot)
         elif isinstance(event, PipelineInputEvent):
             self.commands[str(event.pipeline_id).upper()].input_objects.append(event.data)
