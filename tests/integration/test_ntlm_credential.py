@@ -14,6 +14,7 @@ from pypsrp.negotiate import HTTPNegotiateAuth
 from producer.messages import StoreRef
 from simulator.config import HostConfig
 from simulator.server import SimulatedHost, Simulator
+from worker import redaction
 from worker.credentials import Credential
 from worker.remote.ntlm import skip_lm_hash
 from worker.remote.session import PsrpSession, SessionOptions, open_session
@@ -53,7 +54,9 @@ def test_an_ntlm_session_authenticates_with_the_nt_hash(
         assert isinstance(auth, HTTPNegotiateAuth) and auth.password is None
         assert isinstance(auth.username, spnego.NTLMHash)
         assert auth.username.username == domain + user.username and auth.username.lm_hash is None
-        assert auth.username.nt_hash is not None and auth.username.nt_hash not in repr(auth.username)
+        nt_hash = auth.username.nt_hash
+        assert nt_hash is not None and nt_hash not in repr(auth.username)
+        assert nt_hash not in redaction.redact_text(f"hash {nt_hash} and {nt_hash.lower()}")
     assert host.stats.shells_open == 0
 
 

@@ -7,7 +7,8 @@ DES in pure Python: 0.7-1.1 ms of worker CPU on the bench machine, per context).
 pyspnego sends unless ``LM_COMPAT_LEVEL`` is set below 3, and what Windows accepts by default —
 never uses the LM hash. :func:`skip_lm_hash` hands pyspnego the NT hash instead
 (``spnego.NTLMHash``, public API; its ``repr`` hides the hashes): the messages on the wire are
-the ones the password gives (same NTOWFv2, same responses and keys).
+the ones the password gives (same NTOWFv2, same responses and keys). The NT hash authenticates
+like the password, so it is redacted from logs like the password (:func:`worker.redaction.remember`).
 
 Private pyspnego API used, only here: ``spnego._ntlm_raw.crypto.ntowfv1`` (MD4 of the UTF-16-LE
 password; OpenSSL 3 builds of ``hashlib`` have no MD4).
@@ -21,6 +22,8 @@ from typing import Any
 import spnego
 from pypsrp.negotiate import HTTPNegotiateAuth
 from spnego._ntlm_raw.crypto import ntowfv1
+
+from worker import redaction
 
 NTLMV2_LEVEL = 3
 """The lowest ``LM_COMPAT_LEVEL`` at which pyspnego sends NTLMv2 only (its default: 3)."""
@@ -43,5 +46,7 @@ def skip_lm_hash(auth: Any) -> None:
     level = os.environ.get("LM_COMPAT_LEVEL", str(NTLMV2_LEVEL)).strip()
     if not level.isdigit() or int(level) < NTLMV2_LEVEL:
         return
-    negotiate.username = spnego.NTLMHash(username=username, nt_hash=ntowfv1(password).hex().upper())
+    nt_hash = ntowfv1(password).hex().upper()
+    redaction.remember([nt_hash, nt_hash.lower()])
+    negotiate.username = spnego.NTLMHash(username=username, nt_hash=nt_hash)
     negotiate.password = None
