@@ -47,6 +47,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("jobs/s", "jobs_per_s", "{:.1f}"),
     ("cpu ms", "worker_cpu_ms_per_job", "{:.1f}"),
     ("sim ms", "sim_cpu_ms_per_job", "{:.1f}"),
+    ("prod ms", "producer_cpu_ms_per_job", "{:.1f}"),
     ("redis ms", "redis_cpu_ms_per_job", "{:.1f}"),
     ("total ms", "total_cpu_ms_per_job", "{:.1f}"),
     ("req", "requests_per_job", "{:.2f}"),
@@ -114,8 +115,9 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
 
 
 LEGEND = (
-    "per job: cpu ms = worker user+sys CPU; sim ms = the bench process's (simulated hosts,"
-    " producer); redis ms = redis-server's; total ms = the three; req = HTTP requests;"
+    "per job: cpu ms = worker user+sys CPU; sim ms = the simulated hosts' (the bench process less"
+    " its main thread); prod ms = the bench's main thread's (producer, polling); redis ms ="
+    " redis-server's; total ms = the four; req = HTTP requests;"
     " KB out = KB sent to hosts;"
     " requeue = slot waits re-published; redis = Redis commands. opened = sessions opened;"
     " drain = wall / ideal drain; viol = hosts over their limit; shells = most runspace pools"
