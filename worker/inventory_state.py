@@ -55,14 +55,15 @@ document, :class:`StoreInventory`::
 Ordering: an inventory that started before a change finished must not undo that change. Each
 certificate carries ``seen`` (when it was observed) and each removal a tombstone time; applying
 an inventory started at ``T`` keeps entries seen after ``T`` and honours tombstones after ``T``.
-Every write is a compare-and-set of the store's own field (:data:`_WRITE_IF_UNCHANGED`, one Lua
-script: ``HGET``, ``HSET``): the new document is written only if the field still holds the
-document it was derived from (same SHA-1; first guess: the bytes this process last read or wrote,
-usually the read before the job), else the script returns the current document and the change
-is applied to that again, so writers of different stores never conflict and a write costs three
-Redis commands (six with ``WATCH``/``MULTI``, whose version keys
-``wincert:inventory:version:<store id>`` are no longer written; :meth:`InventoryState.forget`
-still deletes a left-over one).
+Every write is a compare-and-set of the store's own field (one Lua script: ``HGET``, ``HSET``;
+:func:`worker.results.write_if_unchanged`, or with the job's result publish in the same script,
+:meth:`worker.results.Publication.write_state`): the new document is written only if the field
+still holds the document it was derived from (same SHA-1; first guess: the bytes this process
+last read or wrote, usually the read before the job), else the script returns the current
+document and the change is applied to that again. So writers of different stores never
+conflict, and a write costs three Redis commands (six with ``WATCH``/``MULTI``, whose version
+keys ``wincert:inventory:version:<store id>`` are no longer written;
+:meth:`InventoryState.forget` still deletes a left-over one).
 
 Everything read back from Redis is untrusted: a document that is not valid JSON, does not match
 the model, or is larger than :data:`MAX_DOCUMENT_BYTES` is ignored (logged, counted in
@@ -81,7 +82,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from cryptography import x509
@@ -117,7 +118,7 @@ from producer.messages import (
 )
 from worker import metrics
 from worker.jobs import incremental
-from worker.state import run_script
+from worker.results import write_if_unchanged
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +144,6 @@ MAX_TOMBSTONES = 1000
 
 _WRITE_ATTEMPTS = 50
 
-_WRITE_IF_UNCHANGED = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-local digest = ''
-if current then digest = redis.sha1hex(current) end
-if digest ~= ARGV[2] then
-  return {0, current}
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-return {1}
-"""
-"""KEYS[1] the state hash, ARGV[1] the store id, ARGV[2] the SHA-1 (hex) of the document the
-new one was derived from ('' = none), ARGV[3] the new document. Writes it only if the field still
-holds that document: ``{1}``; else ``{0, the current document or nil}`` (nothing written)."""
 
 _VALIDATED_MAX = 4
 _VALIDATED: dict[tuple[str, str], tuple[bytes, StoreInventory]] = {}
@@ -330,6 +318,15 @@ def _with_seen(entry: CertificateEntry, seen: float) -> CertificateEntry:
 # --- the state ------------------------------------------------------------------------------
 
 
+class StateWriter(Protocol):
+    """Runs the compare-and-set of one store's document (see the module docstring)."""
+
+    def write_state(self, key: str, sid: str, expected: str, document: str) -> tuple[bool, Any]:
+        """Write ``document`` to field ``sid`` of hash ``key`` if its SHA-1 is ``expected`` ('':
+        absent): (True, None), or (False, the current document) without writing."""
+        ...
+
+
 class InventoryState(InventoryReader):
     """Read (:class:`producer.inventory_model.InventoryReader`: ``get``, ``get_by_id``,
     ``stores``, ``expiring``) and update the per-store inventory state in Redis.
@@ -339,8 +336,13 @@ class InventoryState(InventoryReader):
     are counted in ``wincert_inventory_state_invalid_total``.
     """
 
-    def __init__(self, client: redis.Redis, key: str = INVENTORY_KEY) -> None:
+    def __init__(
+        self, client: redis.Redis, key: str = INVENTORY_KEY, writer: StateWriter | None = None
+    ) -> None:
         super().__init__(client, key, on_invalid=metrics.INVENTORY_STATE_INVALID.inc)
+        self.writer = writer
+        """Runs each compare-and-set (default :func:`worker.results.write_if_unchanged`); a job's
+        :class:`worker.results.Publication` publishes its result in the same script."""
 
     # reading (validated once: see _VALIDATED) -------------------------------------------
 
@@ -531,11 +533,14 @@ class InventoryState(InventoryReader):
             updated = updated.model_copy(update={"updated": time.time()})
             written = updated.model_dump_json()
             expected = "" if base is None else hashlib.sha1(base, usedforsecurity=False).hexdigest()
-            reply: Any = run_script(self.client, _WRITE_IF_UNCHANGED, [self.key], [sid, expected, written])
-            if int(reply[0]) == 1:
+            if self.writer is not None:
+                ok, current = self.writer.write_state(self.key, sid, expected, written)
+            else:
+                ok, current = write_if_unchanged(self.client, self.key, sid, expected, written)
+            if ok:
                 _remember(cache_key, written.encode("utf-8"), updated)
                 return updated
-            current = reply[1] if len(reply) > 1 else None  # untrusted: validated when parsed
+            # current: untrusted, validated when parsed
             base = current if current is None or isinstance(current, bytes) else str(current).encode()
             if attempt:  # another writer keeps winning: back off a little (jittered)
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))

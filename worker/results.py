@@ -96,6 +96,123 @@ return false
 """
 
 
+_PUBLISH_ONCE_WITH_STATE = """
+local current = redis.call('HGET', KEYS[3], ARGV[1])
+local digest = ''
+if current then digest = redis.sha1hex(current) end
+if digest ~= ARGV[2] then
+  return {0, current}
+end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+if redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[5]) then
+  local fields = {}
+  if ARGV[7] == '1' then
+    fields[1] = 'result'
+    fields[2] = ARGV[4]
+  end
+  for i = 8, #ARGV do
+    fields[#fields + 1] = ARGV[i]
+  end
+  return {1, redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))}
+end
+return {1, false}
+"""
+""":data:`_PUBLISH_ONCE` after the inventory state's compare-and-set
+(:data:`worker.inventory_state._WRITE_IF_UNCHANGED`): KEYS[3] the state hash, ARGV[1..3] the store
+id, the SHA-1 of the document the new one was derived from ('' = none) and the new document,
+ARGV[4..] the publish's arguments. Nothing is written unless the state's field still holds that
+document (``{0, current document}``); else ``{1, stream entry id or nil when already
+published}`` (the state is written either way, as a write before the publish would have been)."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Publication:
+    """A finished job's result, ready to publish once (:func:`publish_result` in two steps).
+
+    :meth:`publish` runs :data:`_PUBLISH_ONCE`; :meth:`write_state` publishes together with the
+    job's inventory state write (one script instead of two; :mod:`worker.inventory_state` calls it
+    as its writer). ``entry``: the stream entry id once published (``""``: it had been published
+    before), None while not.
+    """
+
+    def __init__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> None:
+        self.client = client
+        self.keys = keys
+        self.args = args
+        self.entry: str | None = None
+
+    def publish(self) -> str:
+        """Publish (if no earlier call did); the entry id, ``""`` if published before."""
+        if self.entry is None:
+            reply: Any = run_script(self.client, _PUBLISH_ONCE, self.keys, self.args)
+            self.entry = _text(reply) if reply else ""
+        return self.entry
+
+    def write_state(self, key: str, sid: str, expected: str, document: str) -> tuple[bool, Any]:
+        """The inventory state's compare-and-set (``key`` hash, field ``sid``, ``expected`` SHA-1,
+        ``document``), publishing in the same script while not yet published: (True, None)
+        written, or (False, the current document, untrusted) nothing written."""
+        if self.entry is not None:  # published already: the state write alone
+            return write_if_unchanged(self.client, key, sid, expected, document)
+        keys = [*self.keys, key]
+        args = [sid, expected, document, *self.args]
+        reply: Any = run_script(self.client, _PUBLISH_ONCE_WITH_STATE, keys, args)
+        if int(reply[0]) != 1:
+            return False, reply[1] if len(reply) > 1 else None
+        self.entry = _text(reply[1]) if len(reply) > 1 and reply[1] else ""
+        return True, None
+
+
+_WRITE_IF_UNCHANGED = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+local digest = ''
+if current then digest = redis.sha1hex(current) end
+if digest ~= ARGV[2] then
+  return {0, current}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {1}
+"""
+"""KEYS[1] the inventory state hash, ARGV[1] the store id, ARGV[2] the SHA-1 (hex) of the document
+the new one was derived from ('' = none), ARGV[3] the new document. Writes it only if the field
+still holds that document: ``{1}``; else ``{0, the current document or nil}``."""
+
+
+def write_if_unchanged(
+    client: redis.Redis, key: str, sid: str, expected: str, document: str
+) -> tuple[bool, Any]:
+    """The inventory state's compare-and-set alone (:data:`_WRITE_IF_UNCHANGED`): (True, None)
+    written, or (False, the current document, untrusted) nothing written."""
+    reply: Any = run_script(client, _WRITE_IF_UNCHANGED, [key], [sid, expected, document])
+    if int(reply[0]) == 1:
+        return True, None
+    return False, reply[1] if len(reply) > 1 else None
+
+
+def prepare(
+    client: redis.Redis,
+    result: JobResult,
+    maxlen: int,
+    *,
+    keep_as: str,
+    expires: int,
+    inline_bytes: int = result_store.DEFAULT_INLINE_BYTES,
+    payload: str | bytes | None = None,
+) -> Publication:
+    """The :class:`Publication` of a finished job's ``result`` (arguments as
+    :func:`publish_result`'s; nothing is sent yet)."""
+    data = payload if payload is not None else result.model_dump_json()
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    kept, encoding = result_store.encode(raw, inline_bytes)
+    fields = result_store.entry_fields(result, len(raw), inline_bytes, keep_as, encoding)
+    flat = [part for pair in fields.items() for part in pair]
+    args: list[Any] = [kept, max(1, expires), maxlen, "1" if encoding == "json" else "0", *flat]
+    return Publication(client, [keep_as, RESULTS_STREAM], args)
+
+
 def publish_result(
     client: redis.Redis,
     result: JobResult,
@@ -122,18 +239,13 @@ def publish_result(
     Lua script): a worker dying in between can neither publish a result twice nor store one it
     never published, and a publish retried after its reply was lost (connection dropped, Redis
     restarted) adds no second entry. Returns ``""`` when the job's result had already been
-    published.
+    published. (:func:`prepare` + :meth:`Publication.publish`; a job that also writes its
+    inventory state publishes with it, :meth:`Publication.write_state`.)
     """
-    data = payload if payload is not None else result.model_dump_json()
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    kept, encoding = result_store.encode(raw, inline_bytes)
-    fields = result_store.entry_fields(result, len(raw), inline_bytes, keep_as, encoding)
-    flat = [part for pair in fields.items() for part in pair]
-    args: list[Any] = [kept, max(1, expires), maxlen, "1" if encoding == "json" else "0", *flat]
-    entry: Any = run_script(client, _PUBLISH_ONCE, [keep_as, RESULTS_STREAM], args)
-    if not entry:
-        return ""
-    return entry.decode() if isinstance(entry, bytes) else str(entry)
+    publication = prepare(
+        client, result, maxlen, keep_as=keep_as, expires=expires, inline_bytes=inline_bytes, payload=payload
+    )
+    return publication.publish()
 
 
 def dead_letter(

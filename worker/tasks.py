@@ -362,26 +362,35 @@ def _summary(result_key: str, result: JobResult | None = None) -> dict[str, Any]
     return summary
 
 
-def _finish(rt: Runtime, state: JobState, result: JobResult, ran: bool = False) -> dict[str, Any]:
+def _publication(rt: Runtime, state: JobState, result: JobResult) -> results.Publication:
+    """The final result, serialised once, ready to publish (:func:`worker.results.prepare`)."""
+    return results.prepare(
+        rt.redis,
+        result,
+        rt.settings.results_stream_maxlen,
+        keep_as=state.result_key,
+        expires=rt.settings.result_expires,
+        inline_bytes=rt.settings.result_inline_bytes,
+        payload=result.model_dump_json(),
+    )
+
+
+def _finish(
+    rt: Runtime,
+    state: JobState,
+    result: JobResult,
+    ran: bool = False,
+    publication: results.Publication | None = None,
+) -> dict[str, Any]:
     """Publish the final result once (kept copy + stream entry, serialised once), count it,
     return the task's small return value (:func:`_summary`).
 
     ``ran``: the job ran against its host (its duration goes into the histogram).
+    ``publication``: the result prepared before (:func:`_publication`), possibly published
+    already with the job's inventory state write (then nothing is sent here).
     """
-    payload = result.model_dump_json()
-    retry_redis(
-        lambda: results.publish_result(
-            rt.redis,
-            result,
-            rt.settings.results_stream_maxlen,
-            keep_as=state.result_key,
-            expires=rt.settings.result_expires,
-            inline_bytes=rt.settings.result_inline_bytes,
-            payload=payload,
-        ),
-        rt.settings.redis_retry_seconds,
-        "publish the result",
-    )
+    prepared = publication if publication is not None else _publication(rt, state, result)
+    retry_redis(prepared.publish, rt.settings.redis_retry_seconds, "publish the result")
     store_type = result.store_type.value if result.store_type else "unknown"
     metrics.JOBS.labels(
         job_type=result.job_type.value,
@@ -659,8 +668,9 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         signer_queue=settings.signer_queue,
         deadline_seconds=settings.signing_deadline_seconds,
     )
-    _record_inventory_state(rt, parsed, result, run.certificate_der)
-    return _finish(rt, state, result, ran=True)
+    publication = _publication(rt, state, result)  # published with the inventory state if any
+    _record_inventory_state(rt, parsed, result, run.certificate_der, publication)
+    return _finish(rt, state, result, ran=True, publication=publication)
 
 
 def _submitted_problem(settings: WorkerSettings, job: AnyJob) -> tuple[ResultCode, str, str] | None:
@@ -704,11 +714,16 @@ def _previous_inventory(rt: Runtime, job: AnyJob) -> inventory_state.StoreInvent
         return None
 
 
-def _record_inventory_state(rt: Runtime, job: AnyJob, result: JobResult, der: bytes | None) -> None:
-    """Keep :mod:`worker.inventory_state` current; a Redis error is logged and counted, never
-    fails the job (the next inventory of the store repairs the state)."""
+def _record_inventory_state(
+    rt: Runtime, job: AnyJob, result: JobResult, der: bytes | None, publication: results.Publication
+) -> None:
+    """Keep :mod:`worker.inventory_state` current, publishing ``publication`` in the same script
+    (one call instead of two; the state is written before or with the result, never after); a
+    Redis error is logged and counted, never fails the job (the next inventory of the store
+    repairs the state, and :func:`_finish` publishes what was not published here)."""
     try:
-        inventory_state.apply_job_result(inventory_state.InventoryState(rt.redis), job, result, der)
+        state = inventory_state.InventoryState(rt.redis, writer=publication)
+        inventory_state.apply_job_result(state, job, result, der)
     except (redis.RedisError, RuntimeError) as exc:
         metrics.INVENTORY_STATE_ERRORS.inc()
         log.warning("inventory state not updated: %s", exc)

@@ -351,3 +351,71 @@ def test_a_full_inventory_without_der_seeds_the_items_of_the_next_incremental_on
     doc = state.record_inventory(store(path="Seeded2"), [with_der], NOW)
     key = (with_der.thumbprint, doc.certificates[0].not_after, False, "")
     assert key not in incremental._ITEMS
+
+
+def _inventory_result(items: list[CertificateItem]) -> JobResult:
+    return JobResult(
+        job_id=uuid.uuid4(),
+        job_type=JobType.INVENTORY,
+        status=Status.SUCCESS,
+        code=ResultCode.OK,
+        message="Inventory completed.",
+        items=items,
+        started_at=NOW,
+        finished_at=NOW,
+    )
+
+
+def test_a_state_write_publishes_the_jobs_result_in_the_same_script(redis_client: Any) -> None:
+    from producer.messages import RESULTS_STREAM
+    from worker import results
+
+    der = make_cert("published.contoso.com", NOW + timedelta(days=30))
+    result = _inventory_result([item(der)])
+    key = f"wincert:job:{result.job_id}:result"
+    publication = results.prepare(redis_client, result, 100, keep_as=key, expires=60)
+    doc = InventoryState(redis_client, writer=publication).record_inventory(store(), [item(der)], NOW)
+    assert doc.thumbprints() == {thumb(der)}
+    assert publication.entry  # published with the state
+    assert JobResult.model_validate_json(redis_client.get(key)) == result
+    assert publication.publish() == publication.entry  # the publish after it sends nothing
+    [(entry, fields)] = redis_client.xrange(RESULTS_STREAM)
+    assert entry == publication.entry and JobResult.model_validate_json(fields["result"]) == result
+    # a second write (published already) writes the state alone
+    other = make_cert("other.contoso.com", NOW + timedelta(days=30))
+    InventoryState(redis_client, writer=publication).record_inventory(store(), [item(other)], NOW)
+    assert redis_client.xlen(RESULTS_STREAM) == 1
+    assert InventoryState(redis_client).get(store()).thumbprints() == {thumb(other)}  # type: ignore[union-attr]
+
+
+def test_a_state_write_that_meets_a_newer_document_publishes_nothing_until_it_is_applied(
+    redis_client: Any,
+) -> None:
+    """Another worker wrote the store after this one's read: the script writes nothing and
+    publishes nothing, returns the newer document; the change applied to it is written and the
+    result published then, once."""
+    from producer.inventory_model import store_id_of
+    from producer.messages import RESULTS_STREAM
+    from worker import inventory_state as module
+    from worker import results
+
+    mine, theirs = (make_cert(f"{n}.contoso.com", NOW + timedelta(days=30)) for n in ("mine", "theirs"))
+    sid = store_id_of(store())
+    stale = InventoryState(redis_client).record_inventory(store(), [], NOW - timedelta(minutes=5))
+    stale_bytes = redis_client.hget(INVENTORY_KEY, sid).encode()
+    # another process writes after this one's read
+    InventoryState(redis_client).record_added(store(), CertificateSummary.from_der(theirs), NOW)
+    raw = redis_client.hget(INVENTORY_KEY, sid)
+    module._VALIDATED.clear()
+    module._remember((INVENTORY_KEY, sid), stale_bytes, stale)  # this process's read: now stale
+    result = _inventory_result([item(mine)])
+    key = f"wincert:job:{result.job_id}:result"
+    publication = results.prepare(redis_client, result, 100, keep_as=key, expires=60)
+    ok, current = publication.write_state(INVENTORY_KEY, sid, hashlib.sha1(stale_bytes).hexdigest(), "{}")
+    assert (ok, current) == (False, raw)
+    assert redis_client.xlen(RESULTS_STREAM) == 0 and not redis_client.exists(key)
+    doc = InventoryState(redis_client, writer=publication).record_added(
+        store(), CertificateSummary.from_der(mine), NOW + timedelta(seconds=2)
+    )
+    assert doc.thumbprints() == {thumb(mine), thumb(theirs)}  # the newer document's entry kept
+    assert redis_client.xlen(RESULTS_STREAM) == 1 and redis_client.exists(key)
