@@ -55,6 +55,12 @@ document, :class:`StoreInventory`::
 Ordering: an inventory that started before a change finished must not undo that change. Each
 certificate carries ``seen`` (when it was observed) and each removal a tombstone time; applying
 an inventory started at ``T`` keeps entries seen after ``T`` and honours tombstones after ``T``.
+An inventory that finds the store exactly as recorded (every entry, in order, is what it
+reported; no tombstone after ``T``) leaves the entries as they are — their ``seen`` too — and
+moves only ``last_inventory`` (no 2.3 MB rebuild for 5,000 unchanged certificates). The one
+difference: an older inventory still running, that did not see such an entry (its certificate
+left the store and came back in between), drops it until the next inventory, where a bumped
+``seen`` would have kept it.
 Every write is a compare-and-set of the store's own field (one Lua script: ``HGET``, ``HSET``;
 :func:`worker.results.write_if_unchanged`, or with the job's result publish in the same script,
 :meth:`worker.results.Publication.write_state`): the new document is written only if the field
@@ -88,7 +94,7 @@ import redis
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from producer.inventory_model import (
     CN_MAX,
@@ -160,6 +166,44 @@ def _remember(cache_key: tuple[str, str], data: bytes, doc: StoreInventory) -> N
     _VALIDATED[cache_key] = (data, doc)
     while len(_VALIDATED) > _VALIDATED_MAX:
         del _VALIDATED[next(iter(_VALIDATED))]
+    for stale in [k for k in _WRITTEN if k not in _VALIDATED]:
+        del _WRITTEN[stale]
+
+
+_WRITTEN: dict[tuple[str, str], tuple[bytes, list[CertificateEntry], int]] = {}
+"""(hash key, store id) → (the document bytes this process wrote last, its ``certificates``
+list, where that list's JSON starts in them): an update that keeps the very same list (an
+unchanged re-inventory, a failure note) reuses those bytes instead of serialising 5,000 entries
+again (~10 ms). Only for stores in :data:`_VALIDATED` (same bound)."""
+
+_CERTIFICATES_FIELD = b',"certificates":'
+_ENTRIES_JSON = TypeAdapter(list[CertificateEntry])
+
+
+def _document_json(
+    cache_key: tuple[str, str], before: StoreInventory, doc: StoreInventory
+) -> tuple[bytes, int]:
+    """``doc`` as stored (JSON: the other fields, then ``certificates`` last) and the offset of
+    the certificates array in it. The array is copied from the bytes this process wrote for
+    ``before`` when ``doc`` keeps its very list (:data:`_WRITTEN`; the document read back was
+    exactly those bytes), else serialised. ``json.loads`` of it equals ``json.loads`` of
+    ``doc.model_dump_json()``."""
+    head = doc.model_dump_json(exclude={"certificates"}).encode("utf-8")
+    hit = _WRITTEN.get(cache_key)
+    validated = _VALIDATED.get(cache_key)
+    if (
+        hit is not None
+        and validated is not None
+        and validated[1] is before
+        and validated[0] is hit[0]
+        and hit[1] is before.certificates
+        and doc.certificates is before.certificates
+    ):
+        body = hit[0][hit[2] : -1]
+    else:
+        body = _ENTRIES_JSON.dump_json(doc.certificates)
+    body_at = len(head) - 1 + len(_CERTIFICATES_FIELD)
+    return b"".join((head[:-1], _CERTIFICATES_FIELD, body, b"}")), body_at
 
 
 # --- certificate summaries (no DER kept) ----------------------------------------------------
@@ -293,6 +337,20 @@ def _unchanged_entry(entry: CertificateEntry | None, item: CertificateItem) -> C
     return entry
 
 
+def _as_recorded(entries: Sequence[CertificateEntry], items: Sequence[CertificateItem]) -> bool:
+    """True when ``items`` are, one for one and in order, what
+    :func:`worker.jobs.incremental.item_from_known` made of ``entries`` (the very objects:
+    :func:`~worker.jobs.incremental.made_from`): an incremental inventory that found the store
+    exactly as recorded (~0.5 µs per certificate). False says nothing."""
+    if len(entries) != len(items):
+        return False
+    made_from = incremental.made_from
+    return all(
+        e.binding is None and i.alias == e.alias and made_from(i, e)
+        for e, i in zip(entries, items, strict=True)
+    )
+
+
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
@@ -321,9 +379,10 @@ def _with_seen(entry: CertificateEntry, seen: float) -> CertificateEntry:
 class StateWriter(Protocol):
     """Runs the compare-and-set of one store's document (see the module docstring)."""
 
-    def write_state(self, key: str, sid: str, expected: str, document: str) -> tuple[bool, Any]:
-        """Write ``document`` to field ``sid`` of hash ``key`` if its SHA-1 is ``expected`` ('':
-        absent): (True, None), or (False, the current document) without writing."""
+    def write_state(self, key: str, sid: str, expected: str, document: str | bytes) -> tuple[bool, Any]:
+        """Write ``document`` (JSON text or UTF-8 bytes) to field ``sid`` of hash ``key`` if its
+        SHA-1 is ``expected`` ('': absent): (True, None), or (False, the current document)
+        without writing."""
         ...
 
 
@@ -374,6 +433,10 @@ class InventoryState(InventoryReader):
 
         def change(doc: StoreInventory) -> StoreInventory:
             removed = {a: t for a, t in doc.removed.items() if t > started}
+            last = max(started, doc.last_inventory or 0.0)
+            if not removed and _as_recorded(doc.certificates, items):
+                # the store exactly as recorded: the entries (and their seen) stay as they are
+                return doc.model_copy(update={"removed": removed, "last_inventory": last})
             # Items without DER (incremental inventory): keep the CN read from the DER before.
             cns = {e.thumbprint: e.subject_cn for e in doc.certificates if e.subject_cn}
             before = {e.alias: e for e in doc.certificates}
@@ -393,7 +456,6 @@ class InventoryState(InventoryReader):
             for kept in doc.certificates:
                 if kept.seen > started and kept.alias not in by_alias:
                     by_alias[kept.alias] = kept
-            last = max(started, doc.last_inventory or 0.0)
             return doc.model_copy(
                 update={"certificates": list(by_alias.values()), "removed": removed, "last_inventory": last}
             )
@@ -531,14 +593,15 @@ class InventoryState(InventoryReader):
                 newest = sorted(updated.removed.items(), key=lambda kv: kv[1])[-MAX_TOMBSTONES:]
                 updated = updated.model_copy(update={"removed": dict(newest)})
             updated = updated.model_copy(update={"updated": time.time()})
-            written = updated.model_dump_json()
+            written, body_at = _document_json(cache_key, doc, updated)
             expected = "" if base is None else hashlib.sha1(base, usedforsecurity=False).hexdigest()
             if self.writer is not None:
                 ok, current = self.writer.write_state(self.key, sid, expected, written)
             else:
                 ok, current = write_if_unchanged(self.client, self.key, sid, expected, written)
             if ok:
-                _remember(cache_key, written.encode("utf-8"), updated)
+                _remember(cache_key, written, updated)
+                _WRITTEN[cache_key] = (written, updated.certificates, body_at)
                 return updated
             # current: untrusted, validated when parsed
             base = current if current is None or isinstance(current, bytes) else str(current).encode()

@@ -151,7 +151,7 @@ class Publication:
             self.entry = _text(reply) if reply else ""
         return self.entry
 
-    def write_state(self, key: str, sid: str, expected: str, document: str) -> tuple[bool, Any]:
+    def write_state(self, key: str, sid: str, expected: str, document: str | bytes) -> tuple[bool, Any]:
         """The inventory state's compare-and-set (``key`` hash, field ``sid``, ``expected`` SHA-1,
         ``document``), publishing in the same script while not yet published: (True, None)
         written, or (False, the current document, untrusted) nothing written."""
@@ -182,7 +182,7 @@ still holds that document: ``{1}``; else ``{0, the current document or nil}``.""
 
 
 def write_if_unchanged(
-    client: redis.Redis, key: str, sid: str, expected: str, document: str
+    client: redis.Redis, key: str, sid: str, expected: str, document: str | bytes
 ) -> tuple[bool, Any]:
     """The inventory state's compare-and-set alone (:data:`_WRITE_IF_UNCHANGED`): (True, None)
     written, or (False, the current document, untrusted) nothing written."""

@@ -419,3 +419,35 @@ def test_a_state_write_that_meets_a_newer_document_publishes_nothing_until_it_is
     )
     assert doc.thumbprints() == {thumb(mine), thumb(theirs)}  # the newer document's entry kept
     assert redis_client.xlen(RESULTS_STREAM) == 1 and redis_client.exists(key)
+
+
+def test_a_store_found_as_recorded_keeps_the_document_s_entries(redis_client: Any) -> None:
+    from worker.jobs import incremental
+
+    state = InventoryState(redis_client)
+    ders = [make_cert(f"same{n}.contoso.com", NOW + timedelta(days=90)) for n in range(3)]
+    reported = [item(d).model_copy(update={"der_b64": ""}) for d in ders]  # a full run without DER
+    first = state.record_inventory(store(path="Same"), reported, NOW - timedelta(minutes=5))
+    known = [
+        incremental.item_from_known(e, incremental.KnownRecord(e.thumbprint, False, ""))
+        for e in first.certificates
+    ]
+    assert all(k is r for k, r in zip(known, reported, strict=True))
+    doc = state.record_inventory(store(path="Same"), known, NOW)
+    assert doc.certificates is first.certificates  # the same entries, their seen unchanged
+    assert doc.last_inventory == NOW.timestamp() and doc.updated >= first.updated
+    raw = redis_client.hget(INVENTORY_KEY, "WinCert|web01.contoso.com|same")
+    assert json.loads(raw) == json.loads(doc.model_dump_json())  # stored with the entries reused
+    assert InventoryReader(redis_client).get(store(path="Same")) == doc
+    # one certificate's flag changed: that entry is rebuilt, every entry seen at the new start
+    changed = [known[0].model_copy(update={"has_private_key": True}), *known[1:]]
+    later = NOW + timedelta(minutes=1)
+    doc = state.record_inventory(store(path="Same"), changed, later)
+    assert [e.seen for e in doc.certificates] == [later.timestamp()] * 3
+    assert json.loads(redis_client.hget(INVENTORY_KEY, "WinCert|web01.contoso.com|same")) == json.loads(
+        doc.model_dump_json()
+    )
+    # a newer tombstone, or an entry missing from the report: the full path (entry dropped)
+    state.record_removed(store(path="Same"), known[2].thumbprint, later + timedelta(seconds=1))
+    doc = state.record_inventory(store(path="Same"), known, later)
+    assert [e.thumbprint for e in doc.certificates] == [k.thumbprint for k in known[:2]]

@@ -106,3 +106,27 @@ def test_known_thumbprints_may_be_one_comma_separated_string_or_an_array() -> No
     # elements take a position but match nothing
     assert known_thumbprints([A, f"{B},,{C}", None, A]) == {A: 0, B: 1, C: 3}
     assert known_thumbprints(None) == {} and known_thumbprints("") == {}
+
+
+def test_a_known_certificates_record_is_reused_only_for_the_very_same_inputs() -> None:
+    from worker.jobs.wincert import _known_items
+
+    a, c = entry(A), entry(C)
+    known = {A: a, C: c}
+    sent = [A, C]
+    text = '{"KnownCertificates": [[0, true, "web"], [1, false, null], [7, false, ""]]}'
+    items, warnings = _known_items(text, known, sent) or ([], [])
+    got = [(i.thumbprint, i.has_private_key, i.friendly_name) for i in items]
+    assert got == [(A, True, "web"), (C, False, "")]
+    assert warnings == ["Skipped known-certificate entry 2: Index is not a position in KnownThumbprint"]
+    # the same record of the same entries: the same items (new lists: callers may extend them)
+    again = _known_items(text, known, sent)
+    assert again is not None and all(x is y for x, y in zip(again[0], items, strict=True))
+    assert again[0] is not items and again[1] == warnings and again[1] is not warnings
+    # another record text, or an entry that is not the same object: built from the inputs
+    other = _known_items(text.replace("true", "false", 1), known, sent)
+    assert other is not None and not other[0][0].has_private_key
+    changed = {A: a.model_copy(update={"not_after": 3.0}), C: c}
+    rebuilt = _known_items(text, changed, sent)
+    assert rebuilt is not None and rebuilt[0][0].not_after.timestamp() == 3.0
+    assert incremental.reused_batch(",".join(sent), text, [a]) is None  # fewer entries: no reuse

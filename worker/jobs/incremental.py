@@ -35,7 +35,9 @@ __all__ = [
     "known_entries",
     "made_from",
     "parse_known_certificates",
+    "remember_batch",
     "remember_item",
+    "reused_batch",
 ]
 
 _SENT = "KnownThumbprint"
@@ -188,6 +190,43 @@ def remember_item(entry: CertificateEntry, item: CertificateItem) -> None:
     _ITEMS[key] = (details, item)
     if len(_ITEMS) > ITEMS_CACHE_MAX:
         del _ITEMS[next(iter(_ITEMS))]
+
+
+BATCHES_MAX = 4
+"""Most host ``KnownCertificates`` records :func:`reused_batch` keeps per process (one per store
+inventoried lately; a 5,000-certificate record is ~100 KB of text)."""
+
+_BATCHES: dict[str, tuple[str, list[CertificateEntry], list[CertificateItem], list[str]]] = {}
+"""``-KnownThumbprint`` as sent → (the host's record text, the state entries of the sent
+thumbprints in order, the items and warnings made of them). The items of a known-certificates
+record are a function of exactly these inputs (entries are immutable); an unchanged store sends
+the same record again, and reusing its items skips parsing and checking 5,000 entries (~20 ms
+of worker CPU)."""
+
+
+def reused_batch(
+    sent: str, text: str, entries: list[CertificateEntry]
+) -> tuple[list[CertificateItem], list[str]] | None:
+    """The items and warnings (new lists) made earlier of the very same inputs — ``sent`` (the
+    ``-KnownThumbprint`` string), the host's record ``text`` (equal) and ``entries`` (the state
+    entries of the sent thumbprints, in order; the same objects) — else None."""
+    hit = _BATCHES.get(sent)
+    if hit is None or hit[0] != text or len(hit[1]) != len(entries):
+        return None
+    if not all(a is b for a, b in zip(hit[1], entries, strict=True)):
+        return None
+    return list(hit[2]), list(hit[3])
+
+
+def remember_batch(
+    sent: str, text: str, entries: list[CertificateEntry], items: list[CertificateItem], warnings: list[str]
+) -> None:
+    """Keep what a known-certificates record gave (:func:`reused_batch` returns it for the same
+    inputs); at most :data:`BATCHES_MAX` records, the oldest go first."""
+    _BATCHES.pop(sent, None)
+    _BATCHES[sent] = (text, list(entries), list(items), list(warnings))
+    while len(_BATCHES) > BATCHES_MAX:
+        del _BATCHES[next(iter(_BATCHES))]
 
 
 def _build_item(entry: CertificateEntry, details: CertificateDetails, record: KnownRecord) -> CertificateItem:

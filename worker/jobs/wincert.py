@@ -144,6 +144,11 @@ def _known_items(
     """
     if not isinstance(text, str) or '"KnownCertificates"' not in text[:40]:
         return None
+    joined = ",".join(sent)
+    entries = [known[t] for t in sent]
+    reused = incremental.reused_batch(joined, text, entries)
+    if reused is not None:  # the same record of the same known certificates: the same items
+        return reused
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -162,6 +167,7 @@ def _known_items(
             warnings.append(
                 f"Skipped certificate {short.thumbprint}: the inventory state's fields are unusable ({exc})"
             )
+    incremental.remember_batch(joined, text, entries, items, warnings)
     return items, warnings
 
 
