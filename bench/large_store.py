@@ -6,7 +6,9 @@ worker`` (prefork, concurrency 1). It runs, in order:
 
 1. ``include_der`` false with no inventory state (a full inventory without DER in the result);
 2. ``include_der`` false again, store unchanged (incremental: the host sends short records);
-3. ``include_der`` true (today's default: full details and DER from the host every time).
+3. the same once more (what every later unchanged re-inventory costs: the host's record is the
+   one the worker saw before);
+4. ``include_der`` true (today's default: full details and DER from the host every time).
 
 and prints, per run, the worker's CPU seconds (user + system of the worker and its child, from
 ``/proc``), the bytes the host sent (counted by the simulator on the wire) and the result's size.
@@ -125,6 +127,7 @@ def main() -> None:
                 for label, include_der in (
                     ("first (include_der false, no state)", False),
                     ("unchanged re-inventory (include_der false)", False),
+                    ("unchanged again (include_der false)", False),
                     ("full with DER (include_der true, today's default)", True),
                 ):
                     cpu0, sent0 = worker_cpu_seconds(pid), host.stats.snapshot()["bytes_sent"]

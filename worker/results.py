@@ -27,7 +27,7 @@ from producer import result_store
 from producer.codes import ResultCode
 from producer.dead_letters import dead_letter_mac
 from producer.messages import DEAD_LETTER_STREAM, RESULTS_STREAM, JobResult, JobType, Status
-from worker import redaction
+from worker import redaction, result_json
 from worker.state import run_script
 
 _SECRET_WORDS = (
@@ -200,13 +200,17 @@ def prepare(
     keep_as: str,
     expires: int,
     inline_bytes: int = result_store.DEFAULT_INLINE_BYTES,
-    payload: str | bytes | None = None,
+    payload: str | bytes | result_json.Serialised | None = None,
 ) -> Publication:
     """The :class:`Publication` of a finished job's ``result`` (arguments as
     :func:`publish_result`'s; nothing is sent yet)."""
-    data = payload if payload is not None else result.model_dump_json()
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    kept, encoding = result_store.encode(raw, inline_bytes)
+    if isinstance(payload, result_json.Serialised):
+        raw = payload.json
+        kept, encoding = result_json.kept_value(payload, inline_bytes)
+    else:
+        data = payload if payload is not None else result.model_dump_json()
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        kept, encoding = result_store.encode(raw, inline_bytes)
     fields = result_store.entry_fields(result, len(raw), inline_bytes, keep_as, encoding)
     flat = [part for pair in fields.items() for part in pair]
     args: list[Any] = [kept, max(1, expires), maxlen, "1" if encoding == "json" else "0", *flat]
@@ -221,13 +225,14 @@ def publish_result(
     keep_as: str,
     expires: int,
     inline_bytes: int = result_store.DEFAULT_INLINE_BYTES,
-    payload: str | bytes | None = None,
+    payload: str | bytes | result_json.Serialised | None = None,
 ) -> str:
     """Publish a finished job's ``result``: the kept copy and the results stream entry; return
     the entry id.
 
     ``payload``: ``result``'s JSON when the caller already has it (``result.model_dump_json()``
-    otherwise): a result is serialised once. Encoding (:mod:`producer.result_store`): a JSON of
+    otherwise; :func:`worker.result_json.serialise`: also its items' kept compression): a
+    result is serialised once. Encoding (:mod:`producer.result_store`): a JSON of
     at most ``inline_bytes`` is kept as it is and travels inside the stream entry (field
     ``result``); a larger one is kept gzip-compressed and the entry carries a reference
     (``result_key``, ``encoding``, ``bytes``, ``items``) besides ``job_id``, ``status``,

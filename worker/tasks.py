@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from producer import auth
 from producer.codes import ResultCode
 from producer.messages import TASK_NAME, AnyJob, InventoryJob, JobResult, JobType, Status, StoreRef, parse_job
-from worker import affinity, inventory_state, jobs, journal, metrics, results, signing
+from worker import affinity, inventory_state, jobs, journal, metrics, result_json, results, signing
 from worker.credentials import CredentialResolver
 from worker.jobs.outcome import Outcome
 from worker.limits import HostLimiter, limit_key, retry_delay
@@ -371,7 +371,7 @@ def _publication(rt: Runtime, state: JobState, result: JobResult) -> results.Pub
         keep_as=state.result_key,
         expires=rt.settings.result_expires,
         inline_bytes=rt.settings.result_inline_bytes,
-        payload=result.model_dump_json(),
+        payload=result_json.serialise(result),
     )
 
 
