@@ -209,16 +209,20 @@ def _document_json(
 # --- certificate summaries (no DER kept) ----------------------------------------------------
 
 
+_SUBJECT_CN = re.compile(r'(?:^|[,;]\s*)CN=("(?:[^"]|"")*"|(?:\\.|[^,;])*)', re.IGNORECASE)
+_ESCAPED = re.compile(r"\\(.)")
+
+
 def common_name_of_subject(subject: str) -> str:
     """The first CN of a subject string as Windows or RFC 4514 writes it ('' when none)."""
-    match = re.search(r'(?:^|[,;]\s*)CN=("(?:[^"]|"")*"|(?:\\.|[^,;])*)', subject, re.IGNORECASE)
+    match = _SUBJECT_CN.search(subject)
     if not match:
         return ""
     value = match.group(1).strip()
     if value.startswith('"') and value.endswith('"') and len(value) >= 2:
         value = value[1:-1].replace('""', '"')
-    else:
-        value = re.sub(r"\\(.)", r"\1", value)
+    elif "\\" in value:  # unescape (re.sub with a template: ~5 µs, 5,000 times a full inventory)
+        value = _ESCAPED.sub(r"\1", value)
     return value[:CN_MAX]
 
 

@@ -58,7 +58,9 @@ def parse_time(value: Any, field: str) -> datetime:
     """Parse a UTC ISO 8601 time as psrpcore (``...52Z``) or .NET (``...52.1234567Z``) writes it."""
     if not isinstance(value, str) or not value:
         raise RecordError(f"{field} is missing")
-    text = _FRACTION.sub(r"\1", value.strip())
+    text = value.strip()
+    if "." in text:  # only a fraction can be cut (~2 µs a call saved: two per record)
+        text = _FRACTION.sub(r"\1", text)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
