@@ -6,7 +6,8 @@ call and ``Delete`` every time) against hosts served by a child process (HTTP, N
 encryption), and reports this process's CPU (``time.process_time``: user + system) per job for
 each block, their minimum and median. The hosts' CPU is not counted. Compare runs back to back
 on the same machine; on a shared machine the minimum moves least. ``make bench``'s "fleet fresh"
-row adds Celery, Redis and the prefork parent to the same work.
+row adds Celery, Redis and the prefork parent to the same work. ``--warm``: the same jobs on one
+pooled session instead (a Command and a Receive each), for comparison.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from worker.settings import load_settings
 HOSTS = 4
 
 
-def measure(jobs_per_round: int, rounds: int) -> dict[str, Any]:
-    """CPU milliseconds per cold job, one figure per round (after one warm-up job per host)."""
+def measure(jobs_per_round: int, rounds: int, warm: bool = False) -> dict[str, Any]:
+    """CPU milliseconds per cold (``warm``: pooled, one host) job, one figure per round (after
+    one warm-up job per host)."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="wincert-bench-cold-") as tmp:
         ready, stop = context.Queue(), context.Event()
@@ -38,13 +40,13 @@ def measure(jobs_per_round: int, rounds: int) -> dict[str, Any]:
         server.start()
         hosts: list[tuple[str, int]] = ready.get(timeout=120)
         resolver = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
-        factory = make_session_factory(SessionOptions(session_idle_seconds=0))
+        factory = make_session_factory(SessionOptions(session_idle_seconds=600 if warm else 0))
         per_round: list[float] = []
         try:
             for host in hosts:  # warm-up: imports, caches
                 jobs.run(_job(host), factory, resolver)
             for _ in range(rounds):
-                batch = [_job(hosts[i % len(hosts)]) for i in range(jobs_per_round)]
+                batch = [_job(hosts[0 if warm else i % len(hosts)]) for i in range(jobs_per_round)]
                 gc.collect()
                 start = time.process_time()
                 for job in batch:
@@ -56,6 +58,7 @@ def measure(jobs_per_round: int, rounds: int) -> dict[str, Any]:
             stop.set()
             server.join(30)
     return {
+        "session": "pooled" if warm else "fresh",
         "jobs_per_round": jobs_per_round,
         "cpu_ms_per_job_min": round(min(per_round), 2),
         "cpu_ms_per_job_median": round(statistics.median(per_round), 2),
@@ -67,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cold", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20, help="cold jobs per round (default 20)")
     parser.add_argument("--rounds", type=int, default=8, help="rounds (default 8)")
+    parser.add_argument("--warm", action="store_true", help="one pooled session (one host) instead")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(max(1, args.jobs), max(1, args.rounds)), indent=2))
+    print(json.dumps(measure(max(1, args.jobs), max(1, args.rounds), args.warm), indent=2))
     return 0
 
 

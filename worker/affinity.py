@@ -2,7 +2,7 @@
 
 A pooled session is only reused by the *process* that holds it. With jobs for one host spread
 over a fleet's queue, a job usually lands on a process without a session for its host and opens
-another one (9 requests and ~35 ms of worker CPU instead of 2 requests and ~15-25 ms;
+another one (8 requests instead of 2, and the NTLM handshake and pool opening in worker CPU;
 BENCHMARKS.md "Session affinity"). So every worker node is addressable and jobs go where the
 session is:
 

@@ -38,18 +38,29 @@ def _auth(session: PsrpSession) -> object:
     return session.wsman.transport.session.auth  # built by the first request
 
 
-@pytest.mark.parametrize(("transport", "domain"), [("http", "WIN-NTLM\\"), ("https", "")])
+@pytest.mark.parametrize(
+    ("transport", "domain", "requests"),
+    [
+        # NEGOTIATE with the first request, AUTHENTICATE, Create, 2 Receives, Command, Receive
+        ("http", "WIN-NTLM\\", 7),
+        # pypsrp's order (Create answered 401, NEGOTIATE, AUTHENTICATE carrying the Create again):
+        # the channel binding needs the host's certificate, known once connected
+        ("https", "", 7),
+    ],
+)
 def test_an_ntlm_session_authenticates_with_the_nt_hash(
-    make_simulator: Callable[..., Simulator], transport: str, domain: str
+    make_simulator: Callable[..., Simulator], transport: str, domain: str, requests: int
 ) -> None:
     cfg = HostConfig(name="WIN-NTLM", transport=transport, auth=["negotiate", "ntlm"])  # type: ignore[arg-type]
     host = make_simulator([cfg]).hosts[0]
     user = host.users[0]
     credential = Credential("credential 'sim'", domain + user.username, SecretStr(user.password))
     options = SessionOptions(ca_bundle=host.ca_bundle)
+    host.stats.reset()
     with open_session(_store(host, transport), credential, options) as session:
         assert isinstance(session, PsrpSession)
         assert session.invoke("Get-WinCertHostInfo", {}).record()
+        assert host.stats.requests_total == requests
         auth = _auth(session)
         assert isinstance(auth, HTTPNegotiateAuth) and auth.password is None
         assert isinstance(auth.username, spnego.NTLMHash)

@@ -46,7 +46,7 @@ from worker.remote.invoke import Invocation, Prelude, run_function, skip_private
 from worker.remote.kerberos import uses_kerberos, wsman_kerberos_kwargs
 from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library, library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
-from worker.remote.ntlm import skip_lm_hash
+from worker.remote.ntlm import send_negotiate_first, skip_lm_hash
 from worker.remote.pool import DEFAULT_MAX_SIZE, SessionPool
 from worker.remote.ssh import SshSession, ssh_session_kwargs
 
@@ -349,6 +349,7 @@ def _wsman(kwargs: dict[str, Any]) -> WSMan:
         session = build()
         session.trust_env = False
         skip_lm_hash(session.auth)
+        send_negotiate_first(session.auth)
         return session
 
     transport._build_session = build_without_env_lookups
