@@ -96,3 +96,20 @@ def test_only_ntlm_with_a_password_at_ntlmv2_is_changed(monkeypatch: pytest.Monk
     assert auth("ntlm").password == "pw"
     monkeypatch.setenv("LM_COMPAT_LEVEL", "5")
     assert isinstance(auth("ntlm").username, spnego.NTLMHash)
+
+
+def test_a_host_refusing_the_first_leg_gets_pypsrps_own_handshake(
+    make_simulator: Callable[..., Simulator],
+) -> None:
+    """The NEGOTIATE sent with the first request is refused (the host offers only CredSSP): the
+    401 goes to pypsrp's handshake, which reports what the host offers, as without the first leg."""
+    host = make_simulator([HostConfig(name="WIN-CREDSSP", auth=["credssp"])]).hosts[0]
+    user = host.users[0]
+    credential = Credential("credential 'sim'", user.username, SecretStr(user.password))
+    host.stats.reset()
+    with (
+        pytest.raises(AuthenticationError, match="CredSSP"),
+        open_session(_store(host, "http"), credential, SessionOptions()),
+    ):
+        pass
+    assert host.stats.requests_total == 1  # the first request, with its NEGOTIATE, refused
