@@ -73,6 +73,22 @@ def parse_duration(text: str | None, default: float) -> float:
     return int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0)
 
 
+def clark(path: str) -> str:
+    """``path`` with its ``prefix:`` names in Clark notation (``{uri}name``, prefixes of :data:`NS`):
+    ElementTree resolves such a path without a namespace map (no per-call mapping of prefixes)."""
+    return "/".join(
+        f"{{{NS[step.partition(':')[0]]}}}{step.partition(':')[2]}" if ":" in step else step
+        for step in path.split("/")
+    )
+
+
+_HEADER, _BODY = clark("s:Header"), clark("s:Body")
+_ACTION, _MESSAGE_ID, _TO = clark("a:Action"), clark("a:MessageID"), clark("a:To")
+_RESOURCE_URI, _TIMEOUT = clark("w:ResourceURI"), clark("w:OperationTimeout")
+_MAX_ENVELOPE = clark("w:MaxEnvelopeSize")
+_SELECTORS, _OPTIONS = clark("w:SelectorSet/w:Selector"), clark("w:OptionSet/w:Option")
+
+
 def parse_request(data: bytes) -> WSManRequest:
     """Parse a SOAP envelope into a :class:`WSManRequest`.
 
@@ -86,33 +102,31 @@ def parse_request(data: bytes) -> WSManRequest:
         root = ET.fromstring(data)  # noqa: S314
     except ET.ParseError as exc:
         raise MalformedRequestError(f"request is not XML: {exc}") from exc
-    header = root.find("s:Header", NS)
+    header = root.find(_HEADER)
     if header is None:
         raise MalformedRequestError("no s:Header")
 
     def text(path: str) -> str | None:
-        node = header.find(path, NS)
+        node = header.find(path)
         return node.text.strip() if node is not None and node.text else None
 
-    action = text("a:Action")
-    message_id = text("a:MessageID")
+    action = text(_ACTION)
+    message_id = text(_MESSAGE_ID)
     if not action or not message_id:
         raise MalformedRequestError("wsa:Action and wsa:MessageID are required")
-    selectors = {
-        s.get("Name", ""): (s.text or "").strip() for s in header.findall("w:SelectorSet/w:Selector", NS)
-    }
-    options = {o.get("Name", ""): (o.text or "").strip() for o in header.findall("w:OptionSet/w:Option", NS)}
-    size = text("w:MaxEnvelopeSize")
+    selectors = {s.get("Name", ""): (s.text or "").strip() for s in header.findall(_SELECTORS)}
+    options = {o.get("Name", ""): (o.text or "").strip() for o in header.findall(_OPTIONS)}
+    size = text(_MAX_ENVELOPE)
     return WSManRequest(
         action=action,
         message_id=message_id,
-        resource_uri=text("w:ResourceURI") or "",
-        to=text("a:To") or "",
-        operation_timeout=parse_duration(text("w:OperationTimeout"), 60.0),
+        resource_uri=text(_RESOURCE_URI) or "",
+        to=text(_TO) or "",
+        operation_timeout=parse_duration(text(_TIMEOUT), 60.0),
         max_envelope_size=int(size) if size and size.isdigit() else 153600,
         selectors=selectors,
         options=options,
-        body=root.find("s:Body", NS),
+        body=root.find(_BODY),
     )
 
 
