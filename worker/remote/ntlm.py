@@ -68,9 +68,11 @@ class _FirstLegNTLMAuth(HTTPNegotiateAuth):
     def __call__(self, request: Any) -> Any:
         pypsrp_auth: Any = super()
         request = pypsrp_auth.__call__(request)  # Connection: Keep-Alive, the response hook
+        if request.body is not None:  # every request but pypsrp's first, empty one
+            return request
         url = urlparse(request.url)
         host = url.hostname or ""
-        if url.scheme == "http" and host not in self.contexts and request.body is None:
+        if url.scheme == "http" and host not in self.contexts:
             options = spnego.NegotiateOptions.none
             if self.wrap_required:
                 options = spnego.NegotiateOptions.wrapping_winrm
@@ -88,7 +90,9 @@ class _FirstLegNTLMAuth(HTTPNegotiateAuth):
         return request
 
     def response_hook(self, response: Any, **kwargs: Any) -> Any:
-        host = urlparse(response.url).hostname or ""
+        host = ""
+        if self._first_legs:  # empty once the session authenticated: nothing to parse
+            host = urlparse(response.url).hostname or ""
         context = self._first_legs.pop(host, None)
         match = _TOKEN.search(response.headers.get("www-authenticate", "")) if context is not None else None
         if context is None or response.status_code != 401 or match is None:
