@@ -40,6 +40,9 @@ document, :class:`StoreInventory`::
                                    "sans": [{"type": "dns", "value": "web01.contoso.com"}]}}],
      "removed": {"<alias>": 1765100001.0}}  # tombstones newer than the last inventory
 
+The worker writes ``certificates`` last (so an unchanged array is copied from the bytes it
+wrote before, :func:`_document_json`); field order is not part of the format.
+
 * ``details`` (optional, :class:`producer.inventory_model.CertificateDetails`): the parsed
   fields a full inventory saw (never the DER, never the mutable HasPrivateKey/FriendlyName);
   absent for entries a job recorded. Incremental inventory (:mod:`worker.jobs.incremental`)
