@@ -152,3 +152,43 @@ def test_limit_two_with_four_pools_never_opens_a_third_shell(
     assert host.stats.max_shells_open <= 2
     assert host.stats.max_concurrent <= 2
     assert len(limiter.holders(HOST)) <= 2
+
+
+def _park_first(
+    budget: ShellBudget, barrier: threading.Barrier, tokens: list[str], errors: list[BaseException]
+) -> None:
+    barrier.wait()
+    try:
+        tokens.append(budget.next_token())
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_threads_of_a_fresh_process_all_get_its_owner_and_a_counter(limiter: HostLimiter) -> None:
+    """-P threads: several threads park their first sessions at once. Each gets a token of the
+    process's one owner with its own number (a thread that saw the new pid before the owner and
+    the counter were set failed with TypeError: 'NoneType' object is not an iterator)."""
+    import os
+    import sys
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads as often as the interpreter allows
+    try:
+        for _ in range(200):
+            budget = ShellBudget(limiter, 60)
+            barrier = threading.Barrier(4)
+            tokens: list[str] = []
+            errors: list[BaseException] = []
+            threads = [
+                threading.Thread(target=_park_first, args=(budget, barrier, tokens, errors)) for _ in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            owners = {t.split(":")[1] for t in tokens}
+            assert owners == {budget.owner} and budget.owner and budget._pid == os.getpid()
+            assert sorted(t.split(":")[2] for t in tokens) == ["1", "2", "3", "4"]
+    finally:
+        sys.setswitchinterval(switch)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import uuid
 from typing import Any
 
@@ -59,15 +60,24 @@ class ShellBudget:
         self._pid = -1
         self._owner = ""
         self._counter: Any = None
+        self._renew = threading.Lock()
+
+    def _identity(self) -> tuple[str, Any]:
+        """``(owner, counter)`` of this process, renewed after ``fork``. Under a lock, ``_pid``
+        set last: a second thread (``-P threads``) never sees the new pid with the old owner and
+        no counter (``next(None)``: TypeError, one job failed at a node's first parked session)."""
+        if self._pid != os.getpid():
+            with self._renew:
+                if self._pid != os.getpid():
+                    self._owner = uuid.uuid4().hex[:12]
+                    self._counter = itertools.count(1)
+                    self._pid = os.getpid()
+        return self._owner, self._counter
 
     @property
     def owner(self) -> str:
         """This process's owner id (a fresh one in a forked child)."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._owner = uuid.uuid4().hex[:12]
-            self._counter = itertools.count(1)
-        return self._owner
+        return self._identity()[0]
 
     def host_of(self, store: StoreRef) -> str:
         """The host whose slots a session to ``store`` takes (the limit key)."""
@@ -75,8 +85,8 @@ class ShellBudget:
 
     def next_token(self) -> str:
         """A new idle-session token ``idle:<owner>:<n>``."""
-        owner = self.owner
-        return f"idle:{owner}:{next(self._counter)}"
+        owner, counter = self._identity()
+        return f"idle:{owner}:{next(counter)}"
 
     def park(self, host: str, token: str) -> bool:
         """Hand the running job's slot for ``host`` to the idle session ``token``; False when
