@@ -169,8 +169,8 @@ def _remember(cache_key: tuple[str, str], data: bytes, doc: StoreInventory) -> N
     _VALIDATED[cache_key] = (data, doc)
     while len(_VALIDATED) > _VALIDATED_MAX:
         del _VALIDATED[next(iter(_VALIDATED))]
-    for stale in [k for k in _WRITTEN if k not in _VALIDATED]:
-        del _WRITTEN[stale]
+    for stale in [k for k in list(_WRITTEN) if k not in _VALIDATED]:  # list(): one atomic copy
+        _WRITTEN.pop(stale, None)  # (a threads pool may purge the same key at once)
 
 
 _WRITTEN: dict[tuple[str, str], tuple[bytes, list[CertificateEntry], int]] = {}

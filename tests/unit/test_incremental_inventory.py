@@ -130,3 +130,12 @@ def test_a_known_certificates_record_is_reused_only_for_the_very_same_inputs() -
     rebuilt = _known_items(text, changed, sent)
     assert rebuilt is not None and rebuilt[0][0].not_after.timestamp() == 3.0
     assert incremental.reused_batch(",".join(sent), text, [a]) is None  # fewer entries: no reuse
+
+
+def test_at_most_batches_max_records_are_kept_the_oldest_go_first() -> None:
+    incremental._BATCHES.clear()
+    for n in range(incremental.BATCHES_MAX + 2):
+        incremental.remember_batch(f"S{n}", "{}", [], [], [])
+    assert list(incremental._BATCHES) == [f"S{n}" for n in range(2, incremental.BATCHES_MAX + 2)]
+    assert incremental.reused_batch("S0", "{}", []) is None
+    assert incremental.reused_batch(f"S{incremental.BATCHES_MAX + 1}", "{}", []) == ([], [])

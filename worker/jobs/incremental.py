@@ -225,8 +225,8 @@ def remember_batch(
     inputs); at most :data:`BATCHES_MAX` records, the oldest go first."""
     _BATCHES.pop(sent, None)
     _BATCHES[sent] = (text, list(entries), list(items), list(warnings))
-    while len(_BATCHES) > BATCHES_MAX:
-        del _BATCHES[next(iter(_BATCHES))]
+    for oldest in list(_BATCHES)[:-BATCHES_MAX]:  # list(): one atomic copy (threads pool)
+        _BATCHES.pop(oldest, None)
 
 
 def _build_item(entry: CertificateEntry, details: CertificateDetails, record: KnownRecord) -> CertificateItem:
