@@ -87,6 +87,7 @@ import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -164,13 +165,20 @@ and after every inventory. Any other bytes are validated in full (untrusted inpu
 are immutable in use (updates go through ``model_copy``)."""
 
 
+_CACHE_LOCK = threading.Lock()
+"""Serialises :func:`_remember` (-P threads: two threads evicting the same oldest document
+failed a job with KeyError, or RuntimeError iterating the cache another thread changed; reads
+stay lock-free, a ``dict.get`` is atomic)."""
+
+
 def _remember(cache_key: tuple[str, str], data: bytes, doc: StoreInventory) -> None:
-    _VALIDATED.pop(cache_key, None)
-    _VALIDATED[cache_key] = (data, doc)
-    while len(_VALIDATED) > _VALIDATED_MAX:
-        del _VALIDATED[next(iter(_VALIDATED))]
-    for stale in [k for k in list(_WRITTEN) if k not in _VALIDATED]:  # list(): one atomic copy
-        _WRITTEN.pop(stale, None)  # (a threads pool may purge the same key at once)
+    with _CACHE_LOCK:
+        _VALIDATED.pop(cache_key, None)
+        _VALIDATED[cache_key] = (data, doc)
+        while len(_VALIDATED) > _VALIDATED_MAX:
+            del _VALIDATED[next(iter(_VALIDATED))]
+        for stale in [k for k in list(_WRITTEN) if k not in _VALIDATED]:  # list(): one atomic copy
+            _WRITTEN.pop(stale, None)  # (a threads pool may purge the same key at once)
 
 
 _WRITTEN: dict[tuple[str, str], tuple[bytes, list[CertificateEntry], int]] = {}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from datetime import UTC, datetime
+
+import pytest
 
 from producer.inventory_model import CertificateDetails, CertificateEntry, StoreInventory
 from producer.messages import CertificateItem, StoreRef
@@ -139,3 +143,40 @@ def test_at_most_batches_max_records_are_kept_the_oldest_go_first() -> None:
     assert list(incremental._BATCHES) == [f"S{n}" for n in range(2, incremental.BATCHES_MAX + 2)]
     assert incremental.reused_batch("S0", "{}", []) is None
     assert incremental.reused_batch(f"S{incremental.BATCHES_MAX + 1}", "{}", []) == ([], [])
+
+
+def _build_items(first: int, count: int, barrier: threading.Barrier, errors: list[BaseException]) -> None:
+    barrier.wait()
+    try:
+        for n in range(first, first + count):
+            thumb = f"{n:040X}"
+            incremental.item_from_known(entry(thumb), incremental.KnownRecord(thumb, False, ""))
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_threads_building_items_at_the_bound_all_succeed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """-P threads: several jobs build known-certificate items at once while the items cache is
+    full. Each eviction drops the oldest item; two threads dropping the same one must not fail
+    a job (KeyError), nor one iterating the cache while another changes it (RuntimeError)."""
+    monkeypatch.setattr(incremental, "ITEMS_CACHE_MAX", 2)
+    incremental._ITEMS.clear()
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads as often as the interpreter allows
+    try:
+        for round_ in range(50):
+            barrier = threading.Barrier(4)
+            errors: list[BaseException] = []
+            threads = [
+                threading.Thread(target=_build_items, args=(round_ * 4000 + t * 1000, 300, barrier, errors))
+                for t in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            assert len(incremental._ITEMS) <= incremental.ITEMS_CACHE_MAX
+    finally:
+        sys.setswitchinterval(switch)
+        incremental._ITEMS.clear()

@@ -19,6 +19,7 @@ asks the host for the certificate in full (absent or invalid state: a full inven
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -151,10 +152,7 @@ def item_from_known(entry: CertificateEntry, record: KnownRecord) -> Certificate
     if hit is not None and (hit[0] is details or hit[0] == details):
         return hit[1]
     item = _build_item(entry, details, record)
-    _ITEMS.pop(key, None)
-    _ITEMS[key] = (details, item)
-    if len(_ITEMS) > ITEMS_CACHE_MAX:
-        del _ITEMS[next(iter(_ITEMS))]
+    _keep_item(key, details, item)
     return item
 
 
@@ -186,10 +184,20 @@ def remember_item(entry: CertificateEntry, item: CertificateItem) -> None:
     ):
         return
     key = (entry.thumbprint, entry.not_after, item.has_private_key, item.friendly_name)
-    _ITEMS.pop(key, None)
-    _ITEMS[key] = (details, item)
-    if len(_ITEMS) > ITEMS_CACHE_MAX:
-        del _ITEMS[next(iter(_ITEMS))]
+    _keep_item(key, details, item)
+
+
+_ITEMS_LOCK = threading.Lock()
+"""Serialises :data:`_ITEMS`' writes and its bound (-P threads: two threads evicting the same
+oldest item failed a job with KeyError; reads stay lock-free, a ``dict.get`` is atomic)."""
+
+
+def _keep_item(key: tuple[str, float, bool, str], details: CertificateDetails, item: CertificateItem) -> None:
+    with _ITEMS_LOCK:
+        _ITEMS.pop(key, None)
+        _ITEMS[key] = (details, item)
+        while len(_ITEMS) > ITEMS_CACHE_MAX:
+            del _ITEMS[next(iter(_ITEMS))]
 
 
 BATCHES_MAX = 4
