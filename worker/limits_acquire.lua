@@ -10,7 +10,8 @@
 -- ARGV[5]  waiter capacity: at most this many jobs wait for the host at once
 -- ARGV[6]  host name (for eviction requests)
 -- ARGV[7]  "1" when the job joined the waiters in an earlier try (it leaves them when it takes
---          over an idle session's slot; the other outcomes read the waiters anyway)
+--          over an idle session's slot; the other outcomes read the waiters anyway); a first
+--          try (ARGV[8]) also counts the job hash's phase "waiting" (a killed earlier execution)
 -- ARGV[8]  "" or, for a job's first try, its Celery retry number: the try also records the
 --          execution in the job hash (worker/state.py, what JobState.start did): KEYS[4] the
 --          job hash, KEYS[5] its kept result; ARGV[9] the hash's TTL (s), ARGV[10] the most
@@ -58,12 +59,14 @@ local job_key, dfield, attempts, deliveries, first_ms, granted_before, finished
 if book then
   job_key = KEYS[4]
   dfield = 'd:' .. ARGV[8]
-  local cur = redis.call('HMGET', job_key, 'attempts', dfield, 'first_ms', 'granted')
+  local cur = redis.call('HMGET', job_key, 'attempts', dfield, 'first_ms', 'granted', 'phase')
   attempts = (tonumber(cur[1]) or 0) + 1
   deliveries = (tonumber(cur[2]) or 0) + 1
   first_ms = tonumber(cur[3])
   granted_before = cur[4] and 1 or 0
   finished = redis.call('EXISTS', KEYS[5])
+  -- an earlier execution killed while waiting may have left a live waiter entry (2b removes it)
+  was_waiting = was_waiting or cur[5] == 'waiting'
 end
 
 -- the reply; with bookkeeping, one HSET of the counts and the phase (running when granted)

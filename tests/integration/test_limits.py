@@ -243,3 +243,23 @@ def test_the_wait_is_bounded(redis_client: Any) -> None:
     assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
     assert limiter.wait_for_slot(HOST, "b", 1, 0.5, 1).outcome is Outcome.BUSY
     assert not _is_waiting(redis_client, "b")
+
+
+def test_a_redelivered_waiter_that_takes_over_an_idle_slot_leaves_the_line(redis_client: Any) -> None:
+    """A job killed while waiting is redelivered (task_reject_on_worker_lost) while its waiter
+    entry is still live; its first try takes over an idle session's slot. It leaves the line
+    then (a stale entry would count as a waiter and hold a freed slot back from newcomers)."""
+    from worker.state import JobState
+
+    limiter = HostLimiter(redis_client, 30)
+    state = JobState(redis_client, "redelivered")
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    joined = limiter.acquire(HOST, "redelivered", 1, 30, 1, first=state.first_try(0, 5))
+    assert joined.outcome is Outcome.WAIT and _is_waiting(redis_client, "redelivered")
+    # the waiter's process dies; "a" finishes and parks its session (its slot) as idle
+    assert limiter.park(HOST, "a", "idle:me:1", 60)
+    again = limiter.acquire(HOST, "redelivered", 1, 30, 1, ("idle:me:1",), first=state.first_try(0, 5))
+    assert again.outcome is Outcome.GRANTED and again.reused == "idle:me:1"
+    assert again.delivery is not None and again.delivery.deliveries == 2
+    assert list(limiter.holders(HOST)) == ["redelivered"]
+    assert not _is_waiting(redis_client, "redelivered")
