@@ -164,6 +164,8 @@ def test_the_hosts_private_data_is_not_deserialised(host: SimulatedHost) -> None
     from pypsrp.complex_objects import RunspacePoolState
     from pypsrp.serializer import Serializer
 
+    from worker.remote.invoke import _LeanSerializer
+
     with open_session(_store(host), _credential(host), SessionOptions()) as session:
         assert isinstance(session, PsrpSession)
         pool = session.pool
@@ -172,6 +174,7 @@ def test_the_hosts_private_data_is_not_deserialised(host: SimulatedHost) -> None
         private = pool.application_private_data
         assert private is not None and private.data is None
         assert isinstance(pool._serializer, Serializer)  # a subclass: serialising is unchanged
+        assert type(pool._serializer) is _LeanSerializer  # strings without escapes as they are
         assert session.invoke("Get-WinCertHostInfo", {}).record()
 
 

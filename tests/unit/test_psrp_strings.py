@@ -1,0 +1,89 @@
+"""worker.remote.invoke._LeanSerializer reads PSRP strings exactly as pypsrp 0.9.1 does.
+
+Strings with no ``_xHHHH_`` escape skip pypsrp's UTF-16 round trip and regex; these tests hold
+the fast path to pypsrp's own results (MS-PSRP 2.2.5.3.2), escapes and quirks included.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from pypsrp.serializer import Serializer
+
+from worker.remote.invoke import _LeanSerializer
+
+SAMPLES = [
+    "",
+    "plain ascii",
+    "_x000D_",
+    "line_x000D__x000A_next",
+    "_x005F_x000D_ an escaped escape",
+    "_x005F_x",
+    "_X000D_ upper-case X is not an escape",
+    "_x00e9_ lower-case hex",
+    "_xD83D__xDE00_ a surrogate pair",
+    "_x000_ too short",
+    "a_x",
+    "x_",
+    "\u5f00\u0078\u0030 U+5F00 then x",
+    "\u5f00",
+    "\u0000\u5f00\u0078\u0030\u0030\u0030\u0030\u0041\u0030\u0030\u005f",
+    "\u4e00\u5f00x0041__ CJK",
+    "ünïcødé ✓ 证书 😀",
+    '{"thumbprint":"AB12","subject":"CN=x_y","friendly_name":"_x0007_bell"}',
+    json.dumps({"friendly_name": "a" * 70000}),
+]
+
+
+def _random_strings(count: int) -> list[str]:
+    rng = random.Random(13)
+    alphabet = ["_", "x", "X", "0", "0", "D", "5", "F", "\u5f00", "\u0078", "a", "é", "😀", "\u0000"]
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) for _ in range(count)]
+
+
+def _both(text: str) -> tuple[Any, Any]:
+    """pypsrp's result and the worker's for one ``<S>`` string, ValueErrors included."""
+    out = []
+    for serializer in (Serializer(), _LeanSerializer()):
+        try:
+            out.append(("ok", serializer._deserialize_string(text)))
+        except ValueError as err:  # pypsrp's unhexlify of a bad escape (e.g. _x00G0_)
+            out.append(("error", type(err).__name__))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_strings_read_as_pypsrp_reads_them(text: str) -> None:
+    ours, theirs = _both(text)
+    assert ours == theirs
+
+
+def test_random_strings_read_as_pypsrp_reads_them() -> None:
+    for text in _random_strings(5000):
+        ours, theirs = _both(text)
+        assert ours == theirs, repr(text)
+
+
+def test_none_is_the_empty_string() -> None:
+    assert _LeanSerializer()._deserialize_string(None) == ""
+
+
+@pytest.mark.parametrize("text", SAMPLES[:-1])
+def test_string_elements_deserialise_as_pypsrp_does(text: str) -> None:
+    """Through ``deserialize`` of an ``<S>`` element and an ``<Obj>`` with ``<ToString>``, the way
+    output records arrive."""
+    escaped = Serializer()._serialize_string(text)
+    xml = f"<S>{_xml(escaped)}</S>"
+    ours = _LeanSerializer().deserialize(ET.fromstring(xml))
+    assert ours == Serializer().deserialize(ET.fromstring(xml)) == text
+    xml = f'<Obj RefId="0"><ToString>{_xml(escaped)}</ToString></Obj>'
+    ours = _LeanSerializer().deserialize(ET.fromstring(xml))
+    assert ours.to_string == Serializer().deserialize(ET.fromstring(xml)).to_string == text
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
