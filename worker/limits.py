@@ -25,8 +25,10 @@ design; in short:
   ``finally`` and, while jobs wait, pushes one wake token. A SIGKILLed holder pushes none: its
   slot returns after its lease, found by the waiters' next try (each ``BLPOP`` is bounded).
 
-Waiters are served in no guaranteed order among themselves (whoever pops a token first), but
-always before newcomers.
+Waiters go before newcomers, and *starving* waiters (waited a whole wake chunk) before the other
+waiters; a process about to take over its own idle session for its next job closes it for a
+starving waiter instead (fairness across processes; docs/internals-host-limits.md). Within each
+group, whoever tries first wins.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ def waiters_key(host_key: str) -> str:
 
 
 def evicting_key(host_key: str) -> str:
-    """The evicting SET of a host: idle-session tokens whose owner was asked to close them."""
+    """The evicting SET of a host: idle-session tokens whose owner was asked to close them, and
+    the markers of starving waiters (``wait:<job_id>``, ``served:<job_id>``; see
+    :meth:`HostLimiter.wait_for_slot`)."""
     return f"{KEY_PREFIX}:{{{host_key}}}:evicting"
 
 
@@ -173,6 +177,7 @@ class HostLimiter:
         idle_tokens: tuple[str, ...] = (),
         waiting: bool = False,
         first: FirstTry | None = None,
+        starving: bool = False,
     ) -> Acquired:
         """Try once to take one of ``limit`` slots of ``host_key`` for ``job_id``; never blocks.
 
@@ -185,11 +190,13 @@ class HostLimiter:
         it takes over an idle session's slot). ``first``: the job's first try records its
         execution in the job hash in the same script (:class:`worker.state.FirstTry`; the reply's
         ``delivery``); a job whose result is kept or whose message was delivered too often gets
-        ``busy`` without a slot.
+        ``busy`` without a slot. ``starving`` (with ``waiting``): the job has waited a whole wake
+        chunk without a slot; it goes before the other waiters, and a process about to take over
+        its own idle session closes that session for it instead (fairness across processes).
         """
-        keys = [holders_key(host_key), waiters_key(host_key), evicting_key(host_key)]
+        keys = [holders_key(host_key), waiters_key(host_key), evicting_key(host_key), wake_key(host_key)]
         wait_ms = max(0, int(wait_seconds * 1000))
-        flag = "1" if waiting else "0"
+        flag = "2" if waiting and starving else "1" if waiting else "0"
         args: list[str | int] = [job_id, limit, self.lease_ms, wait_ms, capacity, host_key, flag]
         if first is None:
             args.extend(("", "", ""))
@@ -223,11 +230,16 @@ class HostLimiter:
         (``BLPOP``, at most ``chunk_seconds`` = :data:`BLPOP_CHUNK_SECONDS` at a time), so a
         released slot wakes it at once. Returns ``granted``, ``duplicate``, or ``busy`` (no room
         among the waiters, or the wait ran out; the job has left the line). ``block_seconds`` <= 0 tries once.
+        Fairness: a job that has waited ``chunk_seconds`` or more is *starving* (see
+        :meth:`acquire`): it goes first, and it gets the slot of the next idle session its owner
+        would have taken over, so no process waits out its whole wait while others keep reusing
+        their sessions.
         ``tried``: the result of a first try the caller made (:meth:`try_wait_seconds` of
         waiting; with a :class:`~worker.state.FirstTry`) instead of this method's first.
         """
         now = clock
-        deadline = now() + max(0.0, block_seconds)
+        started = now()
+        deadline = started + max(0.0, block_seconds)
         wakeups = 0
         waiting = False
         result = tried
@@ -235,7 +247,10 @@ class HostLimiter:
             remaining = deadline - now()
             if result is None:
                 wait = self.try_wait_seconds(remaining)  # 0 when the wait ran out: leave the line
-                result = self.acquire(host_key, job_id, limit, wait, capacity, idle_tokens(), waiting)
+                starving = waiting and now() - started >= self.chunk_seconds
+                result = self.acquire(
+                    host_key, job_id, limit, wait, capacity, idle_tokens(), waiting, starving=starving
+                )
             if result.outcome is not Outcome.WAIT:
                 return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups, result.reused)
             waiting = True

@@ -1,7 +1,10 @@
 -- Acquire a per-host slot (lease semaphore with bounded waiters). See docs/internals-host-limits.md.
 -- KEYS[1]  holders ZSET of the host: member = job_id, score = lease deadline (ms, Redis clock)
 -- KEYS[2]  waiters ZSET of the host: member = job_id, score = wait deadline (ms, Redis clock)
--- KEYS[3]  evicting SET of the host: idle tokens whose owner was asked to close them
+-- KEYS[3]  evicting SET of the host: idle tokens whose owner was asked to close them, and the
+--          fairness markers of waiters that waited a whole wake chunk: ``wait:<job_id>`` (asks
+--          for an idle session's slot) and ``served:<job_id>`` (one was asked for it)
+-- KEYS[4]  wake LIST of the host (a refused waiter passes a wake token on)
 -- ARGV[1]  job_id
 -- ARGV[2]  limit (concurrent holders allowed for this host)
 -- ARGV[3]  lease length in ms
@@ -11,10 +14,13 @@
 -- ARGV[6]  host name (for eviction requests)
 -- ARGV[7]  "1" when the job joined the waiters in an earlier try (it leaves them when it takes
 --          over an idle session's slot; the other outcomes read the waiters anyway); a first
---          try (ARGV[8]) also counts the job hash's phase "waiting" (a killed earlier execution)
+--          try (ARGV[8]) also counts the job hash's phase "waiting" (a killed earlier execution);
+--          "2" when it has also waited a whole wake chunk without a slot (it is *starving*: it
+--          goes before the other waiters, and a process taking over its own idle session yields
+--          it instead)
 -- ARGV[8]  "" or, for a job's first try, its Celery retry number: the try also records the
---          execution in the job hash (worker/state.py, what JobState.start did): KEYS[4] the
---          job hash, KEYS[5] its kept result; ARGV[9] the hash's TTL (s), ARGV[10] the most
+--          execution in the job hash (worker/state.py, what JobState.start did): KEYS[5] the
+--          job hash, KEYS[6] its kept result; ARGV[9] the hash's TTL (s), ARGV[10] the most
 --          deliveries of one message. A job whose result is kept, or whose message was
 --          delivered more often than that, takes no slot (outcome "busy").
 -- ARGV[11..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
@@ -48,7 +54,9 @@ local lease_ms = tonumber(ARGV[3])
 local wait_ms = tonumber(ARGV[4])
 local capacity = tonumber(ARGV[5])
 local host = ARGV[6]
-local was_waiting = ARGV[7] == '1'
+local was_waiting = ARGV[7] == '1' or ARGV[7] == '2'
+local starving = ARGV[7] == '2'
+local wait_marker, served_marker = 'wait:' .. job_id, 'served:' .. job_id
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -57,14 +65,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local book = ARGV[8] ~= nil and ARGV[8] ~= ''
 local job_key, dfield, attempts, deliveries, first_ms, granted_before, finished
 if book then
-  job_key = KEYS[4]
+  job_key = KEYS[5]
   dfield = 'd:' .. ARGV[8]
   local cur = redis.call('HMGET', job_key, 'attempts', dfield, 'first_ms', 'granted', 'phase')
   attempts = (tonumber(cur[1]) or 0) + 1
   deliveries = (tonumber(cur[2]) or 0) + 1
   first_ms = tonumber(cur[3])
   granted_before = cur[4] and 1 or 0
-  finished = redis.call('EXISTS', KEYS[5])
+  finished = redis.call('EXISTS', KEYS[6])
   -- an earlier execution killed while waiting may have left a live waiter entry (2b removes it)
   was_waiting = was_waiting or cur[5] == 'waiting'
 end
@@ -140,19 +148,75 @@ if held_score[job_id] then
   return reply('duplicate', count, held_score[job_id])
 end
 
--- 2b. reuse: take over the slot of one of the caller's own idle sessions
+-- the evicting SET, read at most once (only on paths that need it): its members as a set
+local asked_set
+local function asked()
+  if not asked_set then
+    asked_set = {}
+    for _, member in ipairs(redis.call('SMEMBERS', evicting)) do
+      asked_set[member] = true
+    end
+  end
+  return asked_set
+end
+
+-- ask the owner of idle token `token` to close that session (it releases the slot afterwards,
+-- which wakes a waiter)
+local function evict(token)
+  local owner = string.match(token, '^idle:([^:]+):')
+  if not owner then
+    return false
+  end
+  asked()[token] = true
+  redis.call('SADD', evicting, token)
+  redis.call('PEXPIRE', evicting, 60000)
+  local queue = 'wincert:shells:evict:' .. owner
+  redis.call('LPUSH', queue, host .. '\t' .. token)
+  redis.call('PEXPIRE', queue, 60000)
+  return true
+end
+
+-- a starving waiter other than the caller still without a slot asked for (``wait:<id>``), or nil
+local function unserved()
+  for member in pairs(asked()) do
+    if string.sub(member, 1, 5) == 'wait:' and member ~= wait_marker then
+      return string.sub(member, 6)
+    end
+  end
+  return nil
+end
+
+-- 2b. reuse: take over the slot of one of the caller's own idle sessions -- unless another
+--     waiter has waited a whole wake chunk and no slot was asked for it yet: then the session
+--     is closed for it instead (fairness across processes: the owner's reaper closes it and
+--     releases the slot, which wakes that waiter), and the caller waits like the others
+local yielded = false
 for i = 11, #ARGV do
   local token = ARGV[i]
-  if held_score[token] and redis.call('SISMEMBER', evicting, token) == 0 then
-    if was_waiting then
-      redis.call('ZREM', waiters, job_id)
+  if held_score[token] and asked()[token] then
+    yielded = true  -- the caller's own session is being closed for a waiter: its slot goes to the line
+  elseif held_score[token] then
+    local starved = not starving and unserved()
+    if starved and evict(token) then
+      redis.call('SREM', evicting, 'wait:' .. starved)
+      redis.call('SADD', evicting, 'served:' .. starved)
+      asked_set['wait:' .. starved] = nil
+      asked_set['served:' .. starved] = true
+      yielded = true
+    else
+      if was_waiting then
+        redis.call('ZREM', waiters, job_id)
+      end
+      if starving then
+        redis.call('SREM', evicting, wait_marker, served_marker)
+      end
+      local deadline = now + lease_ms
+      -- add before removing: the key (with its expiry) never disappears in between
+      redis.call('ZADD', holders, deadline, job_id)
+      redis.call('ZREM', holders, token)
+      keep_alive(holders, deadline, held, held_latest)
+      return reply('granted', count, deadline, token)
     end
-    local deadline = now + lease_ms
-    -- add before removing: the key (with its expiry) never disappears in between
-    redis.call('ZADD', holders, deadline, job_id)
-    redis.call('ZREM', holders, token)
-    keep_alive(holders, deadline, held, held_latest)
-    return reply('granted', count, deadline, token)
   end
 end
 
@@ -165,47 +229,94 @@ if waiting then
 end
 local free = limit - count
 
--- 3. grant: a waiter while a slot is free, anyone else only while more slots are free than
---    jobs wait. The key expires a second after its latest deadline (every writer extends its
---    expiry with PEXPIREAT GT, Redis 7; only a key created here has none yet).
-if free > 0 and (waiting or others < free) then
-  if waiting then
-    redis.call('ZREM', waiters, job_id)
+-- starving waiters other than the caller (their markers; stale markers are dropped). Only
+-- those that tried within their last chunk count (a live waiter's entry is renewed at least
+-- every chunk, and outlives it by 2 s): a stalled or killed one does not hold a free slot back.
+local function starving_others()
+  local n = 0
+  local stale = {}
+  for member in pairs(asked()) do
+    local id = string.match(member, '^wait:(.*)$') or string.match(member, '^served:(.*)$')
+    if id and id ~= job_id then
+      if queued_score[id] then
+        if queued_score[id] > now + 1000 then
+          n = n + 1
+        end
+      else
+        stale[#stale + 1] = member
+      end
+    end
   end
-  local deadline = now + lease_ms
-  redis.call('ZADD', holders, deadline, job_id)
-  keep_alive(holders, deadline, held, held_latest)
-  return reply('granted', count + 1, deadline)
+  if #stale > 0 then
+    redis.call('SREM', evicting, unpack(stale))
+    for _, member in ipairs(stale) do
+      asked_set[member] = nil
+    end
+  end
+  return n
+end
+
+-- 3. grant: a waiter while a slot is free, anyone else only while more slots are free than
+--    jobs wait; a waiter that is not starving only while more slots are free than starving
+--    others wait (it passes the wake token on to them). The key expires a second after its
+--    latest deadline (every writer extends its expiry with PEXPIREAT GT, Redis 7; only a key
+--    created here has none yet).
+local refused = false
+if free > 0 and (waiting or others < free) then
+  if waiting and not starving and others >= free and starving_others() >= free then
+    refused = true
+    redis.call('LPUSH', KEYS[4], '1')
+    redis.call('LTRIM', KEYS[4], 0, 63)
+    redis.call('PEXPIRE', KEYS[4], 60000)
+  else
+    if waiting then
+      redis.call('ZREM', waiters, job_id)
+    end
+    if starving then
+      redis.call('SREM', evicting, wait_marker, served_marker)
+    end
+    local deadline = now + lease_ms
+    redis.call('ZADD', holders, deadline, job_id)
+    keep_alive(holders, deadline, held, held_latest)
+    return reply('granted', count + 1, deadline)
+  end
 end
 
 -- 3b. no slot: ask the owner of the oldest idle session not yet asked to close it (one
 --     request per waiting job at most)
+local evicted = false
 if count >= limit and count > 0 then
-  local asked = {}
-  local asked_count = 0
-  for _, member in ipairs(redis.call('SMEMBERS', evicting)) do
-    asked[member] = true
-    asked_count = asked_count + 1
+  local set = asked()
+  local closing = 0
+  for member in pairs(set) do
+    if string.sub(member, 1, 5) == 'idle:' then
+      closing = closing + 1
+    end
   end
-  if asked_count < others + 1 then
+  if closing < others + 1 then
     for _, member in ipairs(held) do
-      if string.sub(member, 1, 5) == 'idle:' and not asked[member] then
-        local owner = string.match(member, '^idle:([^:]+):')
-        if owner then
-          redis.call('SADD', evicting, member)
-          redis.call('PEXPIRE', evicting, 60000)
-          local queue = 'wincert:shells:evict:' .. owner
-          redis.call('LPUSH', queue, host .. '\t' .. member)
-          redis.call('PEXPIRE', queue, 60000)
-          break
-        end
+      if string.sub(member, 1, 5) == 'idle:' and not set[member] and evict(member) then
+        evicted = true
+        break
       end
     end
   end
 end
 
--- 4. wait (join or stay in line) when allowed and there is room
-if wait_ms > 0 and (waiting or others < capacity) then
+-- 4. wait (join or stay in line) when allowed and there is room (a job whose process's idle
+--    session is being closed for a waiter -- it yielded it just now, or another job asked --
+--    joins even a full line: the line does not grow, the waiter the slot goes to leaves it;
+--    re-publishing instead let that process run through the queue re-publishing every job). A starving waiter marks itself (asks for an idle
+--    session's slot), unless this try asked for one already.
+if wait_ms > 0 and (waiting or others < capacity or yielded) then
+  if starving and not refused then
+    local set = asked()
+    if not set[wait_marker] and not set[served_marker] then
+      redis.call('SADD', evicting, evicted and served_marker or wait_marker)
+      redis.call('PEXPIRE', evicting, 60000)
+    end
+    starving_others()  -- drops the markers of waiters that left
+  end
   local until_ms = now + wait_ms
   redis.call('ZADD', waiters, until_ms, job_id)
   keep_alive(waiters, until_ms, queued, queued_latest)
@@ -215,6 +326,9 @@ end
 -- 5. busy: leave the line, report the earliest holder's deadline
 if waiting then
   redis.call('ZREM', waiters, job_id)
+end
+if starving then
+  redis.call('SREM', evicting, wait_marker, served_marker)
 end
 local first = held[1] and held_score[held[1]] or now
 return reply('busy', count, first)
