@@ -29,6 +29,7 @@ from simulator.psrp.stats import HostStats
 from simulator.wsman import encryption, faults
 from simulator.wsman.auth import ConnectionAuth, CredentialStore
 from simulator.wsman.certauth import CertificateMapper
+from simulator.wsman.http_request import RequestParsing
 from simulator.wsman.shell_service import MAX_ENVELOPE, ShellService
 from simulator.wsman.soap import MalformedRequestError, build_fault, parse_request
 
@@ -100,8 +101,9 @@ class WSManServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class WSManHandler(BaseHTTPRequestHandler):
-    """One TCP connection (HTTP/1.1 keep-alive)."""
+class WSManHandler(RequestParsing, BaseHTTPRequestHandler):
+    """One TCP connection (HTTP/1.1 keep-alive); headers parsed without ``email.parser``
+    (:mod:`simulator.wsman.http_request`)."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
