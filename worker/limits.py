@@ -96,6 +96,13 @@ holders push no token) at least this often. Kept below the client's socket timeo
 8 reads with a 5 s default), see :func:`blocking_chunk`."""
 
 
+PASS_ON_PAUSE_SECONDS = 0.02
+"""A waiter woken without getting the slot (it went to another waiter, or the waiter passed the
+wake token on to a starving one) pauses this long before blocking again, so it cannot pop the
+token it passed on back at once while the starving waiter is between two tries (a tight loop
+of tries until then)."""
+
+
 def blocking_chunk(client: redis.Redis, longest: float = BLPOP_CHUNK_SECONDS) -> float:
     """The longest blocking call (seconds) ``client`` can make: ``longest``, or less when the
     client's socket timeout is shorter (one second of margin)."""
@@ -241,7 +248,7 @@ class HostLimiter:
         started = now()
         deadline = started + max(0.0, block_seconds)
         wakeups = 0
-        waiting = False
+        waiting = woke = False
         result = tried
         while True:
             remaining = deadline - now()
@@ -258,7 +265,10 @@ class HostLimiter:
             if remaining <= 0:
                 continue  # a caller's try joined the line without time left to wait: leave it
             chunk = max(0.01, min(remaining, self.chunk_seconds))
-            wakeups += self.client.blpop([wake_key(host_key)], timeout=chunk) is not None
+            if woke:  # woken, and still waiting: see PASS_ON_PAUSE_SECONDS
+                time.sleep(min(PASS_ON_PAUSE_SECONDS, chunk))
+            woke = self.client.blpop([wake_key(host_key)], timeout=chunk) is not None
+            wakeups += woke
 
     def try_wait_seconds(self, block_seconds: float) -> float:
         """The ``wait_seconds`` of a try of :meth:`wait_for_slot` with ``block_seconds`` left: one
