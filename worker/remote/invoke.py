@@ -10,6 +10,7 @@ record (a non-terminating ``Write-Error``, which pypsrp 0.9.1 does not count in
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -188,7 +189,7 @@ _EMPTY_PRIVATE_DATA: Any = ApplicationPrivateData  # pypsrp's __init__ is untype
 
 class _LeanSerializer(Serializer):
     """pypsrp's ``Serializer`` that leaves the pool-open ``APPLICATION_PRIVATE_DATA`` unread
-    and returns strings without escapes as they are (see :func:`skip_private_data`)."""
+    and unescapes strings itself (see :func:`skip_private_data`)."""
 
     def deserialize(self, element: Any, metadata: ObjectMeta | None = None, clear: bool = True) -> Any:
         if metadata is not None and metadata.object is ApplicationPrivateData:
@@ -196,26 +197,78 @@ class _LeanSerializer(Serializer):
         return super().deserialize(element, metadata, clear)
 
     def _deserialize_string(self, value: str | None) -> str:
-        """A PSRP string's text (``<S>``, ``<ToString>`` …) with ``_xHHHH_`` escapes decoded.
-
-        pypsrp 0.9.1 encodes every string to UTF-16-BE and runs its escape regex
-        (``\\x00_\\x00x([\\0\\w]{8})\\x00_`` over the bytes) before decoding it back:
-        ~0.3 ms per 64 KB output string, every time, although the library's JSON records
-        rarely hold an escape. That regex can only match where the text holds ``"_x"`` (an
-        aligned match) or the code unit U+5F00 (the bytes ``5F 00`` of a match that starts on
-        an odd byte: pypsrp's quirk, kept). A ``str`` with neither is returned as it is —
-        what pypsrp returns for it, since UTF-16 encoding and decoding give back the same
-        text; everything else goes through pypsrp's own code, so results are byte-identical.
-        """
-        if type(value) is str and "_x" not in value and "\u5f00" not in value:
-            return value
+        """A PSRP string's text (``<S>``, ``<ToString>`` …) with ``_xHHHH_`` escapes decoded
+        exactly as pypsrp 0.9.1 decodes them (:func:`_unescape`)."""
+        if type(value) is str:
+            text = _unescape(value)
+            if text is not None:
+                return text
         result: str = super()._deserialize_string(value)
         return result
 
 
+def _code_unit_class() -> str:
+    """A regex class of the UTF-16 code units whose two bytes both match pypsrp's ``[\\0\\w]``
+    (NUL or an ASCII letter, digit or ``_``): 63 high bytes by 5 ranges of low bytes."""
+    lows = [(0x00, 0x00), (0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
+    highs = [b for lo, hi in lows for b in range(lo, hi + 1)]
+    return "".join(f"\\u{h:02x}{lo:02x}-\\u{h:02x}{hi:02x}" for h in highs for lo, hi in lows)
+
+
+_ESCAPE = re.compile(f"_x([{_code_unit_class()}]{{4}})_")
+_HEX4 = re.compile("[0-9A-Fa-f]{4}")
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+class _NotSimpleError(Exception):
+    """An escape :func:`_unescape` leaves to pypsrp (not four hex digits, or a surrogate)."""
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    digits = match.group(1)
+    if not _HEX4.fullmatch(digits):
+        raise _NotSimpleError
+    unit = int(digits, 16)
+    if 0xD800 <= unit <= 0xDFFF:
+        raise _NotSimpleError
+    return chr(unit)
+
+
+def _unescape(value: str) -> str | None:
+    """``value`` with its ``_xHHHH_`` escapes decoded, or None to let pypsrp's reader decide.
+
+    pypsrp 0.9.1 encodes the text to UTF-16-BE, replaces every match of the byte regex
+    ``\\x00_\\x00x([\\0\\w]{8})\\x00_`` with ``unhexlify`` of its four characters and decodes
+    back: ~0.4 ms per 64 KB batch of records (whose newlines travel as ``_x000A_``), ~40 ms of
+    a 5,000-certificate inventory. The same on the text itself, for the cases where that is
+    provably the same result:
+
+    - a byte match can start on an odd byte only across the code unit U+5F00 (its bytes
+      ``5F 00``): text holding U+5F00 → None; otherwise every match is aligned and is the
+      text regex :data:`_ESCAPE` (``_x``, four code units of that byte class, ``_``) at the same
+      place, found left to right without overlap in the same order;
+    - a match of four hex digits becomes the one code unit they name; a surrogate there (half
+      of a pair that pypsrp joins when decoding), anything else (which makes pypsrp raise) or
+      a lone surrogate in the text (which pypsrp cannot encode) → None.
+
+    Text with no ``"_x"`` is returned as it is. Times: 95 batches of 64 KB, 5,000 escapes, see
+    BENCHMARKS.md (lane inv2).
+    """
+    if "_x" not in value:
+        if value.isascii() or not _SURROGATE.search(value):
+            return value
+        return None
+    if "\u5f00" in value or (not value.isascii() and _SURROGATE.search(value)):
+        return None
+    try:
+        return _ESCAPE.sub(_unescaped, value)
+    except _NotSimpleError:
+        return None
+
+
 def skip_private_data(pool: RunspacePool) -> None:
     """Let ``pool`` (not yet opened) skip deserialising the host's ``APPLICATION_PRIVATE_DATA``
-    and the escape scan of strings that hold no escape.
+    and read strings with the worker's own unescaping.
 
     The host sends it once, when the pool opens (MS-PSRP 2.2.2.13): a ``PSPrimitiveDictionary``
     holding ``PSVersionTable`` (~1.2 KB of CLIXML, ~30 nested values). pypsrp 0.9.1 deserialises
@@ -224,9 +277,8 @@ def skip_private_data(pool: RunspacePool) -> None:
     of worker CPU per cold session, and the objects stay in a pooled session's memory. The
     worker never reads it, so ``pool.application_private_data`` is left an empty
     ``ApplicationPrivateData`` (``data`` None); every other message is deserialised as before.
-    Strings (every output record) skip pypsrp's UTF-16 round trip and escape regex when they
-    cannot hold an ``_xHHHH_`` escape (``_LeanSerializer._deserialize_string``; ~30 ms of a
-    first inventory of 5,000 certificates, 6 MB of records).
+    Strings (every batch of output records) are unescaped on the text instead of pypsrp's
+    UTF-16 round trip and byte regex where that gives the same result (:func:`_unescape`).
     Private pypsrp API (``RunspacePool._serializer``, shared with its fragmenter): only its
     class changes, to a subclass of ``Serializer``; nothing global is patched.
     """
