@@ -109,9 +109,14 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             )
         )
     if args.only:
-        wanted = {name.strip() for name in args.only.split(",")}
+        wanted = only_names(args.only)
         runs = [r for r in runs if r.name in wanted or r.name.split()[0] in wanted]
     return runs
+
+
+def only_names(only: str) -> set[str]:
+    """The scenario names or groups (``fleet``, ``fleet affinity``, ...) of a ``--only`` value."""
+    return {name.strip() for name in only.split(",") if name.strip()}
 
 
 LEGEND = (
@@ -163,18 +168,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="scenarios: fleet,warm,contention,grouped",
+        help="comma-separated scenarios or groups: fleet, warm, contention, grouped, or one"
+        " scenario's name (e.g. 'fleet affinity,fleet threads'); grouped implies --grouped",
     )
     parser.add_argument("--output", type=Path, default=None, help="JSON (bench/results/<date>.json)")
     args = parser.parse_args(argv)
     if args.full:
         args.hosts, args.jobs, args.warm_hosts, args.warm_jobs = 1000, 5000, 25, 500
         args.contention_jobs, args.grouped = 200, True
+    if any(name.split()[0] == "grouped" for name in only_names(args.only)):
+        args.grouped = True
     sizes = (args.hosts, args.jobs, args.warm_hosts, args.warm_jobs, args.contention_jobs, args.limit)
     if min(*sizes, args.nodes, args.node_threads) < 1:
         parser.error("sizes and --limit must be at least 1")
 
     console = Console(width=max(190, Console().width))
+    every = [r.name for r in scenarios(argparse.Namespace(**{**vars(args), "only": "", "grouped": True}))]
+    unknown = sorted(n for n in only_names(args.only) if not any(n in (r, r.split()[0]) for r in every))
+    if unknown:
+        parser.error(f"--only: no scenario {', '.join(map(repr, unknown))}; scenarios: {', '.join(every)}")
     runs = scenarios(args)
     started = datetime.now(UTC)
     info = machine()
