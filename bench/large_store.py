@@ -85,7 +85,7 @@ def result_memory(client: Any, job_id: str) -> dict[str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.large_store", description=__doc__.splitlines()[0])
     parser.add_argument("--certificates", type=int, default=5000)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-large-"))

@@ -16,6 +16,7 @@ Prints bytes per entry and the totals at the default caps (docs/operations.md, "
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime as dt
 import hashlib
@@ -134,7 +135,11 @@ def measure(client: redis.Redis, url: str) -> dict[str, Any]:
     return figures
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.redis_memory", description=__doc__.split("\n\n")[0]
+    )
+    parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as url:
         client = redis.Redis.from_url(url)
         info = client.info("server")

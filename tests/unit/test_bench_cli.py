@@ -26,3 +26,12 @@ def test_only_grouped_selects_the_grouped_scenario() -> None:
     assert [r.name for r in scenarios(args)] == ["grouped limit 1"]
     args.only = "fleet affinity, contention"
     assert [r.name for r in scenarios(args)] == ["fleet affinity", "contention"]
+
+
+def test_redis_memory_help_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.redis_memory import main as redis_memory
+
+    with pytest.raises(SystemExit) as exited:
+        redis_memory(["--help"])
+    assert exited.value.code == 0
+    assert "python -m bench.redis_memory" in capsys.readouterr().out
