@@ -12,21 +12,37 @@ import { parseArgs } from "node:util";
 import { createClient } from "redis";
 import { DEFAULT_QUEUE, celeryEnvelope, firstKey, sealSecret, waitForResult } from "./wincert.mjs";
 
-const { values } = parseArgs({
-  options: {
-    host: { type: "string" },
-    "store-path": { type: "string", default: "My" },
-    "store-type": { type: "string", default: "WinCert" },
-    protocol: { type: "string", default: "https" },
-    port: { type: "string" },
-    credential: { type: "string" },
-    pfx: { type: "string" },
-    "pfx-password-file": { type: "string" },
-    timeout: { type: "string", default: "120" },
-  },
-});
+const USAGE =
+  "usage: add-certificate.mjs --host HOST --pfx FILE [--pfx-password-file FILE] [--credential NAME]\n" +
+  "       [--store-path My] [--store-type WinCert] [--protocol https|http] [--port N] [--timeout SECONDS]\n" +
+  "env: WINCERT_BROKER_URL, WINCERT_SECRET_KEYS, WINCERT_QUEUE; exit 0 success, 3 warning, 4 failure,\n" +
+  "     2 usage, 1 error (no result within --timeout included)";
+let values;
+try {
+  ({ values } = parseArgs({
+    options: {
+      help: { type: "boolean", short: "h" },
+      host: { type: "string" },
+      "store-path": { type: "string", default: "My" },
+      "store-type": { type: "string", default: "WinCert" },
+      protocol: { type: "string", default: "https" },
+      port: { type: "string" },
+      credential: { type: "string" },
+      pfx: { type: "string" },
+      "pfx-password-file": { type: "string" },
+      timeout: { type: "string", default: "120" },
+    },
+  }));
+} catch (err) {
+  console.error(`${err.message}\n${USAGE}`); // an unknown option or a missing value
+  process.exit(2);
+}
+if (values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
 if (!values.host || !values.pfx) {
-  console.error("usage: add-certificate.mjs --host HOST --pfx FILE [--pfx-password-file FILE] [--credential NAME] ...");
+  console.error(USAGE);
   process.exit(2);
 }
 
