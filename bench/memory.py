@@ -1,8 +1,11 @@
-"""Memory of a cached (idle, pooled) WinRM session: ``python -m bench.memory [--sessions N]``.
+"""Memory of a cached (idle, pooled) WinRM session:
+``python -m bench.memory [--sessions N] [--transport https [--public-roots]]``.
 
 Opens ``N`` pooled sessions from this process to ``N`` simulated hosts served by a child process
-(HTTP, NTLM, message encryption; one inventory each, so each pool holds the library functions it
-used), twice, after a warm-up session:
+(HTTP, NTLM, message encryption; or with ``--transport https`` NTLM over TLS, the simulator's CA
+as ``WINCERT_CA_BUNDLE``, plus certifi's public roots in that bundle with ``--public-roots`` — the
+size of the trust store a worker without ``WINCERT_CA_BUNDLE`` loads; one inventory each, so each
+pool holds the library functions it used), twice, after a warm-up session:
 
 * first with ``tracemalloc`` off: this process's private memory (``RssAnon``, KiB) and RSS
   (``VmRSS``: shared-library pages included) growth per session — what the pool's memory bound
@@ -28,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import certifi
+
 from bench.e2e import _rss_mib, host_configs
 from producer.messages import InventoryJob
 from simulator.config import SimulatorConfig
@@ -38,15 +43,18 @@ from worker.remote.session import SessionOptions, make_session_factory
 from worker.settings import load_settings
 
 
-def _serve(count: int, state_dir: str, ready: Any, stop: Any) -> None:
-    """Child process: serve ``count`` hosts, report ``(address, port)`` pairs, wait for ``stop``."""
-    sim = Simulator(SimulatorConfig(state_dir=Path(state_dir), hosts=host_configs(count, 0))).start()
-    ready.put([(h.bind, h.port) for h in sim.hosts])
+def _serve(count: int, transport: str, state_dir: str, ready: Any, stop: Any) -> None:
+    """Child process: serve ``count`` hosts over ``transport`` (``http``/``https``), report
+    ``(address, port)`` pairs and the CA bundle path (None for HTTP), wait for ``stop``."""
+    hosts = [h.model_copy(update={"transport": transport}) for h in host_configs(count, 0)]
+    sim = Simulator(SimulatorConfig(state_dir=Path(state_dir), hosts=hosts)).start()
+    bundle = sim.hosts[0].ca_bundle
+    ready.put(([(h.bind, h.port) for h in sim.hosts], str(bundle) if bundle else None))
     stop.wait()
     sim.stop()
 
 
-def _job(host: tuple[str, int]) -> InventoryJob:
+def _job(host: tuple[str, int], protocol: str) -> InventoryJob:
     return InventoryJob.model_validate(
         {
             "job_id": str(uuid.uuid4()),
@@ -55,7 +63,7 @@ def _job(host: tuple[str, int]) -> InventoryJob:
                 "store_type": "WinCert",
                 "client_machine": host[0],
                 "store_path": "My",
-                "protocol": "http",
+                "protocol": protocol,
                 "port": host[1],
                 "auth": "ntlm",
                 "credential": {
@@ -68,31 +76,38 @@ def _job(host: tuple[str, int]) -> InventoryJob:
     )
 
 
-def measure(sessions: int) -> dict[str, Any]:
-    """Open ``2 x sessions`` pooled sessions (after a warm-up one) and return the figures:
-    KiB per idle session of private memory, RSS and Python heap (see the module docstring)."""
+def measure(sessions: int, transport: str = "http", public_roots: bool = False) -> dict[str, Any]:
+    """Open ``2 x sessions`` pooled sessions (after a warm-up one) over ``transport`` and return
+    the figures: KiB per idle session of private memory, RSS and Python heap (see the module
+    docstring); ``public_roots``: HTTPS trusts certifi's roots besides the simulator's CA."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="wincert-bench-mem-") as tmp:
         ready, stop = context.Queue(), context.Event()
-        server = context.Process(target=_serve, args=(2 * sessions + 1, tmp, ready, stop), daemon=True)
+        server = context.Process(
+            target=_serve, args=(2 * sessions + 1, transport, tmp, ready, stop), daemon=True
+        )
         server.start()
-        hosts: list[tuple[str, int]] = ready.get(timeout=120)
+        hosts, ca_bundle = ready.get(timeout=300)
+        bundle: Path | None = Path(ca_bundle) if ca_bundle else None
+        if bundle is not None and public_roots:
+            bundle = Path(tmp) / "bundle-with-public-roots.pem"
+            bundle.write_bytes(Path(ca_bundle).read_bytes() + Path(certifi.where()).read_bytes())
         resolver = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
         factory = make_session_factory(
-            SessionOptions(session_idle_seconds=600, session_pool_size=2 * sessions + 1)
+            SessionOptions(ca_bundle=bundle, session_idle_seconds=600, session_pool_size=2 * sessions + 1)
         )
         pid = os.getpid()
         try:
-            _inventory(hosts[:1], factory, resolver)  # warm-up: imports, caches, library pages
+            _inventory(hosts[:1], transport, factory, resolver)  # warm-up: imports, caches, library pages
             gc.collect()
             before_anon, before_rss = _rss_mib(pid, "RssAnon"), _rss_mib(pid)
-            _inventory(hosts[1 : sessions + 1], factory, resolver)
+            _inventory(hosts[1 : sessions + 1], transport, factory, resolver)
             gc.collect()
             anon = _rss_mib(pid, "RssAnon") - before_anon
             rss = _rss_mib(pid) - before_rss
             tracemalloc.start()
             before_heap = _worker_heap()
-            _inventory(hosts[sessions + 1 :], factory, resolver)
+            _inventory(hosts[sessions + 1 :], transport, factory, resolver)
             gc.collect()
             heap = _worker_heap() - before_heap
             tracemalloc.stop()
@@ -103,6 +118,7 @@ def measure(sessions: int) -> dict[str, Any]:
             server.join(30)
     return {
         "sessions": sessions,
+        "transport": transport + (" (trusting certifi's public roots too)" if public_roots else ""),
         "private_kib_per_session": round(anon * 1024 / sessions, 1),
         "rss_kib_per_session": round(rss * 1024 / sessions, 1),
         "heap_kib_per_session": round(heap / 1024 / sessions, 1),
@@ -110,10 +126,13 @@ def measure(sessions: int) -> dict[str, Any]:
     }
 
 
-def _inventory(hosts: list[tuple[str, int]], factory: Any, resolver: CredentialResolver) -> None:
-    """One inventory per host through ``factory``'s pool (each leaves one idle session)."""
+def _inventory(
+    hosts: list[tuple[str, int]], transport: str, factory: Any, resolver: CredentialResolver
+) -> None:
+    """One inventory per host over ``transport`` through ``factory``'s pool (each leaves one
+    idle session)."""
     for host in hosts:
-        result = jobs.run(_job(host), factory, resolver).result
+        result = jobs.run(_job(host, transport), factory, resolver).result
         assert result.status.value == "success", result.message
 
 
@@ -125,8 +144,14 @@ def _worker_heap() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=100, help="sessions per pass (default 100)")
+    parser.add_argument("--transport", choices=("http", "https"), default="http", help="default http")
+    parser.add_argument(
+        "--public-roots",
+        action="store_true",
+        help="https: trust certifi's public roots besides the simulator's CA (the default trust store's size)",
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(measure(max(1, args.sessions)), indent=2))
+    print(json.dumps(measure(max(1, args.sessions), args.transport, args.public_roots), indent=2))
     return 0
 
 
