@@ -10,8 +10,8 @@ Two ways, both sending the files' text unchanged (never formatted with values):
   (``worker/powershell/bootstrap/Expand-WinCertLibrary.ps1``, :data:`BOOTSTRAP_SCRIPT`) expands
   it on the host and dot-sources it, so the functions stay defined for the pool's later calls.
   The blob is a *parameter* of the bootstrap (``-Library``), so no value is spliced into script
-  text. A first visit thus costs one pipeline (2 HTTP requests) and ~15 KB instead of 7
-  pipelines and ~270 KB (``make bench``).
+  text. A first visit thus sends no pipeline of its own for the library and ~15 KB instead of
+  7 pipelines and ~270 KB (``make bench``).
 * **Whole files** (local sessions, :func:`library_scripts`): every file with ``add_script``,
   ``Common.ps1`` first.
 

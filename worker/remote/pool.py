@@ -1,8 +1,10 @@
 """A per-process cache of open WinRM sessions (runspace pool + function library loaded).
 
-Opening a session over HTTP/NTLM with message encryption costs the NTLM handshake, the shell
-``Create``/``Receive`` and one pipeline per library file (``Common.ps1`` first); a function
-call on an open pool costs 2 requests (``bench/``: ``python -m bench`` measures both). The
+Opening a session over HTTP/NTLM with message encryption costs the NTLM handshake and the shell
+``Create``/``Receive``; the first call of a function carries the library functions it needs in
+its own pipeline (:mod:`worker.remote.library`): 7 requests on a cold job's path, 8 with the
+``Delete`` when the session closes (``tests/integration/test_remote_session.py``). A function
+call on an open pool costs 2 requests (``python -m bench`` measures both). The
 :class:`SessionPool` keeps sessions open between jobs of the same worker process:
 
 * **Key** (:class:`SessionKey`): host, port, protocol, auth method, user name, a credential
