@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--public-roots",
         action="store_true",
-        help="https: trust certifi's public roots besides the simulator's CA (the default trust store's size)",
+        help="https: also trust certifi's public roots (the default trust store's size)",
     )
     args = parser.parse_args(argv)
     print(json.dumps(measure(max(1, args.sessions), args.transport, args.public_roots), indent=2))

@@ -268,7 +268,7 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         default=None,
         ge=1,
         description="Idle WinRM sessions one worker process keeps at most, all hosts together;"
-        " unset: as many as SESSION_POOL_MEMORY_MIB allows (each ~32 KiB and one socket;"
+        " unset: as many as SESSION_POOL_MEMORY_MIB allows (each ~32 KiB, HTTPS more, and one socket;"
         " BENCHMARKS.md); idle sessions also hold their host's slots",
     )
     session_pool_memory_mib: float = Field(
@@ -278,7 +278,8 @@ class WorkerSettings(BaseSettings, RedisConnectionSettings):
         allow_inf_nan=False,
         description="Memory (MiB of RSS) one worker process may spend on idle WinRM sessions: the"
         " pool keeps at most this / 32 KiB sessions (16 MiB: 512), fewer if SESSION_POOL_SIZE is"
-        " lower or the open-files limit is near",
+        " lower or the open-files limit is near, and counts HTTPS sessions at ~68 KiB plus ~5.8 KiB"
+        " per further trusted root (worker/remote/session_memory.py)",
     )
     session_affinity: bool = Field(
         default=True,

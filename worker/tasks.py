@@ -107,6 +107,7 @@ class Runtime:
                 session_idle_seconds=self.settings.session_idle_seconds,
                 session_max_age_seconds=self.settings.session_max_age_seconds,
                 session_pool_size=self.settings.effective_session_pool_size,
+                session_pool_memory_kib=self.settings.session_pool_memory_mib * 1024,
                 session_max_commands=self.settings.session_max_commands,
                 ssh_known_hosts=self.settings.ssh_known_hosts,
                 ssh_trust_on_first_use=self.settings.ssh_trust_on_first_use,

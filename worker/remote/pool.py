@@ -290,6 +290,9 @@ class SessionPool:
             sessions then hold host slots, and a reaper thread closes expired, evicted and
             surplus sessions off the jobs' path. None: no shared budget (sessions closed inline).
         max_commands: calls after which a session is closed instead of reused (0: no limit).
+        max_kib: private memory idle sessions may hold together (KiB, each counted at
+            ``kib_of(key)``); the least recently used are closed beyond it. None: count only.
+        kib_of: KiB one idle session of a key holds (``worker.remote.session_memory``).
     """
 
     def __init__(
@@ -304,6 +307,8 @@ class SessionPool:
         clock: Callable[[], float] = time.monotonic,
         budget: ShellBudget | None = None,
         max_commands: int = 0,
+        max_kib: float | None = None,
+        kib_of: Callable[[SessionKey], float] | None = None,
     ) -> None:
         if idle_seconds <= 0 or max_age_seconds <= 0 or max_size < 1:
             raise ValueError("idle_seconds and max_age_seconds must be > 0 and max_size >= 1")
@@ -319,6 +324,8 @@ class SessionPool:
         self._stats = PoolStats()
         self.budget = budget
         self.max_commands = max_commands
+        self.max_kib = max_kib
+        self._kib_of = kib_of
         self._doomed: list[_Entry] = []  # parked sessions the reaper must close
         self._out: dict[int, _Entry] = {}  # sessions jobs hold now (under _lock)
         self._reaper: threading.Thread | None = None
@@ -487,12 +494,20 @@ class SessionPool:
                 closing.append(entry)
             else:
                 self._idle[id(entry)] = entry
-                while len(self._idle) > self.max_size:
+                while self._over_bound():
                     _, oldest = self._idle.popitem(last=False)
                     self._stats.evicted += 1
                     closing.append(oldest)
         for old in closing:
             _close_quietly(old.session)
+
+    def _over_bound(self) -> bool:
+        """More idle sessions than ``max_size``, or than ``max_kib`` holds (under ``_lock``)."""
+        if len(self._idle) > self.max_size:
+            return True
+        if self.max_kib is None or self._kib_of is None or len(self._idle) <= 1:
+            return False
+        return sum(self._kib_of(e.key) for e in self._idle.values()) > self.max_kib
 
     def _park(self, entry: _Entry) -> None:
         """With a budget: hand the job's slot to the session and keep it idle (the reaper
@@ -514,7 +529,7 @@ class SessionPool:
                 self._doomed.append(entry)
             else:
                 self._idle[id(entry)] = entry
-                while len(self._idle) > self.max_size:
+                while self._over_bound():
                     _, oldest = self._idle.popitem(last=False)
                     self._stats.evicted += 1
                     self._doomed.append(oldest)

@@ -47,7 +47,8 @@ from worker.remote.kerberos import uses_kerberos, wsman_kerberos_kwargs
 from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library, library_scripts
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
 from worker.remote.ntlm import send_negotiate_first, skip_lm_hash
-from worker.remote.pool import DEFAULT_MAX_SIZE, SessionPool
+from worker.remote.pool import DEFAULT_MAX_SIZE, SessionKey, SessionPool
+from worker.remote.session_memory import session_kib, trusted_roots
 from worker.remote.ssh import SshSession, ssh_session_kwargs
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class SessionOptions:
     """Seconds after opening when a pooled session is closed instead of reused
     (``WINCERT_SESSION_MAX_AGE_SECONDS``)."""
     session_pool_size: int = DEFAULT_MAX_SIZE
+    session_pool_memory_kib: float | None = None
+    """Private memory idle sessions may hold together in one process (KiB, each counted at
+    :func:`worker.remote.session_memory.session_kib`: HTTPS costs more); None: count only."""
     """Idle sessions one worker process keeps at most (all hosts); the least recently used is closed."""
     session_max_commands: int = 100
     """Calls after which a pooled session is recycled (``WINCERT_SESSION_MAX_COMMANDS``; 0: no limit)."""
@@ -473,6 +477,8 @@ class WorkerSessionFactory:
                 ca_bundle=str(options.ca_bundle) if options.ca_bundle is not None else None,
                 on_reuse=on_reuse,
                 max_commands=options.session_max_commands,
+                max_kib=options.session_pool_memory_kib,
+                kib_of=_kib_of(options.ca_bundle),
             )
 
     def _connect(self, store: StoreRef, credential: Credential) -> PsrpSession | SshSession:
@@ -503,3 +509,14 @@ def make_session_factory(
     pooled when ``options.session_idle_seconds`` > 0.
     """
     return WorkerSessionFactory(options, on_open, on_reuse)
+
+
+def _kib_of(ca_bundle: Path | None) -> Callable[[SessionKey], float]:
+    """KiB an idle session of a key holds (:func:`~worker.remote.session_memory.session_kib`):
+    HTTPS sessions that validate the listener's certificate load the worker's trust bundle."""
+    roots = trusted_roots(ca_bundle)
+
+    def kib_of(key: SessionKey) -> float:
+        return session_kib(key.protocol, roots if key.cert_validation else 1)
+
+    return kib_of
