@@ -17,6 +17,9 @@ acts on headers it should not trust (``timelimit``, ``expires``, ``eta``). So th
    chained-signing callbacks, which the signer's worker sends — a valid job MAC
    (:mod:`producer.auth`). The envelope handed on is rebuilt from the checked fields only
    (unknown headers dropped, a fresh delivery tag).
+   Entries of the worker's own remote-control reply queue (``<oid>.reply.celery.pidbox``:
+   the other nodes' answers to mingle's ``hello`` at start) are not jobs: they only have to be
+   a JSON envelope kombu can read (:func:`control_reply`), else they are dropped with a log line.
 2. **Dead-letters** every entry that fails (:func:`worker.results.dead_letter`: reason, redacted
    and bounded content, the raw envelope's task id when it has one) and counts it in
    ``wincert_jobs_dead_lettered_total{reason}``. The worker keeps consuming.
@@ -454,6 +457,43 @@ def check_compatible() -> None:
         )
 
 
+PIDBOX_REPLY_SUFFIX = ".reply.celery.pidbox"
+"""kombu's remote-control reply queues, ``<oid>.reply.celery.pidbox``: the worker pops from its
+own only while it waits for replies to its broadcasts (mingle's ``hello`` at start)."""
+
+
+def control_reply(item: bytes | str, max_bytes: int) -> dict[str, Any] | None:
+    """The envelope of a remote-control reply popped from the worker's own reply queue
+    (:data:`PIDBOX_REPLY_SUFFIX`), or None (dropped, logged) when it is not one kombu can read.
+
+    A reply is not a job (no task header, no MAC), so :meth:`Screen.check` would dead-letter it;
+    here it only has to be a JSON object of at most ``max_bytes`` with a JSON, UTF-8,
+    uncompressed, base64 body (never pickle), or kombu would raise and stop the worker.
+    """
+    try:
+        if len(item) > max_bytes:
+            raise ValueError(f"{len(item)} bytes")
+        envelope = json.loads(item)
+        if not isinstance(envelope, dict):
+            raise ValueError(f"a JSON {type(envelope).__name__}")
+        properties, headers = envelope.get("properties"), envelope.get("headers", {})
+        if not isinstance(properties, dict) or not isinstance(headers, dict):
+            raise ValueError("'properties' or 'headers' is not a mapping")
+        if (
+            envelope.get("content-type") != "application/json"
+            or envelope.get("content-encoding") != "utf-8"
+            or "compression" in headers
+            or properties.get("body_encoding") != "base64"
+            or not isinstance(envelope.get("body"), str)
+            or not isinstance(properties.get("delivery_info"), dict)
+        ):
+            raise ValueError("not a JSON body in base64")
+    except ValueError as exc:
+        log.warning("remote-control reply dropped: %s", str(exc)[:200])
+        return None
+    return envelope
+
+
 def _screened_brpop_read(self: Any, **options: Any) -> bool:
     """kombu 5.7's ``Channel._brpop_read`` with the screen between BRPOP and delivery."""
     kombu_redis = _kombu_redis()
@@ -472,6 +512,8 @@ def _screened_brpop_read(self: Any, **options: Any) -> bool:
                 from kombu.utils.json import loads
 
                 payload: dict[str, Any] | None = loads(kombu_redis.bytes_to_str(item))
+            elif dest.endswith(PIDBOX_REPLY_SUFFIX):
+                payload = control_reply(item, screen.max_bytes)
             else:
                 payload = screen.screen(item, dest)
             if payload is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -135,6 +136,11 @@ def test_two_readme_workers_on_one_machine_count_every_job_once(tmp_path: Path, 
                 wait_for(lambda: serving(ports[1]), 60, "the second worker's /metrics")
                 wait_for(lambda: ready(tmp_path / "w2.log"), 60, "the second worker to be ready")
                 assert jobs_counted(scrape(ports[0])) == 4
+                # mingle (on, as the README starts workers): w1's reply reaches w2, and is not
+                # screened as a job and dead-lettered (worker.untrusted.control_reply)
+                w2_log = (tmp_path / "w2.log").read_text(encoding="utf-8", errors="replace")
+                assert re.search(r"mingle: sync with \d+ nodes", w2_log), w2_log[-2000:]
+                assert "wincert_jobs_dead_lettered_total{" not in scrape(ports[1])
                 later = [client.submit(job("m-http")) for _ in range(10)]
                 failing = [client.submit(job("wrong-password")) for _ in range(2)]
                 codes = [client.wait(j, timeout=90).code.value for j in later + failing]
