@@ -28,17 +28,16 @@ call on an open pool costs 2 requests (``python -m bench`` measures both). The
   used.
 * **Fork-safe**: a child process forgets (never closes) the sessions its parent held.
 
-Local-mode sessions are not pooled (:mod:`worker.remote.session` decides).
+Local-mode sessions are not pooled (:mod:`worker.remote.session` decides). The key lives in
+:mod:`worker.remote.session_key`, which failures are worth a retry in
+:mod:`worker.remote.retryable` (both re-exported here).
 """
 
 from __future__ import annotations
 
 import atexit
-import hashlib
-import hmac
 import logging
 import os
-import secrets
 import threading
 import time
 import weakref
@@ -48,13 +47,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import requests
-from pypsrp.exceptions import WinRMTransportError, WSManFaultError
+from pypsrp.exceptions import WSManFaultError
 
 from producer.messages import StoreRef
 from worker.credentials import Credential
-from worker.remote.errors import QUOTA_FAULTS, RemoteCommandError
+from worker.remote.errors import RemoteCommandError
 from worker.remote.invoke import Invocation
+from worker.remote.retryable import SHELL_NOT_FOUND as SHELL_NOT_FOUND  # re-exported
+from worker.remote.retryable import is_connection_error as is_connection_error
+from worker.remote.retryable import is_quota_fault as is_quota_fault
+from worker.remote.session_key import SessionKey as SessionKey
+from worker.remote.session_key import credential_fingerprint as credential_fingerprint
 
 if TYPE_CHECKING:
     from worker.remote.budget import ShellBudget
@@ -69,10 +72,6 @@ REAPER_TICK_SECONDS = 1.0
 
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
-
-SHELL_NOT_FOUND = "2150858843"
-"""WS-Management fault 0x8033805B: the host no longer knows the shell (WinRM restarted, or the
-shell's own idle timeout closed it). Reopening is the fix."""
 
 
 class PooledSession(Protocol):
@@ -95,84 +94,6 @@ class PooledSession(Protocol):
 Opener = Callable[[StoreRef, Credential], PooledSession]
 """``opener(store, credential)`` opens a session with the library loaded (and counts it in
 ``wincert_sessions_opened_total``); on failure it closes what it opened and raises."""
-
-_FINGERPRINT_KEY = secrets.token_bytes(32)
-"""Per-process HMAC key: fingerprints cannot be compared with precomputed password hashes."""
-
-
-def credential_fingerprint(credential: Credential) -> str:
-    """HMAC-SHA-256 (hex) of the credential's user name and password under a per-process key.
-
-    The cache key holds this, never the password; it differs for every password, so jobs with
-    different credentials never share a session.
-    """
-    material = credential.username.encode("utf-8") + b"\0" + credential.password.get_secret_value().encode()
-    if credential.material is not None:  # keytab / cache / SSH key / client certificate
-        material += b"\0" + credential.material.fingerprint_material()
-    return hmac.new(_FINGERPRINT_KEY, material, hashlib.sha256).hexdigest()
-
-
-@dataclass(frozen=True)
-class SessionKey:
-    """Everything that makes two sessions interchangeable (no secret values)."""
-
-    host: str
-    port: int
-    protocol: str
-    auth: str
-    username: str
-    credential_fingerprint: str
-    cert_validation: bool
-    ca_bundle: str | None
-    spn_with_port: bool
-    jea_endpoint: str | None
-    spn: str = ""
-    """The Kerberos SPN (service, host-name override, port): different SPNs, different sessions."""
-
-    @classmethod
-    def of(cls, store: StoreRef, credential: Credential, ca_bundle: str | None = None) -> SessionKey:
-        """The key of a job's ``store`` and resolved ``credential`` (``ca_bundle``: worker-wide)."""
-        return cls(
-            host=store.client_machine.strip().lower(),
-            port=store.effective_port,
-            protocol=store.protocol.value,
-            auth=store.auth.value,
-            username=credential.username.lower(),
-            credential_fingerprint=credential_fingerprint(credential),
-            cert_validation=store.cert_validation,
-            ca_bundle=ca_bundle if store.cert_validation else None,
-            spn_with_port=store.spn_with_port,
-            jea_endpoint=store.jea_endpoint,
-            spn=store.spn,
-        )
-
-    def __str__(self) -> str:  # for logs: no fingerprint
-        endpoint = f" endpoint {self.jea_endpoint}" if self.jea_endpoint else ""
-        return f"{self.protocol}://{self.host}:{self.port} {self.auth} {self.username}{endpoint}"
-
-
-def is_quota_fault(exc: BaseException) -> bool:
-    """A WinRM quota fault (MaxShellsPerUser, MaxConcurrentOperationsPerUser, commands per
-    shell): worth one retry on a fresh session after this process freed what it holds."""
-    return isinstance(exc, WSManFaultError) and str(exc.code) in QUOTA_FAULTS
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """True for failures of the connection rather than of the host's answer or the function.
-
-    These are worth one retry on a fresh session: an HTTP error status other than 401 (pypsrp's
-    symptom of a dropped encrypted keep-alive connection is ``WinRMTransportError`` 400), a
-    connection reset / refused / closed, or the shell-not-found fault. Authentication failures,
-    timeouts (the call may still be running; a retry would double the wait) and every other
-    fault are not.
-    """
-    if isinstance(exc, WSManFaultError):
-        return str(exc.code) == SHELL_NOT_FOUND
-    if isinstance(exc, WinRMTransportError):
-        return bool(exc.code != 401)
-    if isinstance(exc, requests.exceptions.Timeout):
-        return False
-    return isinstance(exc, requests.exceptions.ConnectionError | ConnectionError)
 
 
 @dataclass
