@@ -51,6 +51,12 @@ SAMPLES = [
     "_xFFFF_ _x005F_ _x00A0_",
     "_x005f_x005F_x0041_ escaped escapes",
     "_x0041__x0042",
+    "a_x000A_b_x000A_",
+    "_x000A_x000A_ overlapping newlines",
+    "_x000A__x000A_ adjacent newlines",
+    "_x000A_x000A",
+    "_x000a_ lower-case newline",
+    "_x000A_ and _x0041_",
 ]
 
 
