@@ -220,10 +220,10 @@ REPLAYABLE_REASONS = frozenset(
     {"invalid_job", "job_too_old", "submitted_in_future", "max_deliveries", "slot_deadline"}
 )
 """Dead-letter reasons the worker gives only to a job whose message a producer authenticated
-(``worker/tasks.py``). Every other reason (``malformed_envelope``, ``unauthenticated``,
-``bad_signature``, ``unknown_task``, ...) is a raw queue entry nobody authenticated: replaying
-its content would sign it with this producer's key, so anyone able to LPUSH a bare job onto the
-queue could have an operator's replay run it."""
+(``worker/tasks.py``, ``worker/task_results.py``). Every other reason (``malformed_envelope``,
+``unauthenticated``, ``bad_signature``, ``unknown_task``, ...) is a raw queue entry nobody
+authenticated: replaying its content would sign it with this producer's key, so anyone able to
+LPUSH a bare job onto the queue could have an operator's replay run it."""
 
 
 def plan_replay(
