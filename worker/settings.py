@@ -53,7 +53,7 @@ def split_command(value: str) -> list[str]:
 SESSION_RSS_KIB = 32
 """Private memory of one cached (idle, pooled) WinRM session in KiB: ``python -m bench.memory``
 measured 32.2 to 32.5 KiB of ``RssAnon`` per HTTP/NTLM session (100 sessions; BENCHMARKS.md,
-"Worker memory (this session)"). An HTTPS session costs more (``python -m bench.memory
+"Worker memory (2026-12-08)"). An HTTPS session costs more (``python -m bench.memory
 --transport https``: ~68 KiB with a one-certificate CA bundle, ~740 KiB when the bundle holds
 certifi's 117 public roots: OpenSSL's per-connection state and trust store). Each also holds one
 socket (a file descriptor)."""

@@ -1,6 +1,6 @@
 """What one idle pooled session costs in private memory, by transport (KiB).
 
-Figures from ``python -m bench.memory`` (BENCHMARKS.md, "Worker memory (this session)"):
+Figures from ``python -m bench.memory`` (BENCHMARKS.md, "Worker memory (2026-12-08)"):
 an HTTP session ~32 KiB (:data:`worker.settings.SESSION_RSS_KIB`); an HTTPS session ~68 KiB
 with a one-certificate CA bundle plus ~5.7 KiB per further trusted root certificate, because
 urllib3 loads the whole bundle into an ``SSLContext`` per connection (certifi's 117 roots:
