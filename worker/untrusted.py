@@ -467,8 +467,12 @@ def control_reply(item: bytes | str, max_bytes: int) -> dict[str, Any] | None:
     (:data:`PIDBOX_REPLY_SUFFIX`), or None (dropped, logged) when it is not one kombu can read.
 
     A reply is not a job (no task header, no MAC), so :meth:`Screen.check` would dead-letter it;
-    here it only has to be a JSON object of at most ``max_bytes`` with a JSON, UTF-8,
-    uncompressed, base64 body (never pickle), or kombu would raise and stop the worker.
+    here it only has to be what kombu's message, kombu's reply collector (``Mailbox._collect``)
+    and Celery's ``flatten_reply`` read without raising (an exception there stops the worker at
+    start, in mingle): a JSON object of at most ``max_bytes`` (nesting too deep for ``json`` is
+    dropped too) with a JSON, UTF-8, uncompressed body in valid base64 (never pickle) that
+    decodes to a JSON object, a text ``delivery_tag``, and, when present, a text ``ticket``, an
+    integer ``clock`` and a numeric ``expires`` header.
     """
     try:
         if len(item) > max_bytes:
@@ -479,19 +483,37 @@ def control_reply(item: bytes | str, max_bytes: int) -> dict[str, Any] | None:
         properties, headers = envelope.get("properties"), envelope.get("headers", {})
         if not isinstance(properties, dict) or not isinstance(headers, dict):
             raise ValueError("'properties' or 'headers' is not a mapping")
+        body = envelope.get("body")
         if (
             envelope.get("content-type") != "application/json"
             or envelope.get("content-encoding") != "utf-8"
             or "compression" in headers
             or properties.get("body_encoding") != "base64"
-            or not isinstance(envelope.get("body"), str)
+            or not isinstance(body, str)
             or not isinstance(properties.get("delivery_info"), dict)
         ):
             raise ValueError("not a JSON body in base64")
-    except ValueError as exc:
-        log.warning("remote-control reply dropped: %s", str(exc)[:200])
+        if not isinstance(properties.get("delivery_tag"), str):
+            raise ValueError("'delivery_tag' is missing or not text")
+        if not _control_headers_ok(headers):
+            raise ValueError("a 'ticket', 'clock' or 'expires' header of the wrong type")
+        if not isinstance(json.loads(base64.b64decode(body, validate=True)), dict):
+            raise ValueError("the body is not a JSON object")
+    except (ValueError, RecursionError) as exc:  # binascii.Error, UnicodeDecodeError: ValueErrors
+        log.warning("remote-control reply dropped: %s", f"{type(exc).__name__}: {str(exc)[:200]}")
         return None
     return envelope
+
+
+def _control_headers_ok(headers: dict[str, Any]) -> bool:
+    """The reply headers kombu's collector compares or hashes have types it can (``ticket``:
+    text, ``clock``: integer, ``expires``: number; each may be absent or null)."""
+    ticket, clock, expires = headers.get("ticket"), headers.get("clock"), headers.get("expires")
+    return (
+        (ticket is None or isinstance(ticket, str))
+        and (clock is None or (isinstance(clock, int) and not isinstance(clock, bool)))
+        and (expires is None or (isinstance(expires, int | float) and not isinstance(expires, bool)))
+    )
 
 
 def _screened_brpop_read(self: Any, **options: Any) -> bool:

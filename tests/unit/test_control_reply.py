@@ -47,6 +47,57 @@ def test_anything_else_is_dropped(raw: bytes) -> None:
     assert control_reply(raw, 1_000_000) is None
 
 
+def _without_tag() -> dict[str, object]:
+    env = envelope()
+    properties = dict(env["properties"])  # type: ignore[call-overload]
+    del properties["delivery_tag"]
+    return {**env, "properties": properties}
+
+
+def _body(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # deeper than json can parse: RecursionError, which is no ValueError
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        # what kombu's Message() reads: a delivery tag (KeyError), a base64 body (binascii.Error)
+        json.dumps(_without_tag()).encode(),
+        json.dumps(envelope(properties={**envelope()["properties"], "delivery_tag": [1]})).encode(),  # type: ignore[dict-item]
+        json.dumps(envelope(body="abc")).encode(),
+        json.dumps(envelope(body="!!!!")).encode(),
+        # what kombu's collector and Celery's flatten_reply read: a JSON object body, and
+        # headers it compares (clock, expires) or hashes (ticket)
+        json.dumps(envelope(body=_body(b"[1, 2]"))).encode(),
+        json.dumps(envelope(body=_body(b"\xff not json"))).encode(),
+        json.dumps(envelope(body=_body(b"[" * 100_000 + b"]" * 100_000))).encode(),
+        json.dumps(envelope(headers={"ticket": {"a": 1}})).encode(),
+        json.dumps(envelope(headers={"ticket": "t", "clock": "7"})).encode(),
+        json.dumps(envelope(headers={"ticket": "t", "expires": "soon"})).encode(),
+    ],
+)
+def test_what_kombu_or_mingle_cannot_read_is_dropped_not_raised(raw: bytes) -> None:
+    assert control_reply(raw, 10_000_000) is None
+
+
+def test_kombu_reads_an_accepted_reply() -> None:
+    """kombu's own virtual message and its JSON decoding take what control_reply lets through."""
+    from kombu.transport.virtual.base import Message
+
+    class Channel:
+        def decode_body(self, body: str, encoding: str) -> bytes:
+            assert encoding == "base64"
+            return base64.b64decode(body)
+
+    headers = {"ticket": "t", "clock": 3, "expires": 1.5}
+    accepted = control_reply(json.dumps(envelope(headers=headers)), 10_000)
+    assert accepted is not None
+    message = Message(accepted, channel=Channel())
+    assert message.decode() == {"w1@host": {"revoked": [], "clock": 3}}
+
+
 def test_an_oversized_reply_is_dropped() -> None:
     raw = json.dumps(envelope()).encode()
     assert control_reply(raw, len(raw) - 1) is None
