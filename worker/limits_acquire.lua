@@ -160,6 +160,17 @@ local function asked()
   return asked_set
 end
 
+-- remove `members` from the evicting SET (and from the copy): SREM in batches, as unpack() of
+-- a long list fails ("too many results to unpack") and the SET's members come from Redis
+local function drop(members)
+  for i = 1, #members, 500 do
+    redis.call('SREM', evicting, unpack(members, i, math.min(i + 499, #members)))
+  end
+  for _, member in ipairs(members) do
+    asked_set[member] = nil
+  end
+end
+
 -- ask the owner of idle token `token` to close that session (it releases the slot afterwards,
 -- which wakes a waiter)
 local function evict(token)
@@ -247,12 +258,7 @@ local function starving_others()
       end
     end
   end
-  if #stale > 0 then
-    redis.call('SREM', evicting, unpack(stale))
-    for _, member in ipairs(stale) do
-      asked_set[member] = nil
-    end
-  end
+  drop(stale)
   return n
 end
 
@@ -283,16 +289,25 @@ if free > 0 and (waiting or others < free) then
 end
 
 -- 3b. no slot: ask the owner of the oldest idle session not yet asked to close it (one
---     request per waiting job at most)
+--     request per waiting job at most). Only asked sessions that still hold a slot are being
+--     closed; an asked token without one (its owner was killed before closing it, or the
+--     release failed) is dropped: counted, it would hold back every later request while the
+--     SET's expiry is renewed
 local evicted = false
 if count >= limit and count > 0 then
   local set = asked()
   local closing = 0
+  local gone = {}
   for member in pairs(set) do
     if string.sub(member, 1, 5) == 'idle:' then
-      closing = closing + 1
+      if held_score[member] then
+        closing = closing + 1
+      else
+        gone[#gone + 1] = member
+      end
     end
   end
+  drop(gone)
   if closing < others + 1 then
     for _, member in ipairs(held) do
       if string.sub(member, 1, 5) == 'idle:' and not set[member] and evict(member) then

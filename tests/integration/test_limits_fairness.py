@@ -167,3 +167,29 @@ def test_a_process_without_a_session_is_served_while_another_reuses_its_own(
         thread.join(60)
     assert set(outcomes) <= {Outcome.GRANTED}
     assert host.stats.max_shells_open <= 1 and host.stats.max_concurrent <= 1
+
+
+def test_an_asked_token_that_holds_no_slot_does_not_hold_back_eviction_requests(redis_client: Any) -> None:
+    """An idle token asked to close whose slot is gone (its owner was killed before closing it)
+    stays in the evicting SET while other writes renew its expiry; it must not count as a session
+    being closed, or no waiter asks the owner of a live idle session to close it."""
+    limiter = HostLimiter(redis_client, 30)
+    redis_client.sadd(evicting_key(HOST), "idle:killed:1")
+    redis_client.pexpire(evicting_key(HOST), 60000)
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    assert limiter.park(HOST, "a", TOKEN, 30)  # owner1's idle session holds the only slot
+    assert limiter.acquire(HOST, "w", 1, wait_seconds=5, capacity=2).outcome is Outcome.WAIT
+    assert _decoded(redis_client.lrange(EVICT_PREFIX + "owner1", 0, -1)) == [f"{HOST}\t{TOKEN}"]
+    assert _markers(redis_client) == {TOKEN}
+
+
+def test_thousands_of_stale_members_are_dropped_without_a_script_error(redis_client: Any) -> None:
+    """The evicting SET's members come from Redis: removing many at once must not fail Lua's
+    unpack() ("too many results to unpack"), which would fail every try for the host."""
+    limiter = HostLimiter(redis_client, 30)
+    redis_client.sadd(evicting_key(HOST), *[f"wait:gone{i}" for i in range(10_000)])
+    redis_client.sadd(evicting_key(HOST), *[f"idle:killed:{i}" for i in range(10_000)])
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    assert limiter.acquire(HOST, "w", 1, wait_seconds=5, capacity=2).outcome is Outcome.WAIT
+    assert limiter.acquire(HOST, "w", 1, 5, 2, waiting=True, starving=True).outcome is Outcome.WAIT
+    assert _markers(redis_client) == {"wait:w"}
