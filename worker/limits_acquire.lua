@@ -143,8 +143,16 @@ end
 local held, held_score, held_latest = live(holders)
 local count = #held
 
--- 2. the same job already holds a slot
+-- 2. the same job already holds a slot (another copy of it was granted): this copy leaves the
+--    line and drops its starving markers (a ``wait:`` marker left would make the next owner
+--    about to reuse its idle session close it for nobody)
 if held_score[job_id] then
+  if was_waiting then
+    redis.call('ZREM', waiters, job_id)
+  end
+  if starving then
+    redis.call('SREM', evicting, wait_marker, served_marker)
+  end
   return reply('duplicate', count, held_score[job_id])
 end
 

@@ -193,3 +193,26 @@ def test_thousands_of_stale_members_are_dropped_without_a_script_error(redis_cli
     assert limiter.acquire(HOST, "w", 1, wait_seconds=5, capacity=2).outcome is Outcome.WAIT
     assert limiter.acquire(HOST, "w", 1, 5, 2, waiting=True, starving=True).outcome is Outcome.WAIT
     assert _markers(redis_client) == {"wait:w"}
+
+
+def test_a_starving_copy_that_finds_its_job_running_leaves_no_marker(redis_client: Any) -> None:
+    """A redelivered copy of a starving waiter was granted the slot: the waiting copy's next try
+    is a duplicate, and it leaves the line and drops its marker (a ``wait:`` marker left makes the
+    next owner about to reuse its idle session close it for nobody)."""
+    limiter = HostLimiter(redis_client, 30)
+    assert limiter.acquire(HOST, "a", 1).outcome is Outcome.GRANTED
+    assert limiter.acquire(HOST, "x", 1, wait_seconds=5, capacity=2).outcome is Outcome.WAIT
+    assert limiter.acquire(HOST, "x", 1, 5, 2, waiting=True, starving=True).outcome is Outcome.WAIT
+    assert _markers(redis_client) == {"wait:x"}
+    assert limiter.release(HOST, "a")
+    assert limiter.acquire(HOST, "x", 1).outcome is Outcome.GRANTED  # the other copy
+    assert limiter.acquire(HOST, "y", 1, wait_seconds=5, capacity=2).outcome is Outcome.WAIT
+    got = limiter.acquire(HOST, "x", 1, 5, 2, waiting=True, starving=True)
+    assert got.outcome is Outcome.DUPLICATE
+    assert _markers(redis_client) == set()
+    assert _decoded(redis_client.zrange(waiters_key(HOST), 0, -1)) == ["y"]
+    # so the running copy's process reuses its idle session for its next job (with the marker
+    # left, it closed the session for nobody and its job waited)
+    assert limiter.park(HOST, "x", TOKEN, 30)
+    nxt = limiter.acquire(HOST, "n", 1, wait_seconds=5, capacity=2, idle_tokens=(TOKEN,))
+    assert nxt.outcome is Outcome.GRANTED and nxt.reused == TOKEN
