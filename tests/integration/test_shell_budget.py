@@ -17,7 +17,7 @@ from tests.support import wait_for
 from worker import jobs
 from worker.credentials import CredentialResolver
 from worker.limits import HostLimiter, Outcome
-from worker.remote.budget import ShellBudget
+from worker.remote.budget import EVICT_PREFIX, ShellBudget
 from worker.remote.session import SessionOptions, WorkerSessionFactory, make_session_factory
 from worker.settings import load_settings
 
@@ -192,3 +192,15 @@ def test_threads_of_a_fresh_process_all_get_its_owner_and_a_counter(limiter: Hos
             assert sorted(t.split(":")[2] for t in tokens) == ["1", "2", "3", "4"]
     finally:
         sys.setswitchinterval(switch)
+
+
+def test_an_eviction_request_that_is_not_utf8_is_dropped_not_raised(limiter: HostLimiter) -> None:
+    """The eviction list comes from Redis: an entry a decode_responses client cannot decode must
+    not raise out of evictions() (the reaper thread would die: no idle session closed again)."""
+    budget = ShellBudget(limiter, 60)
+    key = EVICT_PREFIX + budget.owner
+    limiter.client.lpush(key, b"host\t\xff\xfe")
+    assert budget.evictions(1.0) == []
+    token = f"idle:{budget.owner}:1"
+    limiter.client.lpush(key, f"h1\t{token}")
+    assert budget.evictions(1.0) == [("h1", token)]

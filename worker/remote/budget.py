@@ -112,7 +112,11 @@ class ShellBudget:
 
     def evictions(self, timeout: float) -> list[tuple[str, str]]:
         """Wait up to ``timeout`` seconds for requests to close idle sessions of this process;
-        ``(host, token)`` pairs (empty on timeout or a Redis error)."""
+        ``(host, token)`` pairs (empty on timeout or a Redis error).
+
+        The list's entries come from Redis: one that is not UTF-8 (which a ``decode_responses``
+        client raises on, as UnicodeDecodeError, not a RedisError) is dropped with the entries
+        popped with it (logged), never raised into the reaper thread, which would stop it."""
         key = EVICT_PREFIX + self.owner
         try:
             wait = max(0.01, min(timeout, self.limiter.chunk_seconds))
@@ -125,9 +129,12 @@ class ShellBudget:
         except redis.RedisError:
             log.debug("reading eviction requests failed", exc_info=True)
             return []
+        except UnicodeDecodeError:
+            log.warning("eviction requests dropped: an entry of %s is not UTF-8", key)
+            return []
         requests = []
         for item in items:
-            text = item.decode() if isinstance(item, bytes) else str(item)
+            text = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
             host, _, token = text.partition("\t")
             if host and token.startswith(f"idle:{self.owner}:"):
                 requests.append((host, token))
