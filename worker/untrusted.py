@@ -19,7 +19,9 @@ acts on headers it should not trust (``timelimit``, ``expires``, ``eta``). So th
    (unknown headers dropped, a fresh delivery tag).
    Entries of the worker's own remote-control reply queue (``<oid>.reply.celery.pidbox``:
    the other nodes' answers to mingle's ``hello`` at start) are not jobs: they only have to be
-   a JSON envelope kombu can read (:func:`control_reply`), else they are dropped with a log line.
+   a JSON envelope kombu can read that is no task message (:func:`control_reply`), else they
+   are dropped with a log line. A *task* queue named like that (``add_consumer``) is screened
+   as a job queue.
 2. **Dead-letters** every entry that fails (:func:`worker.results.dead_letter`: reason, redacted
    and bounded content, the raw envelope's task id when it has one) and counts it in
    ``wincert_jobs_dead_lettered_total{reason}``. The worker keeps consuming.
@@ -434,6 +436,20 @@ def screen_for(transport_options: Any) -> Screen | None:
     return _screens.get(str(transport_options.get(TRANSPORT_OPTION)))
 
 
+_apps: dict[str, Any] = {}
+"""The Celery app of each screen (by its id): its task queues are never control-reply queues."""
+
+
+def _task_queue(connection: Any, queue: str) -> bool:
+    """Whether ``queue`` is one of the task queues of the app whose connection this is (True
+    when unknown): a task queue named like a reply queue (``add_consumer`` is a remote-control
+    command anyone who can write to Redis can send) is screened as a job queue, never given the
+    lighter :func:`control_reply` check."""
+    options = getattr(connection, "transport_options", None)
+    app = _apps.get(str(options.get(TRANSPORT_OPTION))) if isinstance(options, dict) else None
+    return app is None or queue in app.amqp.queues
+
+
 def _kombu_redis() -> Any:
     return importlib.import_module("kombu.transport.redis")
 
@@ -472,7 +488,9 @@ def control_reply(item: bytes | str, max_bytes: int) -> dict[str, Any] | None:
     start, in mingle): a JSON object of at most ``max_bytes`` (nesting too deep for ``json`` is
     dropped too) with a JSON, UTF-8, uncompressed body in valid base64 (never pickle) that
     decodes to a JSON object, a text ``delivery_tag``, and, when present, a text ``ticket``, an
-    integer ``clock`` and a numeric ``expires`` header.
+    integer ``clock`` and a numeric ``expires`` header; never a task message (a ``task`` header,
+    or a body with a ``task`` key: Celery's protocol 1). Only for a queue that is not one of the
+    app's task queues (:func:`_task_queue`).
     """
     try:
         if len(item) > max_bytes:
@@ -497,8 +515,11 @@ def control_reply(item: bytes | str, max_bytes: int) -> dict[str, Any] | None:
             raise ValueError("'delivery_tag' is missing or not text")
         if not _control_headers_ok(headers):
             raise ValueError("a 'ticket', 'clock' or 'expires' header of the wrong type")
-        if not isinstance(json.loads(base64.b64decode(body, validate=True)), dict):
+        decoded = json.loads(base64.b64decode(body, validate=True))
+        if not isinstance(decoded, dict):
             raise ValueError("the body is not a JSON object")
+        if "task" in headers or "task" in decoded:  # a task message (protocol 2 or 1), never a reply
+            raise ValueError("a task message")
     except (ValueError, RecursionError) as exc:  # binascii.Error, UnicodeDecodeError: ValueErrors
         log.warning("remote-control reply dropped: %s", f"{type(exc).__name__}: {str(exc)[:200]}")
         return None
@@ -534,7 +555,7 @@ def _screened_brpop_read(self: Any, **options: Any) -> bool:
                 from kombu.utils.json import loads
 
                 payload: dict[str, Any] | None = loads(kombu_redis.bytes_to_str(item))
-            elif dest.endswith(PIDBOX_REPLY_SUFFIX):
+            elif dest.endswith(PIDBOX_REPLY_SUFFIX) and not _task_queue(self.connection.client, dest):
                 payload = control_reply(item, screen.max_bytes)
             else:
                 payload = screen.screen(item, dest)
@@ -560,6 +581,7 @@ def install(app: Any, screen: Screen) -> None:
     check_compatible()
     screen_id = uuid.uuid4().hex
     _screens[screen_id] = screen
+    _apps[screen_id] = app
     options = dict(app.conf.broker_transport_options or {})
     options[TRANSPORT_OPTION] = screen_id
     app.conf.broker_transport_options = options

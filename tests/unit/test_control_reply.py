@@ -76,6 +76,9 @@ def _body(value: bytes) -> str:
         json.dumps(envelope(headers={"ticket": {"a": 1}})).encode(),
         json.dumps(envelope(headers={"ticket": "t", "clock": "7"})).encode(),
         json.dumps(envelope(headers={"ticket": "t", "expires": "soon"})).encode(),
+        # a task message is never a reply: protocol 2 (task header), protocol 1 (task in body)
+        json.dumps(envelope(headers={"task": "wincert.run_job", "id": "x"})).encode(),
+        json.dumps(envelope(body=_body(b'{"task": "wincert.run_job", "id": "x", "args": []}'))).encode(),
     ],
 )
 def test_what_kombu_or_mingle_cannot_read_is_dropped_not_raised(raw: bytes) -> None:
