@@ -118,7 +118,7 @@ end
 return {1, false}
 """
 """:data:`_PUBLISH_ONCE` after the inventory state's compare-and-set
-(:data:`worker.inventory_state._WRITE_IF_UNCHANGED`): KEYS[3] the state hash, ARGV[1..3] the store
+(:data:`_WRITE_IF_UNCHANGED` below): KEYS[3] the state hash, ARGV[1..3] the store
 id, the SHA-1 of the document the new one was derived from ('' = none) and the new document,
 ARGV[4..] the publish's arguments. Nothing is written unless the state's field still holds that
 document (``{0, current document}``); else ``{1, stream entry id or nil when already
