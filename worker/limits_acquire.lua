@@ -139,6 +139,16 @@ local function keep_alive(key, deadline, members, latest)
   end
 end
 
+-- the caller leaves the waiters' line (when `in_line`) and drops its starving markers
+local function leave_line(in_line)
+  if in_line then
+    redis.call('ZREM', waiters, job_id)
+  end
+  if starving then
+    redis.call('SREM', evicting, wait_marker, served_marker)
+  end
+end
+
 -- 1. holders whose lease ran out (crashed or stalled workers) lose their slot
 local held, held_score, held_latest = live(holders)
 local count = #held
@@ -147,12 +157,7 @@ local count = #held
 --    line and drops its starving markers (a ``wait:`` marker left would make the next owner
 --    about to reuse its idle session close it for nobody)
 if held_score[job_id] then
-  if was_waiting then
-    redis.call('ZREM', waiters, job_id)
-  end
-  if starving then
-    redis.call('SREM', evicting, wait_marker, served_marker)
-  end
+  leave_line(was_waiting)
   return reply('duplicate', count, held_score[job_id])
 end
 
@@ -223,12 +228,7 @@ for i = 11, #ARGV do
       asked_set['served:' .. starved] = true
       yielded = true
     else
-      if was_waiting then
-        redis.call('ZREM', waiters, job_id)
-      end
-      if starving then
-        redis.call('SREM', evicting, wait_marker, served_marker)
-      end
+      leave_line(was_waiting)
       local deadline = now + lease_ms
       -- add before removing: the key (with its expiry) never disappears in between
       redis.call('ZADD', holders, deadline, job_id)
@@ -283,12 +283,7 @@ if free > 0 and (waiting or others < free) then
     redis.call('LTRIM', KEYS[4], 0, 63)
     redis.call('PEXPIRE', KEYS[4], 60000)
   else
-    if waiting then
-      redis.call('ZREM', waiters, job_id)
-    end
-    if starving then
-      redis.call('SREM', evicting, wait_marker, served_marker)
-    end
+    leave_line(waiting)
     local deadline = now + lease_ms
     redis.call('ZADD', holders, deadline, job_id)
     keep_alive(holders, deadline, held, held_latest)
