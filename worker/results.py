@@ -80,49 +80,62 @@ def _redact(data: Any, forms: list[str]) -> Any:
     return data
 
 
-_PUBLISH_ONCE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  local fields = {}
-  if ARGV[4] == '1' then
-    fields[1] = 'result'
-    fields[2] = ARGV[1]
+_PUBLISH_FUNCTION = """
+local function publish(kept_key, stream, o)
+  if redis.call('SET', kept_key, ARGV[o + 1], 'NX', 'EX', ARGV[o + 2]) then
+    local fields = {}
+    if ARGV[o + 4] == '1' then
+      fields[1] = 'result'
+      fields[2] = ARGV[o + 1]
+    end
+    for i = o + 5, #ARGV do
+      fields[#fields + 1] = ARGV[i]
+    end
+    return redis.call('XADD', stream, 'MAXLEN', '~', ARGV[o + 3], '*', unpack(fields))
   end
-  for i = 5, #ARGV do
-    fields[#fields + 1] = ARGV[i]
-  end
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+  return false
 end
-return false
 """
+"""Lua: keep the result at ``kept_key`` unless kept before (``SET NX EX``) and then add its
+results-stream entry; the stream entry id, or false when published before. ARGV[o + 1..] the
+kept value, its expiry (s), the stream's MAXLEN, '1' when the entry carries the result inline,
+then the entry's field/value pairs."""
 
+_COMPARE_AND_SET_FUNCTION = """
+local function compare_and_set(key, o)
+  local current = redis.call('HGET', key, ARGV[o + 1])
+  local digest = ''
+  if current then digest = redis.sha1hex(current) end
+  if digest ~= ARGV[o + 2] then
+    return false, current
+  end
+  redis.call('HSET', key, ARGV[o + 1], ARGV[o + 3])
+  return true
+end
+"""
+"""Lua: the inventory state's compare-and-set. ARGV[o + 1..3] the store id, the SHA-1 (hex) of the
+document the new one was derived from ('' = none), the new document; written only if the field
+still holds that document (true), else false and the current document (or nil)."""
 
-_PUBLISH_ONCE_WITH_STATE = """
-local current = redis.call('HGET', KEYS[3], ARGV[1])
-local digest = ''
-if current then digest = redis.sha1hex(current) end
-if digest ~= ARGV[2] then
+_PUBLISH_ONCE = _PUBLISH_FUNCTION + "return publish(KEYS[1], KEYS[2], 0)\n"
+"""KEYS[1] the kept result's key, KEYS[2] the results stream, ARGV as :data:`_PUBLISH_FUNCTION`."""
+
+_PUBLISH_ONCE_WITH_STATE = (
+    _COMPARE_AND_SET_FUNCTION
+    + _PUBLISH_FUNCTION
+    + """
+local written, current = compare_and_set(KEYS[3], 0)
+if not written then
   return {0, current}
 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-if redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ARGV[5]) then
-  local fields = {}
-  if ARGV[7] == '1' then
-    fields[1] = 'result'
-    fields[2] = ARGV[4]
-  end
-  for i = 8, #ARGV do
-    fields[#fields + 1] = ARGV[i]
-  end
-  return {1, redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))}
-end
-return {1, false}
+return {1, publish(KEYS[1], KEYS[2], 3)}
 """
-""":data:`_PUBLISH_ONCE` after the inventory state's compare-and-set
-(:data:`_WRITE_IF_UNCHANGED` below): KEYS[3] the state hash, ARGV[1..3] the store
-id, the SHA-1 of the document the new one was derived from ('' = none) and the new document,
-ARGV[4..] the publish's arguments. Nothing is written unless the state's field still holds that
-document (``{0, current document}``); else ``{1, stream entry id or nil when already
-published}`` (the state is written either way, as a write before the publish would have been)."""
+)
+""":data:`_PUBLISH_ONCE` after the inventory state's compare-and-set: KEYS[3] the state hash,
+ARGV[1..3] the compare-and-set's arguments, ARGV[4..] the publish's. Nothing is written unless
+the state's field still holds that document (``{0, current document}``); else ``{1, stream entry
+id or nil when already published}`` (the state is written either way, as a write before the
+publish would have been)."""
 
 
 def _text(value: Any) -> str:
@@ -166,19 +179,18 @@ class Publication:
         return True, None
 
 
-_WRITE_IF_UNCHANGED = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-local digest = ''
-if current then digest = redis.sha1hex(current) end
-if digest ~= ARGV[2] then
+_WRITE_IF_UNCHANGED = (
+    _COMPARE_AND_SET_FUNCTION
+    + """
+local written, current = compare_and_set(KEYS[1], 0)
+if not written then
   return {0, current}
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return {1}
 """
-"""KEYS[1] the inventory state hash, ARGV[1] the store id, ARGV[2] the SHA-1 (hex) of the document
-the new one was derived from ('' = none), ARGV[3] the new document. Writes it only if the field
-still holds that document: ``{1}``; else ``{0, the current document or nil}``."""
+)
+"""KEYS[1] the inventory state hash, ARGV[1..3] as :data:`_COMPARE_AND_SET_FUNCTION`: ``{1}``
+written, else ``{0, the current document or nil}``."""
 
 
 def write_if_unchanged(
