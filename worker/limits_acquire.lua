@@ -61,7 +61,8 @@ local wait_marker, served_marker = 'wait:' .. job_id, 'served:' .. job_id
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- the job's bookkeeping (first try only): read now, written once with the outcome's phase
+-- the job's bookkeeping (first try only): read now, written once with the outcome's phase; the
+-- same counts as worker/state.py's _START for jobs refused before a slot try (change both)
 local book = ARGV[8] ~= nil and ARGV[8] ~= ''
 local job_key, dfield, attempts, deliveries, first_ms, granted_before, finished
 if book then

@@ -56,6 +56,7 @@ def _key(job_id: str) -> str:
 
 
 _START = """
+-- the same bookkeeping as the first slot try's in worker/limits_acquire.lua (change both)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local dfield = 'd:' .. ARGV[1]
@@ -140,9 +141,9 @@ class JobState:
         script: counts, first time, ``phase`` = ``waiting``, whether the result is kept)."""
         keys = [self.key, self.result_key]
         reply: Any = run_script(self.client, _START, keys, [retries, STATE_TTL_SECONDS])
-        attempts, deliveries, waited_ms, finished, granted = (int(v) for v in reply)
-        self._granted = bool(granted)
-        return Delivery(attempts, deliveries, waited_ms / 1000, bool(finished), bool(granted))
+        delivery = delivery_from(reply)
+        self._granted = delivery.granted
+        return delivery
 
     def first_try(self, retries: int, max_deliveries: int) -> FirstTry:
         """The bookkeeping of this execution, for the job's first slot try
