@@ -52,7 +52,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -127,8 +127,22 @@ class Screen:
     (first task argument) of each screened ``wincert.run_job`` message popped from
     ``home_queue`` that is not a retry and has no ETA; True: it moved the entry to another
     node's direct queue, so it is not delivered here."""
+    task_queues: Container[str] | None = None
+    """The app's task queues (live: ``add_consumer`` extends them; set by :func:`install`); None:
+    unknown. A task queue named like a reply queue (``add_consumer`` is a remote-control command
+    anyone who can write to Redis can send) is screened as a job queue, never given the lighter
+    :func:`control_reply` check."""
     _client: redis.Redis | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def is_reply_queue(self, queue: str) -> bool:
+        """Whether ``queue`` is a remote-control reply queue (``*.reply.celery.pidbox``) and
+        none of the app's :attr:`task_queues` (unknown task queues: never)."""
+        return (
+            queue.endswith(PIDBOX_REPLY_SUFFIX)
+            and self.task_queues is not None
+            and queue not in self.task_queues
+        )
 
     # --- the checks ---------------------------------------------------------------------------
 
@@ -436,20 +450,6 @@ def screen_for(transport_options: Any) -> Screen | None:
     return _screens.get(str(transport_options.get(TRANSPORT_OPTION)))
 
 
-_apps: dict[str, Any] = {}
-"""The Celery app of each screen (by its id): its task queues are never control-reply queues."""
-
-
-def _task_queue(connection: Any, queue: str) -> bool:
-    """Whether ``queue`` is one of the task queues of the app whose connection this is (True
-    when unknown): a task queue named like a reply queue (``add_consumer`` is a remote-control
-    command anyone who can write to Redis can send) is screened as a job queue, never given the
-    lighter :func:`control_reply` check."""
-    options = getattr(connection, "transport_options", None)
-    app = _apps.get(str(options.get(TRANSPORT_OPTION))) if isinstance(options, dict) else None
-    return app is None or queue in app.amqp.queues
-
-
 def _kombu_redis() -> Any:
     return importlib.import_module("kombu.transport.redis")
 
@@ -490,7 +490,7 @@ def control_reply(item: bytes | str, max_bytes: int) -> dict[str, Any] | None:
     decodes to a JSON object, a text ``delivery_tag``, and, when present, a text ``ticket``, an
     integer ``clock`` and a numeric ``expires`` header; never a task message (a ``task`` header,
     or a body with a ``task`` key: Celery's protocol 1). Only for a queue that is not one of the
-    app's task queues (:func:`_task_queue`).
+    app's task queues (:attr:`Screen.task_queues`).
     """
     try:
         if len(item) > max_bytes:
@@ -555,7 +555,7 @@ def _screened_brpop_read(self: Any, **options: Any) -> bool:
                 from kombu.utils.json import loads
 
                 payload: dict[str, Any] | None = loads(kombu_redis.bytes_to_str(item))
-            elif dest.endswith(PIDBOX_REPLY_SUFFIX) and not _task_queue(self.connection.client, dest):
+            elif screen.is_reply_queue(dest):
                 payload = control_reply(item, screen.max_bytes)
             else:
                 payload = screen.screen(item, dest)
@@ -580,8 +580,8 @@ def install(app: Any, screen: Screen) -> None:
     kombu_redis = _kombu_redis()
     check_compatible()
     screen_id = uuid.uuid4().hex
+    screen.task_queues = app.amqp.queues
     _screens[screen_id] = screen
-    _apps[screen_id] = app
     options = dict(app.conf.broker_transport_options or {})
     options[TRANSPORT_OPTION] = screen_id
     app.conf.broker_transport_options = options

@@ -88,10 +88,10 @@ class SessionOptions:
     """Seconds after opening when a pooled session is closed instead of reused
     (``WINCERT_SESSION_MAX_AGE_SECONDS``)."""
     session_pool_size: int = DEFAULT_MAX_SIZE
+    """Idle sessions one worker process keeps at most (all hosts); the least recently used is closed."""
     session_pool_memory_kib: float | None = None
     """Private memory idle sessions may hold together in one process (KiB, each counted at
     :func:`worker.remote.session_memory.session_kib`: HTTPS costs more); None: count only."""
-    """Idle sessions one worker process keeps at most (all hosts); the least recently used is closed."""
     session_max_commands: int = 100
     """Calls after which a pooled session is recycled (``WINCERT_SESSION_MAX_COMMANDS``; 0: no limit)."""
     ssh_known_hosts: Path | None = None
