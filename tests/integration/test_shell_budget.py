@@ -204,3 +204,49 @@ def test_an_eviction_request_that_is_not_utf8_is_dropped_not_raised(limiter: Hos
     token = f"idle:{budget.owner}:1"
     limiter.client.lpush(key, f"h1\t{token}")
     assert budget.evictions(1.0) == [("h1", token)]
+
+
+def test_eviction_reads_with_redis_down_wait_out_their_tick_instead_of_spinning() -> None:
+    """Redis unreachable (a port nobody listens on) through a client without retries (redis-py's
+    default retries alone spread failures over ~3 s): every read fails at once; evictions() must
+    still take its wait (time.sleep's lower bound), or the reaper spins a core through an outage."""
+    import socket
+    import time
+
+    import redis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = redis.Redis(host="127.0.0.1", port=port, retry=None, decode_responses=True)
+    budget = ShellBudget(HostLimiter(dead, 30), 60)
+    started = time.monotonic()
+    assert budget.evictions(0.3) == []
+    assert time.monotonic() - started >= 0.3
+
+
+def test_a_reaper_tick_that_raises_does_not_stop_the_reaper(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """A fault in one tick (here: the eviction read raises something unexpected) is logged and
+    the next tick runs: the idle session is still closed when the other process asks for it."""
+    first, second = factories(), factories()
+    assert first.pool is not None and first.pool.budget is not None
+    budget = first.pool.budget
+    real = budget.evictions
+    faults = {"left": 2}
+
+    def flaky(timeout: float) -> list[tuple[str, str]]:
+        if faults["left"]:
+            faults["left"] -= 1
+            raise RuntimeError("injected reaper fault")
+        return real(timeout)
+
+    budget.evictions = flaky  # type: ignore[method-assign]
+    _run_with_slot(limiter, first, host)
+    wait_for(lambda: faults["left"] == 0, 10, "both injected faults hit the reaper")
+    # limit 1: the second process's job gets the slot only if the first one's reaper, past its
+    # faults, closes its idle session on request
+    _run_with_slot(limiter, second, host)
+    assert first.pool.idle_count() == 0
+    assert host.stats.max_shells_open == 1

@@ -29,6 +29,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -116,10 +117,14 @@ class ShellBudget:
 
         The list's entries come from Redis: one that is not UTF-8 (which a ``decode_responses``
         client raises on, as UnicodeDecodeError, not a RedisError) is dropped with the entries
-        popped with it (logged), never raised into the reaper thread, which would stop it."""
+        popped with it (logged), never raised into the reaper thread, which would stop it.
+
+        With Redis unreachable the read fails at once (connection refused): the call then sleeps
+        out its wait before returning, so the reaper ticks at its pace instead of spinning a core
+        through an outage."""
         key = EVICT_PREFIX + self.owner
+        wait = max(0.01, min(timeout, self.limiter.chunk_seconds))
         try:
-            wait = max(0.01, min(timeout, self.limiter.chunk_seconds))
             first: Any = self.limiter.client.blpop([key], timeout=wait)
             if first is None:
                 return []
@@ -128,6 +133,7 @@ class ShellBudget:
             items.extend(more or [])
         except redis.RedisError:
             log.debug("reading eviction requests failed", exc_info=True)
+            time.sleep(wait)
             return []
         except UnicodeDecodeError:
             log.warning("eviction requests dropped: an entry of %s is not UTF-8", key)

@@ -463,32 +463,48 @@ class SessionPool:
 
     def _reap(self) -> None:
         """The reaper thread (with a budget): close evicted, expired and surplus idle sessions,
-        each while its slot is held, then release the slot. Runs while the process lives."""
+        each while its slot is held, then release the slot. Runs while the process lives: an
+        unexpected error in a tick is logged and the next tick runs (a dead reaper would leave
+        idle sessions open and their slots held until their leases end)."""
+        while True:
+            try:
+                self._reap_once()
+            except Exception:
+                log.exception("session reaper tick failed; next tick in %.1f s", REAPER_TICK_SECONDS)
+                time.sleep(REAPER_TICK_SECONDS)
+
+    def _reap_once(self) -> None:
+        """One reaper tick: wait up to REAPER_TICK_SECONDS for eviction requests, then close the
+        doomed, asked-for and expired idle sessions and release their slots. Every session taken
+        out of the pool here is closed and released even if another one's release raises."""
         budget = self.budget
         assert budget is not None
-        while True:
-            requests = budget.evictions(REAPER_TICK_SECONDS)
-            now = self._clock()
-            with self._lock:
-                closing, self._doomed = self._doomed, []
-                by_token = {e.token: e for e in self._idle.values() if e.token is not None}
-                for _, token in requests:
-                    asked = by_token.get(token)
-                    if asked is not None and id(asked) in self._idle:
-                        del self._idle[id(asked)]
-                        self._stats.evicted += 1
-                        closing.append(asked)
-                    else:
-                        self._flag_checked_out(token)
-                expired = [e for e in self._idle.values() if self._expired(e, now)]
-                for entry in expired:
-                    del self._idle[id(entry)]
-                self._stats.expired += len(expired)
-                closing.extend(expired)
-            for entry in closing:
-                _close_quietly(entry.session)
-                if entry.token is not None:
-                    budget.release(entry.host, entry.token)
+        requests = budget.evictions(REAPER_TICK_SECONDS)
+        now = self._clock()
+        with self._lock:
+            closing, self._doomed = self._doomed, []
+            by_token = {e.token: e for e in self._idle.values() if e.token is not None}
+            for _, token in requests:
+                asked = by_token.get(token)
+                if asked is not None and id(asked) in self._idle:
+                    del self._idle[id(asked)]
+                    self._stats.evicted += 1
+                    closing.append(asked)
+                else:
+                    self._flag_checked_out(token)
+            expired = [e for e in self._idle.values() if self._expired(e, now)]
+            for entry in expired:
+                del self._idle[id(entry)]
+            self._stats.expired += len(expired)
+            closing.extend(expired)
+        for entry in closing:
+            _close_quietly(entry.session)
+            if entry.token is None:
+                continue
+            try:
+                budget.release(entry.host, entry.token)
+            except Exception:  # release() logs Redis errors itself; anything else must not stop the rest
+                log.exception("releasing a closed idle session's slot failed; it returns after its lease")
 
     def _flag_checked_out(self, token: str) -> None:
         """An eviction request for a session a job holds now: close it when given back."""
