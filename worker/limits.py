@@ -85,6 +85,13 @@ def evicting_key(host_key: str) -> str:
     return f"{KEY_PREFIX}:{{{host_key}}}:evicting"
 
 
+EVICT_PREFIX = "wincert:shells:evict:"
+"""The eviction-request LIST of a worker process is ``<EVICT_PREFIX><owner>``: acquire
+(``limits_acquire.lua``, which learns the owner from the idle token it reads, so it gets this
+prefix instead of the key) pushes ``<host>\t<token>``, the owner's reaper pops
+(:meth:`worker.remote.budget.ShellBudget.evictions`)."""
+
+
 def wake_key(host_key: str) -> str:
     """The wake LIST of a host: one token per slot released while jobs wait."""
     return f"{KEY_PREFIX}:{{{host_key}}}:wake"
@@ -210,6 +217,7 @@ class HostLimiter:
         else:
             keys.extend((first.job_key, first.result_key))
             args.extend((first.retries, first.ttl_seconds, first.max_deliveries))
+        args.append(EVICT_PREFIX)
         args.extend(idle_tokens)
         reply: Any = self._acquire(keys=keys, args=args)
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])

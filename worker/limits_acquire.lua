@@ -23,12 +23,16 @@
 --          job hash, KEYS[6] its kept result; ARGV[9] the hash's TTL (s), ARGV[10] the most
 --          deliveries of one message. A job whose result is kept, or whose message was
 --          delivered more often than that, takes no slot (outcome "busy").
--- ARGV[11..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
+-- ARGV[11] the prefix of the owners' eviction lists (worker.limits.EVICT_PREFIX,
+--          ``wincert:shells:evict:``): the one key this script does not get in KEYS, as its
+--          owner is known only from the holder it reads (a token ``idle:<owner>:<n>``); passed
+--          in so the key's name is defined once, next to its reader (worker/remote/budget.py)
+-- ARGV[12..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
 -- Idle pooled sessions hold slots as members ``idle:<owner>:<n>`` (worker/remote/budget.py).
 -- A caller passing one of its own idle tokens takes that token's slot over (the session is
 -- reused: outcome "granted", 4th value = the token). A caller that gets no slot while other
 -- processes' idle sessions hold some asks the oldest one's owner to close it: LPUSH
--- "<host>\t<token>" onto ``wincert:shells:evict:<owner>`` (the owner closes it while still
+-- "<host>\t<token>" onto ``<ARGV[11]><owner>`` (the owner closes it while still
 -- holding its slot, then releases it, which wakes a waiter).
 -- Returns {outcome, holders after the call, deadline_ms, reused token or nil}, with ARGV[8]
 -- followed by {attempts, deliveries, ms since the first execution, result kept (0/1), a slot
@@ -44,7 +48,9 @@
 -- job"): each ZSET is read once, whole (holders: at most the limit plus expired leases;
 -- waiters: at most the capacity plus expired waits), and the decisions are made on that copy.
 -- Expiry: every writer keeps each key's expiry at least a second past its latest score, so a
--- deadline no later than a live member's needs no PEXPIREAT.
+-- deadline no later than a live member's needs no PEXPIREAT. The LISTs (wake, eviction
+-- requests) get their 60 s expiry when a push creates them (LPUSH replies 1), not on every
+-- push: one that stays non-empty that long holds only tokens nobody popped.
 local holders = KEYS[1]
 local waiters = KEYS[2]
 local evicting = KEYS[3]
@@ -57,6 +63,8 @@ local host = ARGV[6]
 local was_waiting = ARGV[7] == '1' or ARGV[7] == '2'
 local starving = ARGV[7] == '2'
 local wait_marker, served_marker = 'wait:' .. job_id, 'served:' .. job_id
+local evict_prefix = ARGV[11]
+local first_token = 12
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -195,9 +203,10 @@ local function evict(token)
   asked()[token] = true
   redis.call('SADD', evicting, token)
   redis.call('PEXPIRE', evicting, 60000)
-  local queue = 'wincert:shells:evict:' .. owner
-  redis.call('LPUSH', queue, host .. '\t' .. token)
-  redis.call('PEXPIRE', queue, 60000)
+  local queue = evict_prefix .. owner
+  if redis.call('LPUSH', queue, host .. '\t' .. token) == 1 then
+    redis.call('PEXPIRE', queue, 60000)
+  end
   return true
 end
 
@@ -216,7 +225,7 @@ end
 --     is closed for it instead (fairness across processes: the owner's reaper closes it and
 --     releases the slot, which wakes that waiter), and the caller waits like the others
 local yielded = false
-for i = 11, #ARGV do
+for i = first_token, #ARGV do
   local token = ARGV[i]
   if held_score[token] and asked()[token] then
     yielded = true  -- the caller's own session is being closed for a waiter: its slot goes to the line
@@ -280,9 +289,13 @@ local refused = false
 if free > 0 and (waiting or others < free) then
   if waiting and not starving and others >= free and starving_others() >= free then
     refused = true
-    redis.call('LPUSH', KEYS[4], '1')
-    redis.call('LTRIM', KEYS[4], 0, 63)
-    redis.call('PEXPIRE', KEYS[4], 60000)
+    -- the wake token passed on (the LIST: at most 64 tokens, 60 s from its creation; see Expiry)
+    local tokens = redis.call('LPUSH', KEYS[4], '1')
+    if tokens == 1 then
+      redis.call('PEXPIRE', KEYS[4], 60000)
+    elseif tokens > 64 then
+      redis.call('LTRIM', KEYS[4], 0, 63)
+    end
   else
     leave_line(waiting)
     local deadline = now + lease_ms

@@ -33,8 +33,13 @@ if ARGV[2] and ARGV[2] ~= '' then
 end
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 if removed == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('LPUSH', KEYS[3], '1')
-  redis.call('LTRIM', KEYS[3], 0, 63)
-  redis.call('PEXPIRE', KEYS[3], 60000)
+  -- the wake LIST: at most 64 tokens; it expires 60 s after a push created it (LPUSH replies
+  -- 1), not after every push: one that stays non-empty that long holds only tokens nobody popped
+  local tokens = redis.call('LPUSH', KEYS[3], '1')
+  if tokens == 1 then
+    redis.call('PEXPIRE', KEYS[3], 60000)
+  elseif tokens > 64 then
+    redis.call('LTRIM', KEYS[3], 0, 63)
+  end
 end
 return removed

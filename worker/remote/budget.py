@@ -36,7 +36,7 @@ from typing import Any
 import redis
 
 from producer.messages import StoreRef
-from worker.limits import CURRENT_LEASE, HostLimiter, limit_key
+from worker.limits import CURRENT_LEASE, EVICT_PREFIX, HostLimiter, limit_key
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ GRACE_SECONDS = 15.0
 """An idle session's slot outlives its idle timeout by this much: the reaper (ticking every
 second) closes the session before the slot could expire under it."""
 
-EVICT_PREFIX = "wincert:shells:evict:"
+EVICTIONS_PER_READ = 64
+"""Eviction requests one read of the reaper takes at most (one ``BLMPOP``)."""
 
 
 class ShellBudget:
@@ -125,12 +126,12 @@ class ShellBudget:
         key = EVICT_PREFIX + self.owner
         wait = max(0.01, min(timeout, self.limiter.chunk_seconds))
         try:
-            first: Any = self.limiter.client.blpop([key], timeout=wait)
-            if first is None:
+            # one command: up to EVICTIONS_PER_READ entries, blocking while the list is empty
+            # (BLMPOP, Redis 7; was BLPOP and then LPOP for the rest: one command more per request)
+            popped: Any = self.limiter.client.blmpop(wait, 1, key, direction="LEFT", count=EVICTIONS_PER_READ)
+            if not popped:
                 return []
-            items = [first[1]]
-            more: Any = self.limiter.client.lpop(key, 64)
-            items.extend(more or [])
+            items = list(popped[1] or [])
         except redis.RedisError:
             log.debug("reading eviction requests failed", exc_info=True)
             time.sleep(wait)
