@@ -11,7 +11,8 @@ scenario. Scenarios, in one run (sizes from the flags; ``--full`` is the issue-1
   --node-threads`` without and with session affinity (``WINCERT_SESSION_AFFINITY``);
   ``fleet affinity c1``: ``--nodes`` x ``--node-threads`` workers ``-P prefork -c 1`` with it;
 * ``warm fresh`` / ``warm pooled``: ``--warm-jobs`` jobs round-robin over ``--warm-hosts`` hosts;
-* ``contention``: ``--contention-jobs`` jobs for ONE host, limit 2;
+* ``contention``: ``--contention-jobs`` jobs for ONE host, limit 2 (``--contention-concurrency 2``:
+  the control without contention, one process per slot);
 * ``grouped limit 1`` (``--full`` or ``--grouped``): the fleet jobs with each host's jobs
   together and limit 1 (requeue churn and worker memory).
 
@@ -93,7 +94,12 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         Scenario("warm fresh", args.warm_hosts, args.warm_jobs, order="round_robin", pooled=False, **common),
         Scenario("warm pooled", args.warm_hosts, args.warm_jobs, order="round_robin", **common),
         Scenario(
-            "contention", 1, args.contention_jobs, limit=2, concurrency=args.concurrency, rtt_ms=args.rtt_ms
+            "contention",
+            1,
+            args.contention_jobs,
+            limit=2,
+            concurrency=args.contention_concurrency or args.concurrency,
+            rtt_ms=args.rtt_ms,
         ),
     ]
     if args.grouped:
@@ -159,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-hosts", type=int, default=10, help="warm hosts (10; --full 25)")
     parser.add_argument("--warm-jobs", type=int, default=100, help="warm jobs (100; --full 500)")
     parser.add_argument("--contention-jobs", type=int, default=60, help="jobs for one host (60; --full 200)")
+    parser.add_argument(
+        "--contention-concurrency",
+        type=int,
+        default=0,
+        help="prefork processes of the contention row (default --concurrency; 2 = no contention)",
+    )
     parser.add_argument("--limit", type=int, default=2, help="host limit (default 2)")
     parser.add_argument("--concurrency", type=int, default=4, help="worker prefork processes (default 4)")
     parser.add_argument("--rtt-ms", type=float, default=5.0, help="round-trip time per request (5 ms)")
