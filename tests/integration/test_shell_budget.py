@@ -16,7 +16,7 @@ from simulator.server import SimulatedHost, Simulator
 from tests.support import wait_for
 from worker import jobs
 from worker.credentials import CredentialResolver
-from worker.limits import HostLimiter, Outcome
+from worker.limits import HostLimiter, Outcome, waiters_key
 from worker.remote.budget import EVICT_PREFIX, ShellBudget
 from worker.remote.session import SessionOptions, WorkerSessionFactory, make_session_factory
 from worker.settings import load_settings
@@ -250,3 +250,64 @@ def test_a_reaper_tick_that_raises_does_not_stop_the_reaper(
     _run_with_slot(limiter, second, host)
     assert first.pool.idle_count() == 0
     assert host.stats.max_shells_open == 1
+
+
+def _start_waiting(
+    limiter: HostLimiter, host: SimulatedHost, factory: WorkerSessionFactory, done: list[str]
+) -> threading.Thread:
+    """Another process's job that waits for the host's one slot (limit 1), blocking on the wake
+    list for up to 60 s at a time (longer than the test's bounds: only a wake token or an
+    eviction it asked for gives it the slot)."""
+    import redis
+
+    client = redis.Redis.from_url(_url(limiter), decode_responses=True, socket_timeout=120)
+    slow = HostLimiter(client, 30)
+    slow.chunk_seconds = 60.0
+
+    def wait() -> None:
+        done.append(_run_with_slot(slow, factory, host, limit=1, block=120))
+
+    thread = threading.Thread(target=wait, daemon=True)
+    thread.start()
+    return thread
+
+
+def _url(limiter: HostLimiter) -> str:
+    kwargs = limiter.client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_a_session_left_idle_while_a_job_waits_is_closed_for_it(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """A job that joined the line while the slot's holder was *running* asked no owner for the
+    slot (no idle session to ask for). When the holder then parks its session and gets no next
+    job (its queue ran dry), its pool closes the session after YIELD_AFTER_SECONDS and releases
+    the slot, which wakes the waiter (before: the waiter slept out its whole wake chunk)."""
+    first, second = factories(), factories()
+    job = _job(host)
+    job_id = str(job.job_id)
+    acquired = limiter.acquire(HOST, job_id, 1)
+    assert acquired.outcome is Outcome.GRANTED
+    done: list[str] = []
+    with limiter.lease(HOST, job_id):
+        waiter = _start_waiting(limiter, host, second, done)
+        wait_for(lambda: limiter.client.zcard(waiters_key(HOST)) == 1, 10, "the other job in line")
+        result = jobs.run(job, first, RESOLVER).result  # parks its session under the slot
+        assert result.status.value == "success", result.message
+    waiter.join(30)
+    assert done == [""]  # granted (a freed slot, not a reused session): well before its 60 s chunk
+    assert first.pool is not None and first.pool.idle_count() == 0
+    assert host.stats.max_shells_open == 1  # closed before the slot was released
+
+
+def test_a_session_left_idle_while_nobody_waits_stays_open(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    factory = factories()
+    _run_with_slot(limiter, factory, host)
+    assert factory.pool is not None
+    pool = factory.pool
+    wait_for(lambda: all(e.waiters_looked for e in pool._idle.values()), 10, "the yield check")
+    (token,) = limiter.holders(HOST)
+    assert pool.idle_tokens(HOST) == (token,) and host.stats.shells_open == 1

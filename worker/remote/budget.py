@@ -36,7 +36,7 @@ from typing import Any
 import redis
 
 from producer.messages import StoreRef
-from worker.limits import CURRENT_LEASE, EVICT_PREFIX, HostLimiter, limit_key
+from worker.limits import CURRENT_LEASE, EVICT_PREFIX, HostLimiter, limit_key, waiters_key
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,20 @@ class ShellBudget:
             self.limiter.release(host, token)
         except redis.RedisError:
             log.warning("could not release an idle session's slot; it returns after its lease", exc_info=True)
+
+    def waited_for(self, hosts: set[str]) -> set[str]:
+        """Which of ``hosts`` jobs wait for now (their waiters ZSET exists: one ``EXISTS`` per
+        host, pipelined); empty on a Redis error (nothing is closed then)."""
+        ordered = sorted(hosts)
+        try:
+            pipe = self.limiter.client.pipeline(transaction=False)
+            for host in ordered:
+                pipe.exists(waiters_key(host))
+            found: list[Any] = pipe.execute()
+        except redis.RedisError:
+            log.debug("looking for a host's waiters failed", exc_info=True)
+            return set()
+        return {host for host, n in zip(ordered, found, strict=True) if int(n) > 0}
 
     def evictions(self, timeout: float) -> list[tuple[str, str]]:
         """Wait up to ``timeout`` seconds for requests to close idle sessions of this process;

@@ -70,6 +70,14 @@ DEFAULT_MAX_SIZE = 32
 REAPER_TICK_SECONDS = 1.0
 """With a budget, the reaper checks for eviction requests (blocking) and expired sessions this often."""
 
+YIELD_AFTER_SECONDS = 0.1
+"""With a budget: a session parked this long (seconds) and not reused yet is closed if jobs of
+other processes wait for its host, and its slot released (which wakes one). Jobs that tried
+while every slot was held by a running job asked no owner for a slot (they wait out their wake
+chunk, 2 s); when the holders then go idle — their queue ran dry — nobody else would free one.
+Longer than the gap between two jobs of a busy process (~3-10 ms: ack, next message, first try),
+so a process working through its host's jobs keeps its session (BENCHMARKS.md, "DRAIN")."""
+
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
 
@@ -110,6 +118,8 @@ class _Entry:
     """Its idle-slot token once parked (``idle:<owner>:<n>``, :mod:`worker.remote.budget`)."""
     evict_requested: bool = False
     """Another process asked for its slot while a job used it: close it when given back."""
+    waiters_looked: bool = True
+    """Its host's waiters were looked for since it was parked (see :data:`YIELD_AFTER_SECONDS`)."""
     commands: int = 0
     """Function calls run on the session (recycled after ``max_commands``)."""
 
@@ -250,6 +260,8 @@ class SessionPool:
         self._doomed: list[_Entry] = []  # parked sessions the reaper must close
         self._out: dict[int, _Entry] = {}  # sessions jobs hold now (under _lock)
         self._reaper: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._parked = threading.Event()  # set when a session is parked: wakes the watcher
         _POOLS.add(self)
 
     # --- what jobs use -------------------------------------------------------------------------
@@ -450,6 +462,7 @@ class SessionPool:
                 self._doomed.append(entry)
             else:
                 self._idle[id(entry)] = entry
+                entry.waiters_looked = False
                 while self._over_bound():
                     _, oldest = self._idle.popitem(last=False)
                     self._stats.evicted += 1
@@ -458,8 +471,49 @@ class SessionPool:
             start = self._reaper is None or not self._reaper.is_alive()
             if start:
                 self._reaper = threading.Thread(target=self._reap, name="wincert-session-reaper", daemon=True)
+            watch = self._watcher is None or not self._watcher.is_alive()
+            if watch:
+                self._watcher = threading.Thread(target=self._watch, name="wincert-idle-yield", daemon=True)
+        self._parked.set()
         if start and self._reaper is not None:
             self._reaper.start()
+        if watch and self._watcher is not None:
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        """The yield thread (with a budget): each parked session still idle after
+        :data:`YIELD_AFTER_SECONDS` is closed if jobs wait for its host (looked for once per
+        park: one ``EXISTS`` per host; a job arriving later asks for the slot itself), each while
+        its slot is held, then the slot released (waking a waiter). Runs while the process lives
+        (an unexpected error is logged and the thread goes on, as the reaper's)."""
+        while True:
+            try:
+                self._watch_once()
+            except Exception:
+                log.exception("idle-session yield check failed; next in %.1f s", REAPER_TICK_SECONDS)
+                time.sleep(REAPER_TICK_SECONDS)
+
+    def _watch_once(self) -> None:
+        budget = self.budget
+        assert budget is not None
+        self._parked.clear()
+        now = self._clock()
+        with self._lock:
+            unlooked = [e for e in self._idle.values() if not e.waiters_looked and e.token is not None]
+            due = [e for e in unlooked if now - e.last_used >= YIELD_AFTER_SECONDS]
+            for entry in due:
+                entry.waiters_looked = True
+        if not due:
+            nearest = min((e.last_used + YIELD_AFTER_SECONDS - now for e in unlooked), default=None)
+            self._parked.wait(None if nearest is None else max(0.001, nearest))
+            return
+        waited_for = budget.waited_for({e.host for e in due})
+        with self._lock:
+            closing = [e for e in due if e.host in waited_for and id(e) in self._idle]
+            for entry in closing:
+                del self._idle[id(entry)]
+            self._stats.evicted += len(closing)
+        self._close_and_release(closing)
 
     def _reap(self) -> None:
         """The reaper thread (with a budget): close evicted, expired and surplus idle sessions,
@@ -497,12 +551,18 @@ class SessionPool:
                 del self._idle[id(entry)]
             self._stats.expired += len(expired)
             closing.extend(expired)
+        self._close_and_release(closing)
+
+    def _close_and_release(self, closing: list[_Entry]) -> None:
+        """Close each of ``closing`` (taken out of the pool), then release its slot; every one
+        is closed and released even if another one's release raises."""
+        assert self.budget is not None
         for entry in closing:
             _close_quietly(entry.session)
             if entry.token is None:
                 continue
             try:
-                budget.release(entry.host, entry.token)
+                self.budget.release(entry.host, entry.token)
             except Exception:  # release() logs Redis errors itself; anything else must not stop the rest
                 log.exception("releasing a closed idle session's slot failed; it returns after its lease")
 
@@ -534,6 +594,8 @@ class SessionPool:
         self._doomed = []
         self._out = {}
         self._reaper = None
+        self._watcher = None
+        self._parked = threading.Event()
 
 
 def _may_serve(key: SessionKey, store: StoreRef) -> bool:
