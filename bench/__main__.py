@@ -66,6 +66,10 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("rss1", "rss_end_mib", "{:.0f}"),
     ("anon0", "rss_anon_start_mib", "{:.0f}"),
     ("anon1", "rss_anon_end_mib", "{:.0f}"),
+    ("uss0", "uss_start_mib", "{:.0f}"),
+    ("uss1", "uss_end_mib", "{:.0f}"),
+    ("pss0", "pss_start_mib", "{:.0f}"),
+    ("pss1", "pss_end_mib", "{:.0f}"),
     ("failed", "failed", "{}"),
 )
 
@@ -133,7 +137,9 @@ LEGEND = (
     " requeue = slot waits re-published; redis = Redis commands. opened = sessions opened;"
     " drain = wall / ideal drain; viol = hosts over their limit; shells = most runspace pools"
     " open at once on one host; rss0/rss1 = largest worker child's RSS (MiB) before/after;"
-    " anon0/anon1 = the same for private memory (RssAnon: shared library pages left out)"
+    " anon0/anon1 = the same for anonymous memory (RssAnon: library file pages left out, pages"
+    " shared copy-on-write with the parent counted); uss0/uss1 = the same for unique memory"
+    " (smaps_rollup Private_*), pss0/pss1 for proportional (Pss)"
 )
 
 

@@ -20,7 +20,10 @@ contention on a shared machine disturbs least:
 * **limit violations**: hosts whose simulator saw more pipelines at once than the host limit;
   **shells over limit**: hosts that held more open runspace pools at once than the limit
   (idle pooled sessions included);
-* **worker RSS**: the prefork children's resident memory before and after.
+* **worker RSS**: the prefork children's resident memory before and after; and their USS
+  (unique: pages no other process maps, ``Private_*`` of ``/proc/<pid>/smaps_rollup``) and PSS
+  (proportional: each page divided by the processes mapping it) — RSS counts the pages a forked
+  child shares with its parent and siblings in full, USS/PSS do not.
 
 Wall time and jobs/s are reported too, but depend on the load of the machine.
 """
@@ -138,6 +141,15 @@ class Figures:
     """The same for its private (anonymous) memory, ``RssAnon``: RSS less the shared libraries'
     and files' pages a process maps on first use (~8 MiB of ``RssFile`` at a worker's first
     job, shared with every process using them)."""
+    uss_start_mib: float = 0.0
+    uss_end_mib: float = 0.0
+    """Largest worker process's unique memory (USS, MiB: ``Private_Clean + Private_Dirty`` of
+    ``/proc/<pid>/smaps_rollup``) at the start / end: what the process alone holds, including
+    the pages it inherited from its parent and has since written to (copy-on-write)."""
+    pss_start_mib: float = 0.0
+    pss_end_mib: float = 0.0
+    """Largest worker process's proportional set size (PSS, MiB: each resident page divided by
+    the number of processes mapping it) at the start / end."""
     forwarded_per_job: float = 0.0
     """Jobs re-published to the node holding their host's session (session affinity), per job."""
     ideal_drain_s: float = 0.0
@@ -171,6 +183,19 @@ def _children(pid: int) -> list[int]:
     except FileNotFoundError:
         return []
     return [int(p) for p in text.split()]
+
+
+def _smaps_mib(pid: int) -> tuple[float, float]:
+    """``(USS, PSS)`` of process ``pid`` in MiB from ``/proc/<pid>/smaps_rollup`` (0.0 when gone)."""
+    kib = {"Pss": 0, "Private_Clean": 0, "Private_Dirty": 0}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in kib:
+                kib[name] = int(value.split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024, kib["Pss"] / 1024
 
 
 def _rss_mib(pid: int, field: str = "VmRSS") -> float:
@@ -379,6 +404,9 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         children = [c for pid in pids for c in worker_processes(pid)]
         figures.rss_start_mib = round(max((_rss_mib(c) for c in children), default=0.0), 1)
         figures.rss_anon_start_mib = round(max((_rss_mib(c, "RssAnon") for c in children), default=0.0), 1)
+        smaps = [_smaps_mib(c) for c in children]
+        figures.uss_start_mib = round(max((u for u, _ in smaps), default=0.0), 1)
+        figures.pss_start_mib = round(max((p for _, p in smaps), default=0.0), 1)
         for host in hosts:
             host.stats.reset()
         commands_before = int(client_redis.info("stats")["total_commands_processed"])
@@ -419,6 +447,9 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         ends = [c for pid in pids for c in worker_processes(pid)]
         figures.rss_end_mib = round(max((_rss_mib(c) for c in ends), default=0.0), 1)
         figures.rss_anon_end_mib = round(max((_rss_mib(c, "RssAnon") for c in ends), default=0.0), 1)
+        smaps = [_smaps_mib(c) for c in ends]
+        figures.uss_end_mib = round(max((u for u, _ in smaps), default=0.0), 1)
+        figures.pss_end_mib = round(max((p for _, p in smaps), default=0.0), 1)
 
     _collect(figures, sc, hosts, client_redis, payloads, cpu, commands, forwarded)
     per_job = {

@@ -35,3 +35,13 @@ def test_redis_memory_help_runs_nothing(capsys: pytest.CaptureFixture[str]) -> N
         redis_memory(["--help"])
     assert exited.value.code == 0
     assert "python -m bench.redis_memory" in capsys.readouterr().out
+
+
+def test_worker_memory_is_read_as_uss_and_pss() -> None:
+    import os
+
+    from bench.e2e import _rss_mib, _smaps_mib
+
+    uss, pss = _smaps_mib(os.getpid())
+    assert 0 < uss <= pss <= _rss_mib(os.getpid()) + 1
+    assert _smaps_mib(2**22 + 1) == (0.0, 0.0)  # no such process
