@@ -296,11 +296,17 @@ class HostLimiter:
         never acquired)."""
         return int(self._release(keys=self._release_keys(host_key), args=[job_id])) > 0
 
-    def park(self, host_key: str, job_id: str, token: str, idle_seconds: float) -> bool:
-        """Hand ``job_id``'s slot to its now idle session ``token`` for ``idle_seconds``;
-        False (nothing changed) if the job held no slot."""
-        args: list[str | int] = [job_id, token, max(1, int(idle_seconds * 1000))]
-        return int(self._release(keys=self._release_keys(host_key), args=args)) == 2
+    def park(self, host_key: str, job_id: str, token: str, idle_seconds: float, covered_ms: int = 0) -> int:
+        """Hand ``job_id``'s slot to its now idle session ``token`` for ``idle_seconds``; 0
+        (nothing changed) if the job held no slot, else ``covered``: a time (ms, Redis clock)
+        the holders key is known to outlive by a second. ``covered_ms``: that of this process's
+        previous park of the slot (the token the job took over): a deadline no later than it
+        costs no ``PEXPIREAT`` (see ``limits_release.lua``)."""
+        args: list[str | int] = [job_id, token, max(1, int(idle_seconds * 1000)), max(0, covered_ms)]
+        reply: Any = self._release(keys=self._release_keys(host_key), args=args)
+        if isinstance(reply, list) and len(reply) == 2 and int(reply[0]) == 2:
+            return max(1, int(reply[1]))
+        return 0
 
     def _release_keys(self, host_key: str) -> list[str]:
         return [holders_key(host_key), waiters_key(host_key), wake_key(host_key), evicting_key(host_key)]
@@ -345,21 +351,24 @@ class Lease:
         self._thread.start()
         return self
 
-    def hand_over(self, token: str, idle_seconds: float) -> bool:
+    def hand_over(self, token: str, idle_seconds: float, covered_ms: int = 0) -> int:
         """Give this job's slot to its idle session ``token`` (the job is done with the host).
 
-        True: the slot is now the session's; the lease stops renewing and does not release.
+        Non-zero (the ``covered`` time of :meth:`HostLimiter.park`): the slot is now the
+        session's; the lease stops renewing and does not release. ``covered_ms``: see there.
         """
         if self.handed_over:
-            return False
+            return 0
         self._stop.set()  # the job is done with the host: no renewal races the hand-over
         try:
-            parked = self.limiter.park(self.host_key, self.job_id, token, idle_seconds)
+            # a lost lease: the slot found may be a duplicate copy's, on a key made anew since
+            known = 0 if self.lost else covered_ms
+            covered = self.limiter.park(self.host_key, self.job_id, token, idle_seconds, known)
         except redis.RedisError:
             log.warning("could not park an idle session's slot", exc_info=True)
-            return False
-        self.handed_over = parked
-        return parked
+            return 0
+        self.handed_over = covered > 0
+        return covered
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -47,3 +47,31 @@ def test_parking_a_job_without_a_slot_changes_nothing(redis_client: Any) -> None
     assert set(limiter.holders("h2")) == {"job-a"}
     assert limiter.release("h2", "job-a")
     assert not redis_client.exists(holders_key("h2"))
+
+
+def test_a_park_within_the_covered_time_skips_the_expiry_write(redis_client: Any) -> None:
+    """A park that extends the key's expiry extends it by one idle lease past the token's
+    deadline and says so (``covered``); the same process's next park of that slot (the job that
+    took the token over) passes it and writes no expiry, yet the key still outlives every
+    deadline by a second. A park without it (or beyond it) writes the expiry as before."""
+    limiter = HostLimiter(redis_client, lease_seconds=5)
+    key = holders_key("h3")
+    assert limiter.acquire("h3", "job-a", 2).outcome is Outcome.GRANTED
+    covered = limiter.park("h3", "job-a", "idle:w1:1", idle_seconds=30)
+    deadline = _latest_deadline(redis_client, key)
+    assert covered == deadline + 30_000
+    assert _expiry_ms(redis_client, key) >= covered + 1000
+    taken = limiter.acquire("h3", "job-b", 2, idle_tokens=("idle:w1:1",))
+    assert taken.reused == "idle:w1:1"
+    calls_before = redis_client.info("commandstats").get("cmdstat_pexpireat", {}).get("calls", 0)
+    assert limiter.park("h3", "job-b", "idle:w1:2", idle_seconds=30, covered_ms=covered) == covered
+    calls_after = redis_client.info("commandstats").get("cmdstat_pexpireat", {}).get("calls", 0)
+    assert calls_after == calls_before
+    assert set(limiter.holders("h3")) == {"idle:w1:2"}
+    assert _expiry_ms(redis_client, key) >= _latest_deadline(redis_client, key) + 1000
+    # a stale covered time (earlier than the new deadline) is extended, not trusted
+    taken = limiter.acquire("h3", "job-c", 2, idle_tokens=("idle:w1:2",))
+    assert taken.reused == "idle:w1:2"
+    again = limiter.park("h3", "job-c", "idle:w1:3", idle_seconds=30, covered_ms=1)
+    assert again > covered
+    assert _expiry_ms(redis_client, key) >= _latest_deadline(redis_client, key) + 1000

@@ -44,6 +44,9 @@ GRACE_SECONDS = 15.0
 """An idle session's slot outlives its idle timeout by this much: the reaper (ticking every
 second) closes the session before the slot could expire under it."""
 
+COVERED_KEPT = 4096
+"""Idle tokens whose park's ``covered`` time a process remembers at most (one int each)."""
+
 EVICTIONS_PER_READ = 64
 """Eviction requests one read of the reaper takes at most (one ``BLMPOP``)."""
 
@@ -63,6 +66,11 @@ class ShellBudget:
         self._owner = ""
         self._counter: Any = None
         self._renew = threading.Lock()
+        self._covered: dict[str, int] = {}
+        """idle token → the ``covered`` time its park returned (:meth:`HostLimiter.park`): the
+        next park of that slot, by the job that takes the token over, skips a ``PEXPIREAT``
+        when its deadline is no later. Dropped when taken over or released; at most
+        :data:`COVERED_KEPT` (cleared beyond: a lost entry only costs that command)."""
 
     def _identity(self) -> tuple[str, Any]:
         """``(owner, counter)`` of this process, renewed after ``fork``. Under a lock, ``_pid``
@@ -72,6 +80,7 @@ class ShellBudget:
             with self._renew:
                 if self._pid != os.getpid():
                     self._owner = uuid.uuid4().hex[:12]
+                    self._covered = {}
                     self._counter = itertools.count(1)
                     self._pid = os.getpid()
         return self._owner, self._counter
@@ -96,7 +105,13 @@ class ShellBudget:
         lease = CURRENT_LEASE.get()
         if lease is None or lease.host_key != host:
             return False
-        return lease.hand_over(token, self.idle_seconds + GRACE_SECONDS)
+        covered = self._covered.pop(lease.reused, 0) if lease.reused is not None else 0
+        covered = lease.hand_over(token, self.idle_seconds + GRACE_SECONDS, covered)
+        if covered:
+            if len(self._covered) >= COVERED_KEPT:
+                self._covered.clear()
+            self._covered[token] = covered
+        return covered > 0
 
     def reused_token(self, host: str) -> str | None:
         """The idle token whose slot the running job took over for ``host`` (if any)."""
@@ -107,6 +122,7 @@ class ShellBudget:
 
     def release(self, host: str, token: str) -> None:
         """Give a closed idle session's slot back (waking a waiter); best effort."""
+        self._covered.pop(token, None)
         try:
             self.limiter.release(host, token)
         except redis.RedisError:
