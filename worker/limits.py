@@ -152,6 +152,9 @@ class Acquired:
     """Granted by taking over the slot of this process's idle session with this token."""
     delivery: Delivery | None = None
     """A first try (:class:`worker.state.FirstTry`): the execution it recorded."""
+    covered_ms: int = 0
+    """Granted: a time (ms, Redis clock) the host's holders key is known to outlive by a second
+    (the job's park of its slot passes it on: :meth:`HostLimiter.park`)."""
 
 
 def retry_delay(waits: int, minimum: float, maximum: float) -> float:
@@ -180,6 +183,10 @@ class HostLimiter:
         self._renew = client.register_script(_script("limits_renew.lua"))
         self._release = client.register_script(_script("limits_release.lua"))
         self.chunk_seconds = blocking_chunk(client)
+        self.park_ms = 0
+        """The slot length (ms) of this process's idle sessions, 0 while it parks none (set by
+        :class:`worker.remote.budget.ShellBudget`): a grant extending the holders key's expiry
+        extends it by this much more, so the job's park needs no ``PEXPIREAT``."""
 
     def acquire(
         self,
@@ -217,7 +224,7 @@ class HostLimiter:
         else:
             keys.extend((first.job_key, first.result_key))
             args.extend((first.retries, first.ttl_seconds, first.max_deliveries))
-        args.append(EVICT_PREFIX)
+        args.extend((EVICT_PREFIX, self.park_ms))
         args.extend(idle_tokens)
         reply: Any = self._acquire(keys=keys, args=args)
         outcome = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
@@ -225,8 +232,11 @@ class HostLimiter:
         reused = None
         if len(reply) > 3 and reply[3] is not None:
             reused = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
-        delivery = delivery_from(list(reply[4:9])) if first is not None else None
-        return Acquired(Outcome(outcome), int(reply[1]), deadline, reused=reused, delivery=delivery)
+        covered = int(reply[4]) if len(reply) > 4 and reply[4] is not None else 0
+        delivery = delivery_from(list(reply[5:10])) if first is not None else None
+        return Acquired(
+            Outcome(outcome), int(reply[1]), deadline, reused=reused, delivery=delivery, covered_ms=covered
+        )
 
     def wait_for_slot(
         self,
@@ -267,7 +277,14 @@ class HostLimiter:
                     host_key, job_id, limit, wait, capacity, idle_tokens(), waiting, starving=starving
                 )
             if result.outcome is not Outcome.WAIT:
-                return Acquired(result.outcome, result.holders, result.deadline_ms, wakeups, result.reused)
+                return Acquired(
+                    result.outcome,
+                    result.holders,
+                    result.deadline_ms,
+                    wakeups,
+                    result.reused,
+                    covered_ms=result.covered_ms,
+                )
             waiting = True
             result = None
             if remaining <= 0:
@@ -316,10 +333,11 @@ class HostLimiter:
         raw: Any = self.client.zrange(holders_key(host_key), 0, -1, withscores=True)
         return {(m.decode() if isinstance(m, bytes) else str(m)): int(s) for m, s in raw}
 
-    def lease(self, host_key: str, job_id: str, reused: str | None = None) -> Lease:
+    def lease(self, host_key: str, job_id: str, reused: str | None = None, covered_ms: int = 0) -> Lease:
         """A :class:`Lease` that renews ``job_id``'s slot while the ``with`` block runs, then
-        releases it (``reused``: the idle-session token whose slot the job took over)."""
-        return Lease(self, host_key, job_id, reused)
+        releases it (``reused``: the idle-session token whose slot the job took over;
+        ``covered_ms``: the grant's :attr:`Acquired.covered_ms`)."""
+        return Lease(self, host_key, job_id, reused, covered_ms)
 
 
 CURRENT_LEASE: contextvars.ContextVar[Lease | None] = contextvars.ContextVar("wincert_lease", default=None)
@@ -334,11 +352,15 @@ class Lease:
     Redis could not be reached for longer than the lease; the job then reports it.
     """
 
-    def __init__(self, limiter: HostLimiter, host_key: str, job_id: str, reused: str | None = None) -> None:
+    def __init__(
+        self, limiter: HostLimiter, host_key: str, job_id: str, reused: str | None = None, covered_ms: int = 0
+    ) -> None:
         self.limiter = limiter
         self.host_key = host_key
         self.job_id = job_id
         self.reused = reused
+        self.covered_ms = covered_ms
+        """The grant's :attr:`Acquired.covered_ms` (the park passes it on)."""
         self.lost = False
         self.handed_over = False
         """The slot went to the job's idle session (:meth:`hand_over`): no renewal, no release."""

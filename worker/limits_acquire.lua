@@ -27,16 +27,20 @@
 --          ``wincert:shells:evict:``): the one key this script does not get in KEYS, as its
 --          owner is known only from the holder it reads (a token ``idle:<owner>:<n>``); passed
 --          in so the key's name is defined once, next to its reader (worker/remote/budget.py)
--- ARGV[12..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
+-- ARGV[12] the slot length (ms) of the caller's idle sessions (0: it parks none): a grant
+--          that extends the holders key's expiry extends it that much further, so the job's
+--          park of its slot after it (limits_release.lua) needs no PEXPIREAT of its own
+-- ARGV[13..] idle-session tokens of the calling process for this host (``idle:<owner>:<n>``)
 -- Idle pooled sessions hold slots as members ``idle:<owner>:<n>`` (worker/remote/budget.py).
 -- A caller passing one of its own idle tokens takes that token's slot over (the session is
 -- reused: outcome "granted", 4th value = the token). A caller that gets no slot while other
 -- processes' idle sessions hold some asks the oldest one's owner to close it: LPUSH
 -- "<host>\t<token>" onto ``<ARGV[11]><owner>`` (the owner closes it while still
 -- holding its slot, then releases it, which wakes a waiter).
--- Returns {outcome, holders after the call, deadline_ms, reused token or nil}, with ARGV[8]
--- followed by {attempts, deliveries, ms since the first execution, result kept (0/1), a slot
--- granted to an earlier execution (0/1)}; outcome is
+-- Returns {outcome, holders after the call, deadline_ms, reused token or nil, covered}, with
+-- ARGV[8] followed by {attempts, deliveries, ms since the first execution, result kept (0/1), a
+-- slot granted to an earlier execution (0/1)}; covered (granted only, else 0): a time (ms) the
+-- holders key is known to outlive by a second (limits_release.lua's park takes it); outcome is
 --   "granted"   the job now holds a slot until deadline_ms
 --   "duplicate" the job already holds a slot (a redelivered copy of a running job)
 --   "wait"      no slot for it now; it is a waiter until deadline_ms (block on the wake list)
@@ -64,7 +68,8 @@ local was_waiting = ARGV[7] == '1' or ARGV[7] == '2'
 local starving = ARGV[7] == '2'
 local wait_marker, served_marker = 'wait:' .. job_id, 'served:' .. job_id
 local evict_prefix = ARGV[11]
-local first_token = 12
+local park_ms = tonumber(ARGV[12]) or 0
+local first_token = 13
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -87,9 +92,9 @@ if book then
 end
 
 -- the reply; with bookkeeping, one HSET of the counts and the phase (running when granted)
-local function reply(outcome, count, deadline, token)
+local function reply(outcome, count, deadline, token, covered)
   if not book then
-    return {outcome, count, deadline, token or false}
+    return {outcome, count, deadline, token or false, covered or 0}
   end
   local fields = {'attempts', attempts, dfield, deliveries}
   if outcome == 'granted' then
@@ -110,7 +115,7 @@ local function reply(outcome, count, deadline, token)
     redis.call('EXPIRE', job_key, ARGV[9])
   end
   local waited = first_ms and math.max(0, now - first_ms) or 0
-  return {outcome, count, deadline, token or false, attempts, deliveries, waited, finished, granted_before}
+  return {outcome, count, deadline, token or false, covered or 0, attempts, deliveries, waited, finished, granted_before}
 end
 
 if book and (finished == 1 or deliveries > tonumber(ARGV[10])) then
@@ -138,14 +143,18 @@ local function live(key)
   return members, scores, latest
 end
 
--- extend the key's expiry to a second past `deadline`: a key with no live member is new (no
--- expiry yet); otherwise only a deadline past the latest live score needs it (GT: never shorten)
-local function keep_alive(key, deadline, members, latest)
+-- extend the key's expiry to a second past `deadline` + `slack`: a key with no live member is
+-- new (no expiry yet); otherwise only a deadline past the latest live score needs it (GT: never
+-- shorten). Returns a time the key now outlives by a second (`covered`)
+local function keep_alive(key, deadline, members, latest, slack)
   if #members == 0 then
-    redis.call('PEXPIREAT', key, deadline + 1000)
+    redis.call('PEXPIREAT', key, deadline + slack + 1000)
   elseif deadline > latest then
-    redis.call('PEXPIREAT', key, deadline + 1000, 'GT')
+    redis.call('PEXPIREAT', key, deadline + slack + 1000, 'GT')
+  else
+    return latest
   end
+  return deadline + slack
 end
 
 -- the caller leaves the waiters' line (when `in_line`) and drops its starving markers
@@ -243,8 +252,8 @@ for i = first_token, #ARGV do
       -- add before removing: the key (with its expiry) never disappears in between
       redis.call('ZADD', holders, deadline, job_id)
       redis.call('ZREM', holders, token)
-      keep_alive(holders, deadline, held, held_latest)
-      return reply('granted', count, deadline, token)
+      local covered = keep_alive(holders, deadline, held, held_latest, park_ms)
+      return reply('granted', count, deadline, token, covered)
     end
   end
 end
@@ -300,8 +309,8 @@ if free > 0 and (waiting or others < free) then
     leave_line(waiting)
     local deadline = now + lease_ms
     redis.call('ZADD', holders, deadline, job_id)
-    keep_alive(holders, deadline, held, held_latest)
-    return reply('granted', count + 1, deadline)
+    local covered = keep_alive(holders, deadline, held, held_latest, park_ms)
+    return reply('granted', count + 1, deadline, nil, covered)
   end
 end
 
@@ -351,7 +360,7 @@ if wait_ms > 0 and (waiting or others < capacity or yielded) then
   end
   local until_ms = now + wait_ms
   redis.call('ZADD', waiters, until_ms, job_id)
-  keep_alive(waiters, until_ms, queued, queued_latest)
+  keep_alive(waiters, until_ms, queued, queued_latest, 0)
   return reply('wait', count, until_ms)
 end
 

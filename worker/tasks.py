@@ -413,7 +413,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
         metrics.SLOT_WAIT.labels(job_type=job_type).observe(waited)
     assert rt.session_factory is not None
     metrics.SLOTS_IN_USE.inc()
-    lease = rt.limiter.lease(host, job_id, acquired.reused)
+    lease = rt.limiter.lease(host, job_id, acquired.reused, acquired.covered_ms)
     steps = journal.StepJournal(rt.redis, job_id, delivery.attempts)
     previous = _previous_inventory(rt, parsed)
     try:

@@ -75,3 +75,26 @@ def test_a_park_within_the_covered_time_skips_the_expiry_write(redis_client: Any
     again = limiter.park("h3", "job-c", "idle:w1:3", idle_seconds=30, covered_ms=1)
     assert again > covered
     assert _expiry_ms(redis_client, key) >= _latest_deadline(redis_client, key) + 1000
+
+
+def test_a_grant_extending_the_expiry_covers_its_jobs_park(redis_client: Any) -> None:
+    """A process that parks idle sessions (``park_ms``) makes a grant that extends the holders
+    key's expiry extend it one idle slot further: the job's park after it passes the grant's
+    ``covered`` and writes no expiry; the key still outlives every deadline by a second."""
+    limiter = HostLimiter(redis_client, lease_seconds=5)
+    limiter.park_ms = 30_000
+    key = holders_key("h4")
+    granted = limiter.acquire("h4", "job-a", 2)
+    assert granted.outcome is Outcome.GRANTED
+    assert granted.covered_ms == granted.deadline_ms + 30_000
+    assert _expiry_ms(redis_client, key) >= granted.covered_ms + 1000
+    calls_before = redis_client.info("commandstats").get("cmdstat_pexpireat", {}).get("calls", 0)
+    lease = limiter.lease("h4", "job-a", covered_ms=granted.covered_ms)
+    assert lease.hand_over("idle:w1:1", 30, granted.covered_ms) > 0
+    calls_after = redis_client.info("commandstats").get("cmdstat_pexpireat", {}).get("calls", 0)
+    assert calls_after == calls_before
+    assert _expiry_ms(redis_client, key) >= _latest_deadline(redis_client, key) + 1000
+    # a grant that extends nothing reports the latest live deadline, which the key outlives
+    second = limiter.acquire("h4", "job-b", 2)
+    assert second.outcome is Outcome.GRANTED
+    assert second.covered_ms == _latest_deadline(redis_client, key)

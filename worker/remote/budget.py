@@ -71,6 +71,8 @@ class ShellBudget:
         next park of that slot, by the job that takes the token over, skips a ``PEXPIREAT``
         when its deadline is no later. Dropped when taken over or released; at most
         :data:`COVERED_KEPT` (cleared beyond: a lost entry only costs that command)."""
+        if idle_seconds > 0:  # this process's grants extend the holders key's life for its parks
+            limiter.park_ms = int((idle_seconds + GRACE_SECONDS) * 1000)
 
     def _identity(self) -> tuple[str, Any]:
         """``(owner, counter)`` of this process, renewed after ``fork``. Under a lock, ``_pid``
@@ -106,6 +108,7 @@ class ShellBudget:
         if lease is None or lease.host_key != host:
             return False
         covered = self._covered.pop(lease.reused, 0) if lease.reused is not None else 0
+        covered = max(covered, lease.covered_ms)
         covered = lease.hand_over(token, self.idle_seconds + GRACE_SECONDS, covered)
         if covered:
             if len(self._covered) >= COVERED_KEPT:
