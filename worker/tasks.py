@@ -152,6 +152,16 @@ class Runtime:
         pool = getattr(self.session_factory, "pool", None)
         return pool.idle_tokens(host, store) if isinstance(pool, SessionPool) else ()
 
+    def slot_waiters(self, host: str) -> int:
+        """How many jobs may wait for ``host`` (``WINCERT_SLOT_WAITERS_PER_HOST``), one more for a
+        job of a process whose session to the host was just closed for a waiting job
+        (:meth:`~worker.remote.pool.SessionPool.yielded_to_waiters`): it joins even a full line
+        (the waiter its session went to is leaving it) instead of re-publishing itself with a
+        delay, which could leave the host's slots idle at the end of a burst."""
+        capacity = self.settings.slot_waiters_for(host)
+        pool = getattr(self.session_factory, "pool", None)
+        return capacity + 1 if isinstance(pool, SessionPool) and pool.yielded_to_waiters(host) else capacity
+
     def register_affinity(self, task: Task[Any, Any]) -> None:
         """Session affinity (:mod:`worker.affinity`): make this process's idle sessions findable
         as its node's (once per process; a heartbeat thread refreshes it)."""
@@ -314,7 +324,7 @@ def _execute(task: Task[Any, Any], rt: Runtime, job: Any, parsed: AnyJob) -> dic
     state = JobState(rt.redis, job_id)
     worker = task.request.hostname
     retries = task.request.retries or 0
-    limiter, limit, capacity = rt.limiter, settings.limit_for(host), settings.slot_waiters_for(host)
+    limiter, limit, capacity = rt.limiter, settings.limit_for(host), rt.slot_waiters(host)
     too_old = _submitted_problem(settings, parsed)
     signer = getattr(parsed, "signer", None)
     signer_refused = signer is not None and not signer_allowed(task.app, settings, signer.task)

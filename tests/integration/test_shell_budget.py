@@ -311,3 +311,17 @@ def test_a_session_left_idle_while_nobody_waits_stays_open(
     wait_for(lambda: all(e.waiters_looked for e in pool._idle.values()), 10, "the yield check")
     (token,) = limiter.holders(HOST)
     assert pool.idle_tokens(HOST) == (token,) and host.stats.shells_open == 1
+
+
+def test_a_process_whose_session_was_closed_for_a_waiter_counts_as_having_yielded(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """The owner's next job for the host may then join even a full line (worker.tasks'
+    Runtime.slot_waiters) instead of re-publishing itself: the waiter it yielded to leaves."""
+    first, second = factories(), factories()
+    assert first.pool is not None and second.pool is not None
+    _run_with_slot(limiter, first, host)
+    assert not first.pool.yielded_to_waiters(HOST)  # parked, nobody asked for it
+    _run_with_slot(limiter, second, host)  # limit 1: asks the first process to close its session
+    assert first.pool.yielded_to_waiters(HOST)
+    assert not first.pool.yielded_to_waiters("other-host") and not second.pool.yielded_to_waiters(HOST)

@@ -78,6 +78,10 @@ chunk, 2 s); when the holders then go idle — their queue ran dry — nobody el
 Longer than the gap between two jobs of a busy process (~3-10 ms: ack, next message, first try),
 so a process working through its host's jobs keeps its session (BENCHMARKS.md, "DRAIN")."""
 
+YIELDED_RECENTLY_SECONDS = 1.0
+"""How long after one of its sessions to a host was closed for other processes' waiting jobs a
+process counts as having yielded it (:meth:`SessionPool.yielded_to_waiters`)."""
+
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
 
@@ -262,6 +266,7 @@ class SessionPool:
         self._reaper: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self._parked = threading.Event()  # set when a session is parked: wakes the watcher
+        self._yielded: dict[str, float] = {}  # host -> when a session to it was closed for waiters
         _POOLS.add(self)
 
     # --- what jobs use -------------------------------------------------------------------------
@@ -460,6 +465,8 @@ class SessionPool:
             if now - entry.opened_at >= self.max_age_seconds or entry.evict_requested or worn:
                 self._stats.expired += 1
                 self._doomed.append(entry)
+                if entry.evict_requested:
+                    self._note_yield(entry.host, now)
             else:
                 self._idle[id(entry)] = entry
                 entry.waiters_looked = False
@@ -513,6 +520,8 @@ class SessionPool:
             for entry in closing:
                 del self._idle[id(entry)]
             self._stats.evicted += len(closing)
+            for entry in closing:
+                self._note_yield(entry.host, now)
         self._close_and_release(closing)
 
     def _reap(self) -> None:
@@ -544,6 +553,7 @@ class SessionPool:
                     del self._idle[id(asked)]
                     self._stats.evicted += 1
                     closing.append(asked)
+                    self._note_yield(asked.host, now)
                 else:
                     self._flag_checked_out(token)
             expired = [e for e in self._idle.values() if self._expired(e, now)]
@@ -565,6 +575,21 @@ class SessionPool:
                 self.budget.release(entry.host, entry.token)
             except Exception:  # release() logs Redis errors itself; anything else must not stop the rest
                 log.exception("releasing a closed idle session's slot failed; it returns after its lease")
+
+    def _note_yield(self, host: str, now: float) -> None:
+        """A session to ``host`` is closed for other processes' waiting jobs (under ``_lock``)."""
+        self._yielded = {h: t for h, t in self._yielded.items() if now - t < YIELDED_RECENTLY_SECONDS}
+        self._yielded[host] = now
+
+    def yielded_to_waiters(self, host: str) -> bool:
+        """Whether a session of this pool to ``host`` was closed for other processes' waiting
+        jobs within :data:`YIELDED_RECENTLY_SECONDS`: this process's next job for the host may
+        join even a full line (see ``worker.tasks``), as the slot script lets one whose session
+        is still being closed (the line does not grow for long: the waiter the slot went to
+        leaves it)."""
+        with self._lock:
+            when = self._yielded.get(host)
+        return when is not None and self._clock() - when < YIELDED_RECENTLY_SECONDS
 
     def _flag_checked_out(self, token: str) -> None:
         """An eviction request for a session a job holds now: close it when given back."""
@@ -594,6 +619,7 @@ class SessionPool:
         self._doomed = []
         self._out = {}
         self._reaper = None
+        self._yielded = {}
         self._watcher = None
         self._parked = threading.Event()
 
