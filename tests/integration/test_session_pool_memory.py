@@ -1,7 +1,8 @@
 """The session pool's memory bound counts each idle session at its transport's figure.
 
 Real simulated hosts over HTTP and HTTPS (NTLM), real pypsrp sessions: an HTTPS session counts
-at ~68 KiB plus ~5.8 KiB per further trusted root, an HTTP one at 32 KiB
+at ~50 KiB when it uses the process's shared TLS context (verified, no client certificate),
+otherwise ~68 KiB plus ~5.8 KiB per further trusted root, an HTTP one at 32 KiB
 (:mod:`worker.remote.session_memory`, measured by ``python -m bench.memory``).
 """
 
@@ -21,7 +22,13 @@ from simulator.server import SimulatedHost, Simulator
 from worker import jobs
 from worker.credentials import CredentialResolver
 from worker.remote.session import SessionOptions, WorkerSessionFactory, make_session_factory
-from worker.remote.session_memory import HTTPS_SESSION_KIB, TRUSTED_ROOT_KIB, session_kib, trusted_roots
+from worker.remote.session_memory import (
+    HTTPS_SESSION_KIB,
+    SHARED_CONTEXT_HTTPS_SESSION_KIB,
+    TRUSTED_ROOT_KIB,
+    session_kib,
+    trusted_roots,
+)
 from worker.settings import SESSION_RSS_KIB, load_settings
 
 RESOLVER = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
@@ -81,17 +88,18 @@ def test_https_sessions_count_at_their_own_figure(
 ) -> None:
     hosts = _hosts(make_simulator, "https")
     assert hosts[0].ca_bundle is not None
-    # 150 KiB holds two HTTPS sessions (2 x 68), not three, though it holds four HTTP ones
-    assert _idle_after_three(hosts, factories, hosts[0].ca_bundle, 150) == 2
+    # 120 KiB holds two HTTPS sessions (2 x 50, the shared TLS context's figure), not three,
+    # though it holds three HTTP ones (3 x 32)
+    assert _idle_after_three(hosts, factories, hosts[0].ca_bundle, 120) == 2
 
 
 def test_http_sessions_keep_their_figure(
     make_simulator: Callable[..., Simulator], factories: list[WorkerSessionFactory]
 ) -> None:
-    assert _idle_after_three(_hosts(make_simulator, "http"), factories, None, 150) == 3
+    assert _idle_after_three(_hosts(make_simulator, "http"), factories, None, 120) == 3
 
 
-def test_a_large_trust_bundle_counts_per_root(
+def test_a_large_trust_bundle_is_not_counted_per_session(
     make_simulator: Callable[..., Simulator], factories: list[WorkerSessionFactory], tmp_path: Path
 ) -> None:
     hosts = _hosts(make_simulator, "https")
@@ -100,12 +108,15 @@ def test_a_large_trust_bundle_counts_per_root(
     bundle.write_bytes(hosts[0].ca_bundle.read_bytes() + Path(certifi.where()).read_bytes())
     roots = trusted_roots(bundle)
     assert roots > 100
-    # ~740 KiB each: 1,000 KiB keeps one
-    assert _idle_after_three(hosts, factories, bundle, 1000) == 1
+    # one shared TLS context holds the bundle (worker.remote.tls_context): ~50 KiB per session,
+    # not ~740, so 160 KiB keeps all three
+    assert _idle_after_three(hosts, factories, bundle, 160) == 3
 
 
 def test_session_figures() -> None:
     assert session_kib("http", 500) == SESSION_RSS_KIB
     assert session_kib("https", 1) == HTTPS_SESSION_KIB
     assert session_kib("https", 118) == pytest.approx(HTTPS_SESSION_KIB + 117 * TRUSTED_ROOT_KIB)
+    assert session_kib("https", 118, shared_context=True) == SHARED_CONTEXT_HTTPS_SESSION_KIB
+    assert session_kib("http", 118, shared_context=True) == SESSION_RSS_KIB
     assert trusted_roots(None) == trusted_roots(Path(certifi.where())) > 100

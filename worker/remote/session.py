@@ -51,6 +51,7 @@ from worker.remote.pool import DEFAULT_MAX_SIZE, SessionKey, SessionPool
 from worker.remote.session_memory import session_kib, trusted_roots
 from worker.remote.shared_wrappers import share_pool_wrappers
 from worker.remote.ssh import SshSession, ssh_session_kwargs
+from worker.remote.tls_context import share_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,9 @@ def _wsman(kwargs: dict[str, Any]) -> WSMan:
     (``WSMan.transport._build_session``, pypsrp 0.9.1), used only here.
 
     Its adapters use the process's shared connection-pool wrappers
-    (:func:`worker.remote.shared_wrappers.share_pool_wrappers`: ~4.5 KiB less per idle session).
+    (:func:`worker.remote.shared_wrappers.share_pool_wrappers`: ~4.5 KiB less per idle session),
+    and its HTTPS connections the process's TLS context for its CA bundle when it verifies with
+    one and sends no client certificate (:func:`worker.remote.tls_context.share_tls_context`).
 
     ``auth: ntlm``: the session's auth gets the NT hash instead of the password
     (:func:`worker.remote.ntlm.skip_lm_hash`: no LM hash computed per NTLM context).
@@ -357,6 +360,7 @@ def _wsman(kwargs: dict[str, Any]) -> WSMan:
         session = build()
         session.trust_env = False
         share_pool_wrappers(session)
+        share_tls_context(session)
         skip_lm_hash(session.auth)
         send_negotiate_first(session.auth)
         return session
@@ -518,10 +522,14 @@ def make_session_factory(
 
 def _kib_of(ca_bundle: Path | None) -> Callable[[SessionKey], float]:
     """KiB an idle session of a key holds (:func:`~worker.remote.session_memory.session_kib`):
-    HTTPS sessions that validate the listener's certificate load the worker's trust bundle."""
+    HTTPS sessions that validate the listener's certificate use the worker's trust bundle, in
+    the process's shared TLS context unless they authenticate with a client certificate
+    (:mod:`worker.remote.tls_context`)."""
     roots = trusted_roots(ca_bundle)
 
     def kib_of(key: SessionKey) -> float:
-        return session_kib(key.protocol, roots if key.cert_validation else 1)
+        if not key.cert_validation:
+            return session_kib(key.protocol, 1)
+        return session_kib(key.protocol, roots, shared_context=key.auth != AuthMethod.CERTIFICATE.value)
 
     return kib_of

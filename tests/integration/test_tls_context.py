@@ -1,0 +1,128 @@
+"""HTTPS sessions that verify against the worker's CA bundle share one TLS context per bundle
+(worker.remote.tls_context), and sharing changes nothing about what is trusted.
+
+Real simulated HTTPS hosts (NTLM), real pypsrp/requests/urllib3 sessions through the worker's
+session factory.
+"""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import certifi
+import pytest
+
+from producer.messages import InventoryJob, JobResult
+from simulator.config import HostConfig
+from simulator.server import SimulatedHost, Simulator
+from worker import jobs
+from worker.credentials import CredentialResolver
+from worker.remote.session import SessionOptions, WorkerSessionFactory, make_session_factory
+from worker.settings import load_settings
+
+RESOLVER = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
+
+
+@pytest.fixture
+def hosts(make_simulator: Callable[..., Simulator]) -> list[SimulatedHost]:
+    configs = [HostConfig(name=f"WIN-TLS{i}", transport="https") for i in range(2)]
+    made: list[SimulatedHost] = make_simulator(configs).hosts
+    assert made[0].ca_bundle is not None
+    return made
+
+
+@pytest.fixture
+def factories() -> Iterator[Callable[[Path | None], WorkerSessionFactory]]:
+    made: list[WorkerSessionFactory] = []
+
+    def make(ca_bundle: Path | None) -> WorkerSessionFactory:
+        factory = make_session_factory(SessionOptions(ca_bundle=ca_bundle, session_idle_seconds=600))
+        made.append(factory)
+        return factory
+
+    yield make
+    for factory in made:
+        factory.close()
+
+
+INSECURE = CredentialResolver(
+    load_settings(allow_plaintext_secrets=True, allow_insecure_tls=True), environ={}
+)
+
+
+def _inventory(host: SimulatedHost, factory: Any, cert_validation: bool = True) -> JobResult:
+    user = host.users[0]
+    job = InventoryJob.model_validate(
+        {
+            "job_id": str(uuid.uuid4()),
+            "job_type": "inventory",
+            "store": {
+                "store_type": "WinCert",
+                "client_machine": "127.0.0.1",
+                "store_path": "My",
+                "protocol": "https",
+                "port": host.port,
+                "auth": "ntlm",
+                "cert_validation": cert_validation,
+                "credential": {
+                    "kind": "inline",
+                    "username": user.username,
+                    "password_plaintext": user.password,
+                },
+            },
+        }
+    )
+    return jobs.run(job, factory, RESOLVER if cert_validation else INSECURE).result
+
+
+def _contexts(factory: WorkerSessionFactory) -> list[Any]:
+    """The ``ssl_context`` each idle session's https adapter gives its pools (None: its own)."""
+    assert factory.pool is not None
+    sessions = [entry.session for entry in factory.pool._idle.values()]
+    return [
+        s.wsman.transport.session.adapters["https://"].poolmanager.connection_pool_kw.get("ssl_context")
+        for s in sessions
+    ]
+
+
+def test_verified_sessions_share_one_context_per_bundle(
+    hosts: list[SimulatedHost], factories: Callable[[Path | None], WorkerSessionFactory], tmp_path: Path
+) -> None:
+    factory = factories(hosts[0].ca_bundle)
+    for host in hosts:
+        assert _inventory(host, factory).status.value == "success"
+    contexts = _contexts(factory)
+    assert len(contexts) == 2 and contexts[0] is contexts[1]
+    assert isinstance(contexts[0], ssl.SSLContext)
+    assert contexts[0].verify_mode == ssl.CERT_REQUIRED and contexts[0].check_hostname
+    # another bundle file, another context
+    assert hosts[0].ca_bundle is not None
+    other = tmp_path / "copy.pem"
+    other.write_bytes(hosts[0].ca_bundle.read_bytes())
+    second = factories(other)
+    assert _inventory(hosts[0], second).status.value == "success"
+    assert _contexts(second)[0] is not contexts[0]
+
+
+def test_a_bundle_without_the_hosts_ca_still_fails_after_one_with_it(
+    hosts: list[SimulatedHost], factories: Callable[[Path | None], WorkerSessionFactory], tmp_path: Path
+) -> None:
+    assert _inventory(hosts[0], factories(hosts[0].ca_bundle)).status.value == "success"
+    public_only = tmp_path / "public.pem"
+    public_only.write_bytes(Path(certifi.where()).read_bytes())
+    result = _inventory(hosts[1], factories(public_only))
+    assert result.status.value != "success"
+    assert "CERTIFICATE_VERIFY_FAILED" in (result.message or ""), result.message
+
+
+def test_unverified_sessions_keep_their_own_context(
+    hosts: list[SimulatedHost], factories: Callable[[Path | None], WorkerSessionFactory]
+) -> None:
+    factory = factories(hosts[0].ca_bundle)
+    result = _inventory(hosts[0], factory, cert_validation=False)
+    assert result.status.value == "success", result.message
+    assert _contexts(factory) == [None]
