@@ -47,14 +47,16 @@ for i = 1, #members do
     end
   end
 end
+-- a live node's queue: its length, read with pcall (a key of another type replies an error
+-- table instead of a number, and is no target; one command where TYPE and LLEN were two)
 for _, queue in ipairs(queues) do
-  local alive = redis.call('ZSCORE', nodes, queue)
-  alive = tonumber(alive)
-  local kind = redis.call('TYPE', queue)['ok']
-  if alive and alive > now and alive <= now + ahead and (kind == 'list' or kind == 'none')
-      and redis.call('LLEN', queue) < bound then
-    redis.call('LPUSH', queue, ARGV[4])
-    return queue
+  local alive = tonumber(redis.call('ZSCORE', nodes, queue))
+  if alive and alive > now and alive <= now + ahead then
+    local length = redis.pcall('LLEN', queue)
+    if type(length) == 'number' and length < bound then
+      redis.call('LPUSH', queue, ARGV[4])
+      return queue
+    end
   end
 end
 return false
