@@ -153,14 +153,18 @@ class Runtime:
         return pool.idle_tokens(host, store) if isinstance(pool, SessionPool) else ()
 
     def slot_waiters(self, host: str) -> int:
-        """How many jobs may wait for ``host`` (``WINCERT_SLOT_WAITERS_PER_HOST``), one more for a
-        job of a process whose session to the host was just closed for a waiting job
-        (:meth:`~worker.remote.pool.SessionPool.yielded_to_waiters`): it joins even a full line
-        (the waiter its session went to is leaving it) instead of re-publishing itself with a
-        delay, which could leave the host's slots idle at the end of a burst."""
+        """How many jobs may wait for ``host`` (``WINCERT_SLOT_WAITERS_PER_HOST``); for a job of a
+        process whose session to the host was just closed for a waiting job
+        (:meth:`~worker.remote.pool.SessionPool.yielded_to_waiters`), that plus the host's limit:
+        it joins even a full line (the waiter its session went to is leaving it) instead of
+        re-publishing itself with a delay, which could leave the host's slots idle at the end of
+        a burst. At most ``limit`` sessions are handed over at once (one per slot), so the line
+        grows past its bound by at most that, for as long as the hand-overs take."""
         capacity = self.settings.slot_waiters_for(host)
         pool = getattr(self.session_factory, "pool", None)
-        return capacity + 1 if isinstance(pool, SessionPool) and pool.yielded_to_waiters(host) else capacity
+        if isinstance(pool, SessionPool) and pool.yielded_to_waiters(host):
+            return capacity + self.settings.limit_for(host)
+        return capacity
 
     def register_affinity(self, task: Task[Any, Any]) -> None:
         """Session affinity (:mod:`worker.affinity`): make this process's idle sessions findable
