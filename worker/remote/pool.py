@@ -475,17 +475,16 @@ class SessionPool:
                     self._stats.evicted += 1
                     self._doomed.append(oldest)
             entry.evict_requested = False
-            start = self._reaper is None or not self._reaper.is_alive()
-            if start:
+            # started under the lock: a thread made here but started after it would look dead
+            # to a concurrent park (-P threads), which would replace it, and one of the two
+            # parks would start the same thread twice (RuntimeError: a failed job)
+            if self._reaper is None or not self._reaper.is_alive():
                 self._reaper = threading.Thread(target=self._reap, name="wincert-session-reaper", daemon=True)
-            watch = self._watcher is None or not self._watcher.is_alive()
-            if watch:
+                self._reaper.start()
+            if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._watch, name="wincert-idle-yield", daemon=True)
+                self._watcher.start()
         self._parked.set()
-        if start and self._reaper is not None:
-            self._reaper.start()
-        if watch and self._watcher is not None:
-            self._watcher.start()
 
     def _watch(self) -> None:
         """The yield thread (with a budget): each parked session still idle after
