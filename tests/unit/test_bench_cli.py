@@ -22,6 +22,7 @@ def test_only_grouped_selects_the_grouped_scenario() -> None:
     args = argparse.Namespace(
         full=False, hosts=4, jobs=8, warm_hosts=2, warm_jobs=4, contention_jobs=4, limit=2,
         concurrency=1, rtt_ms=0.0, nodes=1, node_threads=1, grouped=True, only="grouped",
+        contention_concurrency=None,
     )
     assert [r.name for r in scenarios(args)] == ["grouped limit 1"]
     args.only = "fleet affinity, contention"
