@@ -1,10 +1,11 @@
 """Memory of a cached (idle, pooled) WinRM session:
-``python -m bench.memory [--sessions N] [--transport https [--public-roots]]``.
+``python -m bench.memory [--sessions N] [--transport https [--public-roots | --insecure]]``.
 
 Opens ``N`` pooled sessions from this process to ``N`` simulated hosts served by a child process
 (HTTP, NTLM, message encryption; or with ``--transport https`` NTLM over TLS, the simulator's CA
 as ``WINCERT_CA_BUNDLE``, plus certifi's public roots in that bundle with ``--public-roots`` — the
-size of the trust store a worker without ``WINCERT_CA_BUNDLE`` loads; one inventory each, so each
+size of the trust store a worker without ``WINCERT_CA_BUNDLE`` loads; or with ``--insecure`` jobs
+with ``cert_validation: false`` and ``WINCERT_ALLOW_INSECURE_TLS``; one inventory each, so each
 pool holds the library functions it used), twice, after a warm-up session:
 
 * first with ``tracemalloc`` off: this process's private memory (``RssAnon``, KiB) and RSS
@@ -54,7 +55,7 @@ def _serve(count: int, transport: str, state_dir: str, ready: Any, stop: Any) ->
     sim.stop()
 
 
-def _job(host: tuple[str, int], protocol: str) -> InventoryJob:
+def _job(host: tuple[str, int], protocol: str, cert_validation: bool = True) -> InventoryJob:
     return InventoryJob.model_validate(
         {
             "job_id": str(uuid.uuid4()),
@@ -64,6 +65,7 @@ def _job(host: tuple[str, int], protocol: str) -> InventoryJob:
                 "client_machine": host[0],
                 "store_path": "My",
                 "protocol": protocol,
+                "cert_validation": cert_validation,
                 "port": host[1],
                 "auth": "ntlm",
                 "credential": {
@@ -76,10 +78,13 @@ def _job(host: tuple[str, int], protocol: str) -> InventoryJob:
     )
 
 
-def measure(sessions: int, transport: str = "http", public_roots: bool = False) -> dict[str, Any]:
+def measure(
+    sessions: int, transport: str = "http", public_roots: bool = False, insecure: bool = False
+) -> dict[str, Any]:
     """Open ``2 x sessions`` pooled sessions (after a warm-up one) over ``transport`` and return
     the figures: KiB per idle session of private memory, RSS and Python heap (see the module
-    docstring); ``public_roots``: HTTPS trusts certifi's roots besides the simulator's CA."""
+    docstring); ``public_roots``: HTTPS trusts certifi's roots besides the simulator's CA;
+    ``insecure``: the jobs turn certificate validation off."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="wincert-bench-mem-") as tmp:
         ready, stop = context.Queue(), context.Event()
@@ -92,22 +97,26 @@ def measure(sessions: int, transport: str = "http", public_roots: bool = False) 
         if bundle is not None and public_roots:
             bundle = Path(tmp) / "bundle-with-public-roots.pem"
             bundle.write_bytes(Path(ca_bundle).read_bytes() + Path(certifi.where()).read_bytes())
-        resolver = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
+        resolver = CredentialResolver(
+            load_settings(allow_plaintext_secrets=True, allow_insecure_tls=insecure), environ={}
+        )
+        validate = not insecure
         factory = make_session_factory(
             SessionOptions(ca_bundle=bundle, session_idle_seconds=600, session_pool_size=2 * sessions + 1)
         )
         pid = os.getpid()
         try:
-            _inventory(hosts[:1], transport, factory, resolver)  # warm-up: imports, caches, library pages
+            # warm-up: imports, caches, library pages
+            _inventory(hosts[:1], transport, factory, resolver, validate)
             gc.collect()
             before_anon, before_rss = _rss_mib(pid, "RssAnon"), _rss_mib(pid)
-            _inventory(hosts[1 : sessions + 1], transport, factory, resolver)
+            _inventory(hosts[1 : sessions + 1], transport, factory, resolver, validate)
             gc.collect()
             anon = _rss_mib(pid, "RssAnon") - before_anon
             rss = _rss_mib(pid) - before_rss
             tracemalloc.start()
             before_heap = _worker_heap()
-            _inventory(hosts[sessions + 1 :], transport, factory, resolver)
+            _inventory(hosts[sessions + 1 :], transport, factory, resolver, validate)
             gc.collect()
             heap = _worker_heap() - before_heap
             tracemalloc.stop()
@@ -118,7 +127,9 @@ def measure(sessions: int, transport: str = "http", public_roots: bool = False) 
             server.join(30)
     return {
         "sessions": sessions,
-        "transport": transport + (" (trusting certifi's public roots too)" if public_roots else ""),
+        "transport": transport
+        + (" (trusting certifi's public roots too)" if public_roots else "")
+        + (" (cert_validation false)" if insecure else ""),
         "private_kib_per_session": round(anon * 1024 / sessions, 1),
         "rss_kib_per_session": round(rss * 1024 / sessions, 1),
         "heap_kib_per_session": round(heap / 1024 / sessions, 1),
@@ -127,12 +138,16 @@ def measure(sessions: int, transport: str = "http", public_roots: bool = False) 
 
 
 def _inventory(
-    hosts: list[tuple[str, int]], transport: str, factory: Any, resolver: CredentialResolver
+    hosts: list[tuple[str, int]],
+    transport: str,
+    factory: Any,
+    resolver: CredentialResolver,
+    cert_validation: bool = True,
 ) -> None:
     """One inventory per host over ``transport`` through ``factory``'s pool (each leaves one
     idle session)."""
     for host in hosts:
-        result = jobs.run(_job(host, transport), factory, resolver).result
+        result = jobs.run(_job(host, transport, cert_validation), factory, resolver).result
         assert result.status.value == "success", result.message
 
 
@@ -150,8 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="https: also trust certifi's public roots (the default trust store's size)",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="https: jobs with cert_validation false (the worker allows insecure TLS)",
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(measure(max(1, args.sessions), args.transport, args.public_roots), indent=2))
+    figures = measure(max(1, args.sessions), args.transport, args.public_roots, args.insecure)
+    print(json.dumps(figures, indent=2))
     return 0
 
 

@@ -26,6 +26,7 @@ from worker.remote.session_memory import (
     HTTPS_SESSION_KIB,
     SHARED_CONTEXT_HTTPS_SESSION_KIB,
     TRUSTED_ROOT_KIB,
+    default_store_roots,
     session_kib,
     trusted_roots,
 )
@@ -120,3 +121,4 @@ def test_session_figures() -> None:
     assert session_kib("https", 118, shared_context=True) == SHARED_CONTEXT_HTTPS_SESSION_KIB
     assert session_kib("http", 118, shared_context=True) == SESSION_RSS_KIB
     assert trusted_roots(None) == trusted_roots(Path(certifi.where())) > 100
+    assert default_store_roots() >= 1

@@ -119,10 +119,19 @@ def test_a_bundle_without_the_hosts_ca_still_fails_after_one_with_it(
     assert "CERTIFICATE_VERIFY_FAILED" in (result.message or ""), result.message
 
 
-def test_unverified_sessions_keep_their_own_context(
-    hosts: list[SimulatedHost], factories: Callable[[Path | None], WorkerSessionFactory]
+def test_unverified_sessions_share_a_context_no_verifying_session_gets(
+    hosts: list[SimulatedHost], factories: Callable[[Path | None], WorkerSessionFactory], tmp_path: Path
 ) -> None:
     factory = factories(hosts[0].ca_bundle)
-    result = _inventory(hosts[0], factory, cert_validation=False)
-    assert result.status.value == "success", result.message
-    assert _contexts(factory) == [None]
+    for host in hosts:
+        result = _inventory(host, factory, cert_validation=False)
+        assert result.status.value == "success", result.message
+    contexts = _contexts(factory)
+    assert len(contexts) == 2 and contexts[0] is contexts[1]
+    assert contexts[0].verify_mode == ssl.CERT_NONE
+    assert contexts[0].cert_store_stats()["x509_ca"] == 0  # no trust store loaded
+    # a verifying session after them still verifies
+    public_only = tmp_path / "public.pem"
+    public_only.write_bytes(Path(certifi.where()).read_bytes())
+    result = _inventory(hosts[0], factories(public_only))
+    assert "CERTIFICATE_VERIFY_FAILED" in (result.message or ""), result.message

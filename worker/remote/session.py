@@ -48,7 +48,7 @@ from worker.remote.library import BOOTSTRAP_PARAMETER, bootstrap_script, library
 from worker.remote.local import NOT_CONFIGURED, SETTING, LocalSession
 from worker.remote.ntlm import send_negotiate_first, skip_lm_hash
 from worker.remote.pool import DEFAULT_MAX_SIZE, SessionKey, SessionPool
-from worker.remote.session_memory import session_kib, trusted_roots
+from worker.remote.session_memory import default_store_roots, session_kib, trusted_roots
 from worker.remote.shared_wrappers import share_pool_wrappers
 from worker.remote.ssh import SshSession, ssh_session_kwargs
 from worker.remote.tls_context import share_tls_context
@@ -522,14 +522,15 @@ def make_session_factory(
 
 def _kib_of(ca_bundle: Path | None) -> Callable[[SessionKey], float]:
     """KiB an idle session of a key holds (:func:`~worker.remote.session_memory.session_kib`):
-    HTTPS sessions that validate the listener's certificate use the worker's trust bundle, in
-    the process's shared TLS context unless they authenticate with a client certificate
+    HTTPS sessions use the process's shared TLS context for the worker's trust bundle (or the
+    non-verifying one) unless they authenticate with a client certificate; then their own,
+    loaded with the bundle (or, not validating, the system's default store)
     (:mod:`worker.remote.tls_context`)."""
     roots = trusted_roots(ca_bundle)
 
     def kib_of(key: SessionKey) -> float:
-        if not key.cert_validation:
-            return session_kib(key.protocol, 1)
-        return session_kib(key.protocol, roots, shared_context=key.auth != AuthMethod.CERTIFICATE.value)
+        if key.auth != AuthMethod.CERTIFICATE.value:
+            return session_kib(key.protocol, roots, shared_context=True)
+        return session_kib(key.protocol, roots if key.cert_validation else default_store_roots())
 
     return kib_of

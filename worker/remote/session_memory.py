@@ -5,14 +5,17 @@ an HTTP session ~32 KiB (:data:`worker.settings.SESSION_RSS_KIB`); an HTTPS sess
 with a one-certificate CA bundle plus ~5.7 KiB per further trusted root certificate, because
 urllib3 loads the whole bundle into an ``SSLContext`` per connection (certifi's 117 roots:
 ~740 KiB per session). An HTTPS session that verifies the host against a CA file and sends no
-client certificate now uses the process's one context for that bundle
-(:mod:`worker.remote.tls_context`): ~46-50 KiB whatever the bundle's size (BENCHMARKS.md,
+client certificate now uses the process's one context for that bundle, and one that does not
+verify the process's one non-verifying context (:mod:`worker.remote.tls_context`): ~46-50 KiB
+whatever the bundle's size (a session with ``cert_validation: false`` and its own context loads
+the system's default trust store: ~878 KiB) (BENCHMARKS.md,
 "Memory (2026-12-08, session 2)"). The pool's memory bound (``WINCERT_SESSION_POOL_MEMORY_MIB``)
 counts sessions at these figures.
 """
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import certifi
@@ -40,6 +43,13 @@ def trusted_roots(ca_bundle: Path | None) -> int:
         return max(1, path.read_bytes().count(b"-----BEGIN CERTIFICATE-----"))
     except OSError:
         return 1
+
+
+def default_store_roots() -> int:
+    """Certificates in the system's default CA file (``ssl.get_default_verify_paths().cafile``),
+    which urllib3 loads into a non-verifying connection's own context; 1 when there is none."""
+    cafile = ssl.get_default_verify_paths().cafile
+    return trusted_roots(Path(cafile)) if cafile else 1
 
 
 def session_kib(protocol: str, roots: int, shared_context: bool = False) -> float:

@@ -1,12 +1,15 @@
 """One TLS context per CA bundle per worker process, shared by the HTTPS sessions that verify
-with it, instead of one per connection.
+with it, and one non-verifying context shared by the sessions that do not, instead of one
+context per connection.
 
 urllib3 (2.x, under requests) builds an ``SSLContext`` for every new HTTPS connection and loads
 the whole CA bundle into it, and a pooled session keeps its connection, so every idle HTTPS
 session held a parsed copy of the trust store: ~68 KiB with a one-certificate
 ``WINCERT_CA_BUNDLE``, ~740 KiB with certifi's ~117 public roots (requests' default when
 ``WINCERT_CA_BUNDLE`` is unset), ~5.8 KiB per root (``python -m bench.memory --transport https
-[--public-roots]``; BENCHMARKS.md, "Worker memory (2026-12-08)").
+[--public-roots]``; BENCHMARKS.md, "Worker memory (2026-12-08)"). A session with
+``cert_validation: false`` was worse: given no CA, urllib3 loads the system's default trust store
+into each connection's context (~146 roots here): ~878 KiB per idle session (``--insecure``).
 
 :func:`share_tls_context` gives a session's ``https://`` adapter the process's context for its
 bundle (``ssl_context`` in the urllib3 pool manager's keyword arguments). It does so only when
@@ -15,7 +18,10 @@ requests' default bundle) and sends no client certificate (``session.cert`` None
 adapter is requests' plain ``HTTPAdapter``: pypsrp's key-password adapter loads a client key):
 urllib3 writes ``verify_mode`` (always ``CERT_REQUIRED`` for these sessions) into the context on
 every connection and would load a client certificate into it, so a context is never shared with
-a session that skips validation or authenticates with a certificate. requests still passes the
+a session that skips validation or authenticates with a certificate. A session that does not
+verify (``session.verify`` False) and sends no client certificate gets the process's one
+``CERT_NONE`` context, which holds no CA at all (urllib3 loads the default trust store only into
+a context it builds itself); it is never given to a session that verifies. requests still passes the
 bundle path to urllib3, which loads it into the shared context again per new connection (the
 same parse a fresh context cost before; OpenSSL keeps one copy of each certificate).
 
@@ -36,6 +42,17 @@ from urllib3.util.ssl_ import create_urllib3_context
 
 _lock = threading.Lock()
 _contexts: dict[tuple[str, int, int], ssl.SSLContext] = {}
+_unverified: ssl.SSLContext | None = None
+
+
+def unverified_context() -> ssl.SSLContext:
+    """The process's non-verifying context (``CERT_NONE``, no hostname check, no CA loaded,
+    urllib3's defaults otherwise) for sessions with certificate validation off."""
+    global _unverified
+    with _lock:
+        if _unverified is None:
+            _unverified = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
+        return _unverified
 
 
 def bundle_context(path: str) -> ssl.SSLContext:
@@ -70,9 +87,13 @@ def _verified_bundle(session: Any) -> str | None:
 
 def share_tls_context(session: Any) -> None:
     """Give the ``requests.Session`` ``session`` that pypsrp built the process's TLS context for
-    its CA bundle (:func:`bundle_context`) when it qualifies (see the module docstring)."""
+    its CA bundle (:func:`bundle_context`), or the non-verifying one when it does not verify
+    (:func:`unverified_context`), when it qualifies (see the module docstring)."""
     adapter = session.adapters.get("https://")
-    if type(adapter) is not requests.adapters.HTTPAdapter:
+    if type(adapter) is not requests.adapters.HTTPAdapter or session.cert is not None:
+        return
+    if session.verify is False:
+        adapter.poolmanager.connection_pool_kw["ssl_context"] = unverified_context()
         return
     path = _verified_bundle(session)
     if path is None:
