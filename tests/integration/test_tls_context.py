@@ -135,3 +135,32 @@ def test_unverified_sessions_share_a_context_no_verifying_session_gets(
     public_only.write_bytes(Path(certifi.where()).read_bytes())
     result = _inventory(hosts[0], factories(public_only))
     assert "CERTIFICATE_VERIFY_FAILED" in (result.message or ""), result.message
+
+
+def test_http_sessions_load_no_trust_store(
+    make_simulator: Callable[..., Simulator], factories: Callable[[Path | None], WorkerSessionFactory]
+) -> None:
+    host = make_simulator([HostConfig(name="WIN-PLAIN", transport="http")]).hosts[0]
+    factory = factories(None)
+    user = host.users[0]
+    job = InventoryJob.model_validate(
+        {
+            "job_id": str(uuid.uuid4()),
+            "job_type": "inventory",
+            "store": {
+                "store_type": "WinCert",
+                "client_machine": "127.0.0.1",
+                "store_path": "My",
+                "protocol": "http",
+                "port": host.port,
+                "auth": "ntlm",
+                "credential": {
+                    "kind": "inline",
+                    "username": user.username,
+                    "password_plaintext": user.password,
+                },
+            },
+        }
+    )
+    assert jobs.run(job, factory, RESOLVER).result.status.value == "success"
+    assert _contexts(factory) == [None]

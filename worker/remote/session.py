@@ -346,8 +346,9 @@ def _wsman(kwargs: dict[str, Any]) -> WSMan:
 
     Its adapters use the process's shared connection-pool wrappers
     (:func:`worker.remote.shared_wrappers.share_pool_wrappers`: ~4.5 KiB less per idle session),
-    and its HTTPS connections the process's TLS context for its CA bundle when it verifies with
-    one and sends no client certificate (:func:`worker.remote.tls_context.share_tls_context`).
+    and an HTTPS session's connections the process's TLS context for its CA bundle (or the
+    non-verifying one) when it sends no client certificate
+    (:func:`worker.remote.tls_context.share_tls_context`).
 
     ``auth: ntlm``: the session's auth gets the NT hash instead of the password
     (:func:`worker.remote.ntlm.skip_lm_hash`: no LM hash computed per NTLM context).
@@ -360,7 +361,8 @@ def _wsman(kwargs: dict[str, Any]) -> WSMan:
         session = build()
         session.trust_env = False
         share_pool_wrappers(session)
-        share_tls_context(session)
+        if transport.ssl:  # an HTTP session never loads a trust store: none to share
+            share_tls_context(session)
         skip_lm_hash(session.auth)
         send_negotiate_first(session.auth)
         return session
