@@ -21,7 +21,9 @@ from simulator.config import HostConfig
 from simulator.server import SimulatedHost, Simulator
 from worker import jobs
 from worker.credentials import CredentialResolver
+from worker.remote import tls_context
 from worker.remote.session import SessionOptions, WorkerSessionFactory, make_session_factory
+from worker.remote.tls_context import bundle_context
 from worker.settings import load_settings
 
 RESOLVER = CredentialResolver(load_settings(allow_plaintext_secrets=True), environ={})
@@ -164,3 +166,16 @@ def test_http_sessions_load_no_trust_store(
     )
     assert jobs.run(job, factory, RESOLVER).result.status.value == "success"
     assert _contexts(factory) == [None]
+
+
+def test_a_replaced_bundle_file_gets_a_new_context_and_the_old_is_dropped(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes())
+    first = bundle_context(str(bundle))
+    assert bundle_context(str(bundle)) is first
+    bundle.write_bytes(Path(certifi.where()).read_bytes()[: -len(b"\n")])  # another size
+    second = bundle_context(str(bundle))
+    assert second is not first
+    assert [key for key in tls_context._contexts if key[0] == str(bundle.resolve())] == [
+        (str(bundle.resolve()), bundle.stat().st_size, bundle.stat().st_mtime_ns)
+    ]

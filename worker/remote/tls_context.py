@@ -26,7 +26,10 @@ bundle path to urllib3, which loads it into the shared context again per new con
 same parse a fresh context cost before; OpenSSL keeps one copy of each certificate).
 
 A context is kept per bundle path, file size and modification time: a replaced bundle file gets
-a new context for the sessions opened after it.
+a new context for the sessions opened after it, and the process drops its reference to the old
+one (sessions opened before keep using it until they close: a CA removed from the file stays
+trusted by those pooled sessions, at most ``WINCERT_SESSION_IDLE_SECONDS`` idle or until their
+other limits close them; before, each of their new connections re-read the file).
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def bundle_context(path: str) -> ssl.SSLContext:
         if context is None:
             context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
             context.load_verify_locations(cafile=path)
+            for stale in [k for k in _contexts if k[0] == key[0]]:
+                del _contexts[stale]  # the same file, replaced
             _contexts[key] = context
         return context
 
