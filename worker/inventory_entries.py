@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from producer.inventory_model import CN_MAX, CertificateDetails, CertificateEntry
 from producer.messages import CertificateItem
 from worker.jobs import incremental
+from worker.shared_fields import share_fields_set
 
 __all__ = [
     "CertificateSummary",
@@ -131,7 +132,7 @@ def entry_from_item(item: CertificateItem, seen: float) -> CertificateEntry:
         )
     except (ValidationError, ValueError, OverflowError):
         details = None  # not kept: incremental inventory asks the host for this one in full
-    return CertificateEntry(
+    entry = CertificateEntry(
         alias=item.alias,
         thumbprint=item.thumbprint.upper(),
         subject_cn=cn,
@@ -140,6 +141,10 @@ def entry_from_item(item: CertificateItem, seen: float) -> CertificateEntry:
         seen=seen,
         details=details,
     )
+    share_fields_set(entry)
+    if details is not None:
+        share_fields_set(details)
+    return entry
 
 
 def _unchanged_entry(entry: CertificateEntry | None, item: CertificateItem) -> CertificateEntry | None:

@@ -134,6 +134,7 @@ from worker.inventory_entries import (
 )
 from worker.jobs import incremental
 from worker.results import write_if_unchanged
+from worker.shared_fields import share_fields_set
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,12 @@ class InventoryState(InventoryReader):
             return hit[1]
         doc = self._parse(sid, raw)
         if doc is not None:
+            for entry in doc.certificates:  # kept in _VALIDATED: one fields set per class
+                share_fields_set(entry)
+                if entry.details is not None:
+                    share_fields_set(entry.details)
+                    for san in entry.details.sans:
+                        share_fields_set(san)
             _remember(cache_key, data, doc)
         return doc
 

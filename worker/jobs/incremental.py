@@ -26,6 +26,7 @@ from typing import Any
 
 from producer.inventory_model import CertificateDetails, CertificateEntry, StoreInventory
 from producer.messages import CertificateItem, InventoryChanges, StoreRef
+from worker.shared_fields import share_fields_set
 
 __all__ = [
     "KNOWN_CERTIFICATES",
@@ -238,7 +239,7 @@ def remember_batch(
 
 
 def _build_item(entry: CertificateEntry, details: CertificateDetails, record: KnownRecord) -> CertificateItem:
-    return CertificateItem(
+    item = CertificateItem(
         alias=entry.thumbprint,
         thumbprint=entry.thumbprint,
         subject=details.subject,
@@ -254,6 +255,8 @@ def _build_item(entry: CertificateEntry, details: CertificateDetails, record: Kn
         der_b64="",
         parameters={},
     )
+    share_fields_set(item)  # kept in _ITEMS (worker/shared_fields.py)
+    return item
 
 
 def changes(

@@ -42,6 +42,7 @@ from worker.jobs import certificates, incremental
 from worker.jobs.certificates import PreparedCertificate
 from worker.jobs.outcome import Outcome
 from worker.remote.session import RemoteSession
+from worker.shared_fields import share_fields_set
 
 INVENTORY_FUNCTION = "Get-WinCertInventory"
 
@@ -114,7 +115,7 @@ def parse_record(text: Any, *, keep_der: bool = True) -> CertificateItem:
     if not isinstance(has_key, bool):
         raise RecordError("HasPrivateKey is not a boolean")
     try:
-        return CertificateItem(
+        item = CertificateItem(
             alias=thumbprint,
             thumbprint=thumbprint,
             subject=str(record.get("Subject") or ""),
@@ -133,6 +134,10 @@ def parse_record(text: Any, *, keep_der: bool = True) -> CertificateItem:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise RecordError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    share_fields_set(item)  # items outlive the job (worker/shared_fields.py)
+    for san in item.sans:
+        share_fields_set(san)
+    return item
 
 
 def _known_items(
