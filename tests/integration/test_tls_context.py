@@ -7,6 +7,8 @@ session factory.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import ssl
 import uuid
 from collections.abc import Callable, Iterator
@@ -177,5 +179,34 @@ def test_a_replaced_bundle_file_gets_a_new_context_and_the_old_is_dropped(tmp_pa
     second = bundle_context(str(bundle))
     assert second is not first
     assert [key for key in tls_context._contexts if key[0] == str(bundle.resolve())] == [
-        (str(bundle.resolve()), bundle.stat().st_size, bundle.stat().st_mtime_ns)
+        (str(bundle.resolve()), hashlib.sha256(bundle.read_bytes()).digest())
     ]
+
+
+def test_a_bundle_rewritten_with_the_same_size_and_mtime_gets_a_new_context(
+    hosts: list[SimulatedHost], factories: Callable[[Path | None], WorkerSessionFactory], tmp_path: Path
+) -> None:
+    """A CA removed from the bundle file is not trusted by sessions opened afterwards, even when
+    the new file has the old one's size and modification time (``cp -p``, ``rsync -t``, a
+    config tool restoring timestamps): the context is keyed by the file's content."""
+    assert hosts[0].ca_bundle is not None
+    host_ca = hosts[0].ca_bundle.read_bytes()
+    public = Path(certifi.where()).read_bytes()
+    first = public[: public.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")]
+    size = max(len(host_ca), len(first)) + 64
+
+    def padded(pem: bytes) -> bytes:  # comment lines outside the PEM blocks: the same size
+        return pem + b"#" * (size - len(pem) - 1) + b"\n"
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(padded(host_ca))
+    assert _inventory(hosts[0], factories(bundle)).status.value == "success"
+    stat = bundle.stat()
+    replacement = tmp_path / "new.pem"
+    replacement.write_bytes(padded(first))  # the host's CA removed
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(replacement, bundle)
+    assert (bundle.stat().st_size, bundle.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    result = _inventory(hosts[1], factories(bundle))
+    assert result.status.value != "success"
+    assert "CERTIFICATE_VERIFY_FAILED" in (result.message or ""), result.message

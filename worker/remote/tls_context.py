@@ -25,15 +25,18 @@ a context it builds itself); it is never given to a session that verifies. reque
 bundle path to urllib3, which loads it into the shared context again per new connection (the
 same parse a fresh context cost before; OpenSSL keeps one copy of each certificate).
 
-A context is kept per bundle path, file size and modification time: a replaced bundle file gets
-a new context for the sessions opened after it, and the process drops its reference to the old
-one (sessions opened before keep using it until they close: a CA removed from the file stays
-trusted by those pooled sessions, at most ``WINCERT_SESSION_IDLE_SECONDS`` idle or until their
-other limits close them; before, each of their new connections re-read the file).
+A context is kept per bundle path and content (SHA-256 of the file's bytes, read when a session
+is made; not its size and modification time, which a rewritten file can keep: ``cp -p``, ``rsync
+-t``): a replaced bundle file gets a new context for the sessions opened after it, and the
+process drops its reference to the old one (sessions opened before keep using it until they
+close: a CA removed from the file stays trusted by those pooled sessions, at most
+``WINCERT_SESSION_IDLE_SECONDS`` idle or until their other limits close them; before, each of
+their new connections re-read the file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 import threading
@@ -44,7 +47,7 @@ import requests.utils
 from urllib3.util.ssl_ import create_urllib3_context
 
 _lock = threading.Lock()
-_contexts: dict[tuple[str, int, int], ssl.SSLContext] = {}
+_contexts: dict[tuple[str, bytes], ssl.SSLContext] = {}
 _unverified: ssl.SSLContext | None = None
 
 
@@ -64,17 +67,24 @@ def bundle_context(path: str) -> ssl.SSLContext:
 
     Raises ``OSError`` / ``ssl.SSLError`` when the file cannot be read or parsed (the session's
     connection would fail the same way)."""
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    real = os.path.realpath(path)
+    key = (real, _digest(real))
     with _lock:
         context = _contexts.get(key)
         if context is None:
             context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-            context.load_verify_locations(cafile=path)
-            for stale in [k for k in _contexts if k[0] == key[0]]:
+            context.load_verify_locations(cafile=real)
+            if _digest(real) != key[1]:
+                return context  # replaced while loading: what it holds is not known, not kept
+            for stale in [k for k in _contexts if k[0] == real]:
                 del _contexts[stale]  # the same file, replaced
             _contexts[key] = context
         return context
+
+
+def _digest(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return hashlib.sha256(file.read()).digest()
 
 
 def _verified_bundle(session: Any) -> str | None:
