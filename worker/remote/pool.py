@@ -263,6 +263,7 @@ class SessionPool:
         self._kib_of = kib_of
         self._doomed: list[_Entry] = []  # parked sessions the reaper must close
         self._out: dict[int, _Entry] = {}  # sessions jobs hold now (under _lock)
+        self._free_since = 0.0  # clock when the last session jobs held was given back
         self._reaper: threading.Thread | None = None
         self._watcher: threading.Thread | None = None
         self._parked = threading.Event()  # set when a session is parked: wakes the watcher
@@ -307,6 +308,8 @@ class SessionPool:
         finally:
             with self._lock:
                 self._out.pop(id(lease), None)
+                if not self._out:
+                    self._free_since = self._clock()
             held, lease.entry = lease.entry, None
             if held is not None:
                 if lease.broken:
@@ -506,12 +509,19 @@ class SessionPool:
         now = self._clock()
         with self._lock:
             unlooked = [e for e in self._idle.values() if not e.waiters_looked and e.token is not None]
-            due = [e for e in unlooked if now - e.last_used >= YIELD_AFTER_SECONDS]
+            # only while this process runs no remote work (for YIELD_AFTER_SECONDS): a process
+            # busy with other hosts' jobs keeps its idle sessions for the jobs that come back
+            # to it (limit 1, a host's jobs together: 2x the sessions opened otherwise)
+            free = not self._out and now - self._free_since >= YIELD_AFTER_SECONDS
+            due = [e for e in unlooked if free and now - e.last_used >= YIELD_AFTER_SECONDS]
             for entry in due:
                 entry.waiters_looked = True
+            later = max(self._free_since, *(e.last_used for e in unlooked)) if unlooked else None
+            busy = bool(self._out)
         if not due:
-            nearest = min((e.last_used + YIELD_AFTER_SECONDS - now for e in unlooked), default=None)
-            self._parked.wait(None if nearest is None else max(0.001, nearest))
+            if later is not None:  # busy: look again after a while (a give-back parks: sooner)
+                later = YIELD_AFTER_SECONDS if busy else max(0.001, later + YIELD_AFTER_SECONDS - now)
+            self._parked.wait(later)
             return
         waited_for = budget.waited_for({e.host for e in due})
         with self._lock:
