@@ -325,3 +325,33 @@ def test_a_process_whose_session_was_closed_for_a_waiter_counts_as_having_yielde
     _run_with_slot(limiter, second, host)  # limit 1: asks the first process to close its session
     assert first.pool.yielded_to_waiters(HOST)
     assert not first.pool.yielded_to_waiters("other-host") and not second.pool.yielded_to_waiters(HOST)
+
+
+def test_a_process_busy_with_other_work_keeps_its_idle_session_until_it_is_free(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """The yield waits until the owner runs no remote work (it may get the host's next job:
+    limit 1 with a host's jobs together lost half its reuse otherwise); then the waiter gets it."""
+    import time
+    from types import SimpleNamespace
+
+    first, second = factories(), factories()
+    assert first.pool is not None
+    pool = first.pool
+    job = _job(host)
+    job_id = str(job.job_id)
+    assert limiter.acquire(HOST, job_id, 1).outcome is Outcome.GRANTED
+    done: list[str] = []
+    with limiter.lease(HOST, job_id):
+        waiter = _start_waiting(limiter, host, second, done)
+        wait_for(lambda: limiter.client.zcard(waiters_key(HOST)) == 1, 10, "the other job in line")
+        with pool._lock:
+            pool._out[-1] = SimpleNamespace(token=None)  # type: ignore[assignment]  # another job's session
+        assert jobs.run(job, first, RESOLVER).result.status.value == "success"
+    time.sleep(0.5)  # several yield looks while the process is busy
+    assert done == [] and pool.idle_count() == 1
+    with pool._lock:
+        del pool._out[-1]
+        pool._free_since = pool._clock()
+    waiter.join(30)
+    assert done == [""] and pool.idle_count() == 0
