@@ -35,6 +35,12 @@ CN_MAX = 256
 _THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
 
 
+def is_thumbprint(value: str) -> bool:
+    """Whether ``value`` is what :attr:`CertificateEntry.thumbprint` accepts (40 upper-case hex;
+    :func:`worker.inventory_entries.entry_from_item` checks its entries with this very test)."""
+    return _THUMBPRINT.match(value) is not None
+
+
 class InvalidStateError(ValueError):
     """A document read from Redis is not a valid :class:`StoreInventory`."""
 
@@ -76,7 +82,7 @@ class CertificateEntry(BaseModel):
     @field_validator("thumbprint")
     @classmethod
     def _thumbprint(cls, value: str) -> str:
-        if not _THUMBPRINT.match(value):
+        if not is_thumbprint(value):
             raise ValueError("must be 40 upper-case hex digits")
         return value
 

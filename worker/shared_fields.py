@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-__all__ = ["share_fields_set"]
+__all__ = ["all_fields_set", "share_fields_set"]
 
 _ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
 """Model class → the set of all its field names (never mutated once made)."""
@@ -39,3 +39,18 @@ def share_fields_set(model: BaseModel) -> None:
     fields = model.__pydantic_fields_set__
     if fields is not shared and len(fields) == len(shared) and fields == shared:
         _set_attribute(model, "__pydantic_fields_set__", shared)
+
+
+def all_fields_set(cls: type[BaseModel]) -> set[str]:
+    """The one shared set of all ``cls``'s field names (``cls`` frozen: what a model built with
+    every field set gets as ``__pydantic_fields_set__``; never mutate it).
+
+    Raises:
+        ValueError: ``cls`` is not frozen.
+    """
+    shared = _ALL_FIELDS.get(cls)
+    if shared is None:
+        if not cls.model_config.get("frozen"):
+            raise ValueError(f"{cls.__name__} is not frozen: its instances' fields sets are not shared")
+        shared = _ALL_FIELDS.setdefault(cls, set(cls.model_fields))
+    return shared
