@@ -182,6 +182,7 @@ class HostLimiter:
         self._acquire = client.register_script(_script("limits_acquire.lua"))
         self._renew = client.register_script(_script("limits_renew.lua"))
         self._release = client.register_script(_script("limits_release.lua"))
+        self._yield = client.register_script(_script("limits_yield.lua"))
         self.chunk_seconds = blocking_chunk(client)
         self.park_ms = 0
         """The slot length (ms) of this process's idle sessions, 0 while it parks none (set by
@@ -324,6 +325,16 @@ class HostLimiter:
         if isinstance(reply, list) and len(reply) == 2 and int(reply[0]) == 2:
             return max(1, int(reply[1]))
         return 0
+
+    def mark_yielding(self, host_key: str, tokens: list[str]) -> set[str]:
+        """While jobs wait for ``host_key``, mark those of this process's idle ``tokens`` that
+        still hold a slot as being closed (``limits_yield.lua``): a job of the process can no
+        longer take their slots over (as after an eviction request), so the caller may close
+        their sessions, then release the slots. Returns the marked tokens (none without
+        waiters); a token whose slot a job took over already is not one of them."""
+        keys = [holders_key(host_key), waiters_key(host_key), evicting_key(host_key)]
+        reply: Any = self._yield(keys=keys, args=tokens)
+        return {t.decode() if isinstance(t, bytes) else str(t) for t in reply or []}
 
     def _release_keys(self, host_key: str) -> list[str]:
         return [holders_key(host_key), waiters_key(host_key), wake_key(host_key), evicting_key(host_key)]

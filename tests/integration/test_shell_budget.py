@@ -355,3 +355,54 @@ def test_a_process_busy_with_other_work_keeps_its_idle_session_until_it_is_free(
         pool._free_since = pool._clock()
     waiter.join(30)
     assert done == [""] and pool.idle_count() == 0
+
+
+def test_the_yield_never_closes_a_session_whose_slot_a_job_of_its_process_took_over(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """A job of the owner takes the idle session's slot over in Redis (acquire, reused = its
+    token) before it takes the session out of the pool (checkout). A yield look in between found
+    the session still idle and jobs waiting: it closed the session and released the token (a
+    no-op: the slot is the job's now), and the job opened a new session while the old one was
+    being deleted -- two shells under one slot. The yield must leave a session whose token no
+    longer holds its slot to the job that took it over."""
+    factory = factories()
+    assert factory.pool is not None
+    pool = factory.pool
+    _run_with_slot(limiter, factory, host)
+    wait_for(lambda: all(e.waiters_looked for e in pool._idle.values()), 10, "the first yield look")
+    (token,) = limiter.holders(HOST)
+    redis_ms = int(limiter.client.time()[0]) * 1000
+    limiter.client.zadd(waiters_key(HOST), {"a-job-of-another-process": redis_ms + 60_000})
+    job = _job(host)
+    job_id = str(job.job_id)
+    acquired = limiter.acquire(HOST, job_id, 1, idle_tokens=pool.idle_tokens(HOST, job.store))
+    assert acquired.outcome is Outcome.GRANTED and acquired.reused == token
+    with pool._lock:  # the session looks due for a yield look: idle, the process free
+        (entry,) = pool._idle.values()
+        entry.waiters_looked = False
+        entry.last_used = pool._free_since = pool._clock() - 1.0
+    pool._watch_once()  # the look, between the job's acquire and its checkout
+    with limiter.lease(HOST, job_id, acquired.reused):
+        result = jobs.run(job, factory, RESOLVER).result
+    assert result.status.value == "success", result.message
+    assert pool.stats.opened == 1 and pool.stats.reused == 1  # the job got the session it took over
+    assert host.stats.max_shells_open == 1
+
+
+def test_a_token_marked_for_the_yield_is_not_taken_over_by_its_owners_next_job(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """limits_yield.lua marks only tokens that hold a slot, only while jobs wait; once marked,
+    the owner's next job does not take the slot over (it waits, the session is being closed)."""
+    factory = factories()
+    assert factory.pool is not None
+    _run_with_slot(limiter, factory, host)
+    (token,) = limiter.holders(HOST)
+    assert limiter.mark_yielding(HOST, [token, "idle:nobody:1"]) == set()  # nobody waits
+    redis_ms = int(limiter.client.time()[0]) * 1000
+    limiter.client.zadd(waiters_key(HOST), {"a-job-of-another-process": redis_ms + 60_000})
+    assert limiter.mark_yielding(HOST, [token, "idle:nobody:1"]) == {token}
+    tried = limiter.acquire(HOST, str(uuid.uuid4()), 1, wait_seconds=5, capacity=1, idle_tokens=(token,))
+    assert tried.outcome is Outcome.WAIT and tried.reused is None  # joined even the full line
+    assert limiter.holders(HOST).keys() == {token}

@@ -36,7 +36,7 @@ from typing import Any
 import redis
 
 from producer.messages import StoreRef
-from worker.limits import CURRENT_LEASE, EVICT_PREFIX, HostLimiter, limit_key, waiters_key
+from worker.limits import CURRENT_LEASE, EVICT_PREFIX, HostLimiter, limit_key
 
 log = logging.getLogger(__name__)
 
@@ -131,19 +131,19 @@ class ShellBudget:
         except redis.RedisError:
             log.warning("could not release an idle session's slot; it returns after its lease", exc_info=True)
 
-    def waited_for(self, hosts: set[str]) -> set[str]:
-        """Which of ``hosts`` jobs wait for now (their waiters ZSET exists: one ``EXISTS`` per
-        host, pipelined); empty on a Redis error (nothing is closed then)."""
-        ordered = sorted(hosts)
-        try:
-            pipe = self.limiter.client.pipeline(transaction=False)
-            for host in ordered:
-                pipe.exists(waiters_key(host))
-            found: list[Any] = pipe.execute()
-        except redis.RedisError:
-            log.debug("looking for a host's waiters failed", exc_info=True)
-            return set()
-        return {host for host, n in zip(ordered, found, strict=True) if int(n) > 0}
+    def yield_to_waiters(self, tokens_by_host: dict[str, list[str]]) -> set[str]:
+        """Of this process's idle ``tokens_by_host``, those whose sessions may now be closed for
+        the host's waiting jobs: jobs wait for the host, and each still held its slot and is now
+        marked as being closed (:meth:`HostLimiter.mark_yielding`: one script per host), so no
+        job of this process takes its slot over while it closes. A host whose call fails (Redis
+        error) yields none."""
+        yielding: set[str] = set()
+        for host in sorted(tokens_by_host):
+            try:
+                yielding |= self.limiter.mark_yielding(host, tokens_by_host[host])
+            except redis.RedisError:
+                log.debug("looking for a host's waiters failed", exc_info=True)
+        return yielding
 
     def evictions(self, timeout: float) -> list[tuple[str, str]]:
         """Wait up to ``timeout`` seconds for requests to close idle sessions of this process;

@@ -514,8 +514,10 @@ class SessionPool:
             # to it (limit 1, a host's jobs together: 2x the sessions opened otherwise)
             free = not self._out and now - self._free_since >= YIELD_AFTER_SECONDS
             due = [e for e in unlooked if free and now - e.last_used >= YIELD_AFTER_SECONDS]
+            offered: dict[str, list[str]] = {}
             for entry in due:
                 entry.waiters_looked = True
+                offered.setdefault(entry.host, []).append(str(entry.token))
             later = max(self._free_since, *(e.last_used for e in unlooked)) if unlooked else None
             busy = bool(self._out)
         if not due:
@@ -523,14 +525,20 @@ class SessionPool:
                 later = YIELD_AFTER_SECONDS if busy else max(0.001, later + YIELD_AFTER_SECONDS - now)
             self._parked.wait(later)
             return
-        waited_for = budget.waited_for({e.host for e in due})
+        # marked in Redis first: a job of this process that took a session's slot over before
+        # the mark (acquire), and is about to take the session out of the pool (checkout), keeps
+        # it (its token is no holder: not marked); after the mark, no job can take it over
+        yielding = budget.yield_to_waiters(offered)
         with self._lock:
-            closing = [e for e in due if e.host in waited_for and id(e) in self._idle]
+            closing = [e for e in due if e.token in yielding and id(e) in self._idle]
             for entry in closing:
                 del self._idle[id(entry)]
-            self._stats.evicted += len(closing)
-            for entry in closing:
                 self._note_yield(entry.host, now)
+            self._stats.evicted += len(closing)
+            closed = {id(e) for e in closing}
+            for entry in due:  # marked, but a job took it out since (hint-less checkout)
+                if entry.token in yielding and id(entry) not in closed:
+                    entry.evict_requested = True  # closed when given back (its slot stays marked)
         self._close_and_release(closing)
 
     def _reap(self) -> None:
