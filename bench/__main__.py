@@ -68,6 +68,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("anon1", "rss_anon_end_mib", "{:.0f}"),
     ("uss0", "uss_start_mib", "{:.0f}"),
     ("uss1", "uss_end_mib", "{:.0f}"),
+    ("rssW", "rss_warm_mib", "{:.0f}"),
+    ("ussW", "uss_warm_mib", "{:.0f}"),
     ("pss0", "pss_start_mib", "{:.0f}"),
     ("pss1", "pss_end_mib", "{:.0f}"),
     ("failed", "failed", "{}"),
@@ -139,7 +141,8 @@ LEGEND = (
     " open at once on one host; rss0/rss1 = largest worker child's RSS (MiB) before/after;"
     " anon0/anon1 = the same for anonymous memory (RssAnon: library file pages left out, pages"
     " shared copy-on-write with the parent counted); uss0/uss1 = the same for unique memory"
-    " (smaps_rollup Private_*), pss0/pss1 for proportional (Pss)"
+    " (smaps_rollup Private_*), pss0/pss1 for proportional (Pss); rssW/ussW = RSS/USS once 10%"
+    " of the jobs are done (rss1 - rssW: growth past the children's one-time first-job cost)"
 )
 
 

@@ -146,6 +146,13 @@ class Figures:
     """Largest worker process's unique memory (USS, MiB: ``Private_Clean + Private_Dirty`` of
     ``/proc/<pid>/smaps_rollup``) at the start / end: what the process alone holds, including
     the pages it inherited from its parent and has since written to (copy-on-write)."""
+    rss_warm_mib: float = 0.0
+    uss_warm_mib: float = 0.0
+    """Largest worker process's RSS / USS (MiB) once :data:`WARM_FRACTION` of the jobs are done
+    (every process has run jobs by then): ``rss_end_mib - rss_warm_mib`` is the growth over the
+    rest of the run, apart from the one-time cost of a forked child's first jobs (library pages
+    it maps again, the parent's heap pages it copies on write as CPython updates reference
+    counts: ~15-18 MiB, BENCHMARKS.md "Memory (2026-12-08, session 2)")."""
     pss_start_mib: float = 0.0
     pss_end_mib: float = 0.0
     """Largest worker process's proportional set size (PSS, MiB: each resident page divided by
@@ -183,6 +190,10 @@ def _children(pid: int) -> list[int]:
     except FileNotFoundError:
         return []
     return [int(p) for p in text.split()]
+
+
+WARM_FRACTION = 0.1
+"""The share of a scenario's jobs after which the bench reads the workers' warm memory."""
 
 
 def _smaps_mib(pid: int) -> tuple[float, float]:
@@ -423,9 +434,15 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
             for payload in payloads:
                 client.submit(payload)
         deadline = time.monotonic() + max(120.0, sc.jobs * 0.5)
+        warm_at, warm_taken = max(1, int(sc.jobs * WARM_FRACTION)), False
         while True:
             done = int(client_redis.xlen(RESULTS_STREAM))
             own_commands += 1
+            if done >= warm_at and not warm_taken:
+                warm_taken = True
+                warm = [c for pid in pids for c in worker_processes(pid)]
+                figures.rss_warm_mib = round(max((_rss_mib(c) for c in warm), default=0.0), 1)
+                figures.uss_warm_mib = round(max((_smaps_mib(c)[0] for c in warm), default=0.0), 1)
             if done >= sc.jobs:
                 break
             if time.monotonic() > deadline:
