@@ -304,3 +304,18 @@ def test_the_spread_covers_both_paths() -> None:
 if __name__ == "__main__":  # record the models (see the module docstring)
     RECORDED.write_text(json.dumps(models(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {RECORDED}")
+
+
+SUBJECTS = [
+    *HOSTILE,
+    "cN=mixed", "Cn=x;y", "CN=", "CN=,O=x", "CN=;", "CN=  spaced  , O=x", "CN =x", " CN=x", "CNN=x",
+    "C=US, CN=second", "CN=a;b,c", "CN=a,b;c", 'CN= "q", O=x', 'CN=x"y', "CN=\n\t x \n", "CN=é\u0301",
+    "CN=\u212aelvin", "\u0421N=cyrillic", "CN=" + "z" * 256, "CN=" + "z" * 257 + ",O=x", "CN=\ud800",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_the_usual_subject_s_cn_is_the_pattern_s(subject: str) -> None:
+    assert inventory_entries.common_name_of_subject(subject) == inventory_entries._common_name_by_pattern(
+        subject
+    )
