@@ -53,6 +53,9 @@ from producer.messages import StoreRef
 from worker.credentials import Credential
 from worker.remote.errors import RemoteCommandError
 from worker.remote.invoke import Invocation
+from worker.remote.pool_yield import YIELD_AFTER_SECONDS as YIELD_AFTER_SECONDS  # re-exported
+from worker.remote.pool_yield import YIELDED_RECENTLY_SECONDS as YIELDED_RECENTLY_SECONDS
+from worker.remote.pool_yield import IdleYield
 from worker.remote.retryable import SHELL_NOT_FOUND as SHELL_NOT_FOUND  # re-exported
 from worker.remote.retryable import is_connection_error as is_connection_error
 from worker.remote.retryable import is_quota_fault as is_quota_fault
@@ -69,18 +72,6 @@ DEFAULT_MAX_SIZE = 32
 
 REAPER_TICK_SECONDS = 1.0
 """With a budget, the reaper checks for eviction requests (blocking) and expired sessions this often."""
-
-YIELD_AFTER_SECONDS = 0.1
-"""With a budget: a session parked this long (seconds) and not reused yet is closed if jobs of
-other processes wait for its host, and its slot released (which wakes one). Jobs that tried
-while every slot was held by a running job asked no owner for a slot (they wait out their wake
-chunk, 2 s); when the holders then go idle — their queue ran dry — nobody else would free one.
-Longer than the gap between two jobs of a busy process (~3-10 ms: ack, next message, first try),
-so a process working through its host's jobs keeps its session (BENCHMARKS.md, "DRAIN")."""
-
-YIELDED_RECENTLY_SECONDS = 1.0
-"""How long after one of its sessions to a host was closed for other processes' waiting jobs a
-process counts as having yielded it (:meth:`SessionPool.yielded_to_waiters`)."""
 
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
@@ -208,7 +199,7 @@ class _Lease:
         return self.entry
 
 
-class SessionPool:
+class SessionPool(IdleYield):
     """Open sessions of one worker process, reused across jobs (see the module docstring).
 
     Args:
@@ -489,58 +480,6 @@ class SessionPool:
                 self._watcher.start()
         self._parked.set()
 
-    def _watch(self) -> None:
-        """The yield thread (with a budget): each parked session still idle after
-        :data:`YIELD_AFTER_SECONDS` is closed if jobs wait for its host (looked for once per
-        park: one ``EXISTS`` per host; a job arriving later asks for the slot itself), each while
-        its slot is held, then the slot released (waking a waiter). Runs while the process lives
-        (an unexpected error is logged and the thread goes on, as the reaper's)."""
-        while True:
-            try:
-                self._watch_once()
-            except Exception:
-                log.exception("idle-session yield check failed; next in %.1f s", REAPER_TICK_SECONDS)
-                time.sleep(REAPER_TICK_SECONDS)
-
-    def _watch_once(self) -> None:
-        budget = self.budget
-        assert budget is not None
-        self._parked.clear()
-        now = self._clock()
-        with self._lock:
-            unlooked = [e for e in self._idle.values() if not e.waiters_looked and e.token is not None]
-            # only while this process runs no remote work (for YIELD_AFTER_SECONDS): a process
-            # busy with other hosts' jobs keeps its idle sessions for the jobs that come back
-            # to it (limit 1, a host's jobs together: 2x the sessions opened otherwise)
-            free = not self._out and now - self._free_since >= YIELD_AFTER_SECONDS
-            due = [e for e in unlooked if free and now - e.last_used >= YIELD_AFTER_SECONDS]
-            offered: dict[str, list[str]] = {}
-            for entry in due:
-                entry.waiters_looked = True
-                offered.setdefault(entry.host, []).append(str(entry.token))
-            later = max(self._free_since, *(e.last_used for e in unlooked)) if unlooked else None
-            busy = bool(self._out)
-        if not due:
-            if later is not None:  # busy: look again after a while (a give-back parks: sooner)
-                later = YIELD_AFTER_SECONDS if busy else max(0.001, later + YIELD_AFTER_SECONDS - now)
-            self._parked.wait(later)
-            return
-        # marked in Redis first: a job of this process that took a session's slot over before
-        # the mark (acquire), and is about to take the session out of the pool (checkout), keeps
-        # it (its token is no holder: not marked); after the mark, no job can take it over
-        yielding = budget.yield_to_waiters(offered)
-        with self._lock:
-            closing = [e for e in due if e.token in yielding and id(e) in self._idle]
-            for entry in closing:
-                del self._idle[id(entry)]
-                self._note_yield(entry.host, now)
-            self._stats.evicted += len(closing)
-            closed = {id(e) for e in closing}
-            for entry in due:  # marked, but a job took it out since (hint-less checkout)
-                if entry.token in yielding and id(entry) not in closed:
-                    entry.evict_requested = True  # closed when given back (its slot stays marked)
-        self._close_and_release(closing)
-
     def _reap(self) -> None:
         """The reaper thread (with a budget): close evicted, expired and surplus idle sessions,
         each while its slot is held, then release the slot. Runs while the process lives: an
@@ -592,21 +531,6 @@ class SessionPool:
                 self.budget.release(entry.host, entry.token)
             except Exception:  # release() logs Redis errors itself; anything else must not stop the rest
                 log.exception("releasing a closed idle session's slot failed; it returns after its lease")
-
-    def _note_yield(self, host: str, now: float) -> None:
-        """A session to ``host`` is closed for other processes' waiting jobs (under ``_lock``)."""
-        self._yielded = {h: t for h, t in self._yielded.items() if now - t < YIELDED_RECENTLY_SECONDS}
-        self._yielded[host] = now
-
-    def yielded_to_waiters(self, host: str) -> bool:
-        """Whether a session of this pool to ``host`` was closed for other processes' waiting
-        jobs within :data:`YIELDED_RECENTLY_SECONDS`: this process's next job for the host may
-        join even a full line (see ``worker.tasks``), as the slot script lets one whose session
-        is still being closed (the line does not grow for long: the waiter the slot went to
-        leaves it)."""
-        with self._lock:
-            when = self._yielded.get(host)
-        return when is not None and self._clock() - when < YIELDED_RECENTLY_SECONDS
 
     def _flag_checked_out(self, token: str) -> None:
         """An eviction request for a session a job holds now: close it when given back."""
