@@ -398,6 +398,9 @@ def test_a_token_marked_for_the_yield_is_not_taken_over_by_its_owners_next_job(
     factory = factories()
     assert factory.pool is not None
     _run_with_slot(limiter, factory, host)
+    pool = factory.pool
+    # the pool's own look (nobody waits) done: it looks no more until the next park
+    wait_for(lambda: all(e.waiters_looked for e in pool._idle.values()), 10, "the yield look")
     (token,) = limiter.holders(HOST)
     assert limiter.mark_yielding(HOST, [token, "idle:nobody:1"]) == set()  # nobody waits
     redis_ms = int(limiter.client.time()[0]) * 1000
