@@ -131,7 +131,7 @@ def normalize_host_name(value: str) -> str:
             " Unicode or A-label (xn--) form"
         ) from None
     labels = ascii_name.split(".")
-    if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError(
             f"{value!r} is not a valid DNS host name; use letters, digits, '-' and '.', optionally"
             " with a leading '*.' wildcard"
@@ -330,7 +330,7 @@ def thumbprint_alias(alias: str) -> str:
     """
     head = alias.strip().split(":", 1)[0]
     value = normalize_thumbprint(head)
-    assert THUMBPRINT_RE.match(value)
+    assert THUMBPRINT_RE.fullmatch(value)
     return value
 
 

@@ -32,13 +32,13 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 CN_MAX = 256
 """Longest subject CN kept (characters)."""
 
-_THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
+_THUMBPRINT = re.compile(r"[0-9A-F]{40}")
 
 
 def is_thumbprint(value: str) -> bool:
     """Whether ``value`` is what :attr:`CertificateEntry.thumbprint` accepts (40 upper-case hex;
     :func:`worker.inventory_entries.entry_from_item` checks its entries with this very test)."""
-    return _THUMBPRINT.match(value) is not None
+    return _THUMBPRINT.fullmatch(value) is not None
 
 
 class InvalidStateError(ValueError):

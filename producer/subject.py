@@ -47,7 +47,7 @@ _NEEDS_QUOTES = re.compile(r'[,+="\\<>#;]|^\s|\s$')
 
 def _attribute(name: str) -> str:
     key = name.strip()
-    if _OID.match(key):
+    if _OID.fullmatch(key):
         return "OID." + key.split(".", 1)[1]
     canonical = ATTRIBUTES.get(key.upper())
     if canonical is None:

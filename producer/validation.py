@@ -31,7 +31,7 @@ def validate_host(value: str) -> str:
     except ValueError:
         pass
     name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(HOST_LABEL.match(label) for label in name.split(".")):
+    if len(name) > 253 or not all(HOST_LABEL.fullmatch(label) for label in name.split(".")):
         raise ValueError(
             f"{value!r} is not a valid host name or IP address; use letters, digits, '-' and '.'"
             " (e.g. web01.contoso.com), an IPv4 address, or an IPv6 address in brackets; put the"
@@ -55,6 +55,6 @@ def normalize_thumbprint(value: str) -> str:
         ValueError: if the result is not 40 hex characters.
     """
     cleaned = re.sub(r"[\s:\u200e\u200f\ufeff]", "", value).upper()
-    if not THUMBPRINT_RE.match(cleaned):
+    if not THUMBPRINT_RE.fullmatch(cleaned):
         raise ValueError(f"{value!r} is not a SHA-1 thumbprint (40 hex characters)")
     return cleaned

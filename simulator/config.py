@@ -266,7 +266,7 @@ class HostConfig(_Model):
     @classmethod
     def _jea_endpoints(cls, value: list[str]) -> list[str]:
         for name in value:
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", name):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name):
                 raise ValueError(
                     f"jea_endpoints: {name!r} is not a configuration name (letters, digits, '_', '.', '-')"
                 )

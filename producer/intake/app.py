@@ -252,7 +252,7 @@ def create_app(intake: IntakeSettings | None = None, producer: ProducerSettings 
     ) -> ResultsPage:
         """Results in the order workers published them (stream ``wincert:results``); resume with
         ``after`` = the ``next`` of the previous page. ``wait`` long-polls."""
-        if not _STREAM_ID.match(after):  # pragma: no cover - the Query pattern checks it
+        if not _STREAM_ID.fullmatch(after):  # pragma: no cover - the Query pattern checks it
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "after: not a stream id")
         deadline = time.monotonic() + min(wait, intake.max_feed_wait_seconds)
         while True:

@@ -72,7 +72,9 @@ def test_store_paths_of_iisu_and_winsql(store_type: str, path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["web 01", "-bad", "bad-", "a..b", "web_01", "a" * 64 + ".com", "web01:5986"]
+    "host",
+    # a label ending in a newline passed a `$`-anchored re.match (``$`` matches before a final "\n")
+    ["web 01", "-bad", "bad-", "a..b", "web_01", "a" * 64 + ".com", "web01:5986", "web01\n.contoso.com"],
 )
 def test_malformed_host_names(host: str) -> None:
     assert errors(job_dict(client_machine=host)) == [

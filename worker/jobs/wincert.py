@@ -94,13 +94,13 @@ def parse_record(text: Any, *, keep_der: bool = True) -> CertificateItem:
     except (binascii.Error, ValueError):
         raise RecordError("RawData is not base64") from None
     thumbprint = str(record.get("Thumbprint", "")).upper()
-    if not THUMBPRINT_RE.match(thumbprint):
+    if not THUMBPRINT_RE.fullmatch(thumbprint):
         raise RecordError(f"Thumbprint {record.get('Thumbprint')!r} is not 40 hex characters")
     actual = hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
     if actual != thumbprint:
         raise RecordError(f"Thumbprint does not match the SHA-1 of RawData ({actual})")
     serial = str(record.get("SerialNumber", "")).upper()
-    if not _HEX.match(serial):
+    if not _HEX.fullmatch(serial):
         raise RecordError(f"SerialNumber {record.get('SerialNumber')!r} is not hex")
     sans = []
     for entry in record.get("Sans") or []:
