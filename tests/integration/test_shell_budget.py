@@ -409,3 +409,50 @@ def test_a_token_marked_for_the_yield_is_not_taken_over_by_its_owners_next_job(
     tried = limiter.acquire(HOST, str(uuid.uuid4()), 1, wait_seconds=5, capacity=1, idle_tokens=(token,))
     assert tried.outcome is Outcome.WAIT and tried.reused is None  # joined even the full line
     assert limiter.holders(HOST).keys() == {token}
+
+
+def test_a_job_whose_idle_session_is_being_closed_opens_its_own_only_after_the_close(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """Limit 1. A job takes its process's idle session's slot over (acquire), then, before it
+    takes the session out of the pool (checkout), the reaper takes the session to close it
+    (here: expired). The job opens a session of its own, but only once the old shell is closed:
+    the host never sees two shells under the one slot (3 on a limit-2 host were seen in the
+    threads bench). The old session's close is held back by a gate to make the race certain."""
+    factory = factories()
+    pool = factory.pool
+    assert pool is not None
+    _run_with_slot(limiter, factory, host)
+    assert host.stats.shells_open == 1
+    job = _job(host)
+    job_id = str(job.job_id)
+    acquired = limiter.wait_for_slot(
+        HOST, job_id, 1, 30, 2, idle_tokens=lambda: pool.idle_tokens(HOST, job.store)
+    )
+    assert acquired.outcome is Outcome.GRANTED and acquired.reused
+    gate = threading.Event()
+    with pool._lock:
+        (entry,) = pool._idle.values()
+    real_close = entry.session.close
+
+    def gated_close() -> None:
+        gate.wait(30)
+        real_close()
+
+    entry.session.close = gated_close  # type: ignore[method-assign]
+    entry.last_used -= 10_000  # expired: the reaper (ticking every second) takes it to close
+    wait_for(lambda: pool.idle_count() == 0, 10, "the reaper took the expired session")
+    results: list[str] = []
+
+    def run() -> None:
+        with limiter.lease(HOST, job_id, acquired.reused):
+            results.append(jobs.run(job, factory, RESOLVER).result.status.value)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    runner.join(3)  # long enough for an unguarded job to open its shell beside the closing one
+    gate.set()
+    runner.join(60)
+    assert results == ["success"]
+    assert host.stats.max_shells_open == 1
+    assert host.stats.shells_created == 2

@@ -76,6 +76,11 @@ REAPER_TICK_SECONDS = 1.0
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
 
+CLOSING_WAIT_SECONDS = 60.0
+"""At most this long (seconds) a job whose slot was an idle session's waits for that session,
+taken out of the pool for closing meanwhile (expired, evicted, yielded), to be closed before it
+opens its own: the host never sees both shells under the one slot."""
+
 
 class PooledSession(Protocol):
     """What the pool keeps: a session that calls functions and can be closed."""
@@ -253,6 +258,9 @@ class SessionPool(IdleYield):
         self.max_kib = max_kib
         self._kib_of = kib_of
         self._doomed: list[_Entry] = []  # parked sessions the reaper must close
+        # token -> set once the session of that token, taken out of the pool for closing, is
+        # closed (under _lock; see CLOSING_WAIT_SECONDS)
+        self._closing: dict[str, threading.Event] = {}
         self._out: dict[int, _Entry] = {}  # sessions jobs hold now (under _lock)
         self._free_since = 0.0  # clock when the last session jobs held was given back
         self._reaper: threading.Thread | None = None
@@ -275,7 +283,11 @@ class SessionPool(IdleYield):
         key = SessionKey.of(store, credential, self._ca_bundle)
         host = self.budget.host_of(store) if self.budget is not None else ""
         hint = self.budget.reused_token(host) if self.budget is not None else None
-        entry = self._take(key, hint)
+        entry, closing = self._take(key, hint)
+        # the job's slot was this session's, being closed by another thread (reaper, yield,
+        # another job's quota retry): its shell goes first, then this job opens its own
+        if entry is None and closing is not None and not closing.wait(CLOSING_WAIT_SECONDS):
+            log.warning("a session to %s closed under this job's slot: > %.0f s", key, CLOSING_WAIT_SECONDS)
         if entry is None:
             try:
                 entry = self._open(key, store, credential)
@@ -317,7 +329,10 @@ class SessionPool(IdleYield):
             entries = list(self._idle.values()) + self._doomed
             self._idle.clear()
             self._doomed = []
+            self._retire(entries)
         _close_all([e.session for e in entries], timeout)
+        for entry in entries:
+            self._closed(entry)
         if self.budget is not None:
             for entry in entries:
                 if entry.token is not None:
@@ -330,8 +345,10 @@ class SessionPool(IdleYield):
             entries = [e for e in self._idle.values() if (e.key.host, e.key.port) == (key.host, key.port)]
             for entry in entries:
                 del self._idle[id(entry)]
+            self._retire(entries)
         for entry in entries:
             _close_quietly(entry.session)
+            self._closed(entry)
             if self.budget is not None and entry.token is not None:
                 self.budget.release(entry.host, entry.token)
         return bool(entries)
@@ -369,11 +386,12 @@ class SessionPool(IdleYield):
     def _expired(self, entry: _Entry, now: float) -> bool:
         return now - entry.last_used >= self.idle_seconds or now - entry.opened_at >= self.max_age_seconds
 
-    def _take(self, key: SessionKey, hint: str | None = None) -> _Entry | None:
+    def _take(self, key: SessionKey, hint: str | None = None) -> tuple[_Entry | None, threading.Event | None]:
         """Remove expired sessions (closing them: the reaper does with a budget) and take the
         idle session for ``key``: the one whose slot the job took over (``hint``, its token),
         else the newest. A ``hint`` session of another key is closed here, under the job's slot
-        (which was that session's)."""
+        (which was that session's). Also returns, when the ``hint`` session is not in the pool
+        because another thread is closing it, the event set once it is closed."""
         now = self._clock()
         found: _Entry | None = None
         mismatched: _Entry | None = None
@@ -386,6 +404,7 @@ class SessionPool(IdleYield):
             self._stats.expired += len(expired)
             if self.budget is not None:
                 self._doomed.extend(expired)
+                self._retire(expired)
                 expired = []
             hinted = [e for e in self._idle.values() if hint is not None and e.token == hint]
             if hinted and hinted[0].key != key:
@@ -398,12 +417,13 @@ class SessionPool(IdleYield):
                     break
             if found is not None:
                 del self._idle[id(found)]
+            closing = self._closing.get(hint) if hint is not None and not hinted else None
         if mismatched is not None:
             _close_quietly(mismatched.session)
         for entry in expired:
             log.debug("closing a session to %s idle for %.0f s", entry.key, now - entry.last_used)
             _close_quietly(entry.session)
-        return found
+        return found, closing
 
     def _open(self, key: SessionKey, store: StoreRef, credential: Credential) -> _Entry:
         session = self._opener(store, credential)
@@ -459,6 +479,7 @@ class SessionPool(IdleYield):
             if now - entry.opened_at >= self.max_age_seconds or entry.evict_requested or worn:
                 self._stats.expired += 1
                 self._doomed.append(entry)
+                self._retire([entry])
                 if entry.evict_requested:
                     self._note_yield(entry.host, now)
             else:
@@ -468,6 +489,7 @@ class SessionPool(IdleYield):
                     _, oldest = self._idle.popitem(last=False)
                     self._stats.evicted += 1
                     self._doomed.append(oldest)
+                    self._retire([oldest])
             entry.evict_requested = False
             # started under the lock: a thread made here but started after it would look dead
             # to a concurrent park (-P threads), which would replace it, and one of the two
@@ -517,6 +539,7 @@ class SessionPool(IdleYield):
                 del self._idle[id(entry)]
             self._stats.expired += len(expired)
             closing.extend(expired)
+            self._retire(closing)
         self._close_and_release(closing)
 
     def _close_and_release(self, closing: list[_Entry]) -> None:
@@ -525,12 +548,29 @@ class SessionPool(IdleYield):
         assert self.budget is not None
         for entry in closing:
             _close_quietly(entry.session)
+            self._closed(entry)
             if entry.token is None:
                 continue
             try:
                 self.budget.release(entry.host, entry.token)
             except Exception:  # release() logs Redis errors itself; anything else must not stop the rest
                 log.exception("releasing a closed idle session's slot failed; it returns after its lease")
+
+    def _retire(self, entries: list[_Entry]) -> None:
+        """``entries`` left the pool to be closed (under ``_lock``): a job of this process that
+        took one's slot over waits for its close (:meth:`checkout`)."""
+        for entry in entries:
+            if entry.token is not None:
+                self._closing.setdefault(entry.token, threading.Event())
+
+    def _closed(self, entry: _Entry) -> None:
+        """``entry``'s session is closed: wake a job waiting to open under its slot."""
+        if entry.token is None:
+            return
+        with self._lock:
+            event = self._closing.pop(entry.token, None)
+        if event is not None:
+            event.set()
 
     def _flag_checked_out(self, token: str) -> None:
         """An eviction request for a session a job holds now: close it when given back."""
@@ -558,6 +598,7 @@ class SessionPool(IdleYield):
         self._lock = threading.Lock()
         self._idle = OrderedDict()
         self._doomed = []
+        self._closing = {}
         self._out = {}
         self._reaper = None
         self._yielded = {}

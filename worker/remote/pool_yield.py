@@ -64,6 +64,9 @@ class IdleYield:
     def _close_and_release(self, closing: list[_Entry]) -> None:
         raise NotImplementedError
 
+    def _retire(self, entries: list[_Entry]) -> None:
+        raise NotImplementedError
+
     def _watch(self) -> None:
         """The yield thread (with a budget): each parked session still idle after
         :data:`YIELD_AFTER_SECONDS` is closed if jobs wait for its host (looked for once per
@@ -110,6 +113,7 @@ class IdleYield:
             for entry in closing:
                 del self._idle[id(entry)]
                 self._note_yield(entry.host, now)
+            self._retire(closing)
             self._stats.evicted += len(closing)
             closed = {id(e) for e in closing}
             for entry in due:  # marked, but a job took it out since (hint-less checkout)
