@@ -53,9 +53,10 @@ from producer.messages import StoreRef
 from worker.credentials import Credential
 from worker.remote.errors import RemoteCommandError
 from worker.remote.invoke import Invocation
+from worker.remote.pool_reaper import REAPER_TICK_SECONDS as REAPER_TICK_SECONDS  # re-exported
+from worker.remote.pool_reaper import Reaper, _close_quietly
 from worker.remote.pool_yield import YIELD_AFTER_SECONDS as YIELD_AFTER_SECONDS  # re-exported
 from worker.remote.pool_yield import YIELDED_RECENTLY_SECONDS as YIELDED_RECENTLY_SECONDS
-from worker.remote.pool_yield import IdleYield
 from worker.remote.retryable import SHELL_NOT_FOUND as SHELL_NOT_FOUND  # re-exported
 from worker.remote.retryable import is_connection_error as is_connection_error
 from worker.remote.retryable import is_quota_fault as is_quota_fault
@@ -69,9 +70,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 32
 """Idle sessions one process keeps at most (all hosts together)."""
-
-REAPER_TICK_SECONDS = 1.0
-"""With a budget, the reaper checks for eviction requests (blocking) and expired sessions this often."""
 
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
@@ -204,7 +202,7 @@ class _Lease:
         return self.entry
 
 
-class SessionPool(IdleYield):
+class SessionPool(Reaper):
     """Open sessions of one worker process, reused across jobs (see the module docstring).
 
     Args:
@@ -502,82 +500,6 @@ class SessionPool(IdleYield):
                 self._watcher.start()
         self._parked.set()
 
-    def _reap(self) -> None:
-        """The reaper thread (with a budget): close evicted, expired and surplus idle sessions,
-        each while its slot is held, then release the slot. Runs while the process lives: an
-        unexpected error in a tick is logged and the next tick runs (a dead reaper would leave
-        idle sessions open and their slots held until their leases end)."""
-        while True:
-            try:
-                self._reap_once()
-            except Exception:
-                log.exception("session reaper tick failed; next tick in %.1f s", REAPER_TICK_SECONDS)
-                time.sleep(REAPER_TICK_SECONDS)
-
-    def _reap_once(self) -> None:
-        """One reaper tick: wait up to REAPER_TICK_SECONDS for eviction requests, then close the
-        doomed, asked-for and expired idle sessions and release their slots. Every session taken
-        out of the pool here is closed and released even if another one's release raises."""
-        budget = self.budget
-        assert budget is not None
-        requests = budget.evictions(REAPER_TICK_SECONDS)
-        now = self._clock()
-        with self._lock:
-            closing, self._doomed = self._doomed, []
-            by_token = {e.token: e for e in self._idle.values() if e.token is not None}
-            for _, token in requests:
-                asked = by_token.get(token)
-                if asked is not None and id(asked) in self._idle:
-                    del self._idle[id(asked)]
-                    self._stats.evicted += 1
-                    closing.append(asked)
-                    self._note_yield(asked.host, now)
-                else:
-                    self._flag_checked_out(token)
-            expired = [e for e in self._idle.values() if self._expired(e, now)]
-            for entry in expired:
-                del self._idle[id(entry)]
-            self._stats.expired += len(expired)
-            closing.extend(expired)
-            self._retire(closing)
-        self._close_and_release(closing)
-
-    def _close_and_release(self, closing: list[_Entry]) -> None:
-        """Close each of ``closing`` (taken out of the pool), then release its slot; every one
-        is closed and released even if another one's release raises."""
-        assert self.budget is not None
-        for entry in closing:
-            _close_quietly(entry.session)
-            self._closed(entry)
-            if entry.token is None:
-                continue
-            try:
-                self.budget.release(entry.host, entry.token)
-            except Exception:  # release() logs Redis errors itself; anything else must not stop the rest
-                log.exception("releasing a closed idle session's slot failed; it returns after its lease")
-
-    def _retire(self, entries: list[_Entry]) -> None:
-        """``entries`` left the pool to be closed (under ``_lock``): a job of this process that
-        took one's slot over waits for its close (:meth:`checkout`)."""
-        for entry in entries:
-            if entry.token is not None:
-                self._closing.setdefault(entry.token, threading.Event())
-
-    def _closed(self, entry: _Entry) -> None:
-        """``entry``'s session is closed: wake a job waiting to open under its slot."""
-        if entry.token is None:
-            return
-        with self._lock:
-            event = self._closing.pop(entry.token, None)
-        if event is not None:
-            event.set()
-
-    def _flag_checked_out(self, token: str) -> None:
-        """An eviction request for a session a job holds now: close it when given back."""
-        for entry in self._out.values():
-            if entry.token == token:
-                entry.evict_requested = True
-
     def _discard(self, entry: _Entry, retried: bool = False, via: _Entry | None = None) -> None:
         """Close a broken session: through ``via``'s connection when given, else its own."""
         with self._lock:
@@ -614,13 +536,6 @@ def _may_serve(key: SessionKey, store: StoreRef) -> bool:
         and key.auth == store.auth.value
         and key.jea_endpoint == store.jea_endpoint
     )
-
-
-def _close_quietly(session: PooledSession) -> None:
-    try:
-        session.close()
-    except Exception:  # close() should not raise; a failing close must not fail a job
-        log.debug("closing a pooled session failed", exc_info=True)
 
 
 def _close_all(sessions: list[PooledSession], timeout: float) -> None:
