@@ -456,3 +456,42 @@ def test_a_job_whose_idle_session_is_being_closed_opens_its_own_only_after_the_c
     assert results == ["success"]
     assert host.stats.max_shells_open == 1
     assert host.stats.shells_created == 2
+
+
+def test_a_hinted_session_waiting_for_the_reaper_is_closed_by_the_job_itself(
+    host: SimulatedHost, limiter: HostLimiter, factories: Callable[[], WorkerSessionFactory]
+) -> None:
+    """The job's hinted session was moved to ``_doomed`` (a park's over-bound eviction, another
+    thread's expiry) just after the job took its slot over: the reaper takes ``_doomed`` only
+    once a tick, so the job closes it itself, at once, instead of waiting for that tick (held
+    back here for good) and then for the close."""
+    factory = factories()
+    pool = factory.pool
+    assert pool is not None and pool.budget is not None
+    stop = threading.Event()
+
+    def held_back(timeout: float) -> list[tuple[str, str]]:
+        stop.wait(30)
+        return []
+
+    pool.budget.evictions = held_back  # type: ignore[method-assign]
+    try:
+        _run_with_slot(limiter, factory, host)
+        job = _job(host)
+        job_id = str(job.job_id)
+        acquired = limiter.wait_for_slot(
+            HOST, job_id, 1, 30, 2, idle_tokens=lambda: pool.idle_tokens(HOST, job.store)
+        )
+        assert acquired.outcome is Outcome.GRANTED and acquired.reused
+        with pool._lock:  # as _park's over-bound eviction does
+            (entry,) = pool._idle.values()
+            del pool._idle[id(entry)]
+            pool._doomed.append(entry)
+            pool._retire([entry])
+        with limiter.lease(HOST, job_id, acquired.reused):
+            found, closing = pool._take(entry.key, acquired.reused)
+            assert found is None and closing is None
+            assert entry not in pool._doomed and acquired.reused not in pool._closing
+            assert host.stats.shells_open == 0  # closed by the job, under its slot
+    finally:
+        stop.set()

@@ -74,7 +74,7 @@ DEFAULT_MAX_SIZE = 32
 SHUTDOWN_CLOSE_SECONDS = 5.0
 """How long :func:`close_all_pools` waits for idle sessions to close (seconds, all together)."""
 
-CLOSING_WAIT_SECONDS = 60.0
+CLOSING_WAIT_SECONDS = 20.0
 """At most this long (seconds) a job whose slot was an idle session's waits for that session,
 taken out of the pool for closing meanwhile (expired, evicted, yielded), to be closed before it
 opens its own: the host never sees both shells under the one slot."""
@@ -344,11 +344,15 @@ class SessionPool(Reaper):
             for entry in entries:
                 del self._idle[id(entry)]
             self._retire(entries)
-        for entry in entries:
-            _close_quietly(entry.session)
-            self._closed(entry)
-            if self.budget is not None and entry.token is not None:
-                self.budget.release(entry.host, entry.token)
+        try:
+            for entry in entries:
+                _close_quietly(entry.session)
+                self._closed(entry)
+                if self.budget is not None and entry.token is not None:
+                    self.budget.release(entry.host, entry.token)
+        finally:  # interrupted (a time limit): no job waits on the rest for CLOSING_WAIT_SECONDS
+            for entry in entries:
+                self._closed(entry)
         return bool(entries)
 
     def idle_tokens(self, host: str, store: StoreRef | None = None) -> tuple[str, ...]:
@@ -388,8 +392,9 @@ class SessionPool(Reaper):
         """Remove expired sessions (closing them: the reaper does with a budget) and take the
         idle session for ``key``: the one whose slot the job took over (``hint``, its token),
         else the newest. A ``hint`` session of another key is closed here, under the job's slot
-        (which was that session's). Also returns, when the ``hint`` session is not in the pool
-        because another thread is closing it, the event set once it is closed."""
+        (which was that session's), and so is a ``hint`` session waiting in ``_doomed`` for the
+        reaper's next tick. Also returns, when the ``hint`` session is not in the pool because
+        another thread is closing it, the event set once it is closed."""
         now = self._clock()
         found: _Entry | None = None
         mismatched: _Entry | None = None
@@ -416,8 +421,15 @@ class SessionPool(Reaper):
             if found is not None:
                 del self._idle[id(found)]
             closing = self._closing.get(hint) if hint is not None and not hinted else None
+            doomed = [e for e in self._doomed if closing is not None and found is None and e.token == hint]
+            if doomed:  # not yet with the reaper (it takes _doomed once a tick): closed here
+                self._doomed.remove(doomed[0])
+                closing = None
         if mismatched is not None:
             _close_quietly(mismatched.session)
+        for entry in doomed:  # under the job's slot, which was that session's: nothing to release
+            _close_quietly(entry.session)
+            self._closed(entry)
         for entry in expired:
             log.debug("closing a session to %s idle for %.0f s", entry.key, now - entry.last_used)
             _close_quietly(entry.session)

@@ -45,8 +45,8 @@ class IdleYield:
     """The yield thread of a :class:`~worker.remote.pool.SessionPool` and what it remembers.
 
     The pool's state it reads and writes (all set by the pool's ``__init__``, guarded by
-    ``_lock``) is declared here; :meth:`_close_and_release` is the pool's (shared with its
-    reaper)."""
+    ``_lock``) is declared here; :meth:`_close_and_release` is the reaper's
+    (``worker/remote/pool_reaper.py``)."""
 
     budget: ShellBudget | None
     _lock: threading.Lock
