@@ -47,6 +47,8 @@ from prometheus_client import (
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from producer.messages import Protocol
+
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -88,6 +90,8 @@ SESSIONS_REUSED = Counter(
     "Open PowerShell Remoting sessions reused by a job instead of opening one.",
     ["protocol"],
 )
+for _protocol in Protocol:  # exported at 0 from the start: "no reuse yet" is 0, not no data
+    SESSIONS_REUSED.labels(protocol=_protocol.value)
 SLOTS_IN_USE = Gauge(
     "wincert_host_slots_in_use", "Host slots held by this worker's processes.", multiprocess_mode="livesum"
 )
