@@ -344,15 +344,7 @@ class SessionPool(Reaper):
             for entry in entries:
                 del self._idle[id(entry)]
             self._retire(entries)
-        try:
-            for entry in entries:
-                _close_quietly(entry.session)
-                self._closed(entry)
-                if self.budget is not None and entry.token is not None:
-                    self.budget.release(entry.host, entry.token)
-        finally:  # interrupted (a time limit): no job waits on the rest for CLOSING_WAIT_SECONDS
-            for entry in entries:
-                self._closed(entry)
+        self._close_and_release(entries)
         return bool(entries)
 
     def idle_tokens(self, host: str, store: StoreRef | None = None) -> tuple[str, ...]:
@@ -421,10 +413,13 @@ class SessionPool(Reaper):
             if found is not None:
                 del self._idle[id(found)]
             closing = self._closing.get(hint) if hint is not None and not hinted else None
-            doomed = [e for e in self._doomed if closing is not None and found is None and e.token == hint]
-            if doomed:  # not yet with the reaper (it takes _doomed once a tick): closed here
-                self._doomed.remove(doomed[0])
-                closing = None
+            doomed: list[_Entry] = []
+            if closing is not None and found is None:
+                # not yet with the reaper (it takes _doomed once a tick): closed here
+                doomed = [e for e in self._doomed if e.token == hint][:1]
+                if doomed:
+                    self._doomed.remove(doomed[0])
+                    closing = None
         if mismatched is not None:
             _close_quietly(mismatched.session)
         for entry in doomed:  # under the job's slot, which was that session's: nothing to release

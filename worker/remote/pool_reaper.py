@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from worker.remote.pool_yield import IdleYield
+from worker.remote.pool_yield import IdleYield, run_forever
 
 if TYPE_CHECKING:
     from worker.remote.budget import ShellBudget
@@ -52,12 +51,7 @@ class Reaper(IdleYield):
         each while its slot is held, then release the slot. Runs while the process lives: an
         unexpected error in a tick is logged and the next tick runs (a dead reaper would leave
         idle sessions open and their slots held until their leases end)."""
-        while True:
-            try:
-                self._reap_once()
-            except Exception:
-                log.exception("session reaper tick failed; next tick in %.1f s", REAPER_TICK_SECONDS)
-                time.sleep(REAPER_TICK_SECONDS)
+        run_forever(self._reap_once, "session reaper tick", REAPER_TICK_SECONDS)
 
     def _reap_once(self) -> None:
         """One reaper tick: wait up to REAPER_TICK_SECONDS for eviction requests, then close the
@@ -88,18 +82,23 @@ class Reaper(IdleYield):
         self._close_and_release(closing)
 
     def _close_and_release(self, closing: list[_Entry]) -> None:
-        """Close each of ``closing`` (taken out of the pool), then release its slot; every one
-        is closed and released even if another one's release raises."""
-        assert self.budget is not None
-        for entry in closing:
-            _close_quietly(entry.session)
-            self._closed(entry)
-            if entry.token is None:
-                continue
-            try:
-                self.budget.release(entry.host, entry.token)
-            except Exception:  # release() logs Redis errors itself; anything else must not stop the rest
-                log.exception("releasing a closed idle session's slot failed; it returns after its lease")
+        """Close each of ``closing`` (taken out of the pool and retired), then release its slot
+        (with a budget); every one is closed and released even if another one's release raises,
+        and, even if interrupted (a time limit), no job is left waiting on one
+        (:data:`~worker.remote.pool.CLOSING_WAIT_SECONDS`)."""
+        try:
+            for entry in closing:
+                _close_quietly(entry.session)
+                self._closed(entry)
+                if self.budget is None or entry.token is None:
+                    continue
+                try:
+                    self.budget.release(entry.host, entry.token)
+                except Exception:  # release() logs Redis errors; anything else must not stop the rest
+                    log.exception("releasing a closed idle session's slot failed; it returns after its lease")
+        finally:
+            for entry in closing:
+                self._closed(entry)
 
     def _retire(self, entries: list[_Entry]) -> None:
         """``entries`` left the pool to be closed (under ``_lock``): a job of this process that

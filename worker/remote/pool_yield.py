@@ -41,6 +41,19 @@ ERROR_PAUSE_SECONDS = 1.0
 """After an unexpected error the yield thread pauses this long (the reaper's tick)."""
 
 
+def run_forever(tick: Callable[[], None], what: str, pause: float) -> None:
+    """A pool thread's loop (the yield thread, the reaper): ``tick()`` again and again while the
+    process lives; an unexpected error is logged, then the loop pauses ``pause`` seconds and
+    goes on (a dead thread would leave idle sessions open and their slots held until their
+    leases end)."""
+    while True:
+        try:
+            tick()
+        except Exception:
+            log.exception("%s failed; next in %.1f s", what, pause)
+            time.sleep(pause)
+
+
 class IdleYield:
     """The yield thread of a :class:`~worker.remote.pool.SessionPool` and what it remembers.
 
@@ -74,12 +87,7 @@ class IdleYield:
         arriving later asks for the slot itself), each while its slot is held, then the slot
         released (waking a waiter). Runs while the process lives
         (an unexpected error is logged and the thread goes on, as the reaper's)."""
-        while True:
-            try:
-                self._watch_once()
-            except Exception:
-                log.exception("idle-session yield check failed; next in %.1f s", ERROR_PAUSE_SECONDS)
-                time.sleep(ERROR_PAUSE_SECONDS)
+        run_forever(self._watch_once, "idle-session yield check", ERROR_PAUSE_SECONDS)
 
     def _watch_once(self) -> None:
         budget = self.budget
