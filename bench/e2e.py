@@ -209,6 +209,18 @@ def _smaps_mib(pid: int) -> tuple[float, float]:
     return (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024, kib["Pss"] / 1024
 
 
+def _largest_memory(pids: list[int]) -> dict[str, float]:
+    """The largest RSS, ``RssAnon``, USS and PSS (MiB, each the maximum over ``pids``, rounded
+    to 0.1) of the worker processes ``pids``: keys ``rss``, ``anon``, ``uss``, ``pss``."""
+    smaps = [_smaps_mib(pid) for pid in pids]
+    return {
+        "rss": round(max((_rss_mib(pid) for pid in pids), default=0.0), 1),
+        "anon": round(max((_rss_mib(pid, "RssAnon") for pid in pids), default=0.0), 1),
+        "uss": round(max((u for u, _ in smaps), default=0.0), 1),
+        "pss": round(max((p for _, p in smaps), default=0.0), 1),
+    }
+
+
 def _rss_mib(pid: int, field: str = "VmRSS") -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -413,11 +425,9 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
             for n, port in enumerate(ports)
         ]
         children = [c for pid in pids for c in worker_processes(pid)]
-        figures.rss_start_mib = round(max((_rss_mib(c) for c in children), default=0.0), 1)
-        figures.rss_anon_start_mib = round(max((_rss_mib(c, "RssAnon") for c in children), default=0.0), 1)
-        smaps = [_smaps_mib(c) for c in children]
-        figures.uss_start_mib = round(max((u for u, _ in smaps), default=0.0), 1)
-        figures.pss_start_mib = round(max((p for _, p in smaps), default=0.0), 1)
+        memory0 = _largest_memory(children)
+        figures.rss_start_mib, figures.rss_anon_start_mib = memory0["rss"], memory0["anon"]
+        figures.uss_start_mib, figures.pss_start_mib = memory0["uss"], memory0["pss"]
         for host in hosts:
             host.stats.reset()
         commands_before = int(client_redis.info("stats")["total_commands_processed"])
@@ -440,9 +450,8 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
             own_commands += 1
             if done >= warm_at and not warm_taken:
                 warm_taken = True
-                warm = [c for pid in pids for c in worker_processes(pid)]
-                figures.rss_warm_mib = round(max((_rss_mib(c) for c in warm), default=0.0), 1)
-                figures.uss_warm_mib = round(max((_smaps_mib(c)[0] for c in warm), default=0.0), 1)
+                warm = _largest_memory([c for pid in pids for c in worker_processes(pid)])
+                figures.rss_warm_mib, figures.uss_warm_mib = warm["rss"], warm["uss"]
             if done >= sc.jobs:
                 break
             if time.monotonic() > deadline:
@@ -462,11 +471,9 @@ def run_scenario(sc: Scenario, sim: Simulator, redis_url: str, workdir: Path) ->
         stats_after = _commandstats(client_redis)
         forwarded = sum(_scrape(port, "wincert_jobs_forwarded_total") for port in ports)
         ends = [c for pid in pids for c in worker_processes(pid)]
-        figures.rss_end_mib = round(max((_rss_mib(c) for c in ends), default=0.0), 1)
-        figures.rss_anon_end_mib = round(max((_rss_mib(c, "RssAnon") for c in ends), default=0.0), 1)
-        smaps = [_smaps_mib(c) for c in ends]
-        figures.uss_end_mib = round(max((u for u, _ in smaps), default=0.0), 1)
-        figures.pss_end_mib = round(max((p for _, p in smaps), default=0.0), 1)
+        end = _largest_memory(ends)
+        figures.rss_end_mib, figures.rss_anon_end_mib = end["rss"], end["anon"]
+        figures.uss_end_mib, figures.pss_end_mib = end["uss"], end["pss"]
 
     _collect(figures, sc, hosts, client_redis, payloads, cpu, commands, forwarded)
     per_job = {
